@@ -1,0 +1,309 @@
+"""The command line: Click commands, shared options and the one error handler.
+
+Only light modules are imported at the top; TensorFlow is reached inside the commands
+that need it, so ``--help``, ``--version`` and usage errors stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+import click
+
+from rnncli import __version__
+from rnncli.config import CELLS, TrainConfig, default
+from rnncli.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_UNEXPECTED, RnnCliError
+from rnncli.output import PREDICT_FORMATS
+
+DEFAULT_MODEL_DIR = "rnncli-model"
+EXIT_TERMINATED = 143
+_debug = False
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so ``finally`` blocks clean up."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+class DeviceType(click.ParamType):
+    name = "auto|cpu|gpu|gpu:N"
+
+    def convert(self, value, param, ctx):
+        from rnncli.runtime import parse_device  # import-light: syntax check only
+
+        try:
+            parse_device(value)
+        except RnnCliError as exc:
+            self.fail(exc.message, param, ctx)
+        return value.strip().lower()
+
+
+def model_option(f):
+    return click.option("-m", "--model", "model_dir", default=DEFAULT_MODEL_DIR,
+                        envvar="RNNCLI_MODEL", show_default=True, show_envvar=True,
+                        metavar="DIR", help="Model directory written by 'rnncli train'.")(f)
+
+
+def device_option(f):
+    return click.option("--device", type=DeviceType(), default="auto", show_default=True,
+                        help="Where to run. 'auto' takes a GPU when one is visible; "
+                             "an absent GPU is an error, never a silent CPU fallback.")(f)
+
+
+def data_options(f):
+    f = click.option("--encoding", default=None, metavar="NAME",
+                     help="Text encoding of DATA [default: UTF-8, else cp1252, said on "
+                          "stderr].")(f)
+    f = click.option("--label-col", default=None, metavar="NAME",
+                     help="Label column [default: detected: label, sentiment, ...].")(f)
+    f = click.option("--text-col", default=None, metavar="NAME",
+                     help="Text column [default: detected: text, review, sentence, ...].")(f)
+    return f
+
+
+def _setting(name: str, type_, help_: str, *, auto: bool = False):
+    """An option whose default is TrainConfig's (defaults live only there)."""
+    value = default(name)
+    flag = "--" + name.replace("_", "-")
+    return click.option(flag, name, type=type_, default=value,
+                        show_default="auto" if auto else True, help=help_)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="rnncli")
+@click.option("--debug", is_flag=True, envvar="RNNCLI_DEBUG",
+              help="Show full tracebacks on errors (or set RNNCLI_DEBUG=1).")
+def cli(debug: bool) -> None:
+    """Train a bidirectional LSTM/GRU sentiment classifier from labelled texts and use it
+    from the shell.
+
+    \b
+      rnncli train reviews.csv --cell gru     learn from a CSV of texts and labels
+      rnncli predict "great movie"            label + probability
+      cat reviews.txt | rnncli predict        one result per input line, streamed
+      rnncli evaluate                         figures on the held-out split
+
+    Exit codes: 0 ok, 1 unexpected, 2 usage, 3 bad data, 4 bad or missing model,
+    5 device, 130 interrupted (143 on SIGTERM).
+    """
+    global _debug
+    _debug = _debug or debug
+
+
+@cli.command()
+@click.argument("data", metavar="DATA")
+@data_options
+@click.option("--positive-label", default=None, metavar="VALUE",
+              help="Which label value is positive [default: positive/pos/1/true/yes].")
+@click.option("-o", "--out", default=DEFAULT_MODEL_DIR, envvar="RNNCLI_MODEL",
+              show_default=True, show_envvar=True, metavar="DIR",
+              help="Model directory to write (replaced atomically when training succeeds).")
+@_setting("cell", click.Choice(CELLS), "Recurrent cell: GRU is lighter and faster, LSTM richer.")
+@_setting("units", click.IntRange(1), "Units per direction in each recurrent layer.")
+@_setting("layers", click.IntRange(1, 8), "Stacked bidirectional layers.")
+@_setting("embed_dim", click.IntRange(1), "Embedding size.")
+@_setting("max_tokens", click.IntRange(3), "Vocabulary size, including padding and [UNK] "
+          "[auto: words seen twice, up to 20,000].", auto=True)
+@_setting("seq_len", click.IntRange(2), "Tokens per text [auto: 90th percentile of lengths, "
+          "16 to 400].", auto=True)
+@_setting("dropout", click.FloatRange(0, 1, max_open=True), "Dropout on embeddings and "
+          "before the head.")
+@_setting("epochs", click.IntRange(1), "Most epochs to train.")
+@_setting("batch_size", click.IntRange(1), "Training batch size.")
+@_setting("lr", click.FloatRange(0, min_open=True), "Adam learning rate.")
+@_setting("clipnorm", click.FloatRange(0), "Gradient clipping norm (0: off).")
+@_setting("patience", click.IntRange(0), "Early stopping: epochs without a better "
+          "validation loss (best weights are restored).")
+@_setting("val_split", click.FloatRange(0, 0.5, min_open=True, max_open=True),
+          "Fraction of rows for validation.")
+@_setting("test_split", click.FloatRange(0, 0.5, min_open=True, max_open=True),
+          "Fraction of rows held out for 'rnncli evaluate'.")
+@_setting("seed", click.IntRange(0), "Random seed for the split and the weights.")
+@device_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
+def train(data, text_col, label_col, encoding, positive_label, out, device, quiet, **settings):
+    """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
+    from rnncli import output
+    from rnncli.train import run
+
+    config = TrainConfig(**settings)
+    reporter = output.train_reporter(quiet)
+    manifest = run(data, config, out=out, text_col=text_col, label_col=label_col,
+                   positive_label=positive_label, encoding=encoding, device=device,
+                   reporter=reporter)
+    val, test = manifest["validation"], manifest["test"]
+    reporter.message(f"validation accuracy {val['accuracy']:.4f}, test accuracy "
+                     f"{test['accuracy']:.4f} (n={test['n']}); next: rnncli predict -m {out} "
+                     "\"some text\"")
+
+
+@cli.command()
+@click.argument("texts", nargs=-1, metavar="[TEXT]...")
+@model_option
+@click.option("-f", "--format", "fmt", type=click.Choice(PREDICT_FORMATS), default="auto",
+              show_default=True, help="auto: a table on a terminal, JSON lines when piped.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Score at or above which the positive label is given [default: the "
+                   "model's].")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
+              help="Lines scored together when reading stdin.")
+@device_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.pass_context
+def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, quiet):
+    """Label TEXTs, or lines from stdin when no TEXT (or '-') is given.
+
+    One record per input line, in order; blank lines get status "empty" and undecodable
+    ones "invalid_utf8" (then the exit code is 3). Records: text, label, score (the
+    positive-class probability), status.
+    """
+    from rnncli import output
+    from rnncli.predict import STATUS_INVALID, Predictor
+
+    from_stdin = texts in ((), ("-",))
+    if from_stdin and output.is_terminal(sys.stdin) and not quiet:
+        output.err_console().print("reading texts from stdin, one per line (Ctrl-D to end)")
+    predictor = Predictor.load(model_dir, device=device, threshold=threshold)
+    writer = output.RecordWriter(output.resolve_format(fmt))
+    progress = output.StreamProgress(
+        from_stdin and not quiet and output.is_terminal(sys.stderr)
+        and not output.is_terminal(sys.stdout))
+    failed = 0
+    try:
+        if from_stdin:
+            # A person typing expects each answer at once; a pipe is scored in batches.
+            size = 1 if output.is_terminal(sys.stdin) else batch_size
+            batches = predictor.stream(sys.stdin.buffer, batch_size=size,
+                                       on_batch=progress.update)
+        else:
+            batches = [predictor.records(list(texts))]
+        for records in batches:
+            writer.write(records)
+            failed += sum(r["status"] == STATUS_INVALID for r in records)
+    finally:
+        progress.close()
+    writer.close()
+    if failed:
+        ctx.exit(EXIT_DATA)
+
+
+@cli.command()
+@click.argument("data", required=False, metavar="[DATA]")
+@model_option
+@data_options
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Decision threshold [default: the model's].")
+@click.option("-f", "--format", "fmt", type=click.Choice(["auto", "table", "json"]),
+              default="auto", show_default=True,
+              help="auto: a table on a terminal, JSON when piped.")
+@device_option
+def evaluate(data, model_dir, text_col, label_col, encoding, threshold, fmt, device):
+    """Accuracy, precision, recall, F1, ROC AUC, loss and confusion matrix.
+
+    On DATA when given (same columns and options as train), else on the test split
+    held out when the model was trained.
+    """
+    from rnncli import output
+    from rnncli.predict import evaluate as run_evaluate
+
+    figures, notes = run_evaluate(model_dir, data, text_col=text_col, label_col=label_col,
+                                  encoding=encoding, device=device, threshold=threshold)
+    console = output.err_console()
+    for note in notes:
+        console.print(note, markup=False)
+    output.render_figures(figures, output.resolve_format(fmt, piped="json"),
+                          title=f"evaluation on {data or 'the held-out test split'}")
+
+
+@cli.command()
+@model_option
+@click.option("-o", "--out", "dest", required=True, metavar="DEST",
+              help="Directory to write the SavedModel to.")
+@click.option("--force", is_flag=True, help="Replace DEST if it already holds a SavedModel.")
+def export(model_dir, dest, force):
+    """Export a TensorFlow SavedModel for TF Serving.
+
+    Its 'serve' endpoint and 'serving_default' signature take a flat batch of raw strings
+    (shape [n]) and return the positive-class probability (shape [n, 1]).
+    """
+    from rnncli import output
+    from rnncli.export import export_saved_model
+
+    path = export_saved_model(model_dir, dest, force=force)
+    output.err_console().print(f"wrote SavedModel to {path}", markup=False)
+    click.echo(str(path))
+
+
+@cli.command()
+@model_option
+@click.option("-f", "--format", "fmt", type=click.Choice(["auto", "table", "json"]),
+              default="auto", show_default=True)
+def info(model_dir, fmt):
+    """What a model is: network, vocabulary, labels, data and figures."""
+    from rnncli import artifacts, output
+
+    manifest = artifacts.read_manifest(model_dir)
+    output.render_info(manifest, output.resolve_format(fmt, piped="json"))
+
+
+@cli.command()
+@click.option("-f", "--format", "fmt", type=click.Choice(["auto", "table", "json"]),
+              default="auto", show_default=True)
+def devices(fmt):
+    """List the devices TensorFlow can run on, with their --device names."""
+    from rnncli import output
+    from rnncli.runtime import list_devices
+
+    output.render_rows(list_devices(), output.resolve_format(fmt, piped="json"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and turns every failure into one line and an exit code."""
+    global _debug
+    _debug = bool(os.environ.get("RNNCLI_DEBUG")) or "--debug" in (argv or sys.argv[1:])
+    if _debug:
+        os.environ["RNNCLI_DEBUG"] = "1"
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    code = 0
+    try:
+        result = cli.main(args=argv, prog_name="rnncli", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.Abort:
+        _error("interrupted")
+        code = EXIT_INTERRUPTED
+    except RnnCliError as exc:
+        _error(exc.message, exc)
+        code = exc.exit_code
+    except KeyboardInterrupt as exc:
+        _error("interrupted; nothing was written over an existing model", exc)
+        code = EXIT_INTERRUPTED
+    except Terminated as exc:
+        _error("terminated; nothing was written over an existing model", exc)
+        code = EXIT_TERMINATED
+    except BrokenPipeError:
+        # The reader went away (e.g. '| head -1'): stop quietly, without a second error
+        # when Python flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except Exception as exc:  # noqa: BLE001  (the one place that catches everything)
+        _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback, "
+               "and please report it)", exc)
+        code = EXIT_UNEXPECTED
+    sys.exit(code)
+
+
+def _error(message: str, exc: BaseException | None = None) -> None:
+    if _debug and exc is not None:
+        traceback.print_exception(exc)
+    click.echo(f"Error: {message}", err=True)
+

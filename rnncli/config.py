@@ -1,0 +1,99 @@
+"""TrainConfig: the one settings object that defines a trained model.
+
+Defaults live here and only here; the CLI reads them. The object validates itself and
+round-trips through JSON inside the model directory, so evaluate, predict and export read
+back exactly what train used. Settings that depend on the data (``max_tokens``,
+``seq_len``) may be ``None`` here, meaning "derive from the training data"; the model
+directory always records the resolved values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rnncli.errors import UsageError
+
+CELLS = ("gru", "lstm")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    cell: str = "gru"
+    units: int = 64
+    layers: int = 1
+    embed_dim: int = 128
+    max_tokens: int | None = None
+    seq_len: int | None = None
+    dropout: float = 0.3
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    clipnorm: float = 1.0
+    patience: int = 2
+    val_split: float = 0.1
+    test_split: float = 0.1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.cell not in CELLS:
+            problems.append(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        for name in ("units", "layers", "embed_dim", "epochs", "batch_size"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a whole number >= 1, not {getattr(self, name)!r}")
+        if self.max_tokens is not None and (not _is_int(self.max_tokens) or self.max_tokens < 3):
+            problems.append(f"max_tokens must be >= 3, not {self.max_tokens!r}")
+        if self.seq_len is not None and (not _is_int(self.seq_len) or self.seq_len < 2):
+            problems.append(f"seq_len must be >= 2, not {self.seq_len!r}")
+        if not _is_int(self.patience) or self.patience < 0:
+            problems.append(f"patience must be >= 0, not {self.patience!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            problems.append(f"seed must be >= 0, not {self.seed!r}")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), not {self.dropout!r}")
+        if not _is_number(self.lr) or not self.lr > 0:
+            problems.append(f"lr must be > 0, not {self.lr!r}")
+        if not _is_number(self.clipnorm) or self.clipnorm < 0:
+            problems.append(f"clipnorm must be >= 0 (0 turns clipping off), not {self.clipnorm!r}")
+        for name in ("val_split", "test_split"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value < 0.5:
+                problems.append(f"{name} must be in (0, 0.5), not {value!r}")
+        if not problems and self.val_split + self.test_split >= 0.8:
+            problems.append("val_split + test_split must leave at least 20% of rows to train on")
+        if problems:
+            raise UsageError("invalid settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a manifest's ``settings``; unknown keys are an error, not ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"unknown settings: {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def resolved(self) -> bool:
+        return self.max_tokens is not None and self.seq_len is not None
+
+
+def default(name: str) -> Any:
+    """The default of one TrainConfig field (for CLI help texts)."""
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

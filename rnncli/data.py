@@ -1,0 +1,423 @@
+"""Files -> texts and labels: format sniffing, decoding, columns, label mapping, splits.
+
+Light core: no TensorFlow here. CSV/TSV go through the standard ``csv`` module in strict
+mode rather than pandas, because pandas silently pads short rows, turns ``NA``/``null``
+into NaN and cannot say which line broke; here every row is checked against the header
+and every problem names its line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import math
+import sys
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rnncli.errors import DataError
+
+TEXT_COLUMNS = ("text", "review", "sentence", "content", "body", "comment", "document",
+                "tweet", "message", "review_text", "phrase")
+LABEL_COLUMNS = ("label", "sentiment", "polarity", "class", "target", "labels", "y")
+POSITIVE_NAMES = frozenset({"positive", "pos", "1", "true", "yes", "y", "+1", "+"})
+NEGATIVE_NAMES = frozenset({"negative", "neg", "0", "false", "no", "n", "-1", "-"})
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 10 MB review is a valid cell
+
+
+@dataclass
+class Table:
+    """A parsed file: header, rows (all strings, or None for a JSON null/missing key)."""
+
+    path: Path
+    header: list[str]
+    rows: list[list[str | None]]
+    lines: list[int]  # the line each row starts on, for messages
+    fingerprint: str  # sha256 of the decompressed bytes
+    notes: list[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Dataset:
+    """Texts with 0/1 labels, and how they were obtained."""
+
+    texts: list[str]
+    labels: np.ndarray  # int8, 1 = positive
+    label_names: tuple[str, str]  # (negative, positive)
+    text_col: str
+    label_col: str
+    fingerprint: str
+    rows_read: int
+    skipped: dict[str, int]
+    skipped_lines: dict[str, list[int]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def positive_label(self) -> str:
+        return self.label_names[1]
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        return Dataset(
+            texts=[self.texts[i] for i in index],
+            labels=self.labels[index],
+            label_names=self.label_names,
+            text_col=self.text_col,
+            label_col=self.label_col,
+            fingerprint=self.fingerprint,
+            rows_read=len(index),
+            skipped={},
+            skipped_lines={},
+        )
+
+    def summary(self) -> str:
+        used = len(self.texts)
+        text = f"{self.rows_read} rows read, {used} used"
+        if self.skipped:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+            text += f", {sum(self.skipped.values())} skipped ({reasons})"
+        return text
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_table(path: str | Path, *, encoding: str | None = None) -> Table:
+    """Read a .csv/.tsv/.jsonl file (optionally gzip-compressed, whatever its name)."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    fingerprint = hashlib.sha256(raw).hexdigest()
+    fmt, notes = _detect_format(path, raw)
+    if b"\x00" in raw[:65536]:
+        raise DataError(f"{path}: looks like a binary file (NUL bytes), not {fmt.upper()} text; "
+                        "give a .csv, .tsv or .jsonl file")
+    text, used = _decode(path, raw, encoding)
+    if encoding is None and used != "utf-8":
+        notes.append(f"{path.name}: not valid UTF-8; read as {used} (set --encoding to choose)")
+    if fmt == "jsonl":
+        table = _parse_jsonl(path, text, fingerprint)
+    else:
+        table = _parse_delimited(path, text, fmt, fingerprint, notes)
+    table.notes[:0] = notes
+    return table
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise DataError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; give a .csv, .tsv or .jsonl file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror})") from exc
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: gzip data is corrupt or truncated ({exc})") from exc
+    if not raw.strip():
+        raise DataError(f"{path}: is empty; it needs a header line and at least one row")
+    return raw
+
+
+def _detect_format(path: Path, raw: bytes) -> tuple[str, list[str]]:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    fmt = FORMATS.get(suffixes[-1] if suffixes else "")
+    first_line = raw.split(b"\n", 1)[0]
+    if fmt is None:
+        if raw.lstrip()[:1] == b"{":
+            return "jsonl", []
+        raise DataError(f"{path}: unknown file type {''.join(path.suffixes) or '(no extension)'}; "
+                        "use .csv, .tsv or .jsonl (optionally .gz)")
+    notes = []
+    if fmt == "csv" and b"\t" in first_line and b"," not in first_line:
+        notes.append(f"{path.name}: header is tab-separated; reading it as TSV")
+        fmt = "tsv"
+    elif fmt == "tsv" and b"," in first_line and b"\t" not in first_line:
+        notes.append(f"{path.name}: header is comma-separated; reading it as CSV")
+        fmt = "csv"
+    return fmt, notes
+
+
+def _decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
+    """Strict decoding; never silent replacement. Returns (text, encoding used)."""
+    candidates = [encoding] if encoding else ["utf-8", "cp1252"]
+    first_error = None
+    for name in candidates:
+        try:
+            text = raw.decode("utf-8-sig" if name.lower().replace("_", "-") in ("utf-8", "utf8")
+                              else name)
+            return text, name
+        except LookupError as exc:
+            raise DataError(f"unknown encoding {name!r}; try utf-8, cp1252 or latin-1") from exc
+        except UnicodeDecodeError as exc:
+            first_error = first_error or (name, exc)
+    name, exc = first_error
+    line = raw.count(b"\n", 0, exc.start) + 1
+    hint = "pass --encoding with the file's encoding" if not encoding else \
+        "check --encoding, or fix the bytes in the file"
+    raise DataError(f"{path}: line {line}: byte 0x{raw[exc.start]:02x} is not valid {name}; {hint}")
+
+
+def _parse_delimited(path: Path, text: str, fmt: str, fingerprint: str,
+                     notes: list[str]) -> Table:
+    delimiter = "\t" if fmt == "tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows: list[list[str | None]] = []
+    lines: list[int] = []
+    skipped: Counter = Counter()
+    header = None
+    start = 1
+    try:
+        for row in reader:
+            if header is None:
+                header = [h.strip() for h in row]
+                _check_header(path, header)
+            elif not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
+                skipped["blank line"] += 1
+            elif len(row) != len(header):
+                raise DataError(
+                    f"{path}: line {start}: {len(row)} fields where the header has "
+                    f"{len(header)}; quote fields that contain {_name(delimiter)} or newlines")
+            else:
+                rows.append(row)
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {start}: malformed {fmt.upper()} ({exc}); "
+                        "check for an unclosed quote") from exc
+    if header is None:
+        raise DataError(f"{path}: is empty; it needs a header line and at least one row")
+    return Table(path, header, rows, lines, fingerprint, notes=[], skipped=skipped)
+
+
+def _parse_jsonl(path: Path, text: str, fingerprint: str) -> Table:
+    records = []
+    lines = []
+    skipped: Counter = Counter()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            skipped["blank line"] += 1
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: expected a JSON object per line, "
+                            f"found {type(record).__name__}")
+        records.append(record)
+        lines.append(number)
+    header: list[str] = []
+    for record in records:
+        header.extend(k for k in record if k not in header)
+    rows = [[_json_cell(r.get(k)) for k in header] for r in records]
+    return Table(path, header, rows, lines, fingerprint, skipped=skipped)
+
+
+def _json_cell(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name in seen:
+            raise DataError(f"{path}: duplicate column name {name!r} in the header "
+                            f"(columns {seen[name]} and {i}); rename one of them")
+        seen[name] = i
+
+
+def _name(delimiter: str) -> str:
+    return "tabs" if delimiter == "\t" else "commas"
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def choose_columns(table: Table, text_col: str | None, label_col: str | None,
+                   *, need_label: bool = True) -> tuple[str, str | None, list[str]]:
+    """Return (text column, label column, notes). Raises DataError listing the columns."""
+    notes = []
+    found = ", ".join(repr(c) for c in table.header)
+    chosen = {}
+    for role, given, candidates, option in (
+        ("text", text_col, TEXT_COLUMNS, "--text-col"),
+        ("label", label_col, LABEL_COLUMNS, "--label-col"),
+    ):
+        if role == "label" and not need_label and given is None:
+            chosen[role] = None
+            continue
+        if given is not None:
+            if given not in table.header:
+                raise DataError(f"{table.path}: no column named {given!r}; columns found: {found}")
+            chosen[role] = given
+            continue
+        matches = [c for c in table.header if c.lower() in candidates]
+        if len(matches) != 1:
+            what = "no" if not matches else "more than one"
+            raise DataError(f"{table.path}: {what} {role} column found among {found}; "
+                            f"name it with {option}")
+        chosen[role] = matches[0]
+        notes.append(f"{role} column: {matches[0]!r} (detected; set {option} to override)")
+    if chosen["label"] is not None and chosen["text"] == chosen["label"]:
+        raise DataError(f"{table.path}: text and label cannot both be column {chosen['text']!r}")
+    return chosen["text"], chosen["label"], notes
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def normalize_label(value: str) -> str:
+    """Spelling-insensitive key: ' Pos' -> 'pos', '1.0' -> '1'."""
+    value = value.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        return value.lower()
+    if math.isfinite(number) and number == int(number):
+        return str(int(number))
+    return value.lower()
+
+
+def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
+               known: tuple[str, str] | None = None) -> tuple[np.ndarray, tuple[str, str]]:
+    """Map raw label strings to 0/1. ``known`` = a trained model's (negative, positive)."""
+    keys = [normalize_label(v) for v in raw]
+    counts = Counter(keys)
+    if known is not None:
+        lookup = {normalize_label(name): i for i, name in enumerate(known)}
+        unknown = [k for k in counts if k not in lookup]
+        if unknown:
+            raise DataError(f"{path}: labels {_quote(unknown)} are not the model's labels "
+                            f"({known[0]!r}, {known[1]!r})")
+        return np.array([lookup[k] for k in keys], dtype=np.int8), known
+    if len(counts) != 2:
+        listed = ", ".join(f"{k!r} ({n} rows)" for k, n in counts.most_common(10))
+        if len(counts) < 2:
+            raise DataError(f"{path}: only one label value ({listed}); a classifier needs rows of "
+                            "two classes")
+        raise DataError(f"{path}: {len(counts)} distinct labels ({listed}); rnncli trains a "
+                        "binary classifier: keep two label values")
+    spelled = {}
+    for value, key in zip(raw, keys):
+        spelled.setdefault(key, Counter())[value.strip()] += 1
+    names = {key: spellings.most_common(1)[0][0] for key, spellings in spelled.items()}
+    positive = _positive_key(path, list(counts), positive_label)
+    negative = next(k for k in counts if k != positive)
+    labels = np.array([1 if k == positive else 0 for k in keys], dtype=np.int8)
+    return labels, (names[negative], names[positive])
+
+
+def _positive_key(path: Path, keys: list[str], positive_label: str | None) -> str:
+    if positive_label is not None:
+        key = normalize_label(positive_label)
+        if key not in keys:
+            raise DataError(f"{path}: --positive-label {positive_label!r} is not one of the "
+                            f"labels {_quote(keys)}")
+        return key
+    positives = [k for k in keys if k in POSITIVE_NAMES]
+    negatives = [k for k in keys if k in NEGATIVE_NAMES]
+    if len(positives) == 1 and positives[0] not in negatives:
+        return positives[0]
+    if len(negatives) == 1 and len(positives) == 0:
+        return next(k for k in keys if k != negatives[0])
+    raise DataError(f"{path}: cannot tell which of the labels {_quote(keys)} is positive; "
+                    "name it with --positive-label")
+
+
+def _quote(values) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def load_dataset(path: str | Path, *, text_col: str | None = None, label_col: str | None = None,
+                 positive_label: str | None = None, encoding: str | None = None,
+                 known_labels: tuple[str, str] | None = None) -> Dataset:
+    """Read a labelled file. Rows with an empty text or label are skipped and counted."""
+    table = read_table(path, encoding=encoding)
+    text_col, label_col, notes = choose_columns(table, text_col, label_col)
+    ti, li = table.header.index(text_col), table.header.index(label_col)
+    texts, raw_labels = [], []
+    skipped = Counter(table.skipped)
+    skipped_lines: dict[str, list[int]] = {}
+    for row, line in zip(table.rows, table.lines):
+        text, label = row[ti], row[li]
+        reason = None
+        if text is None or not text.strip():
+            reason = "empty text"
+        elif label is None or not label.strip():
+            reason = "empty label"
+        if reason:
+            skipped[reason] += 1
+            skipped_lines.setdefault(reason, []).append(line)
+            continue
+        texts.append(text)
+        raw_labels.append(label)
+    if not texts:
+        raise DataError(f"{table.path}: no usable rows ({sum(skipped.values())} skipped: "
+                        f"{', '.join(f'{n} {r}' for r, n in skipped.items()) or 'none'})")
+    labels, names = map_labels(table.path, raw_labels, positive_label=positive_label,
+                               known=known_labels)
+    rows_read = len(table.rows) + skipped.get("blank line", 0)
+    return Dataset(texts=texts, labels=labels, label_names=names, text_col=text_col,
+                   label_col=label_col, fingerprint=table.fingerprint, rows_read=rows_read,
+                   skipped=dict(skipped), skipped_lines=skipped_lines,
+                   notes=table.notes + notes)
+
+
+def split_dataset(data: Dataset, *, val_split: float, test_split: float,
+                  seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    """Stratified train/validation/test split, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[], [], []]
+    for cls in (0, 1):
+        index = np.flatnonzero(data.labels == cls)
+        rng.shuffle(index)
+        n_test = int(round(len(index) * test_split))
+        n_val = int(round(len(index) * val_split))
+        parts[2].extend(index[:n_test])
+        parts[1].extend(index[n_test:n_test + n_val])
+        parts[0].extend(index[n_test + n_val:])
+    sizes = [len(p) for p in parts]
+    counts = np.bincount(data.labels, minlength=2)
+    if min(sizes[1:]) < 2 or sizes[0] < 4 or counts.min() < 3:
+        raise DataError(
+            f"too few rows to split: {len(data.texts)} rows ({counts[1]} positive, "
+            f"{counts[0]} negative) give train/validation/test = {sizes[0]}/{sizes[1]}/"
+            f"{sizes[2]}; add rows or raise --val-split/--test-split")
+    out = []
+    for part in parts:
+        index = np.array(part, dtype=np.int64)
+        rng.shuffle(index)
+        out.append(data.subset(index))
+    return out[0], out[1], out[2]
+
+
+def write_split(path: Path, data: Dataset) -> None:
+    """Save rows as gzip JSON lines with ``text`` and ``label`` (the label's name)."""
+    with gzip.open(path, "wt", encoding="utf-8", newline="\n") as fh:
+        for text, label in zip(data.texts, data.labels):
+            fh.write(json.dumps({"text": text, "label": data.label_names[int(label)]},
+                                ensure_ascii=False) + "\n")

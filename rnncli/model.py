@@ -1,0 +1,126 @@
+"""HEAVY: the Keras graph built from a TrainConfig.
+
+Two models share the same layers:
+- the *core* takes token ids (what ``fit`` trains on, fed by a tf.data pipeline that
+  vectorizes once up front), and
+- the *text model* takes a flat batch of raw strings (``keras.Input(shape=(),
+  dtype="string")``) and runs TextVectorization -> core. That is what is saved as
+  ``model.keras`` and exported as a SavedModel: the vocabulary travels inside, and a
+  flat list of n strings is served directly (shape ``(n,)`` in, ``(n, 1)`` out).
+
+The recurrent layers keep Keras's cuDNN conditions (tanh/sigmoid, no recurrent dropout,
+``reset_after=True``, right padding from TextVectorization, valid masks). Every text
+starts with the marker token ``xxbos``, so no row is ever fully masked, even an empty
+text or one with only punctuation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnncli.config import TrainConfig
+from rnncli.runtime import import_tensorflow
+
+tf = import_tensorflow()
+import keras  # noqa: E402
+
+START_TOKEN = "xxbos"
+MAX_AUTO_TOKENS = 20000
+MAX_AUTO_SEQ_LEN = 400
+
+
+@keras.saving.register_keras_serializable(package="rnncli", name="standardize")
+def standardize(text):
+    """Lowercase, drop HTML tags, keep letters/digits/apostrophes/!/?, prefix the marker.
+
+    Unicode line breaks such as NEL (\\x85) are removed here because a vocabulary token
+    that holds one cannot be reloaded (KERAS_NOTES: "repeated term ''").
+    """
+    text = tf.strings.lower(text, encoding="utf-8")
+    text = tf.strings.regex_replace(text, r"<[^<>]{0,200}>", " ")
+    text = tf.strings.regex_replace(text, "[\u2018\u2019\u02bc`]", "'")
+    text = tf.strings.regex_replace(text, r"[^\p{L}\p{M}\p{N}'!?]+", " ")
+    text = tf.strings.regex_replace(text, r"([!?])", r" \1 ")
+    text = tf.strings.regex_replace(text, r"(^|\s)'+|'+(\s|$)", " ")
+    return tf.strings.join([START_TOKEN + " ", text])
+
+
+def _tokens(texts: list[str], batch: int = 4096):
+    """Yield ragged token tensors for the texts, in chunks (memory stays bounded)."""
+    for start in range(0, len(texts), batch):
+        chunk = tf.constant(texts[start:start + batch])
+        yield tf.strings.split(standardize(chunk))
+
+
+def derive_settings(config: TrainConfig, texts: list[str]) -> tuple[TrainConfig, list[str]]:
+    """Resolve ``max_tokens`` / ``seq_len`` from the training texts; return the vocabulary.
+
+    Vocabulary: tokens seen at least twice, most frequent first, at most ``max_tokens``
+    (auto: up to 20,000). Sequence length (auto): the 90th percentile of token counts,
+    rounded up to a multiple of 8, between 16 and 400.
+    """
+    counts: dict[bytes, int] = {}
+    lengths = []
+    for ragged in _tokens(texts):
+        lengths.append(ragged.row_lengths().numpy())
+        values, _, n = tf.unique_with_counts(ragged.flat_values)
+        for token, count in zip(values.numpy(), n.numpy()):
+            counts[token] = counts.get(token, 0) + int(count)
+    lengths = np.concatenate(lengths)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    seq_len = config.seq_len
+    if seq_len is None:
+        p90 = float(np.percentile(lengths, 90))
+        seq_len = int(min(MAX_AUTO_SEQ_LEN, max(16, 8 * int(np.ceil(p90 / 8)))))
+    max_tokens = config.max_tokens
+    if max_tokens is None:
+        frequent = sum(1 for _, c in ranked if c >= 2)
+        max_tokens = int(min(MAX_AUTO_TOKENS, frequent) + 2)  # + padding and [UNK]
+    vocab = [t.decode("utf-8") for t, _ in ranked[: max_tokens - 2]]
+    return config.replace(seq_len=seq_len, max_tokens=max(3, len(vocab) + 2)), vocab
+
+
+def build_vectorizer(config: TrainConfig, vocab: list[str]):
+    layer = keras.layers.TextVectorization(
+        max_tokens=config.max_tokens,
+        standardize=standardize,
+        split="whitespace",
+        output_mode="int",
+        output_sequence_length=config.seq_len,
+        name="vectorizer",
+    )
+    layer.set_vocabulary(vocab)
+    return layer
+
+
+def build_core(config: TrainConfig):
+    """Token ids (batch, seq_len) -> positive-class probability (batch, 1)."""
+    cell = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
+    ids = keras.Input(shape=(config.seq_len,), dtype="int64", name="ids")
+    x = keras.layers.Embedding(config.max_tokens, config.embed_dim, mask_zero=True,
+                               name="embedding")(ids)
+    if config.dropout:
+        x = keras.layers.SpatialDropout1D(config.dropout, name="embedding_dropout")(x)
+    for i in range(config.layers):
+        last = i == config.layers - 1
+        # cuDNN-compatible: default activations, no recurrent_dropout, reset_after=True.
+        x = keras.layers.Bidirectional(
+            cell(config.units, return_sequences=not last), name=f"bi{config.cell}_{i + 1}"
+        )(x)
+    if config.dropout:
+        x = keras.layers.Dropout(config.dropout, name="dropout")(x)
+    prob = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="head")(x)
+    return keras.Model(ids, prob, name="core")
+
+
+def build_text_model(vectorizer, core):
+    """Raw strings (batch,) -> probability (batch, 1); what is saved and exported."""
+    text = keras.Input(shape=(), dtype="string", name="text")
+    return keras.Model(text, core(vectorizer(text)), name="rnncli")
+
+
+def vectorize(vectorizer, texts: list[str], batch: int = 4096) -> np.ndarray:
+    """Token ids for all texts, computed once so training epochs skip tokenization."""
+    parts = [vectorizer(tf.constant(texts[s:s + batch])).numpy().astype(np.int32)
+             for s in range(0, len(texts), batch)]
+    return np.concatenate(parts)

@@ -1,0 +1,268 @@
+"""Renderers for results (stdout) and progress for people (stderr, via Rich).
+
+Results: table on a terminal, JSON / JSON lines / CSV when piped, chosen from ``isatty``
+as httpie does. Progress and notes go to stderr only; Rich honours ``NO_COLOR``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.progress import TimeElapsedColumn
+from rich.table import Table
+
+PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")
+RECORD_FIELDS = ("text", "label", "score", "status")
+
+
+def is_terminal(stream: IO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def err_console() -> Console:
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def out_console() -> Console:
+    return Console(file=sys.stdout, highlight=False)
+
+
+def resolve_format(fmt: str, *, piped: str = "jsonl") -> str:
+    if fmt != "auto":
+        return fmt
+    return "table" if is_terminal(sys.stdout) else piped
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+class RecordWriter:
+    """Writes prediction records as they come; ``close`` finishes the document."""
+
+    def __init__(self, fmt: str, stream: IO | None = None):
+        self.fmt = fmt
+        self.stream = stream or sys.stdout
+        self._count = 0
+        self._rows: list[dict] = []  # table only: a table needs all rows to size columns
+        self._csv = csv.writer(self.stream, lineterminator="\n") if fmt == "csv" else None
+        if fmt == "csv":
+            self._csv.writerow(RECORD_FIELDS)
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            if self.fmt == "jsonl":
+                self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            elif self.fmt == "json":
+                self.stream.write(("[\n" if self._count == 0 else ",\n")
+                                  + json.dumps(record, ensure_ascii=False))
+            elif self.fmt == "csv":
+                self._csv.writerow(["" if record[k] is None else record[k] for k in RECORD_FIELDS])
+            elif self.fmt == "label":
+                self.stream.write((record["label"] or "") + "\n")
+            else:
+                self._rows.append(record)
+            self._count += 1
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.stream.write("[]\n" if self._count == 0 else "\n]\n")
+        elif self.fmt == "table" and self._rows:
+            table = Table(show_edge=False, header_style="bold")
+            table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=60)
+            table.add_column("label")
+            table.add_column("score", justify="right")
+            if any(r["status"] != "ok" for r in self._rows):
+                table.add_column("status")
+            for r in self._rows:
+                cells = [r["text"], r["label"] or "-", _fmt(r["score"])]
+                if len(table.columns) == 4:
+                    cells.append(r["status"])
+                table.add_row(*cells)
+            out_console().print(table)
+        self.stream.flush()
+
+
+class StreamProgress:
+    """A transient counter on stderr for long predictions (only on a terminal)."""
+
+    def __init__(self, enabled: bool):
+        self._progress = None
+        if enabled:
+            self._progress = Progress(SpinnerColumn(), TextColumn("scored {task.completed} lines"),
+                                      TimeElapsedColumn(), console=err_console(), transient=True)
+            self._task = self._progress.add_task("predict", total=None)
+            self._progress.start()
+
+    def update(self, done: int) -> None:
+        if self._progress:
+            self._progress.update(self._task, completed=done)
+
+    def close(self) -> None:
+        if self._progress:
+            self._progress.stop()
+
+
+# --------------------------------------------------------------------------- train
+
+
+class PlainReporter:
+    """One plain line per epoch on stderr: for logs and pipes."""
+
+    wants_batches = False
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.console = err_console()
+        self.epochs = 0
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, markup=False)
+
+    def train_begin(self, epochs: int, steps: int) -> None:
+        self.epochs = epochs
+
+    def batch_end(self, step: int, logs: dict[str, float]) -> None:
+        pass
+
+    def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
+        self.message(f"epoch {epoch}/{self.epochs}  " + _metrics_text(logs) + f"  {seconds:.1f}s")
+
+    def train_end(self) -> None:
+        pass
+
+
+class RichReporter(PlainReporter):
+    """Progress bars for epochs and batches with live loss/accuracy, on a terminal."""
+
+    wants_batches = True
+
+    def train_begin(self, epochs: int, steps: int) -> None:
+        super().train_begin(epochs, steps)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
+            console=self.console, transient=True)
+        self._epoch_task = self._progress.add_task("epoch", total=epochs, metrics="")
+        self._batch_task = self._progress.add_task("batch", total=steps, metrics="")
+        self._progress.start()
+
+    def batch_end(self, step: int, logs: dict[str, float]) -> None:
+        self._progress.update(self._batch_task, completed=step, metrics=_metrics_text(logs))
+
+    def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
+        self._progress.update(self._epoch_task, completed=epoch)
+        self._progress.reset(self._batch_task, metrics="")
+        self._progress.console.print(
+            f"epoch {epoch}/{self.epochs}  " + _metrics_text(logs) + f"  {seconds:.1f}s",
+            markup=False)
+
+    def train_end(self) -> None:
+        self._progress.stop()
+
+
+class QuietReporter(PlainReporter):
+    def __init__(self):
+        super().__init__(quiet=True)
+
+
+def train_reporter(quiet: bool) -> PlainReporter:
+    if quiet:
+        return QuietReporter()
+    return RichReporter() if is_terminal(sys.stderr) else PlainReporter()
+
+
+def _metrics_text(logs: dict[str, float]) -> str:
+    names = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"),
+             ("val_accuracy", "val_acc"))
+    return "  ".join(f"{short} {logs[key]:.4f}" for key, short in names if key in logs)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluation") -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(figures) + "\n")
+        return
+    table = Table(title=title, show_edge=False, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n"):
+        table.add_row(key, _fmt(figures.get(key)))
+    (tn, fp), (fn, tp) = figures["confusion_matrix"]
+    matrix = Table(title="confusion matrix", show_edge=False, header_style="bold")
+    matrix.add_column("")
+    matrix.add_column("predicted negative", justify="right")
+    matrix.add_column("predicted positive", justify="right")
+    matrix.add_row("actual negative", str(tn), str(fp))
+    matrix.add_row("actual positive", str(fn), str(tp))
+    console = out_console()
+    console.print(table)
+    console.print(matrix)
+
+
+def render_info(manifest: dict[str, Any], fmt: str) -> None:
+    public = {k: v for k, v in manifest.items() if k not in ("config", "label_names")}
+    if fmt == "json":
+        sys.stdout.write(json.dumps(public, indent=2, ensure_ascii=False) + "\n")
+        return
+    s = manifest["settings"]
+    data, training = manifest.get("data", {}), manifest.get("training", {})
+    rows = [
+        ("network", f"Bidirectional {s['cell'].upper()} x{s['layers']}, {s['units']} units, "
+                    f"embedding {s['embed_dim']}, dropout {s['dropout']}"),
+        ("vocabulary", f"{s['max_tokens']} tokens, sequence length {s['seq_len']}"),
+        ("labels", f"negative {manifest['labels']['negative']!r}, "
+                   f"positive {manifest['labels']['positive']!r}, threshold "
+                   f"{manifest['threshold']}"),
+        ("data", f"{data.get('file')} ({data.get('rows_used')} rows used; columns "
+                 f"{data.get('text_col')!r}/{data.get('label_col')!r}; "
+                 f"{data.get('fingerprint', '')[:19]}...)"),
+        ("split", " / ".join(f"{k} {v}" for k, v in data.get("split", {}).items())),
+        ("training", f"{training.get('epochs_run')} epochs (best {training.get('best_epoch')}), "
+                     f"{training.get('seconds')} s on {training.get('device')}"),
+    ]
+    for part in ("validation", "test"):
+        f = manifest.get(part) or {}
+        rows.append((part, f"accuracy {_fmt(f.get('accuracy'))}, F1 {_fmt(f.get('f1'))}, "
+                           f"ROC AUC {_fmt(f.get('roc_auc'))}, n {f.get('n')}"))
+    rows.append(("versions", f"rnncli {manifest.get('rnncli_version')}, keras "
+                             f"{manifest.get('keras_version')}, tensorflow "
+                             f"{manifest.get('tensorflow_version')}; created "
+                             f"{manifest.get('created')}"))
+    table = Table(show_header=False, show_edge=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    out_console().print(table)
+
+
+def render_rows(rows: list[dict[str, str]], fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for key in rows[0]:
+        table.add_column(key)
+    for row in rows:
+        table.add_row(*row.values())
+    out_console().print(table)

@@ -1,0 +1,143 @@
+"""Scoring texts: batching, streaming stdin in order, one record per input line.
+
+Importing this module is light; TensorFlow is imported when a model is loaded.
+Blank and undecodable lines are never sent to the model: each still gets its record,
+with a ``status`` saying what happened, so output lines match input lines one to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from rnncli import artifacts
+
+STATUS_OK = "ok"
+STATUS_EMPTY = "empty"
+STATUS_INVALID = "invalid_utf8"
+
+_serving_fns: dict[int, Any] = {}
+
+
+def score_texts(keras_model, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    """Positive-class probabilities for raw texts, through the saved text model."""
+    from rnncli.runtime import import_tensorflow
+
+    tf = import_tensorflow()
+    fn = _serving_fns.get(id(keras_model))
+    if fn is None:
+        # One traced graph for any batch size: no retracing per call, unlike model(x).
+        fn = tf.function(lambda x: keras_model(x, training=False),
+                         input_signature=[tf.TensorSpec([None], tf.string)])
+        _serving_fns[id(keras_model)] = fn
+    out = [fn(tf.constant(texts[i:i + batch_size])).numpy().reshape(-1)
+           for i in range(0, len(texts), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+@dataclass
+class Predictor:
+    """A loaded model directory, ready to score texts."""
+
+    model_dir: Path
+    manifest: dict[str, Any]
+    keras_model: Any
+    threshold: float
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, device: str = "auto",
+             threshold: float | None = None) -> Predictor:
+        from rnncli.runtime import select_device
+
+        # Fail on a bad directory before paying for the TensorFlow import.
+        manifest = artifacts.check_model_dir(model_dir)
+        select_device(device)
+        keras_model = artifacts.load_keras_model(model_dir)
+        return cls(Path(model_dir), manifest, keras_model,
+                   manifest["threshold"] if threshold is None else threshold)
+
+    @property
+    def label_names(self) -> tuple[str, str]:
+        return self.manifest["label_names"]
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        return score_texts(self.keras_model, texts)
+
+    def records(self, texts: list[str | bytes]) -> list[dict[str, Any]]:
+        """One record per input, in order; only decodable non-blank texts reach the model."""
+        decoded: list[tuple[str, str]] = [_decode(t) for t in texts]
+        todo = [i for i, (_, status) in enumerate(decoded) if status == STATUS_OK]
+        scores = self.scores([decoded[i][0] for i in todo]) if todo else []
+        by_index = dict(zip(todo, scores))
+        out = []
+        for i, (text, status) in enumerate(decoded):
+            record = {"text": text, "label": None, "score": None, "status": status}
+            if i in by_index:
+                score = float(by_index[i])
+                record["score"] = round(score, 6)
+                record["label"] = self.label_names[int(score >= self.threshold)]
+            out.append(record)
+        return out
+
+    def stream(self, lines: Iterable[str | bytes], *, batch_size: int = 256,
+               on_batch: Callable[[int], None] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Score a (possibly endless) stream lazily; yields one list of records per batch."""
+        done = 0
+        for batch in _batched(lines, batch_size):
+            yield self.records(batch)
+            done += len(batch)
+            if on_batch:
+                on_batch(done)
+
+
+def _decode(item: str | bytes) -> tuple[str, str]:
+    if isinstance(item, bytes):
+        item = item[:-1] if item.endswith(b"\n") else item
+        item = item[:-1] if item.endswith(b"\r") else item
+        try:
+            text = item.decode("utf-8")
+        except UnicodeDecodeError:
+            return item.decode("utf-8", "backslashreplace"), STATUS_INVALID
+    else:
+        text = item.rstrip("\r\n")
+    return text, (STATUS_OK if text.strip() else STATUS_EMPTY)
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
+             text_col: str | None = None, label_col: str | None = None,
+             encoding: str | None = None, device: str = "auto",
+             threshold: float | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Figures for a labelled file, or for the test split saved at training time.
+
+    Returns (figures, notes for the user). The file is read and checked before the
+    model (and TensorFlow) is loaded.
+    """
+    from rnncli.data import load_dataset
+    from rnncli.metrics import evaluate_scores, round_figures
+
+    model_dir = Path(model_dir)
+    manifest = artifacts.read_manifest(model_dir)
+    if data_path is None:
+        data_path = model_dir / artifacts.TEST_FILE
+        artifacts.verify_files(model_dir, manifest, names=(artifacts.TEST_FILE,))
+        text_col, label_col = "text", "label"
+    data = load_dataset(data_path, text_col=text_col, label_col=label_col, encoding=encoding,
+                        known_labels=manifest["label_names"])
+    predictor = Predictor.load(model_dir, device=device, threshold=threshold)
+    scores = predictor.scores(data.texts)
+    figures = round_figures(evaluate_scores(data.labels, scores, threshold=predictor.threshold))
+    return figures, [*data.notes, data.summary()]

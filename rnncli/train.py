@@ -1,0 +1,191 @@
+"""Training: read and split the data, fit with callbacks, publish the model directory.
+
+The data is read, checked and split *before* TensorFlow is imported, so a bad file fails
+in a fraction of a second. The model directory is built beside the target, verified by
+reloading it, and only then swapped in; an interrupted run leaves the old model intact.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnncli import __version__, artifacts
+from rnncli.config import TrainConfig
+from rnncli.data import Dataset, load_dataset, split_dataset, write_split
+from rnncli.errors import ModelError
+from rnncli.metrics import evaluate_scores, round_figures
+
+
+class Reporter:
+    """What training tells a person. The CLI passes a Rich or plain implementation."""
+
+    wants_batches = False
+
+    def message(self, text: str) -> None: ...
+    def train_begin(self, epochs: int, steps: int) -> None: ...
+    def batch_end(self, step: int, logs: dict[str, float]) -> None: ...
+    def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None: ...
+    def train_end(self) -> None: ...
+
+
+def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
+        text_col: str | None = None, label_col: str | None = None,
+        positive_label: str | None = None, encoding: str | None = None,
+        device: str = "auto", reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train on a labelled file and publish the model directory ``out``; return its manifest."""
+    reporter = reporter or Reporter()
+    out = Path(out)
+    artifacts.check_target(out)
+    with artifacts.lock(out):
+        data = load_dataset(data_path, text_col=text_col, label_col=label_col,
+                            positive_label=positive_label, encoding=encoding)
+        for note in data.notes:
+            reporter.message(note)
+        train_set, val_set, test_set = split_dataset(
+            data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+        reporter.message(
+            f"{data.summary()}; positive label {data.positive_label!r}; "
+            f"train/validation/test = {len(train_set.texts)}/{len(val_set.texts)}/"
+            f"{len(test_set.texts)}")
+        source = {
+            "file": Path(data_path).name,
+            "fingerprint": f"sha256:{data.fingerprint}",
+            "text_col": data.text_col,
+            "label_col": data.label_col,
+            "rows_read": data.rows_read,
+            "rows_used": len(data.texts),
+            "skipped": data.skipped,
+            "positive_rate": round(float(np.mean(data.labels)), 4),
+            "split": {"train": len(train_set.texts), "validation": len(val_set.texts),
+                      "test": len(test_set.texts)},
+        }
+        return fit_and_publish(train_set, val_set, test_set, config, out=out, source=source,
+                               device=device, reporter=reporter)
+
+
+def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
+                    config: TrainConfig, *, out: Path, source: dict[str, Any],
+                    device: str = "auto", reporter: Reporter | None = None) -> dict[str, Any]:
+    reporter = reporter or Reporter()
+    from rnncli import model as M
+    from rnncli.runtime import select_device, set_seed
+
+    tf = M.tf
+    keras = M.keras
+    device_name = select_device(device)
+    set_seed(config.seed)
+    config, vocab = M.derive_settings(config, train_set.texts)
+    reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
+                     f"device {device_name.strip('/').lower()}")
+    vectorizer = M.build_vectorizer(config, vocab)
+    x_train, x_val, x_test = (M.vectorize(vectorizer, s.texts) for s in (train_set, val_set,
+                                                                           test_set))
+    train_data = (tf.data.Dataset.from_tensor_slices((x_train, train_set.labels))
+                  .shuffle(len(x_train), seed=config.seed, reshuffle_each_iteration=True)
+                  .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
+    val_data = (tf.data.Dataset.from_tensor_slices((x_val, val_set.labels))
+                .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
+    started = time.perf_counter()
+    with tf.device(device_name):
+        core = M.build_core(config)
+        core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=config.clipnorm or None),
+                     loss="binary_crossentropy", metrics=["accuracy"])
+        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                                restore_best_weights=True)
+        progress = _progress_callback(keras, reporter, config.epochs,
+                                      int(np.ceil(len(x_train) / config.batch_size)))
+        core.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                          callbacks=[stopper, progress, keras.callbacks.TerminateOnNaN()],
+                          verbose=0)
+        val_scores = _scores(core, x_val)
+        test_scores = _scores(core, x_test)
+    seconds = time.perf_counter() - started
+    history = progress.history
+    if not history or not np.isfinite(history[-1]["loss"]):
+        raise ModelError("training diverged (loss is not finite); lower --lr")
+    best = int(np.argmin([h.get("val_loss", np.inf) for h in history])) + 1
+    threshold = 0.5
+    manifest = {
+        "format_version": artifacts.FORMAT_VERSION,
+        "rnncli_version": __version__,
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": config.to_dict(),
+        "labels": {"negative": train_set.label_names[0], "positive": train_set.label_names[1]},
+        "threshold": threshold,
+        "data": source,
+        "training": {"device": device_name, "epochs_run": len(history), "best_epoch": best,
+                     "stopped_early": len(history) < config.epochs,
+                     "seconds": round(seconds, 1), "history": history},
+        "validation": round_figures(evaluate_scores(val_set.labels, val_scores,
+                                                    threshold=threshold)),
+        "test": round_figures(evaluate_scores(test_set.labels, test_scores,
+                                              threshold=threshold)),
+    }
+    # A clean, uncompiled copy: the saved model carries no optimizer state or compile
+    # config (smaller, and nothing outside the loader's allowlist).
+    serving_core = M.build_core(config)  # keras.models.clone_model would copy compile()
+    serving_core.set_weights(core.get_weights())
+    text_model = M.build_text_model(vectorizer, serving_core)
+    with artifacts.staging(out) as staged:
+        text_model.save(staged / artifacts.MODEL_FILE)
+        write_split(staged / artifacts.TEST_FILE, test_set)
+        artifacts.write_manifest(staged, manifest)
+        _verify(staged, val_set.texts[:64], val_scores[:64])
+        artifacts.publish(staged, out)
+    reporter.message(f"saved model to {out}")
+    return artifacts.read_manifest(out)
+
+
+def _scores(core, ids: np.ndarray) -> np.ndarray:
+    return core.predict(ids, batch_size=256, verbose=0).reshape(-1)
+
+
+def _verify(staged: Path, texts: list[str], expected: np.ndarray) -> None:
+    """Reload what was written, as predict will, and check it gives the same scores."""
+    from rnncli.predict import score_texts
+
+    _, reloaded = artifacts.load_model(staged)
+    got = score_texts(reloaded, texts)
+    if not np.allclose(got, expected, atol=1e-4):
+        raise ModelError("the saved model does not reproduce the trained one's scores "
+                         f"(max difference {np.max(np.abs(got - expected)):.2e}); not published")
+
+
+def _progress_callback(keras, reporter: Reporter, epochs: int, steps: int):
+    class Progress(keras.callbacks.Callback):
+        """Forwards Keras events to the reporter and keeps a clean per-epoch history."""
+
+        def __init__(self):
+            super().__init__()
+            self.history: list[dict[str, float]] = []
+            self._started = 0.0
+
+        def on_train_begin(self, logs=None):
+            reporter.train_begin(epochs, steps)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self._started
+            clean = {k: round(float(v), 5) for k, v in (logs or {}).items()
+                     if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+            self.history.append({"epoch": epoch + 1, **clean, "seconds": round(seconds, 2)})
+            reporter.epoch_end(epoch + 1, clean, seconds)
+
+        def on_train_end(self, logs=None):
+            reporter.train_end()
+
+    if reporter.wants_batches:
+        def on_train_batch_end(self, batch, logs=None):
+            reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
+
+        Progress.on_train_batch_end = on_train_batch_end
+    return Progress()
