@@ -228,16 +228,28 @@ def lock(target: Path):
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     path = target.parent / f".{target.name}.lock"
-    with open(path, "a+") as fh:
+    while True:
+        fh = open(path, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise UsageError(f"{target}: another rnncli train is writing this model directory; "
-                             "wait for it or choose another --out") from exc
+            fh.close()
+            raise UsageError(f"{target}: another rnncli train is writing this model "
+                             "directory; wait for it or choose another --out") from exc
+        # The holder before us unlinks the file on release; make sure we locked the file
+        # that is at the path now, not one that was just removed.
         try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            if os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # leave no litter beside the model directory
+        fh.close()  # releases the lock
 
 
 @contextlib.contextmanager

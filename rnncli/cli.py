@@ -31,6 +31,41 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+class RnnCliGroup(click.Group):
+    """Turns every failure inside a command into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except RnnCliError as exc:
+            code = _error(exc.message, exc, exc.exit_code)
+        except KeyboardInterrupt as exc:
+            code = _error("interrupted; nothing was written over an existing model", exc,
+                          EXIT_INTERRUPTED)
+        except Terminated as exc:
+            code = _error("terminated; nothing was written over an existing model", exc,
+                          EXIT_TERMINATED)
+        except BrokenPipeError:
+            # The reader went away ('| head -1'): stop quietly, and keep Python from
+            # failing again when it flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            code = 0
+        except Exception as exc:  # noqa: BLE001  (the one place that catches everything)
+            code = _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the "
+                          "traceback, and please report it)", exc, EXIT_UNEXPECTED)
+        ctx.exit(code)
+
+
+def _error(message: str, exc: BaseException, code: int) -> int:
+    if _debug:
+        traceback.print_exception(exc)
+    click.echo(f"Error: {message}", err=True)
+    return code
+
+
 class DeviceType(click.ParamType):
     name = "auto|cpu|gpu|gpu:N"
 
@@ -75,7 +110,7 @@ def _setting(name: str, type_, help_: str, *, auto: bool = False):
                         show_default="auto" if auto else True, help=help_)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=RnnCliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="rnncli")
 @click.option("--debug", is_flag=True, envvar="RNNCLI_DEBUG",
               help="Show full tracebacks on errors (or set RNNCLI_DEBUG=1).")
@@ -93,7 +128,9 @@ def cli(debug: bool) -> None:
     5 device, 130 interrupted (143 on SIGTERM).
     """
     global _debug
-    _debug = _debug or debug
+    _debug = debug
+    if debug:
+        os.environ["RNNCLI_DEBUG"] = "1"  # runtime.py then keeps Keras's warnings too
 
 
 @cli.command()
@@ -264,46 +301,6 @@ def devices(fmt):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the CLI and turns every failure into one line and an exit code."""
-    global _debug
-    _debug = bool(os.environ.get("RNNCLI_DEBUG")) or "--debug" in (argv or sys.argv[1:])
-    if _debug:
-        os.environ["RNNCLI_DEBUG"] = "1"
+    """Console entry point."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    code = 0
-    try:
-        result = cli.main(args=argv, prog_name="rnncli", standalone_mode=False)
-        code = result if isinstance(result, int) else 0
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
-    except click.Abort:
-        _error("interrupted")
-        code = EXIT_INTERRUPTED
-    except RnnCliError as exc:
-        _error(exc.message, exc)
-        code = exc.exit_code
-    except KeyboardInterrupt as exc:
-        _error("interrupted; nothing was written over an existing model", exc)
-        code = EXIT_INTERRUPTED
-    except Terminated as exc:
-        _error("terminated; nothing was written over an existing model", exc)
-        code = EXIT_TERMINATED
-    except BrokenPipeError:
-        # The reader went away (e.g. '| head -1'): stop quietly, without a second error
-        # when Python flushes stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        code = 0
-    except Exception as exc:  # noqa: BLE001  (the one place that catches everything)
-        _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback, "
-               "and please report it)", exc)
-        code = EXIT_UNEXPECTED
-    sys.exit(code)
-
-
-def _error(message: str, exc: BaseException | None = None) -> None:
-    if _debug and exc is not None:
-        traceback.print_exception(exc)
-    click.echo(f"Error: {message}", err=True)
-
+    cli.main(args=argv, prog_name="rnncli")

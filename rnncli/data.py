@@ -208,7 +208,9 @@ def _parse_jsonl(path: Path, text: str, fingerprint: str) -> Table:
     records = []
     lines = []
     skipped: Counter = Counter()
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also break inside texts at NEL (\x85)
+    # and U+2028, which JSON allows unescaped.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             skipped["blank line"] += 1
             continue
@@ -419,5 +421,4 @@ def write_split(path: Path, data: Dataset) -> None:
     """Save rows as gzip JSON lines with ``text`` and ``label`` (the label's name)."""
     with gzip.open(path, "wt", encoding="utf-8", newline="\n") as fh:
         for text, label in zip(data.texts, data.labels):
-            fh.write(json.dumps({"text": text, "label": data.label_names[int(label)]},
-                                ensure_ascii=False) + "\n")
+            fh.write(json.dumps({"text": text, "label": data.label_names[int(label)]}) + "\n")

@@ -20,6 +20,18 @@ PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")
 RECORD_FIELDS = ("text", "label", "score", "status")
 
 
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def to_json(value: Any, **kwargs: Any) -> str:
+    """JSON with readable Unicode, but Unicode line breaks escaped so that every consumer
+    (str.splitlines, JavaScript) sees one record per line."""
+    text = json.dumps(value, ensure_ascii=False, **kwargs)
+    for char, escaped in _LINE_BREAKS.items():
+        text = text.replace(char, escaped)
+    return text
+
+
 def is_terminal(stream: IO) -> bool:
     try:
         return stream.isatty()
@@ -67,10 +79,10 @@ class RecordWriter:
     def write(self, records: list[dict[str, Any]]) -> None:
         for record in records:
             if self.fmt == "jsonl":
-                self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self.stream.write(to_json(record) + "\n")
             elif self.fmt == "json":
                 self.stream.write(("[\n" if self._count == 0 else ",\n")
-                                  + json.dumps(record, ensure_ascii=False))
+                                  + to_json(record))
             elif self.fmt == "csv":
                 self._csv.writerow(["" if record[k] is None else record[k] for k in RECORD_FIELDS])
             elif self.fmt == "label":
@@ -222,7 +234,7 @@ def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluatio
 def render_info(manifest: dict[str, Any], fmt: str) -> None:
     public = {k: v for k, v in manifest.items() if k not in ("config", "label_names")}
     if fmt == "json":
-        sys.stdout.write(json.dumps(public, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(to_json(public, indent=2) + "\n")
         return
     s = manifest["settings"]
     data, training = manifest.get("data", {}), manifest.get("training", {})

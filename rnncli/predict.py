@@ -49,11 +49,12 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: str | Path, *, device: str = "auto",
-             threshold: float | None = None) -> Predictor:
+             threshold: float | None = None, manifest: dict | None = None) -> Predictor:
+        """``manifest``: from an earlier :func:`artifacts.check_model_dir` of the same dir."""
         from rnncli.runtime import select_device
 
         # Fail on a bad directory before paying for the TensorFlow import.
-        manifest = artifacts.check_model_dir(model_dir)
+        manifest = manifest or artifacts.check_model_dir(model_dir)
         select_device(device)
         keras_model = artifacts.load_keras_model(model_dir)
         return cls(Path(model_dir), manifest, keras_model,
@@ -130,14 +131,14 @@ def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
     from rnncli.metrics import evaluate_scores, round_figures
 
     model_dir = Path(model_dir)
-    manifest = artifacts.read_manifest(model_dir)
+    manifest = artifacts.check_model_dir(model_dir)
     if data_path is None:
         data_path = model_dir / artifacts.TEST_FILE
         artifacts.verify_files(model_dir, manifest, names=(artifacts.TEST_FILE,))
         text_col, label_col = "text", "label"
     data = load_dataset(data_path, text_col=text_col, label_col=label_col, encoding=encoding,
                         known_labels=manifest["label_names"])
-    predictor = Predictor.load(model_dir, device=device, threshold=threshold)
+    predictor = Predictor.load(model_dir, device=device, threshold=threshold, manifest=manifest)
     scores = predictor.scores(data.texts)
     figures = round_figures(evaluate_scores(data.labels, scores, threshold=predictor.threshold))
     return figures, [*data.notes, data.summary()]

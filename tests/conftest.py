@@ -1,0 +1,69 @@
+"""Shared fixtures. Training fixtures are session-scoped: a handful of tiny models
+(a few hundred real reviews, one or two epochs, a few units) serve every slow test."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data" / "imdb_sample.csv.gz"
+# Small and fast: the point is files, shapes, round trips and exit codes, not accuracy.
+TINY = ["--epochs", "1", "--units", "4", "--embed-dim", "8", "--seq-len", "32",
+        "--max-tokens", "2000", "--batch-size", "32", "--quiet"]
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def sample_rows(n: int) -> list[list[str]]:
+    """The first n (review, sentiment) rows of the bundled sample: real text."""
+    with gzip.open(SAMPLE, "rt", encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        return [row for _, row in zip(range(n), reader)]
+
+
+def write_csv(path: Path, rows, header=("review", "sentiment")) -> Path:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "tiny.csv", sample_rows(240))
+
+
+def _train(out: Path, data: Path, *extra: str) -> Path:
+    from click.testing import CliRunner
+
+    from rnncli.cli import cli
+
+    result = CliRunner().invoke(cli, ["train", str(data), "-o", str(out), *TINY, *extra])
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gru_model(tmp_path_factory, tiny_csv) -> Path:
+    return _train(tmp_path_factory.mktemp("models") / "gru", tiny_csv, "--cell", "gru")
+
+
+@pytest.fixture(scope="session")
+def lstm_model(tmp_path_factory, tiny_csv) -> Path:
+    return _train(tmp_path_factory.mktemp("models") / "lstm", tiny_csv, "--cell", "lstm",
+                  "--layers", "2")
+
+
+@pytest.fixture(scope="session")
+def train_model():
+    """Train into a given directory (for tests that need their own copy)."""
+    return _train

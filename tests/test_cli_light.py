@@ -1,0 +1,158 @@
+"""The CLI paths that must stay light and fast: help, version, usage errors, bad input
+that is caught before TensorFlow is imported. Each heavy-import check runs in a fresh
+interpreter, because the test process may already hold TensorFlow."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from click.testing import CliRunner
+
+from rnncli import __version__
+from rnncli.artifacts import FORMAT_VERSION, MANIFEST, MODEL_FILE, sha256_file
+from rnncli.cli import cli
+from rnncli.config import TrainConfig
+
+PROBE = """
+import sys
+from click.testing import CliRunner
+from rnncli.cli import cli
+r = CliRunner().invoke(cli, {args!r})
+print(r.exit_code, sorted({{"tensorflow", "keras"}} & set(sys.modules)))
+"""
+
+
+def _heavy_modules(args):
+    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True,
+                         text=True, check=True).stdout.split(maxsplit=1)
+    return int(out[0]), out[1].strip()
+
+
+@pytest.mark.parametrize("args, code", [
+    (["--help"], 0),
+    (["--version"], 0),
+    (["train", "--help"], 0),
+    (["predict", "--help"], 0),
+    (["train", "x.csv", "--cell", "rnn"], 2),
+    (["train", "x.csv", "--device", "tpu"], 2),
+    (["train", "no-such-file.csv"], 3),
+    (["predict", "-m", "no-such-dir", "hi"], 4),
+    (["info", "-m", "no-such-dir"], 4),
+])
+def test_light_paths_never_import_tensorflow(args, code):
+    assert _heavy_modules(args) == (code, "[]")
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_usage_error_is_exit_2_with_hint():
+    result = CliRunner().invoke(cli, ["predict", "--threshold", "3"])
+    assert result.exit_code == 2 and "--threshold" in result.output
+
+
+def _manifest(**overrides):
+    manifest = {"format_version": FORMAT_VERSION,
+                "settings": TrainConfig(max_tokens=10, seq_len=8).to_dict(),
+                "labels": {"negative": "neg", "positive": "pos"}, "threshold": 0.5,
+                "files": {MODEL_FILE: "0" * 64}}
+    manifest.update(overrides)
+    return manifest
+
+
+def _model_dir(tmp_path, manifest=None, keras_bytes=None, raw_manifest=None):
+    d = tmp_path / "model"
+    d.mkdir()
+    if keras_bytes is not None:
+        (d / MODEL_FILE).write_bytes(keras_bytes)
+    manifest = manifest or _manifest()
+    if keras_bytes is not None:
+        manifest["files"] = {MODEL_FILE: sha256_file(d / MODEL_FILE)}
+    (d / MANIFEST).write_text(raw_manifest if raw_manifest is not None else json.dumps(manifest))
+    return d
+
+
+def _zip_bytes(tmp_path, config):
+    path = tmp_path / "evil.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("metadata.json", "{}")
+        z.writestr("model.weights.h5", b"")
+    return path.read_bytes()
+
+
+LAMBDA_CONFIG = {"module": "keras.src.models.functional", "class_name": "Functional",
+                 "config": {"layers": [{"module": "keras.layers", "class_name": "Lambda",
+                                        "config": {"function": "evil"}}]}}
+
+
+MANIFEST_CASES = [
+    (lambda t: t / "absent", "no model directory"),
+    (lambda t: (t / "empty").mkdir() or t / "empty", "not an rnncli model directory"),
+    (lambda t: _model_dir(t, raw_manifest="{not json"), "not valid JSON"),
+    (lambda t: _model_dir(t, raw_manifest="[]"), "not a JSON object"),
+    (lambda t: _model_dir(t, manifest=_manifest(format_version=FORMAT_VERSION + 1)),
+     "newer than this rnncli"),
+    (lambda t: _model_dir(t, manifest=_manifest(settings={"cell": "gru", "x": 1})),
+     "incomplete"),
+]
+ARCHIVE_CASES = [  # info reads only the manifest, so these concern the other commands
+    (lambda t: _model_dir(t), "missing from the model directory"),
+    (lambda t: _model_dir(t, keras_bytes=b"PK\x03\x04truncated"), "not a valid .keras"),
+    (lambda t: _model_dir(t, keras_bytes=_zip_bytes(t, LAMBDA_CONFIG)), "Lambda"),
+]
+COMMANDS = ["predict", "info", "evaluate", "export"]
+
+
+@pytest.mark.parametrize("make, words, command",
+                         [(m, w, c) for m, w in MANIFEST_CASES for c in COMMANDS]
+                         + [(m, w, c) for m, w in ARCHIVE_CASES for c in COMMANDS if c != "info"])
+def test_bad_model_directories_exit_4(tmp_path, make, words, command):
+    model_dir = make(tmp_path)
+    args = {"predict": ["predict", "-m", str(model_dir), "hi"],
+            "info": ["info", "-m", str(model_dir)],
+            "evaluate": ["evaluate", "-m", str(model_dir)],
+            "export": ["export", "-m", str(model_dir), "-o", str(tmp_path / "out")]}[command]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 4, result.output
+    assert result.output.startswith("Error: ") and words in result.output
+    assert "Traceback" not in result.output
+
+
+def test_manifest_too_large(tmp_path):
+    d = _model_dir(tmp_path)
+    with open(d / MANIFEST, "ab") as fh:
+        fh.truncate(17 * 2**20)
+    result = CliRunner().invoke(cli, ["info", "-m", str(d)])
+    assert result.exit_code == 4 and "limit" in result.output
+
+
+def test_train_refuses_to_replace_a_foreign_directory(tmp_path, tiny_csv):
+    precious = tmp_path / "docs"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    result = CliRunner().invoke(cli, ["train", str(tiny_csv), "-o", str(precious)])
+    assert result.exit_code == 2 and "not an rnncli model directory" in result.output
+    assert (precious / "thesis.txt").read_text() == "years of work"
+
+
+def test_bad_data_exit_3_before_tensorflow(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("review,sentiment\ngood,positive\nbad,negative,extra\n")
+    result = CliRunner().invoke(cli, ["train", str(bad), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 3
+    assert "line 3" in result.output and "3 fields" in result.output
+
+
+def test_second_training_into_the_same_directory_stops_at_once(tmp_path, tiny_csv):
+    from rnncli.artifacts import lock
+
+    out = tmp_path / "model"
+    with lock(out):
+        result = CliRunner().invoke(cli, ["train", str(tiny_csv), "-o", str(out)])
+    assert result.exit_code == 2 and "another rnncli train" in result.output
+    assert not (tmp_path / ".model.lock").exists()  # released and removed

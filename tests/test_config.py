@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from rnncli.config import TrainConfig, default
+from rnncli.errors import UsageError
+
+
+def test_defaults_are_valid_and_unresolved():
+    config = TrainConfig()
+    assert config.cell == "gru" and not config.resolved
+    assert config.replace(max_tokens=100, seq_len=50).resolved
+
+
+def test_json_round_trip():
+    config = TrainConfig(cell="lstm", units=8, layers=2, max_tokens=500, seq_len=40)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_frozen_and_keyword_only():
+    with pytest.raises(TypeError):
+        TrainConfig("gru")  # noqa
+    with pytest.raises(AttributeError):
+        TrainConfig().units = 3
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"cell": "rnn"}, "cell"),
+    ({"units": 0}, "units"),
+    ({"units": 1.5}, "units"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"lr": 0}, "lr"),
+    ({"val_split": 0.5}, "val_split"),
+    ({"val_split": 0.45, "test_split": 0.45}, "leave"),
+    ({"max_tokens": 2}, "max_tokens"),
+    ({"seq_len": True}, "seq_len"),
+    ({"patience": -1}, "patience"),
+])
+def test_invalid_settings_name_the_problem(changes, words):
+    with pytest.raises(UsageError, match=words):
+        TrainConfig(**changes)
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(UsageError, match="unknown settings: colour"):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "colour": "red"})
+
+
+def test_default_reads_the_dataclass():
+    assert default("units") == TrainConfig().units
+    assert default("max_tokens") is None

@@ -1,0 +1,337 @@
+"""Real but tiny models: train, predict, evaluate, export, info, devices, and exit codes.
+
+Models come from session fixtures in conftest.py (240 real reviews, one epoch, 4 units),
+so these tests assert on files, shapes, round trips and one-output-per-input, never on
+accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rnncli import artifacts
+from rnncli.cli import cli
+from rnncli.metrics import METRIC_KEYS
+
+from conftest import TINY, sample_rows, write_csv
+
+pytestmark = pytest.mark.slow
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def jsonl(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_model_directory_contract(gru_model):
+    names = sorted(p.name for p in gru_model.iterdir())
+    assert names == ["model.keras", "rnncli.json", "test.jsonl.gz"]
+    manifest = json.loads((gru_model / "rnncli.json").read_text())
+    for key in ("format_version", "rnncli_version", "keras_version", "tensorflow_version",
+                "settings", "labels", "threshold", "data", "training", "validation", "test",
+                "files"):
+        assert key in manifest
+    assert manifest["labels"] == {"negative": "negative", "positive": "positive"}
+    assert manifest["settings"]["seq_len"] == 32 and manifest["settings"]["max_tokens"] <= 2000
+    assert manifest["data"]["fingerprint"].startswith("sha256:")
+    assert len(manifest["training"]["history"]) == manifest["training"]["epochs_run"] == 1
+    assert set(manifest["test"]) == set(METRIC_KEYS)
+    for name, digest in manifest["files"].items():
+        assert artifacts.sha256_file(gru_model / name) == digest
+    # nothing left beside it: no staging or lock debris other than the lock file
+    debris = [p.name for p in gru_model.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    assert debris == []
+
+
+def test_no_pickle_and_vocabulary_inside(gru_model):
+    import zipfile
+
+    with zipfile.ZipFile(gru_model / "model.keras") as z:
+        names = z.namelist()
+    assert any(n.startswith("assets/") and n.endswith("vocabulary.txt") for n in names)
+    assert not any(n.endswith((".pkl", ".pickle")) for n in names)
+
+
+def test_auto_settings_are_derived_and_recorded(tmp_path, tiny_csv, train_model):
+    out = tmp_path / "auto"
+    result = invoke("train", tiny_csv, "-o", out, "--epochs", "1", "--units", "4",
+                    "--embed-dim", "8", "--quiet")
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "rnncli.json").read_text())["settings"]
+    assert 16 <= settings["seq_len"] <= 400 and settings["seq_len"] % 8 == 0
+    assert 3 <= settings["max_tokens"] <= 20002
+
+
+def test_unicode_line_breaks_survive_save_and_reload(tmp_path, train_model):
+    rows = sample_rows(60)
+    rows += [["Great\x85film\u2028loved it\r\nreally", "positive"],
+             ["awful\u2029waste\x85of time", "negative"]] * 10
+    data = write_csv(tmp_path / "nel.csv", rows)
+    out = train_model(tmp_path / "m", data)
+    result = invoke("predict", "-m", out, "-f", "jsonl", "Great\x85film")
+    assert result.exit_code == 0 and jsonl(result.stdout)[0]["status"] == "ok"
+
+
+def test_retraining_replaces_the_model(tmp_path, tiny_csv, train_model):
+    out = train_model(tmp_path / "m", tiny_csv)
+    first = json.loads((out / "rnncli.json").read_text())["created"]
+    time.sleep(1.1)
+    train_model(out, tiny_csv, "--seed", "7")
+    manifest = json.loads((out / "rnncli.json").read_text())
+    assert manifest["settings"]["seed"] == 7 and manifest["created"] != first
+
+
+def test_interrupted_training_leaves_the_old_model(tmp_path, tiny_csv, train_model, monkeypatch):
+    out = train_model(tmp_path / "m", tiny_csv)
+    before = {p.name: artifacts.sha256_file(p) for p in out.iterdir()}
+    import keras
+
+    def interrupted_fit(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "fit", interrupted_fit)
+    result = invoke("train", tiny_csv, "-o", out, *TINY)
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert {p.name: artifacts.sha256_file(p) for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_unexpected_errors_exit_1_without_traceback(tmp_path, tiny_csv, monkeypatch):
+    import rnncli.train
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(rnncli.train, "fit_and_publish", boom)
+    result = invoke("train", tiny_csv, "-o", tmp_path / "m")
+    assert result.exit_code == 1
+    assert "unexpected RuntimeError: disk on fire" in result.output
+    assert "Traceback" not in result.output
+    result = invoke("--debug", "train", tiny_csv, "-o", tmp_path / "m")
+    assert result.exit_code == 1 and "Traceback" in result.output
+    os.environ.pop("RNNCLI_DEBUG", None)
+
+
+def test_absent_gpu_is_an_error_not_a_fallback(tiny_csv, tmp_path, gru_model):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    for args in (["train", tiny_csv, "-o", tmp_path / "m", "--device", "gpu", *TINY],
+                 ["predict", "-m", gru_model, "--device", "gpu:1", "hi"],
+                 ["evaluate", "-m", gru_model, "--device", "gpu"]):
+        result = invoke(*args)
+        assert result.exit_code == 5, result.output
+        assert "no GPU" in result.output and "cpu" in result.output
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_arguments(gru_model):
+    texts = ["great movie", "a dull, boring waste of time", "!!!", "zzqx unknownword"]
+    result = invoke("predict", "-m", gru_model, "-f", "jsonl", *texts)
+    assert result.exit_code == 0, result.output
+    records = jsonl(result.stdout)
+    assert [r["text"] for r in records] == texts
+    for r in records:
+        assert r["status"] == "ok" and 0.0 <= r["score"] <= 1.0
+        assert r["label"] == ("positive" if r["score"] >= 0.5 else "negative")
+
+
+def test_predict_stdin_keeps_blank_lines(gru_model):
+    result = invoke("predict", "-m", gru_model, input="good\n\nbad\n")
+    records = jsonl(result.stdout)
+    assert result.exit_code == 0 and len(records) == 3
+    assert [r["status"] for r in records] == ["ok", "empty", "ok"]
+    assert records[1]["score"] is None and records[1]["label"] is None
+    dash = invoke("predict", "-m", gru_model, "-", input="good\n\nbad\n")
+    assert jsonl(dash.stdout) == records
+
+
+def test_predict_invalid_utf8_is_marked_and_exit_3(gru_model):
+    result = CliRunner().invoke(cli, ["predict", "-m", str(gru_model)],
+                                input=b"fine\n\xff\xfe broken\nalso fine\r\n")
+    records = jsonl(result.stdout)
+    assert result.exit_code == 3
+    assert [r["status"] for r in records] == ["ok", "invalid_utf8", "ok"]
+    assert records[2]["text"] == "also fine"
+
+
+def test_empty_stdin_gives_nothing(gru_model):
+    result = invoke("predict", "-m", gru_model, input="")
+    assert result.exit_code == 0 and result.stdout == ""
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "label", "table"])
+def test_predict_formats_agree(gru_model, fmt):
+    texts = ["good film", "terrible"]
+    result = invoke("predict", "-m", gru_model, "-f", fmt, *texts)
+    assert result.exit_code == 0
+    if fmt == "json":
+        assert [r["text"] for r in json.loads(result.stdout)] == texts
+    elif fmt == "csv":
+        assert result.stdout.splitlines()[0] == "text,label,score,status"
+        assert len(result.stdout.splitlines()) == 3
+    elif fmt == "label":
+        assert set(result.stdout.split()) <= {"positive", "negative"}
+        assert len(result.stdout.splitlines()) == 2
+    else:
+        assert "good film" in result.stdout and "score" in result.output
+
+
+def test_threshold_override(gru_model):
+    low = jsonl(invoke("predict", "-m", gru_model, "--threshold", "0", "x", "y").stdout)
+    assert {r["label"] for r in low} == {"positive"}
+
+
+def test_stdin_is_streamed_lazily(gru_model):
+    """Results of the first batch come out before the rest of the input is read."""
+    from rnncli.predict import Predictor
+
+    predictor = Predictor.load(gru_model)
+    consumed = []
+
+    def lines():
+        for i in range(10_000):
+            consumed.append(i)
+            yield f"line {i}\n".encode()
+
+    stream = predictor.stream(lines(), batch_size=50)
+    first = next(stream)
+    assert len(first) == 50 and len(consumed) <= 51
+    total = len(first) + sum(len(batch) for batch in stream)
+    assert total == 10_000
+
+
+def test_real_command_in_a_pipe(gru_model):
+    """The installed console script: clean stderr, one record per line, quiet on head -1."""
+    env = {**os.environ, "RNNCLI_MODEL": str(gru_model)}
+    proc = subprocess.run(["rnncli", "predict"], input=b"good\n\nbad\n", capture_output=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 3
+    assert proc.stderr == b""  # TensorFlow's start-up chatter is contained
+    pipe = subprocess.Popen(["rnncli", "predict", "--batch-size", "10"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    pipe.stdin.write(b"some review\n" * 5000)
+    pipe.stdin.close()
+    pipe.stdout.readline()
+    pipe.stdout.close()  # like '| head -1'
+    assert pipe.wait(timeout=120) == 0
+    assert pipe.stderr.read() == b""
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_saved_split(gru_model):
+    result = invoke("evaluate", "-m", gru_model, "-f", "json")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert tuple(figures) == METRIC_KEYS
+    manifest = json.loads((gru_model / "rnncli.json").read_text())
+    assert figures["n"] == manifest["data"]["split"]["test"]
+    (tn, fp), (fn, tp) = figures["confusion_matrix"]
+    assert tn + fp + fn + tp == figures["n"]
+    assert figures["accuracy"] == pytest.approx(manifest["test"]["accuracy"], abs=1e-4)
+
+
+def test_evaluate_given_file(gru_model, tiny_csv):
+    result = invoke("evaluate", tiny_csv, "-m", gru_model, "-f", "json")
+    assert result.exit_code == 0
+    figures = json.loads(result.stdout)
+    assert figures["n"] == 240
+
+
+def test_evaluate_foreign_labels_exit_3(gru_model, tmp_path):
+    data = write_csv(tmp_path / "other.csv", [["nice", "good"], ["meh", "bad"]])
+    result = invoke("evaluate", data, "-m", gru_model)
+    assert result.exit_code == 3 and "not the model's labels" in result.output
+
+
+# --------------------------------------------------------------------------- export, info
+
+
+def test_export_serves_raw_strings_with_predict_scores(gru_model, tmp_path):
+    import tensorflow as tf
+
+    dest = tmp_path / "served"
+    result = invoke("export", "-m", gru_model, "-o", dest)
+    assert result.exit_code == 0, result.output
+    texts = ["great movie", "boring", "", "Ça n'était pas terrible<br />", "x" * 5000]
+    loaded = tf.saved_model.load(str(dest))
+    served = np.asarray(loaded.serve(tf.constant(texts))).reshape(-1)
+    signature = loaded.signatures["serving_default"]
+    via_signature = np.asarray(list(signature(tf.constant(texts)).values())[0]).reshape(-1)
+    predicted = [r["score"] for r in jsonl(invoke("predict", "-m", gru_model, "-f", "jsonl",
+                                                  *texts[:2], *texts[3:]).stdout)]
+    np.testing.assert_allclose(served[[0, 1, 3, 4]], predicted, atol=1e-4)
+    np.testing.assert_allclose(via_signature, served, atol=1e-6)
+    again = invoke("export", "-m", gru_model, "-o", dest)
+    assert again.exit_code == 2 and "--force" in again.output
+    assert invoke("export", "-m", gru_model, "-o", dest, "--force").exit_code == 0
+
+
+def test_lstm_with_out_and_model_dir(lstm_model):
+    manifest = json.loads((lstm_model / "rnncli.json").read_text())
+    assert manifest["settings"]["cell"] == "lstm" and manifest["settings"]["layers"] == 2
+    result = invoke("predict", "-m", lstm_model, "-f", "jsonl", "fine")
+    assert result.exit_code == 0 and jsonl(result.stdout)[0]["status"] == "ok"
+    assert invoke("evaluate", "-m", lstm_model, "-f", "json").exit_code == 0
+
+
+def test_model_from_environment(gru_model, monkeypatch):
+    monkeypatch.setenv("RNNCLI_MODEL", str(gru_model))
+    result = invoke("predict", "-f", "label", "fine")
+    assert result.exit_code == 0 and result.stdout.strip() in {"positive", "negative"}
+
+
+def test_info(gru_model):
+    table = invoke("info", "-m", gru_model, "-f", "table")
+    assert table.exit_code == 0 and "Bidirectional GRU" in table.output
+    data = json.loads(invoke("info", "-m", gru_model, "-f", "json").stdout)
+    assert data["settings"]["cell"] == "gru"
+
+
+def test_devices_lists_the_cpu():
+    result = invoke("devices", "-f", "json")
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert any(r["option"] == "cpu" for r in rows)
+
+
+def test_sigint_mid_training_keeps_the_old_model(tmp_path, tiny_csv, train_model):
+    """A real signal to the real command, while it trains into a good model directory."""
+    out = train_model(tmp_path / "m", tiny_csv)
+    before = {p.name: artifacts.sha256_file(p) for p in out.iterdir()}
+    big = write_csv(tmp_path / "big.csv", sample_rows(1500))
+    proc = subprocess.Popen(["rnncli", "train", str(big), "-o", str(out), "--epochs", "50",
+                             "--patience", "50", "--seq-len", "64"],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    for line in proc.stderr:  # plain progress: one line per epoch
+        if line.startswith(b"epoch 1/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, rest
+    assert b"interrupted" in rest and b"Traceback" not in rest
+    assert {p.name: artifacts.sha256_file(p) for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert invoke("predict", "-m", out, "fine").exit_code == 0

@@ -1,0 +1,54 @@
+import csv
+import io
+import json
+
+from rnncli.output import RecordWriter, render_figures
+from rnncli.metrics import evaluate_scores
+
+RECORDS = [
+    {"text": "good, \"really\"", "label": "pos", "score": 0.9, "status": "ok"},
+    {"text": "", "label": None, "score": None, "status": "empty"},
+    {"text": "bad\tthing", "label": "neg", "score": 0.1, "status": "ok"},
+]
+
+
+def _render(fmt, batches):
+    stream = io.StringIO()
+    writer = RecordWriter(fmt, stream)
+    for batch in batches:
+        writer.write(batch)
+    writer.close()
+    return stream.getvalue()
+
+
+def test_jsonl_one_line_per_record():
+    lines = _render("jsonl", [RECORDS[:2], RECORDS[2:]]).splitlines()
+    assert [json.loads(line) for line in lines] == RECORDS
+
+
+def test_json_is_one_array_even_when_streamed():
+    assert json.loads(_render("json", [RECORDS[:1], RECORDS[1:]])) == RECORDS
+    assert json.loads(_render("json", [])) == []
+
+
+def test_csv_round_trips():
+    rows = list(csv.DictReader(io.StringIO(_render("csv", [RECORDS]))))
+    assert [r["text"] for r in rows] == [r["text"] for r in RECORDS]
+    assert rows[1]["label"] == "" and rows[1]["status"] == "empty"
+
+
+def test_label_keeps_one_line_per_input():
+    assert _render("label", [RECORDS]) == "pos\n\nneg\n"
+
+
+def test_figures_json_has_exactly_the_documented_keys(capsys):
+    render_figures(evaluate_scores([0, 1], [0.2, 0.7]), "json")
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n",
+                        "confusion_matrix"}
+
+
+def test_figures_table_for_people(capsys):
+    render_figures(evaluate_scores([0, 1], [0.2, 0.7]), "table")
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "confusion matrix" in out
