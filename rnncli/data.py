@@ -8,6 +8,7 @@ and every problem names its line.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -98,12 +99,13 @@ def read_table(path: str | Path, *, encoding: str | None = None) -> Table:
     raw = _read_bytes(path)
     fingerprint = hashlib.sha256(raw).hexdigest()
     fmt, notes = _detect_format(path, raw)
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"{path}: looks like a binary file (NUL bytes), not {fmt.upper()} text; "
-                        "give a .csv, .tsv or .jsonl file")
-    text, used = _decode(path, raw, encoding)
+    text, used, bad_line = _decode(path, raw, encoding)
+    if "\x00" in text:
+        raise DataError(f"{path}: looks like a binary file (NUL characters), not "
+                        f"{fmt.upper()} text; give a .csv, .tsv or .jsonl file")
     if encoding is None and used != "utf-8":
-        notes.append(f"{path.name}: not valid UTF-8; read as {used} (set --encoding to choose)")
+        notes.append(f"{path.name}: not valid UTF-8 (first at line {bad_line}); read as {used} "
+                     "(set --encoding to choose)")
     if fmt == "jsonl":
         table = _parse_jsonl(path, text, fingerprint)
     else:
@@ -152,24 +154,48 @@ def _detect_format(path: Path, raw: bytes) -> tuple[str, list[str]]:
     return fmt, notes
 
 
-def _decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
-    """Strict decoding; never silent replacement. Returns (text, encoding used)."""
-    candidates = [encoding] if encoding else ["utf-8", "cp1252"]
+def _decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str, int | None]:
+    """Strict decoding; never silent replacement.
+
+    Returns (text, encoding used, line of the first byte that was not UTF-8 when the
+    cp1252 fallback was taken). A UTF-8 byte-order mark rules the fallback out.
+    """
+    has_bom = raw.startswith(codecs.BOM_UTF8)
+    if encoding:
+        candidates = [encoding]
+    else:
+        candidates = ["utf-8"] if has_bom else ["utf-8", "cp1252"]
     first_error = None
     for name in candidates:
+        is_utf8 = codecs.lookup(name).name == "utf-8" if _known(name) else False
+        data = raw[len(codecs.BOM_UTF8):] if is_utf8 and has_bom else raw
         try:
-            text = raw.decode("utf-8-sig" if name.lower().replace("_", "-") in ("utf-8", "utf8")
-                              else name)
-            return text, name
+            text = data.decode(name)
         except LookupError as exc:
             raise DataError(f"unknown encoding {name!r}; try utf-8, cp1252 or latin-1") from exc
         except UnicodeDecodeError as exc:
-            first_error = first_error or (name, exc)
-    name, exc = first_error
-    line = raw.count(b"\n", 0, exc.start) + 1
-    hint = "pass --encoding with the file's encoding" if not encoding else \
-        "check --encoding, or fix the bytes in the file"
-    raise DataError(f"{path}: line {line}: byte 0x{raw[exc.start]:02x} is not valid {name}; {hint}")
+            if first_error is None:
+                first_error = (name, data, exc)
+            continue
+        bad_line = None if first_error is None else _line_of(first_error[1], first_error[2].start)
+        return text, name, bad_line
+    name, data, exc = first_error
+    hint = ("pass --encoding with the file's encoding" if not encoding
+            else "check --encoding, or fix the bytes in the file")
+    raise DataError(f"{path}: line {_line_of(data, exc.start)}: byte 0x{data[exc.start]:02x} "
+                    f"is not valid {name}; {hint}")
+
+
+def _known(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
 
 
 def _parse_delimited(path: Path, text: str, fmt: str, fingerprint: str,
@@ -183,7 +209,9 @@ def _parse_delimited(path: Path, text: str, fmt: str, fingerprint: str,
     start = 1
     try:
         for row in reader:
-            if header is None:
+            if header is None and not any(cell.strip() for cell in row):
+                pass  # blank lines before the header
+            elif header is None:
                 header = [h.strip() for h in row]
                 _check_header(path, header)
             elif not row or (len(row) == 1 and not row[0].strip() and len(header) > 1):
@@ -210,7 +238,10 @@ def _parse_jsonl(path: Path, text: str, fingerprint: str) -> Table:
     skipped: Counter = Counter()
     # Split on "\n" only: str.splitlines() would also break inside texts at NEL (\x85)
     # and U+2028, which JSON allows unescaped.
-    for number, line in enumerate(text.split("\n"), start=1):
+    lines_of_text = text.split("\n")
+    if lines_of_text and not lines_of_text[-1].strip():
+        lines_of_text.pop()  # the final newline ends the last line; it is no blank line
+    for number, line in enumerate(lines_of_text, start=1):
         if not line.strip():
             skipped["blank line"] += 1
             continue
@@ -337,12 +368,11 @@ def _positive_key(path: Path, keys: list[str], positive_label: str | None) -> st
             raise DataError(f"{path}: --positive-label {positive_label!r} is not one of the "
                             f"labels {_quote(keys)}")
         return key
-    positives = [k for k in keys if k in POSITIVE_NAMES]
-    negatives = [k for k in keys if k in NEGATIVE_NAMES]
-    if len(positives) == 1 and positives[0] not in negatives:
-        return positives[0]
-    if len(negatives) == 1 and len(positives) == 0:
-        return next(k for k in keys if k != negatives[0])
+    # Guess only when both spellings are recognised: with labels 1 and 2 (star ratings),
+    # '1' is the *negative* one, and a wrong guess would silently invert the model.
+    for positive, negative in (keys, keys[::-1]):
+        if positive in POSITIVE_NAMES and negative in NEGATIVE_NAMES:
+            return positive
     raise DataError(f"{path}: cannot tell which of the labels {_quote(keys)} is positive; "
                     "name it with --positive-label")
 

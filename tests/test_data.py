@@ -1,0 +1,455 @@
+"""Fast tests for the data reader (rnncli.data): no TensorFlow, no Keras model.
+
+Three parts: golden files in tests/data/ (one odd input per file, its expected outcome in
+<stem>.expected.json beside it), focused unit tests, and hypothesis property tests that
+write rows with Python's own csv/json modules and read them back.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rnncli import errors
+from rnncli.data import (
+    Dataset,
+    Table,
+    choose_columns,
+    load_dataset,
+    map_labels,
+    normalize_label,
+    read_table,
+    split_dataset,
+    write_split,
+)
+from rnncli.errors import DataError
+
+DATA = Path(__file__).parent / "data"
+SUFFIX = ".expected.json"
+
+# --------------------------------------------------------------------------- golden files
+#
+# <stem>.expected.json holds one of:
+#   {"error": "DataError", "match": "<regex searched in the message>"}
+#   {"texts": N, "labels": {"<label name>": count, ...}}            the outcome, plus optional
+#       "positive": name, "columns": [text, label], "skipped": {reason: n} (default {}),
+#       "skipped_lines": {reason: [line, ...]}, "text_values": [exact texts, in order],
+#       "notes_match": "<regex searched in the notes, one per line>"
+# and optionally in both: "options": {keyword arguments for load_dataset},
+#   "xfail": "<why: a known bug in rnncli/data.py>" (run as a strict xfail).
+
+
+def _golden_cases():
+    cases = []
+    for expected_path in sorted(DATA.glob("*" + SUFFIX)):
+        stem = expected_path.name[: -len(SUFFIX)]
+        inputs = [p for p in DATA.glob(stem + ".*") if p != expected_path]
+        assert len(inputs) == 1, f"{expected_path.name}: need one input file, found {inputs}"
+        expected = json.loads(expected_path.read_text(encoding="utf-8"))
+        marks = []
+        if "xfail" in expected:
+            marks.append(pytest.mark.xfail(strict=True, reason=expected["xfail"]))
+        cases.append(pytest.param(inputs[0], expected, id=stem, marks=marks))
+    return cases
+
+
+GOLDEN = _golden_cases()
+
+
+def test_golden_cases_were_found():
+    assert len(GOLDEN) >= 30
+
+
+@pytest.mark.parametrize(("path", "expected"), GOLDEN)
+def test_golden(path: Path, expected: dict):
+    options = expected.get("options", {})
+    if "error" in expected:
+        with pytest.raises(getattr(errors, expected["error"])) as info:
+            load_dataset(path, **options)
+        assert re.search(expected["match"], info.value.message), info.value.message
+        return
+    data = load_dataset(path, **options)
+    assert len(data.texts) == expected["texts"] == len(data.labels)
+    counts = {name: int(np.sum(data.labels == i)) for i, name in enumerate(data.label_names)}
+    assert counts == expected["labels"]
+    assert data.skipped == expected.get("skipped", {})
+    if "positive" in expected:
+        assert data.positive_label == expected["positive"]
+    if "columns" in expected:
+        assert [data.text_col, data.label_col] == expected["columns"]
+    if "skipped_lines" in expected:
+        assert data.skipped_lines == expected["skipped_lines"]
+    if "text_values" in expected:
+        assert data.texts == expected["text_values"]
+    if "notes_match" in expected:
+        assert re.search(expected["notes_match"], "\n".join(data.notes)), data.notes
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@pytest.mark.parametrize(("raw", "key"), [
+    (" Pos ", "pos"), ("POSITIVE", "positive"), ("1", "1"), ("1.0", "1"), (" 1", "1"),
+    ("+1", "1"), ("01", "1"), ("1e0", "1"), ("-1", "-1"), ("0.0", "0"), ("-0", "0"),
+    ("0.5", "0.5"), ("nan", "nan"), ("Inf", "inf"), ("", ""),
+])
+def test_normalize_label(raw, key):
+    assert normalize_label(raw) == key
+
+
+P = Path("labels.csv")
+
+
+def test_map_labels_guesses_positive_and_keeps_the_common_spelling():
+    labels, names = map_labels(P, ["Pos", "neg", "Pos", " pos ", "NEG", "neg"])
+    assert labels.dtype == np.int8
+    assert labels.tolist() == [1, 0, 1, 1, 0, 0]
+    assert names == ("neg", "Pos")
+
+
+@pytest.mark.parametrize(("raw", "names", "labels"), [
+    (["1", "0", "1.0", " 1"], ("0", "1"), [1, 0, 1, 1]),
+    (["-1", "1", "+1"], ("-1", "1"), [0, 1, 1]),
+    (["yes", "no"], ("no", "yes"), [1, 0]),
+    (["false", "true"], ("false", "true"), [0, 1]),
+    (["positive", "negative"], ("negative", "positive"), [1, 0]),
+])
+def test_map_labels_known_spellings(raw, names, labels):
+    got, got_names = map_labels(P, raw)
+    assert got_names == names
+    assert got.tolist() == labels
+
+
+def test_map_labels_unguessable_asks_for_positive_label():
+    with pytest.raises(DataError, match=r"labels 'cat', 'dog' is positive.*--positive-label"):
+        map_labels(P, ["cat", "dog"])
+
+
+@pytest.mark.parametrize(("given", "names", "labels"), [
+    ("cat", ("dog", "cat"), [1, 0, 1]),
+    (" Dog ", ("cat", "dog"), [0, 1, 0]),
+])
+def test_map_labels_positive_label(given, names, labels):
+    got, got_names = map_labels(P, ["cat", "dog", "cat"], positive_label=given)
+    assert got_names == names
+    assert got.tolist() == labels
+
+
+def test_map_labels_positive_label_overrides_the_guess_and_matches_spelling():
+    got, names = map_labels(P, ["1", "0", "1"], positive_label="0.0")
+    assert names == ("1", "0")
+    assert got.tolist() == [0, 1, 0]
+
+
+def test_map_labels_positive_label_not_present():
+    with pytest.raises(DataError, match=r"--positive-label 'bird' is not one of the labels"):
+        map_labels(P, ["cat", "dog"], positive_label="bird")
+
+
+@pytest.mark.parametrize(("raw", "match"), [
+    (["pos", "pos"], r"only one label value \('pos' \(2 rows\)\)"),
+    (["a", "b", "c", "a"], r"3 distinct labels \('a' \(2 rows\), 'b' \(1 rows\), 'c' \(1 rows\)\)"),
+])
+def test_map_labels_needs_exactly_two_values(raw, match):
+    with pytest.raises(DataError, match=match):
+        map_labels(P, raw)
+
+
+def test_map_labels_known_maps_by_spelling_insensitive_name():
+    got, names = map_labels(P, ["POS", "neg", " pos"], known=("neg", "pos"))
+    assert names == ("neg", "pos")
+    assert got.tolist() == [1, 0, 1]
+    got, names = map_labels(P, ["1.0", "0", " 1"], known=("0", "1"))
+    assert names == ("0", "1")
+    assert got.tolist() == [1, 0, 1]
+
+
+def test_map_labels_known_accepts_a_single_class():
+    got, _ = map_labels(P, ["pos", "pos"], known=("neg", "pos"))
+    assert got.tolist() == [1, 1]
+
+
+def test_map_labels_known_rejects_other_labels():
+    with pytest.raises(DataError,
+                       match=r"labels 'maybe' are not the model's labels \('neg', 'pos'\)"):
+        map_labels(P, ["pos", "maybe", "neg"], known=("neg", "pos"))
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _table(*header: str) -> Table:
+    return Table(Path("t.csv"), list(header), rows=[], lines=[], fingerprint="")
+
+
+def test_choose_columns_explicit():
+    text, label, notes = choose_columns(_table("id", "body", "stars"), "body", "stars")
+    assert (text, label, notes) == ("body", "stars", [])
+
+
+def test_choose_columns_detected_case_insensitively():
+    text, label, notes = choose_columns(_table("ID", "Review", "Sentiment"), None, None)
+    assert (text, label) == ("Review", "Sentiment")
+    assert any("text column: 'Review' (detected" in n for n in notes)
+    assert any("label column: 'Sentiment' (detected" in n for n in notes)
+
+
+def test_choose_columns_without_label():
+    assert choose_columns(_table("text"), None, None, need_label=False) == ("text", None, [
+        "text column: 'text' (detected; set --text-col to override)"])
+
+
+@pytest.mark.parametrize(("header", "text_col", "label_col", "match"), [
+    (("a", "b"), "text", None, r"no column named 'text'; columns found: 'a', 'b'"),
+    (("text", "b"), None, "label", r"no column named 'label'; columns found: 'text', 'b'"),
+    (("id", "stars"), None, None,
+     r"no text column found among 'id', 'stars'; name it with --text-col"),
+    (("text", "stars"), None, None, r"no label column found among 'text', 'stars'; .*--label-col"),
+    (("text", "label", "class"), None, None,
+     r"more than one label column found among 'text', 'label', 'class'; name it with --label-col"),
+    (("text", "label"), "text", "text", r"text and label cannot both be column 'text'"),
+])
+def test_choose_columns_errors_list_the_columns(header, text_col, label_col, match):
+    with pytest.raises(DataError, match=match):
+        choose_columns(_table(*header), text_col, label_col)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _dataset(n_pos: int, n_neg: int) -> Dataset:
+    texts = [f"pos {i}" for i in range(n_pos)] + [f"neg {i}" for i in range(n_neg)]
+    labels = np.array([1] * n_pos + [0] * n_neg, dtype=np.int8)
+    return Dataset(texts=texts, labels=labels, label_names=("neg", "pos"), text_col="text",
+                   label_col="label", fingerprint="x", rows_read=len(texts), skipped={},
+                   skipped_lines={})
+
+
+def test_split_is_stratified_disjoint_and_complete():
+    data = _dataset(60, 40)
+    train, val, test = split_dataset(data, val_split=0.2, test_split=0.1, seed=7)
+    per_class = [(int((p.labels == 1).sum()), int((p.labels == 0).sum()))
+                 for p in (train, val, test)]
+    assert per_class == [(42, 28), (12, 8), (6, 4)]
+    sets = [set(part.texts) for part in (train, val, test)]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert sets[0] | sets[1] | sets[2] == set(data.texts)
+    for part in (train, val, test):
+        assert part.label_names == data.label_names
+        assert part.rows_read == len(part.texts)
+        assert all(t.startswith("pos") == bool(y) for t, y in zip(part.texts, part.labels))
+
+
+def test_split_is_reproducible_for_a_seed():
+    data = _dataset(30, 30)
+    first = split_dataset(data, val_split=0.2, test_split=0.2, seed=3)
+    again = split_dataset(data, val_split=0.2, test_split=0.2, seed=3)
+    other = split_dataset(data, val_split=0.2, test_split=0.2, seed=4)
+    assert [p.texts for p in first] == [p.texts for p in again]
+    assert [p.labels.tolist() for p in first] == [p.labels.tolist() for p in again]
+    assert [p.texts for p in first] != [p.texts for p in other]
+
+
+@pytest.mark.parametrize(("n_pos", "n_neg", "val", "test"), [
+    (3, 3, 0.1, 0.1),     # rounds to empty validation/test sets
+    (2, 50, 0.2, 0.2),    # a class with fewer than 3 rows
+    (10, 10, 0.5, 0.5),   # nothing left to train on
+])
+def test_split_too_few_rows(n_pos, n_neg, val, test):
+    with pytest.raises(DataError,
+                       match=r"too few rows to split: \d+ rows .*--val-split/--test-split"):
+        split_dataset(_dataset(n_pos, n_neg), val_split=val, test_split=test, seed=0)
+
+
+# --------------------------------------------------------------------------- round trips
+
+ODD_TEXTS = [
+    "plain",
+    "two\nlines",
+    "windows\r\nline",
+    'she said "wow", then \'ok\'',
+    "tab\there, comma, semicolon;",
+    "caf\u00e9 \u00fcber \u65e5\u672c\u8a9e \U0001f600",
+    "  leading and trailing spaces  ",
+    "NA",
+    "{\"looks\": \"like json\"}",
+    "back\\slash",
+]
+
+
+def _odd_dataset(texts: list[str]) -> Dataset:
+    labels = np.array([i % 2 for i in range(len(texts))], dtype=np.int8)
+    return Dataset(texts=list(texts), labels=labels, label_names=("neg", "pos"), text_col="text",
+                   label_col="label", fingerprint="x", rows_read=len(texts), skipped={},
+                   skipped_lines={})
+
+
+def test_write_split_round_trip(tmp_path):
+    data = _odd_dataset(ODD_TEXTS)
+    path = tmp_path / "train.jsonl.gz"
+    write_split(path, data)
+    assert gzip.open(path, "rt", encoding="utf-8").readline().startswith('{"text": "plain"')
+    back = load_dataset(path)
+    assert back.texts == data.texts
+    assert back.labels.tolist() == data.labels.tolist()
+    assert back.label_names == data.label_names
+    assert back.skipped.get("empty text", 0) == 0
+    known = load_dataset(path, known_labels=("neg", "pos"))
+    assert known.labels.tolist() == data.labels.tolist()
+
+
+# str.splitlines() breaks on these too, and JSON allows them raw inside strings.
+UNICODE_LINE_BREAKS = ["\x85", "\u2028", "\u2029", "\x1c", "\x0b", "\x0c"]
+
+
+@pytest.mark.parametrize("char", UNICODE_LINE_BREAKS)
+def test_write_split_round_trip_unicode_line_breaks(tmp_path, char):
+    data = _odd_dataset([f"before{char}after", "plain"])
+    path = tmp_path / "train.jsonl.gz"
+    write_split(path, data)
+    assert load_dataset(path).texts == data.texts
+
+
+@pytest.mark.parametrize("char", UNICODE_LINE_BREAKS)
+def test_jsonl_raw_unicode_line_breaks_stay_inside_the_text(tmp_path, char):
+    path = tmp_path / "raw.jsonl"
+    rows = [{"text": f"before{char}after", "label": "pos"}, {"text": "plain", "label": "neg"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                    encoding="utf-8")
+    assert load_dataset(path).texts == [f"before{char}after", "plain"]
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_jsonl_final_newline_is_not_a_blank_line(tmp_path, ending):
+    path = tmp_path / "plain.jsonl"
+    lines = ['{"text": "a", "label": "pos"}', '{"text": "b", "label": "neg"}', ""]
+    path.write_text(ending.join(lines), encoding="utf-8", newline="")
+    data = load_dataset(path)
+    assert data.skipped == {}
+    assert data.summary() == "2 rows read, 2 used"
+
+
+def test_a_10_mb_cell_is_read_whole(tmp_path):
+    chunk = 'word, "quoted"\nnext line; '
+    big = (chunk * (10_000_000 // len(chunk) + 1))[:10_000_000]
+    path = tmp_path / "big.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerows([["text", "label"], [big, "pos"], ["short", "neg"]])
+    data = load_dataset(path)
+    assert len(data.texts[0]) == 10_000_000
+    assert data.texts[0] == big
+    assert data.texts[1] == "short"
+    assert data.labels.tolist() == [1, 0]
+
+
+def test_read_table_line_numbers_follow_multiline_cells(tmp_path):
+    path = tmp_path / "lines.csv"
+    path.write_text('text,label\n"a\nb\nc",pos\nd,neg\n"e\nf",pos\n', encoding="utf-8")
+    table = read_table(path)
+    assert table.lines == [2, 5, 6]
+    assert [row[0] for row in table.rows] == ["a\nb\nc", "d", "e\nf"]
+
+
+def test_fingerprint_is_of_the_decompressed_bytes(tmp_path):
+    raw = b"text,label\ngood,pos\nbad,neg\n"
+    (tmp_path / "a.csv").write_bytes(raw)
+    (tmp_path / "b.csv").write_bytes(gzip.compress(raw, mtime=0))
+    assert read_table(tmp_path / "a.csv").fingerprint == read_table(tmp_path / "b.csv").fingerprint
+
+
+def test_summary_counts_skipped_rows():
+    data = load_dataset(DATA / "blank_lines.csv")
+    assert data.summary() == "5 rows read, 2 used, 3 skipped (3 blank line)"
+    data = load_dataset(DATA / "empty_labels.csv")
+    assert data.summary() == "4 rows read, 2 used, 2 skipped (2 empty label)"
+
+
+@pytest.mark.parametrize("name", ["missing.csv", ""])
+def test_missing_path_or_directory(tmp_path, name):
+    with pytest.raises(DataError, match=r"no such file|is a directory"):
+        load_dataset(tmp_path / name)
+
+
+# --------------------------------------------------------------------------- properties
+
+# Any unicode text but surrogates (not encodable). NUL is left out of CSV cells on purpose:
+# a NUL in the first 64 KiB is how read_table recognises a binary file.
+CSV_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+                   max_size=40)
+# JSON escapes NUL, so JSON lines may carry it.
+JSON_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+LABEL = st.sampled_from(["pos", "neg"])
+# Two fixed rows make sure both classes are present, so map_labels never refuses.
+ANCHORS = [("anchor positive", "pos"), ("anchor negative", "neg")]
+PROPERTY = settings(max_examples=50, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _check_read_back(data: Dataset, rows: list[tuple[str, str]]) -> None:
+    kept = [(t, y) for t, y in rows if t.strip()]
+    assert data.texts == [t for t, _ in kept]
+    assert [data.label_names[i] for i in data.labels] == [y for _, y in kept]
+    assert data.skipped.get("empty text", 0) == len(rows) - len(kept)
+    # "blank line" is left to test_jsonl_final_newline_is_not_a_blank_line (a known bug).
+    assert "empty label" not in data.skipped
+
+
+@PROPERTY
+@given(rows=st.lists(st.tuples(CSV_TEXT, LABEL), max_size=15))
+def test_property_csv_round_trip(tmp_path, rows):
+    rows = rows + ANCHORS
+    path = tmp_path / "prop.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    _check_read_back(load_dataset(path), rows)
+
+
+@PROPERTY
+@given(rows=st.lists(st.tuples(CSV_TEXT, LABEL), max_size=15))
+def test_property_tsv_round_trip(tmp_path, rows):
+    rows = rows + ANCHORS
+    path = tmp_path / "prop.tsv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t")
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    _check_read_back(load_dataset(path), rows)
+
+
+@PROPERTY
+@given(rows=st.lists(st.tuples(JSON_TEXT, LABEL), max_size=15))
+def test_property_jsonl_ascii_round_trip(tmp_path, rows):
+    rows = rows + ANCHORS
+    path = tmp_path / "prop.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows),
+                    encoding="utf-8")
+    _check_read_back(load_dataset(path), rows)
+
+
+@PROPERTY
+@given(rows=st.lists(st.tuples(JSON_TEXT, LABEL), max_size=15))
+def test_property_jsonl_raw_unicode_round_trip(tmp_path, rows):
+    rows = rows + ANCHORS
+    path = tmp_path / "prop.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n"
+                            for t, y in rows), encoding="utf-8")
+    _check_read_back(load_dataset(path), rows)
+
+
+@PROPERTY
+@given(value=st.text(max_size=12))
+def test_property_normalize_label_is_idempotent_and_stripped(value):
+    key = normalize_label(value)
+    assert normalize_label(key) == key
+    assert key == key.strip()
