@@ -257,6 +257,9 @@ def staging(target: Path):
     """A fresh directory beside ``target``; removed again unless it was published."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the published model private
     try:
         yield tmp
     finally:

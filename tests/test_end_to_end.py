@@ -39,7 +39,14 @@ def jsonl(output: str) -> list[dict]:
 # --------------------------------------------------------------------------- train
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_model_directory_contract(gru_model):
+    assert gru_model.stat().st_mode & 0o077 == 0o777 & ~_umask() & 0o077  # not private
     names = sorted(p.name for p in gru_model.iterdir())
     assert names == ["model.keras", "rnncli.json", "test.jsonl.gz"]
     manifest = json.loads((gru_model / "rnncli.json").read_text())
@@ -317,7 +324,8 @@ def test_devices_lists_the_cpu():
     assert any(r["option"] == "cpu" for r in rows)
 
 
-def test_sigint_mid_training_keeps_the_old_model(tmp_path, tiny_csv, train_model):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_training_keeps_the_old_model(tmp_path, tiny_csv, train_model, signum, code):
     """A real signal to the real command, while it trains into a good model directory."""
     out = train_model(tmp_path / "m", tiny_csv)
     before = {p.name: artifacts.sha256_file(p) for p in out.iterdir()}
@@ -328,10 +336,10 @@ def test_sigint_mid_training_keeps_the_old_model(tmp_path, tiny_csv, train_model
     for line in proc.stderr:  # plain progress: one line per epoch
         if line.startswith(b"epoch 1/"):
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 130, rest
-    assert b"interrupted" in rest and b"Traceback" not in rest
+    assert proc.wait(timeout=60) == code, rest
+    assert (b"interrupted" in rest or b"terminated" in rest) and b"Traceback" not in rest
     assert {p.name: artifacts.sha256_file(p) for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     assert invoke("predict", "-m", out, "fine").exit_code == 0
