@@ -41,11 +41,13 @@ MAX_RATIO = 200  # uncompressed / compressed, per member; zip bombs go far beyon
 # (module, class_name) pairs that may appear in model.keras's config.json: exactly what
 # model.build_* creates. Anything else (a Lambda, a foreign module) is refused.
 _KERAS_LAYERS = {"InputLayer", "TextVectorization", "Embedding", "SpatialDropout1D",
-                 "Bidirectional", "GRU", "LSTM", "Dropout", "Dense"}
+                 "Bidirectional", "GRU", "LSTM", "Dropout", "Dense", "GlobalAveragePooling1D"}
+_RNNCLI_LAYERS = {"Truncate", "MaskedMaxPooling", "AttentionPooling"}
 _ALLOWED_CLASSES = (
     {("keras.layers", name) for name in _KERAS_LAYERS}
     | {("keras.initializers", name) for name in ("GlorotUniform", "Orthogonal", "Zeros",
                                                   "Ones", "RandomUniform")}
+    | {("rnncli.layers", name) for name in _RNNCLI_LAYERS}
     | {("keras.src.models.functional", "Functional"), ("keras", "DTypePolicy"),
        ("keras.src.ops.numpy", "NotEqual"), (None, "__keras_tensor__")}
 )
@@ -209,13 +211,37 @@ def load_model(model_dir: str | Path):
 # --------------------------------------------------------------------------- writing
 
 
+def check_parent(target: Path) -> None:
+    """The nearest existing parent of ``target`` must be a directory we may write in."""
+    for parent in target.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{target}: {parent} is a file, not a directory; choose "
+                                 "another --out")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"{target}: cannot write in {parent} (permission denied); "
+                                 "choose another --out")
+            return
+
+
 def check_target(target: Path) -> None:
     """Refuse to replace anything that is not an rnncli model directory (before training)."""
+    check_parent(target)
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target}: exists and is a file; choose another --out directory")
     if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
         raise UsageError(f"{target}: exists, is not empty and is not an rnncli model "
                          "directory; choose another --out directory")
+
+
+@contextlib.contextmanager
+def _writable(target: Path):
+    """OS errors while preparing an output location are the user's to fix: exit 2."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write there ({exc.strerror or exc}); choose "
+                         "another output location") from exc
 
 
 @contextlib.contextmanager
@@ -226,10 +252,12 @@ def lock(target: Path):
     except ImportError:  # Windows: no advisory locks; publishing is still atomic
         yield
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with _writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
     path = target.parent / f".{target.name}.lock"
     while True:
-        fh = open(path, "a+")
+        with _writable(target):
+            fh = open(path, "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -255,8 +283,9 @@ def lock(target: Path):
 @contextlib.contextmanager
 def staging(target: Path):
     """A fresh directory beside ``target``; removed again unless it was published."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    with _writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the published model private
@@ -271,7 +300,8 @@ def write_manifest(model_dir: Path, manifest: dict[str, Any]) -> None:
     manifest["files"] = {name: sha256_file(model_dir / name)
                          for name in sorted(os.listdir(model_dir)) if name != MANIFEST}
     path = model_dir / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def publish(staged: Path, target: Path) -> None:

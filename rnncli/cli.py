@@ -15,7 +15,7 @@ import click
 
 from rnncli import __version__
 from rnncli.config import CELLS, TrainConfig, default
-from rnncli.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_UNEXPECTED, RnnCliError
+from rnncli.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_UNEXPECTED, RnnCliError, UsageError
 from rnncli.output import PREDICT_FORMATS
 
 DEFAULT_MODEL_DIR = "rnncli-model"
@@ -41,12 +41,12 @@ class RnnCliGroup(click.Group):
             raise
         except RnnCliError as exc:
             code = _error(exc.message, exc, exc.exit_code)
-        except KeyboardInterrupt as exc:
-            code = _error("interrupted; nothing was written over an existing model", exc,
-                          EXIT_INTERRUPTED)
-        except Terminated as exc:
-            code = _error("terminated; nothing was written over an existing model", exc,
-                          EXIT_TERMINATED)
+        except (KeyboardInterrupt, Terminated) as exc:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+            if ctx.invoked_subcommand == "train":
+                what += "; an existing model there was left as it was"
+            code = _error(what, exc, EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt)
+                          else EXIT_TERMINATED)
         except BrokenPipeError:
             # The reader went away ('| head -1'): stop quietly, and keep Python from
             # failing again when it flushes stdout at exit.
@@ -64,6 +64,19 @@ def _error(message: str, exc: BaseException, code: int) -> int:
         traceback.print_exception(exc)
     click.echo(f"Error: {message}", err=True)
     return code
+
+
+class Probability(click.FloatRange):
+    """A threshold in [0, 1]; NaN (which FloatRange lets through) is refused."""
+
+    def __init__(self):
+        super().__init__(0, 1)
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if value != value:
+            self.fail("nan is not a number in [0, 1]", param, ctx)
+        return value
 
 
 class DeviceType(click.ParamType):
@@ -185,7 +198,7 @@ def train(data, text_col, label_col, encoding, positive_label, out, device, quie
 @model_option
 @click.option("-f", "--format", "fmt", type=click.Choice(PREDICT_FORMATS), default="auto",
               show_default=True, help="auto: a table on a terminal, JSON lines when piped.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+@click.option("--threshold", type=Probability(), default=None,
               help="Score at or above which the positive label is given [default: the "
                    "model's].")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
@@ -201,7 +214,7 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, quiet):
     positive-class probability), status.
     """
     from rnncli import output
-    from rnncli.predict import STATUS_INVALID, Predictor
+    from rnncli.predict import FAILED, Predictor
 
     from_stdin = texts in ((), ("-",))
     if from_stdin and output.is_terminal(sys.stdin) and not quiet:
@@ -211,7 +224,8 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, quiet):
     progress = output.StreamProgress(
         from_stdin and not quiet and output.is_terminal(sys.stderr)
         and not output.is_terminal(sys.stdout))
-    failed = 0
+    failed: list[int] = []  # input line numbers
+    done = 0
     try:
         if from_stdin:
             # A person typing expects each answer at once; a pipe is scored in batches.
@@ -222,11 +236,15 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, quiet):
             batches = [predictor.records(list(texts))]
         for records in batches:
             writer.write(records)
-            failed += sum(r["status"] == STATUS_INVALID for r in records)
+            failed += [done + i + 1 for i, r in enumerate(records) if r["status"] in FAILED]
+            done += len(records)
     finally:
         progress.close()
     writer.close()
     if failed:
+        where = ", ".join(map(str, failed[:5])) + (", ..." if len(failed) > 5 else "")
+        click.echo(f"Error: {len(failed)} input line(s) not valid UTF-8 (line {where}); they "
+                   "have status invalid_utf8 and no score", err=True)
         ctx.exit(EXIT_DATA)
 
 
@@ -234,7 +252,7 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, quiet):
 @click.argument("data", required=False, metavar="[DATA]")
 @model_option
 @data_options
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+@click.option("--threshold", type=Probability(), default=None,
               help="Decision threshold [default: the model's].")
 @click.option("-f", "--format", "fmt", type=click.Choice(["auto", "table", "json"]),
               default="auto", show_default=True,
@@ -249,6 +267,9 @@ def evaluate(data, model_dir, text_col, label_col, encoding, threshold, fmt, dev
     from rnncli import output
     from rnncli.predict import evaluate as run_evaluate
 
+    if data is None and (text_col or label_col or encoding):
+        raise UsageError("--text-col, --label-col and --encoding apply to a DATA file; the "
+                         "saved test split needs none of them")
     figures, notes = run_evaluate(model_dir, data, text_col=text_col, label_col=label_col,
                                   encoding=encoding, device=device, threshold=threshold)
     console = output.err_console()

@@ -10,12 +10,17 @@ directory always records the resolved values.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
 from rnncli.errors import UsageError
 
 CELLS = ("gru", "lstm")
+POOLINGS = ("last", "max", "mean", "attention")
+# Characters of one text that are read at all (the rest is ignored): bounds the memory
+# and work a single huge input (a 10 MB line) can cause, far beyond any seq_len.
+MAX_TEXT_CHARS = 200_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +28,7 @@ class TrainConfig:
     cell: str = "gru"
     units: int = 64
     layers: int = 1
+    pooling: str = "max"
     embed_dim: int = 128
     max_tokens: int | None = None
     seq_len: int | None = None
@@ -40,6 +46,8 @@ class TrainConfig:
         problems = []
         if self.cell not in CELLS:
             problems.append(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if self.pooling not in POOLINGS:
+            problems.append(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         for name in ("units", "layers", "embed_dim", "epochs", "batch_size"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a whole number >= 1, not {getattr(self, name)!r}")
@@ -96,4 +104,5 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))

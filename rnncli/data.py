@@ -252,6 +252,12 @@ def _parse_jsonl(path: Path, text: str, fingerprint: str) -> Table:
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number}: expected a JSON object per line, "
                             f"found {type(record).__name__}")
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(f"{path}: line {number}: holds an unpaired surrogate escape "
+                            f"({exc.object[exc.start:exc.end].encode('unicode_escape').decode()}),"
+                            " which is not text; fix that line") from exc
         records.append(record)
         lines.append(number)
     header: list[str] = []
@@ -368,13 +374,23 @@ def _positive_key(path: Path, keys: list[str], positive_label: str | None) -> st
             raise DataError(f"{path}: --positive-label {positive_label!r} is not one of the "
                             f"labels {_quote(keys)}")
         return key
-    # Guess only when both spellings are recognised: with labels 1 and 2 (star ratings),
-    # '1' is the *negative* one, and a wrong guess would silently invert the model.
-    for positive, negative in (keys, keys[::-1]):
-        if positive in POSITIVE_NAMES and negative in NEGATIVE_NAMES:
-            return positive
+    positives = [k for k in keys if k in POSITIVE_NAMES]
+    if len(positives) == 1:
+        other = next(k for k in keys if k != positives[0])
+        # With two numbers, '1' is positive only against 0 or -1: with 1 and 2 (star
+        # ratings) it is the negative one, and a wrong guess would invert the model.
+        if not (_is_number(positives[0]) and _is_number(other)) or other in NEGATIVE_NAMES:
+            return positives[0]
     raise DataError(f"{path}: cannot tell which of the labels {_quote(keys)} is positive; "
                     "name it with --positive-label")
+
+
+def _is_number(key: str) -> bool:
+    try:
+        float(key)
+    except ValueError:
+        return False
+    return True
 
 
 def _quote(values) -> str:

@@ -20,11 +20,16 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
     from rnncli.predict import Predictor
 
     dest = Path(dest)
+    if dest.is_symlink():
+        dest = dest.resolve()
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest}: exists and is a file; choose another -o")
     if dest.exists() and not force:
         raise UsageError(f"{dest}: already exists; choose another -o or pass --force")
     if dest.exists() and not (dest / "saved_model.pb").is_file() and any(dest.iterdir()):
         raise UsageError(f"{dest}: exists and is not a SavedModel directory; "
                          "choose another -o")
+    artifacts.check_parent(dest)
     predictor = Predictor.load(model_dir, device="cpu")
     import tensorflow as tf
 

@@ -4,7 +4,7 @@ Two models share the same layers:
 - the *core* takes token ids (what ``fit`` trains on, fed by a tf.data pipeline that
   vectorizes once up front), and
 - the *text model* takes a flat batch of raw strings (``keras.Input(shape=(),
-  dtype="string")``) and runs TextVectorization -> core. That is what is saved as
+  dtype="string")``) and runs TextVectorization -> Truncate -> core. That is what is saved as
   ``model.keras`` and exported as a SavedModel: the vocabulary travels inside, and a
   flat list of n strings is served directly (shape ``(n,)`` in, ``(n, 1)`` out).
 
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnncli.config import TrainConfig
+from rnncli.config import MAX_TEXT_CHARS, TrainConfig
 from rnncli.runtime import import_tensorflow
 
 tf = import_tensorflow()
 import keras  # noqa: E402
+
+from rnncli.layers import AttentionPooling, MaskedMaxPooling, Truncate  # noqa: E402
 
 START_TOKEN = "xxbos"
 MAX_AUTO_TOKENS = 20000
@@ -31,11 +33,13 @@ MAX_AUTO_SEQ_LEN = 400
 
 @keras.saving.register_keras_serializable(package="rnncli", name="standardize")
 def standardize(text):
-    """Lowercase, drop HTML tags, keep letters/digits/apostrophes/!/?, prefix the marker.
+    """Cut at MAX_TEXT_CHARS, lowercase, drop HTML tags, keep letters/digits/apostrophes/
+    !/?, prefix the marker.
 
     Unicode line breaks such as NEL (\\x85) are removed here because a vocabulary token
     that holds one cannot be reloaded (KERAS_NOTES: "repeated term ''").
     """
+    text = tf.strings.substr(text, 0, MAX_TEXT_CHARS, unit="UTF8_CHAR")
     text = tf.strings.lower(text, encoding="utf-8")
     text = tf.strings.regex_replace(text, r"<[^<>]{0,200}>", " ")
     text = tf.strings.regex_replace(text, "[\u2018\u2019\u02bc`]", "'")
@@ -86,7 +90,7 @@ def build_vectorizer(config: TrainConfig, vocab: list[str]):
         standardize=standardize,
         split="whitespace",
         output_mode="int",
-        output_sequence_length=config.seq_len,
+        output_sequence_length=None,  # pad per batch; Truncate caps the length
         name="vectorizer",
     )
     layer.set_vocabulary(vocab)
@@ -94,33 +98,43 @@ def build_vectorizer(config: TrainConfig, vocab: list[str]):
 
 
 def build_core(config: TrainConfig):
-    """Token ids (batch, seq_len) -> positive-class probability (batch, 1)."""
+    """Token ids (batch, time) -> positive-class probability (batch, 1)."""
     cell = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
-    ids = keras.Input(shape=(config.seq_len,), dtype="int64", name="ids")
+    ids = keras.Input(shape=(None,), dtype="int64", name="ids")
     x = keras.layers.Embedding(config.max_tokens, config.embed_dim, mask_zero=True,
                                name="embedding")(ids)
     if config.dropout:
         x = keras.layers.SpatialDropout1D(config.dropout, name="embedding_dropout")(x)
     for i in range(config.layers):
-        last = i == config.layers - 1
+        sequences = i < config.layers - 1 or config.pooling != "last"
         # cuDNN-compatible: default activations, no recurrent_dropout, reset_after=True.
         x = keras.layers.Bidirectional(
-            cell(config.units, return_sequences=not last), name=f"bi{config.cell}_{i + 1}"
+            cell(config.units, return_sequences=sequences), name=f"bi{config.cell}_{i + 1}"
         )(x)
+    if config.pooling == "max":
+        x = MaskedMaxPooling(name="max_pool")(x)
+    elif config.pooling == "mean":
+        x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    elif config.pooling == "attention":
+        x = AttentionPooling(config.units, name="attention_pool")(x)
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     prob = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="head")(x)
     return keras.Model(ids, prob, name="core")
 
 
-def build_text_model(vectorizer, core):
+def build_text_model(config: TrainConfig, vectorizer, core):
     """Raw strings (batch,) -> probability (batch, 1); what is saved and exported."""
     text = keras.Input(shape=(), dtype="string", name="text")
-    return keras.Model(text, core(vectorizer(text)), name="rnncli")
+    ids = Truncate(config.seq_len, name="truncate")(vectorizer(text))
+    return keras.Model(text, core(ids), name="rnncli")
 
 
-def vectorize(vectorizer, texts: list[str], batch: int = 4096) -> np.ndarray:
-    """Token ids for all texts, computed once so training epochs skip tokenization."""
-    parts = [vectorizer(tf.constant(texts[s:s + batch])).numpy().astype(np.int32)
-             for s in range(0, len(texts), batch)]
-    return np.concatenate(parts)
+def vectorize(vectorizer, texts: list[str], seq_len: int, batch: int = 512) -> np.ndarray:
+    """Token ids for all texts (right-padded to ``seq_len``), computed once so training
+    epochs skip tokenization."""
+    out = np.zeros((len(texts), seq_len), dtype=np.int32)
+    for start in range(0, len(texts), batch):
+        ids = vectorizer(tf.constant(texts[start:start + batch])).numpy()[:, :seq_len]
+        out[start:start + len(ids), : ids.shape[1]] = ids
+    return out

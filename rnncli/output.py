@@ -14,7 +14,9 @@ from typing import IO, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.progress import TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")
 RECORD_FIELDS = ("text", "label", "score", "status")
@@ -65,50 +67,58 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 class RecordWriter:
-    """Writes prediction records as they come; ``close`` finishes the document."""
+    """Writes prediction records as they come; ``close`` finishes the document.
+
+    Every format writes each batch when it is done (a table too: one table per batch),
+    so a person typing gets each answer at once and memory stays flat on a long stream.
+    """
 
     def __init__(self, fmt: str, stream: IO | None = None):
         self.fmt = fmt
         self.stream = stream or sys.stdout
         self._count = 0
-        self._rows: list[dict] = []  # table only: a table needs all rows to size columns
         self._csv = csv.writer(self.stream, lineterminator="\n") if fmt == "csv" else None
         if fmt == "csv":
             self._csv.writerow(RECORD_FIELDS)
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
+        if self.fmt == "table":
+            if records:
+                Console(file=self.stream, highlight=False).print(_records_table(records))
+            self._count += len(records)
+        for record in records if self.fmt != "table" else ():
             if self.fmt == "jsonl":
                 self.stream.write(to_json(record) + "\n")
             elif self.fmt == "json":
-                self.stream.write(("[\n" if self._count == 0 else ",\n")
-                                  + to_json(record))
+                self.stream.write(("[\n" if self._count == 0 else ",\n") + to_json(record))
             elif self.fmt == "csv":
                 self._csv.writerow(["" if record[k] is None else record[k] for k in RECORD_FIELDS])
             elif self.fmt == "label":
                 self.stream.write((record["label"] or "") + "\n")
-            else:
-                self._rows.append(record)
             self._count += 1
         self.stream.flush()
 
     def close(self) -> None:
         if self.fmt == "json":
             self.stream.write("[]\n" if self._count == 0 else "\n]\n")
-        elif self.fmt == "table" and self._rows:
-            table = Table(show_edge=False, header_style="bold")
-            table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=60)
-            table.add_column("label")
-            table.add_column("score", justify="right")
-            if any(r["status"] != "ok" for r in self._rows):
-                table.add_column("status")
-            for r in self._rows:
-                cells = [r["text"], r["label"] or "-", _fmt(r["score"])]
-                if len(table.columns) == 4:
-                    cells.append(r["status"])
-                table.add_row(*cells)
-            out_console().print(table)
         self.stream.flush()
+
+
+def _records_table(records: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=60)
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    show_status = any(r["status"] != "ok" for r in records)
+    if show_status:
+        table.add_column("status")
+    for r in records:
+        # Text objects: a review is never read as Rich markup ('[/]' would crash it)
+        cells = [Text(r["text"]), Text(r["label"] or "-"), _fmt(r["score"])]
+        if show_status:
+            cells.append(r["status"])
+        table.add_row(*cells)
+    return table
 
 
 class StreamProgress:
@@ -212,9 +222,9 @@ def _metrics_text(logs: dict[str, float]) -> str:
 
 def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluation") -> None:
     if fmt == "json":
-        sys.stdout.write(json.dumps(figures) + "\n")
+        sys.stdout.write(json.dumps(figures, allow_nan=False) + "\n")
         return
-    table = Table(title=title, show_edge=False, header_style="bold")
+    table = Table(title=escape(title), show_edge=False, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n"):
@@ -264,7 +274,7 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, Text(value))
     out_console().print(table)
 
 
@@ -276,5 +286,5 @@ def render_rows(rows: list[dict[str, str]], fmt: str) -> None:
     for key in rows[0]:
         table.add_column(key)
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(Text(v) for v in row.values()))
     out_console().print(table)

@@ -15,25 +15,32 @@ import numpy as np
 
 from rnncli import artifacts
 
+from rnncli.config import MAX_TEXT_CHARS
+
 STATUS_OK = "ok"
+STATUS_TRUNCATED = "truncated"  # scored on its first MAX_LINE_BYTES bytes
 STATUS_EMPTY = "empty"
 STATUS_INVALID = "invalid_utf8"
+FAILED = (STATUS_INVALID,)
+# Bytes of one stdin line that are kept: every character the model reads (at most
+# 4 bytes each), and no more, so a stream of huge lines cannot exhaust memory.
+MAX_LINE_BYTES = 4 * MAX_TEXT_CHARS
 
-_serving_fns: dict[int, Any] = {}
 
-
-def score_texts(keras_model, texts: list[str], batch_size: int = 256) -> np.ndarray:
-    """Positive-class probabilities for raw texts, through the saved text model."""
+def serving_function(keras_model):
+    """One traced graph for any batch size (calling the model directly retraces)."""
     from rnncli.runtime import import_tensorflow
 
     tf = import_tensorflow()
-    fn = _serving_fns.get(id(keras_model))
-    if fn is None:
-        # One traced graph for any batch size: no retracing per call, unlike model(x).
-        fn = tf.function(lambda x: keras_model(x, training=False),
-                         input_signature=[tf.TensorSpec([None], tf.string)])
-        _serving_fns[id(keras_model)] = fn
-    out = [fn(tf.constant(texts[i:i + batch_size])).numpy().reshape(-1)
+    return tf.function(lambda x: keras_model(x, training=False),
+                       input_signature=[tf.TensorSpec([None], tf.string)])
+
+
+def score_texts(serve, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    """Positive-class probabilities for raw texts, through a :func:`serving_function`."""
+    import tensorflow as tf
+
+    out = [serve(tf.constant(texts[i:i + batch_size])).numpy().reshape(-1)
            for i in range(0, len(texts), batch_size)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
@@ -46,6 +53,10 @@ class Predictor:
     manifest: dict[str, Any]
     keras_model: Any
     threshold: float
+    serve: Any = None
+
+    def __post_init__(self):
+        self.serve = self.serve or serving_function(self.keras_model)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, device: str = "auto",
@@ -65,12 +76,13 @@ class Predictor:
         return self.manifest["label_names"]
 
     def scores(self, texts: list[str]) -> np.ndarray:
-        return score_texts(self.keras_model, texts)
+        return score_texts(self.serve, texts)
 
     def records(self, texts: list[str | bytes]) -> list[dict[str, Any]]:
         """One record per input, in order; only decodable non-blank texts reach the model."""
         decoded: list[tuple[str, str]] = [_decode(t) for t in texts]
-        todo = [i for i, (_, status) in enumerate(decoded) if status == STATUS_OK]
+        todo = [i for i, (_, status) in enumerate(decoded)
+                if status in (STATUS_OK, STATUS_TRUNCATED)]
         scores = self.scores([decoded[i][0] for i in todo]) if todo else []
         by_index = dict(zip(todo, scores))
         out = []
@@ -87,24 +99,63 @@ class Predictor:
                on_batch: Callable[[int], None] | None = None) -> Iterator[list[dict[str, Any]]]:
         """Score a (possibly endless) stream lazily; yields one list of records per batch."""
         done = 0
-        for batch in _batched(lines, batch_size):
+        for batch in _batched(_capped(lines), batch_size):
             yield self.records(batch)
             done += len(batch)
             if on_batch:
                 on_batch(done)
 
 
+class _Truncated(bytes):
+    """A stdin line cut at MAX_LINE_BYTES (the rest of the line was read and dropped)."""
+
+
+def _capped(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
+    """Lines of a binary stream, each at most MAX_LINE_BYTES long; other iterables as is."""
+    readline = getattr(lines, "readline", None)
+    if readline is None:
+        yield from lines
+        return
+    while True:
+        line = readline(MAX_LINE_BYTES)
+        if not line:
+            return
+        if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
+            dropped = 0
+            while True:  # read and drop the remainder of the line
+                rest = readline(1 << 20)
+                dropped += len(rest.rstrip(b"\r\n"))
+                if not rest or rest.endswith(b"\n"):
+                    break
+            line = _Truncated(line) if dropped else line
+        yield line
+
+
 def _decode(item: str | bytes) -> tuple[str, str]:
+    """(text, status) for one input; undecodable input is shown escaped, never scored."""
+    status = STATUS_TRUNCATED if isinstance(item, _Truncated) else STATUS_OK
     if isinstance(item, bytes):
         item = item[:-1] if item.endswith(b"\n") else item
         item = item[:-1] if item.endswith(b"\r") else item
         try:
             text = item.decode("utf-8")
-        except UnicodeDecodeError:
-            return item.decode("utf-8", "backslashreplace"), STATUS_INVALID
+        except UnicodeDecodeError as exc:
+            if status == STATUS_TRUNCATED and exc.start >= len(item) - 3:
+                text = item[:exc.start].decode("utf-8")  # the cut split a character
+            else:
+                return item.decode("utf-8", "backslashreplace"), STATUS_INVALID
     else:
         text = item.rstrip("\r\n")
-    return text, (STATUS_OK if text.strip() else STATUS_EMPTY)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # e.g. a command-line argument that was not UTF-8
+            try:  # show the original bytes, as for stdin
+                shown = text.encode("utf-8", "surrogateescape").decode("utf-8",
+                                                                       "backslashreplace")
+            except UnicodeEncodeError:
+                shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            return shown, STATUS_INVALID
+    return text, (status if text.strip() else STATUS_EMPTY)
 
 
 def _batched(items: Iterable, size: int) -> Iterator[list]:

@@ -100,8 +100,9 @@ def select_device(spec: str = "auto") -> str:
             tf.config.experimental.set_memory_growth(gpus[index], True)
             name = "/GPU:0"
     except RuntimeError as exc:  # devices already initialized in this process
-        if _chosen_device is None:
-            raise DeviceError(f"cannot select {spec}: {exc}") from exc
+        if _chosen_device is None or _chosen_device != ("/CPU:0" if kind == "cpu" else "/GPU:0"):
+            raise DeviceError(f"cannot select {spec}: this process already runs on "
+                              f"{_chosen_device or 'another device'} ({exc})") from exc
         return _chosen_device
     _chosen_device = name
     return name

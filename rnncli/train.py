@@ -17,7 +17,7 @@ import numpy as np
 from rnncli import __version__, artifacts
 from rnncli.config import TrainConfig
 from rnncli.data import Dataset, load_dataset, split_dataset, write_split
-from rnncli.errors import ModelError
+from rnncli.errors import ModelError, UsageError
 from rnncli.metrics import evaluate_scores, round_figures
 
 
@@ -40,30 +40,32 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     """Train on a labelled file and publish the model directory ``out``; return its manifest."""
     reporter = reporter or Reporter()
     out = Path(out)
+    if out.is_symlink():
+        out = out.resolve()  # replace what the link points to; keep the link
     artifacts.check_target(out)
+    data = load_dataset(data_path, text_col=text_col, label_col=label_col,
+                        positive_label=positive_label, encoding=encoding)
+    for note in data.notes:
+        reporter.message(note)
+    train_set, val_set, test_set = split_dataset(
+        data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    reporter.message(
+        f"{data.summary()}; positive label {data.positive_label!r}; "
+        f"train/validation/test = {len(train_set.texts)}/{len(val_set.texts)}/"
+        f"{len(test_set.texts)}")
+    source = {
+        "file": Path(data_path).name,
+        "fingerprint": f"sha256:{data.fingerprint}",
+        "text_col": data.text_col,
+        "label_col": data.label_col,
+        "rows_read": data.rows_read,
+        "rows_used": len(data.texts),
+        "skipped": data.skipped,
+        "positive_rate": round(float(np.mean(data.labels)), 4),
+        "split": {"train": len(train_set.texts), "validation": len(val_set.texts),
+                  "test": len(test_set.texts)},
+    }
     with artifacts.lock(out):
-        data = load_dataset(data_path, text_col=text_col, label_col=label_col,
-                            positive_label=positive_label, encoding=encoding)
-        for note in data.notes:
-            reporter.message(note)
-        train_set, val_set, test_set = split_dataset(
-            data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
-        reporter.message(
-            f"{data.summary()}; positive label {data.positive_label!r}; "
-            f"train/validation/test = {len(train_set.texts)}/{len(val_set.texts)}/"
-            f"{len(test_set.texts)}")
-        source = {
-            "file": Path(data_path).name,
-            "fingerprint": f"sha256:{data.fingerprint}",
-            "text_col": data.text_col,
-            "label_col": data.label_col,
-            "rows_read": data.rows_read,
-            "rows_used": len(data.texts),
-            "skipped": data.skipped,
-            "positive_rate": round(float(np.mean(data.labels)), 4),
-            "split": {"train": len(train_set.texts), "validation": len(val_set.texts),
-                      "test": len(test_set.texts)},
-        }
         return fit_and_publish(train_set, val_set, test_set, config, out=out, source=source,
                                device=device, reporter=reporter)
 
@@ -83,13 +85,11 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
                      f"device {device_name.strip('/').lower()}")
     vectorizer = M.build_vectorizer(config, vocab)
-    x_train, x_val, x_test = (M.vectorize(vectorizer, s.texts) for s in (train_set, val_set,
-                                                                           test_set))
-    train_data = (tf.data.Dataset.from_tensor_slices((x_train, train_set.labels))
-                  .shuffle(len(x_train), seed=config.seed, reshuffle_each_iteration=True)
-                  .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
-    val_data = (tf.data.Dataset.from_tensor_slices((x_val, val_set.labels))
-                .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
+    x_train, x_val, x_test = (M.vectorize(vectorizer, s.texts, config.seq_len)
+                              for s in (train_set, val_set, test_set))
+    train_data = _length_batches(tf, x_train, train_set.labels, config.batch_size,
+                                 seed=config.seed, shuffle=True)
+    val_data = _length_batches(tf, x_val, val_set.labels, config.batch_size)
     started = time.perf_counter()
     with tf.device(device_name):
         core = M.build_core(config)
@@ -107,7 +107,8 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     seconds = time.perf_counter() - started
     history = progress.history
     if not history or not np.isfinite(history[-1]["loss"]):
-        raise ModelError("training diverged (loss is not finite); lower --lr")
+        raise UsageError("training diverged (the loss is not finite); lower --lr or set "
+                         "--clipnorm")
     best = int(np.argmin([h.get("val_loss", np.inf) for h in history])) + 1
     threshold = 0.5
     manifest = {
@@ -132,7 +133,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     # config (smaller, and nothing outside the loader's allowlist).
     serving_core = M.build_core(config)  # keras.models.clone_model would copy compile()
     serving_core.set_weights(core.get_weights())
-    text_model = M.build_text_model(vectorizer, serving_core)
+    text_model = M.build_text_model(config, vectorizer, serving_core)
     with artifacts.staging(out) as staged:
         text_model.save(staged / artifacts.MODEL_FILE)
         write_split(staged / artifacts.TEST_FILE, test_set)
@@ -147,12 +148,49 @@ def _scores(core, ids: np.ndarray) -> np.ndarray:
     return core.predict(ids, batch_size=256, verbose=0).reshape(-1)
 
 
+def _length_batches(tf, ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
+                    seed: int = 0, shuffle: bool = False):
+    """A tf.data pipeline of batches of similar length, each cut to its longest text.
+
+    Texts are right-padded to seq_len; a batch of short texts would otherwise run every
+    recurrent step over padding. Training batches are drawn from a shuffled order,
+    sorted by length only within windows of 50 batches, and the batches shuffled again,
+    so each epoch sees different neighbours. The masks make the result identical to
+    full-length padding.
+    """
+    lengths = np.count_nonzero(ids, axis=1)
+    labels = labels.astype(np.float32)
+    epoch = [0]
+
+    def batches():
+        rng = np.random.default_rng([seed, epoch[0]])
+        epoch[0] += 1
+        if shuffle:
+            order = rng.permutation(len(ids))
+            window = batch_size * 50
+            order = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")]
+                                    for chunk in np.array_split(order, max(1, -(-len(order)
+                                                                               // window)))])
+        else:
+            order = np.argsort(lengths, kind="stable")
+        groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if shuffle:
+            rng.shuffle(groups)
+        for group in groups:
+            yield ids[group, : max(1, lengths[group].max())], labels[group]
+
+    spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
+    n_batches = -(-len(ids) // batch_size)
+    return (tf.data.Dataset.from_generator(batches, output_signature=spec)
+            .apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2))
+
+
 def _verify(staged: Path, texts: list[str], expected: np.ndarray) -> None:
     """Reload what was written, as predict will, and check it gives the same scores."""
-    from rnncli.predict import score_texts
+    from rnncli.predict import score_texts, serving_function
 
     _, reloaded = artifacts.load_model(staged)
-    got = score_texts(reloaded, texts)
+    got = score_texts(serving_function(reloaded), texts)
     if not np.allclose(got, expected, atol=1e-4):
         raise ModelError("the saved model does not reproduce the trained one's scores "
                          f"(max difference {np.max(np.abs(got - expected)):.2e}); not published")

@@ -156,3 +156,34 @@ def test_second_training_into_the_same_directory_stops_at_once(tmp_path, tiny_cs
         result = CliRunner().invoke(cli, ["train", str(tiny_csv), "-o", str(out)])
     assert result.exit_code == 2 and "another rnncli train" in result.output
     assert not (tmp_path / ".model.lock").exists()  # released and removed
+
+
+@pytest.mark.parametrize("args", [
+    ["predict", "--threshold", "nan", "x"],
+    ["evaluate", "--threshold", "nan"],
+    ["train", "x.csv", "--clipnorm", "nan"],
+    ["train", "x.csv", "--lr", "inf"],
+])
+def test_nan_and_inf_are_usage_errors(args):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+
+
+def test_evaluate_data_options_need_data():
+    result = CliRunner().invoke(cli, ["evaluate", "--text-col", "body"])
+    assert result.exit_code == 2 and "apply to a DATA file" in result.output
+
+
+def test_unusable_output_locations_are_usage_errors(tmp_path, tiny_csv):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "m"):
+        result = CliRunner().invoke(cli, ["train", str(tiny_csv), "-o", str(out)])
+        assert result.exit_code == 2, result.output
+        assert "choose another" in result.output and "Traceback" not in result.output
+
+
+def test_bad_data_leaves_no_directories_behind(tmp_path):
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "nope.csv"),
+                                      "-o", str(tmp_path / "deep" / "er" / "m")])
+    assert result.exit_code == 3 and not (tmp_path / "deep").exists()

@@ -95,6 +95,29 @@ def test_unicode_line_breaks_survive_save_and_reload(tmp_path, train_model):
     assert result.exit_code == 0 and jsonl(result.stdout)[0]["status"] == "ok"
 
 
+def test_symlinked_output_keeps_the_link(tmp_path, tiny_csv, train_model):
+    real = tmp_path / "real"
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    train_model(link, tiny_csv)
+    assert link.is_symlink() and (real / "rnncli.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_real_train_command_keeps_stderr_clean(tmp_path, tiny_csv):
+    args = ["rnncli", "train", str(tiny_csv), *TINY]
+    quiet = subprocess.run([*args, "-o", str(tmp_path / "q")], capture_output=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == b"" and quiet.stdout == b""
+    loud = subprocess.run([a for a in args if a != "--quiet"] + ["-o", str(tmp_path / "l")],
+                          capture_output=True, timeout=300)
+    assert loud.returncode == 0 and loud.stdout == b""
+    lines = loud.stderr.decode().splitlines()
+    assert lines[0].startswith("text column:") and lines[-1].startswith("validation accuracy")
+    assert sum(line.startswith("epoch 1/1") for line in lines) == 1
+    for noise in ("I0000", "absl", "oneDNN", "cuda", "Warning", "Traceback"):
+        assert noise not in loud.stderr.decode()
+
+
 def test_retraining_replaces_the_model(tmp_path, tiny_csv, train_model):
     out = train_model(tmp_path / "m", tiny_csv)
     first = json.loads((out / "rnncli.json").read_text())["created"]
@@ -179,6 +202,34 @@ def test_predict_invalid_utf8_is_marked_and_exit_3(gru_model):
     assert result.exit_code == 3
     assert [r["status"] for r in records] == ["ok", "invalid_utf8", "ok"]
     assert records[2]["text"] == "also fine"
+
+
+def test_non_utf8_arguments_are_marked_not_crashed(gru_model):
+    bad = b"bad\xffbyte".decode("utf-8", "surrogateescape")  # how Python passes such argv
+    result = invoke("predict", "-m", gru_model, "-f", "jsonl", bad, "fine")
+    records = jsonl(result.stdout)
+    assert result.exit_code == 3
+    assert [r["status"] for r in records] == ["invalid_utf8", "ok"]
+    assert records[0]["text"] == "bad\\xffbyte"
+    assert "1 input line(s) not valid UTF-8 (line 1)" in result.stderr
+
+
+def test_huge_lines_are_cut_and_still_answered(gru_model, monkeypatch):
+    import rnncli.predict
+
+    monkeypatch.setattr(rnncli.predict, "MAX_LINE_BYTES", 64)
+    lines = b"short\n" + "é".encode() * 100 + b"\n" + b"x" * 64 + b"\nlast"
+    result = CliRunner().invoke(cli, ["predict", "-m", str(gru_model)], input=lines)
+    records = jsonl(result.stdout)
+    assert result.exit_code == 0
+    assert [r["status"] for r in records] == ["ok", "truncated", "ok", "ok"]
+    assert records[1]["text"] == "é" * 32 and records[1]["score"] is not None
+    assert records[3]["text"] == "last"
+
+
+def test_markup_in_texts_is_printed_literally(gru_model):
+    result = invoke("predict", "-m", gru_model, "-f", "table", "closing [/] tag", "[bold]x")
+    assert result.exit_code == 0 and "closing [/] tag" in result.stdout and "[bold]x" in result.stdout
 
 
 def test_empty_stdin_gives_nothing(gru_model):

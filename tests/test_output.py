@@ -52,3 +52,20 @@ def test_figures_table_for_people(capsys):
     render_figures(evaluate_scores([0, 1], [0.2, 0.7]), "table")
     out = capsys.readouterr().out
     assert "accuracy" in out and "confusion matrix" in out
+
+
+def test_table_prints_texts_literally_never_as_markup():
+    records = [{"text": "closing [/] tag and [bold]x[/bold]", "label": "pos[/]", "score": 0.5,
+                "status": "ok"}]
+    out = _render("table", [records])
+    assert "closing [/] tag and [bold]x[/bold]" in out and "pos[/]" in out
+
+
+def test_table_is_written_batch_by_batch():
+    stream = io.StringIO()
+    writer = RecordWriter("table", stream)
+    writer.write(RECORDS[:1])
+    assert "good" in stream.getvalue()  # visible before the input ends
+    writer.write(RECORDS[2:])
+    writer.close()
+    assert "bad" in stream.getvalue()

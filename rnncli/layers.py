@@ -1,0 +1,91 @@
+"""HEAVY: the few layers Keras lacks: mask-aware pooling and token truncation.
+
+``keras.layers.GlobalMaxPooling1D`` ignores the mask, so padding (and the state a masked
+RNN carries over padded steps) would leak into the maximum; the pooling layers here take
+the mask into account. All are registered, so ``safe_mode=True`` loading accepts them,
+and ``artifacts.py`` allows them by name.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="rnncli")
+class Truncate(keras.layers.Layer):
+    """Keep at most ``length`` tokens. TextVectorization (with no fixed output length)
+    pads each batch only to its longest text, so a batch of short texts runs a few
+    recurrent steps instead of ``seq_len``."""
+
+    def __init__(self, length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.length = length
+
+    def call(self, inputs):
+        return inputs[:, : self.length]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None)
+
+    def get_config(self):
+        return {**super().get_config(), "length": self.length}
+
+
+@keras.saving.register_keras_serializable(package="rnncli")
+class MaskedMaxPooling(keras.layers.Layer):
+    """Max over the time steps the mask keeps: (batch, time, features) -> (batch, features)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is not None:
+            keep = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+            # Masked steps get the dtype's lowest value, so they can never be the maximum.
+            lowest = ops.cast(-65000.0 if inputs.dtype == "float16" else -1e9, inputs.dtype)
+            inputs = inputs * keep + (1 - keep) * lowest
+        return ops.max(inputs, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="rnncli")
+class AttentionPooling(keras.layers.Layer):
+    """Additive attention over time (as in BiLSTM + attention classifiers):
+    weights = softmax_t(v . tanh(W h_t + b)) over unmasked steps; output = sum_t w_t h_t."""
+
+    def __init__(self, units: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        features = input_shape[-1]
+        self.w = self.add_weight(name="w", shape=(features, self.units),
+                                 initializer="glorot_uniform")
+        self.b = self.add_weight(name="b", shape=(self.units,), initializer="zeros")
+        self.v = self.add_weight(name="v", shape=(self.units, 1), initializer="glorot_uniform")
+
+    def call(self, inputs, mask=None):
+        scores = ops.squeeze(ops.matmul(ops.tanh(ops.matmul(inputs, self.w) + self.b), self.v),
+                             -1)
+        if mask is not None:
+            lowest = ops.cast(-65000.0 if scores.dtype == "float16" else -1e9, scores.dtype)
+            scores = ops.where(mask, scores, lowest)
+        weights = ops.softmax(scores, axis=-1)
+        return ops.sum(inputs * ops.expand_dims(weights, -1), axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
