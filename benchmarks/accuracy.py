@@ -49,15 +49,16 @@ def main() -> None:
     systems = args.systems.split(",")
     rows = []
     model = work / "model"
-    if "rnncli" in systems or args.test_file is None:
+    if "rnncli" in systems:
         rows.append(_run_rnncli(args.data, model, args.rnncli_args, args.test_file))
+    elif not (model / "rnncli.json").is_file():
+        sys.exit(f"without rnncli in --systems, {model} must hold the model of an earlier run "
+                 "(its split and columns are reused)")
     train_file, test_file = _baseline_files(args.data, model, args.test_file, work)
     for system in ("tfidf", "fasttext"):
         if system in systems:
             rows.append(_run_child([sys.executable, str(HERE), "_baseline", system,
                                     str(train_file), str(test_file)], system))
-    if "rnncli" not in systems:
-        rows = rows[1:]
     _print_table(rows, args.data, args.test_file)
 
 

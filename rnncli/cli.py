@@ -14,7 +14,7 @@ import traceback
 import click
 
 from rnncli import __version__
-from rnncli.config import CELLS, TrainConfig, default
+from rnncli.config import CELLS, POOLINGS, TrainConfig, default
 from rnncli.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_UNEXPECTED, RnnCliError, UsageError
 from rnncli.output import PREDICT_FORMATS
 
@@ -151,22 +151,34 @@ def cli(debug: bool) -> None:
 @data_options
 @click.option("--positive-label", default=None, metavar="VALUE",
               help="Which label value is positive [default: positive/pos/1/true/yes].")
+@click.option("--embeddings", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Start the embedding from GloVe/word2vec vectors (a text file, .gz ok).")
+@click.option("--unlabelled", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Learn word vectors from these unlabelled texts (.csv/.tsv/.jsonl) "
+                   "before training.")
 @click.option("-o", "--out", default=DEFAULT_MODEL_DIR, envvar="RNNCLI_MODEL",
               show_default=True, show_envvar=True, metavar="DIR",
               help="Model directory to write (replaced atomically when training succeeds).")
 @_setting("cell", click.Choice(CELLS), "Recurrent cell: GRU is lighter and faster, LSTM richer.")
 @_setting("units", click.IntRange(1), "Units per direction in each recurrent layer.")
 @_setting("layers", click.IntRange(1, 8), "Stacked bidirectional layers.")
+@_setting("pooling", click.Choice(POOLINGS), "Recurrent states -> one vector: mask-aware max "
+          "or mean over time, additive attention, or the last states.")
 @_setting("embed_dim", click.IntRange(1), "Embedding size.")
+@click.option("--word-vectors/--no-word-vectors", "word_vectors", default=default("word_vectors"),
+              show_default=True, help="Start the embedding from word vectors learned from the "
+              "training texts by PPMI + SVD, not at random (--unlabelled always does).")
 @_setting("max_tokens", click.IntRange(3), "Vocabulary size, including padding and [UNK] "
           "[auto: words seen twice, up to 20,000].", auto=True)
-@_setting("seq_len", click.IntRange(2), "Tokens per text [auto: 90th percentile of lengths, "
-          "16 to 400].", auto=True)
+@_setting("seq_len", click.IntRange(2), "Tokens per text [auto: 95th percentile of lengths, "
+          "16 to 800].", auto=True)
 @_setting("dropout", click.FloatRange(0, 1, max_open=True), "Dropout on embeddings and "
           "before the head.")
 @_setting("epochs", click.IntRange(1), "Most epochs to train.")
 @_setting("batch_size", click.IntRange(1), "Training batch size.")
 @_setting("lr", click.FloatRange(0, min_open=True), "Adam learning rate.")
+@_setting("lr_decay", click.FloatRange(0, 1, min_open=True), "Learning-rate factor applied "
+          "when the validation loss gets worse (1: never).")
 @_setting("clipnorm", click.FloatRange(0), "Gradient clipping norm (0: off).")
 @_setting("patience", click.IntRange(0), "Early stopping: epochs without a better "
           "validation loss (best weights are restored).")
@@ -177,16 +189,19 @@ def cli(debug: bool) -> None:
 @_setting("seed", click.IntRange(0), "Random seed for the split and the weights.")
 @device_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
-def train(data, text_col, label_col, encoding, positive_label, out, device, quiet, **settings):
+def train(data, text_col, label_col, encoding, positive_label, embeddings, unlabelled, out,
+          device, quiet, **settings):
     """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
     from rnncli import output
     from rnncli.train import run
 
+    if embeddings and unlabelled:
+        raise UsageError("use --embeddings or --unlabelled, not both")
     config = TrainConfig(**settings)
     reporter = output.train_reporter(quiet)
     manifest = run(data, config, out=out, text_col=text_col, label_col=label_col,
-                   positive_label=positive_label, encoding=encoding, device=device,
-                   reporter=reporter)
+                   positive_label=positive_label, encoding=encoding, embeddings=embeddings,
+                   unlabelled=unlabelled, device=device, reporter=reporter)
     val, test = manifest["validation"], manifest["test"]
     reporter.message(f"validation accuracy {val['accuracy']:.4f}, test accuracy "
                      f"{test['accuracy']:.4f} (n={test['n']}); next: rnncli predict -m {out} "

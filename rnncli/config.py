@@ -30,12 +30,14 @@ class TrainConfig:
     layers: int = 1
     pooling: str = "max"
     embed_dim: int = 128
+    word_vectors: bool = False
     max_tokens: int | None = None
     seq_len: int | None = None
     dropout: float = 0.3
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
+    lr_decay: float = 0.3
     clipnorm: float = 1.0
     patience: int = 2
     val_split: float = 0.1
@@ -46,6 +48,8 @@ class TrainConfig:
         problems = []
         if self.cell not in CELLS:
             problems.append(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if not isinstance(self.word_vectors, bool):
+            problems.append(f"word_vectors must be true or false, not {self.word_vectors!r}")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         for name in ("units", "layers", "embed_dim", "epochs", "batch_size"):
@@ -61,6 +65,8 @@ class TrainConfig:
             problems.append(f"seed must be >= 0, not {self.seed!r}")
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), not {self.dropout!r}")
+        if not _is_number(self.lr_decay) or not 0 < self.lr_decay <= 1:
+            problems.append(f"lr_decay must be in (0, 1] (1 turns it off), not {self.lr_decay!r}")
         if not _is_number(self.lr) or not self.lr > 0:
             problems.append(f"lr must be > 0, not {self.lr!r}")
         if not _is_number(self.clipnorm) or self.clipnorm < 0:

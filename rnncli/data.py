@@ -435,6 +435,18 @@ def load_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
                    notes=table.notes + notes)
 
 
+def read_texts(path: str | Path, *, text_col: str | None = None,
+               encoding: str | None = None) -> tuple[list[str], list[str]]:
+    """Unlabelled texts (non-blank) from a file, and notes for the user."""
+    table = read_table(path, encoding=encoding)
+    text_col, _, notes = choose_columns(table, text_col, None, need_label=False)
+    i = table.header.index(text_col)
+    texts = [row[i] for row in table.rows if row[i] is not None and row[i].strip()]
+    if not texts:
+        raise DataError(f"{table.path}: no non-blank texts in column {text_col!r}")
+    return texts, table.notes + [f"{table.path.name}: {n}" for n in notes]
+
+
 def split_dataset(data: Dataset, *, val_split: float, test_split: float,
                   seed: int) -> tuple[Dataset, Dataset, Dataset]:
     """Stratified train/validation/test split, reproducible from ``seed``."""

@@ -28,7 +28,7 @@ from rnncli.layers import AttentionPooling, MaskedMaxPooling, Truncate  # noqa: 
 
 START_TOKEN = "xxbos"
 MAX_AUTO_TOKENS = 20000
-MAX_AUTO_SEQ_LEN = 400
+MAX_AUTO_SEQ_LEN = 800
 
 
 @keras.saving.register_keras_serializable(package="rnncli", name="standardize")
@@ -60,8 +60,9 @@ def derive_settings(config: TrainConfig, texts: list[str]) -> tuple[TrainConfig,
     """Resolve ``max_tokens`` / ``seq_len`` from the training texts; return the vocabulary.
 
     Vocabulary: tokens seen at least twice, most frequent first, at most ``max_tokens``
-    (auto: up to 20,000). Sequence length (auto): the 90th percentile of token counts,
-    rounded up to a multiple of 8, between 16 and 400.
+    (auto: up to 20,000). Sequence length (auto): the 95th percentile of token counts,
+    rounded up to a multiple of 8, between 16 and 800. Batches are cut to their longest
+    text, so a generous cap costs little: only the long texts pay for it.
     """
     counts: dict[bytes, int] = {}
     lengths = []
@@ -74,8 +75,8 @@ def derive_settings(config: TrainConfig, texts: list[str]) -> tuple[TrainConfig,
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     seq_len = config.seq_len
     if seq_len is None:
-        p90 = float(np.percentile(lengths, 90))
-        seq_len = int(min(MAX_AUTO_SEQ_LEN, max(16, 8 * int(np.ceil(p90 / 8)))))
+        p95 = float(np.percentile(lengths, 95))
+        seq_len = int(min(MAX_AUTO_SEQ_LEN, max(16, 8 * int(np.ceil(p95 / 8)))))
     max_tokens = config.max_tokens
     if max_tokens is None:
         frequent = sum(1 for _, c in ranked if c >= 2)

@@ -16,7 +16,7 @@ import numpy as np
 
 from rnncli import __version__, artifacts
 from rnncli.config import TrainConfig
-from rnncli.data import Dataset, load_dataset, split_dataset, write_split
+from rnncli.data import Dataset, load_dataset, read_texts, split_dataset, write_split
 from rnncli.errors import ModelError, UsageError
 from rnncli.metrics import evaluate_scores, round_figures
 
@@ -36,8 +36,13 @@ class Reporter:
 def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         text_col: str | None = None, label_col: str | None = None,
         positive_label: str | None = None, encoding: str | None = None,
+        embeddings: str | Path | None = None, unlabelled: str | Path | None = None,
         device: str = "auto", reporter: Reporter | None = None) -> dict[str, Any]:
-    """Train on a labelled file and publish the model directory ``out``; return its manifest."""
+    """Train on a labelled file and publish the model directory ``out``; return its manifest.
+
+    ``embeddings``: a GloVe/word2vec text file to start the embedding from.
+    ``unlabelled``: a file of texts (.csv/.tsv/.jsonl) to learn word vectors from first.
+    """
     reporter = reporter or Reporter()
     out = Path(out)
     if out.is_symlink():
@@ -65,20 +70,30 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         "split": {"train": len(train_set.texts), "validation": len(val_set.texts),
                   "test": len(test_set.texts)},
     }
+    extra_texts = None
+    if unlabelled is not None:
+        extra_texts, notes = read_texts(unlabelled)
+        for note in notes:
+            reporter.message(note)
+        source["unlabelled"] = {"file": Path(unlabelled).name, "texts": len(extra_texts)}
+    if embeddings is not None:
+        source["embeddings"] = {"file": Path(embeddings).name}
     with artifacts.lock(out):
         return fit_and_publish(train_set, val_set, test_set, config, out=out, source=source,
-                               device=device, reporter=reporter)
+                               device=device, reporter=reporter, embeddings=embeddings,
+                               unlabelled_texts=extra_texts)
 
 
 def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                     config: TrainConfig, *, out: Path, source: dict[str, Any],
-                    device: str = "auto", reporter: Reporter | None = None) -> dict[str, Any]:
+                    device: str = "auto", reporter: Reporter | None = None,
+                    embeddings: str | Path | None = None,
+                    unlabelled_texts: list[str] | None = None) -> dict[str, Any]:
+    """Fit on tokenized data, then save, verify and atomically publish ``out``."""
     reporter = reporter or Reporter()
     from rnncli import model as M
     from rnncli.runtime import select_device, set_seed
 
-    tf = M.tf
-    keras = M.keras
     device_name = select_device(device)
     set_seed(config.seed)
     config, vocab = M.derive_settings(config, train_set.texts)
@@ -87,43 +102,37 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     vectorizer = M.build_vectorizer(config, vocab)
     x_train, x_val, x_test = (M.vectorize(vectorizer, s.texts, config.seq_len)
                               for s in (train_set, val_set, test_set))
-    train_data = _length_batches(tf, x_train, train_set.labels, config.batch_size,
-                                 seed=config.seed, shuffle=True)
-    val_data = _length_batches(tf, x_val, val_set.labels, config.batch_size)
     started = time.perf_counter()
-    with tf.device(device_name):
+    initial = _initial_vectors(M, vectorizer, vocab, config, embeddings, unlabelled_texts,
+                               train_set.texts, source, reporter)
+    if initial is not None and initial.shape[1] != config.embed_dim:
+        reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
+        config = config.replace(embed_dim=int(initial.shape[1]))
+    with M.tf.device(device_name):
         core = M.build_core(config)
-        core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=config.clipnorm or None),
-                     loss="binary_crossentropy", metrics=["accuracy"])
-        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                                restore_best_weights=True)
-        progress = _progress_callback(keras, reporter, config.epochs,
-                                      int(np.ceil(len(x_train) / config.batch_size)))
-        core.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                          callbacks=[stopper, progress, keras.callbacks.TerminateOnNaN()],
-                          verbose=0)
-        val_scores = _scores(core, x_val)
-        test_scores = _scores(core, x_test)
-    seconds = time.perf_counter() - started
-    history = progress.history
-    if not history or not np.isfinite(history[-1]["loss"]):
-        raise UsageError("training diverged (the loss is not finite); lower --lr or set "
+        if initial is not None:
+            _start_embedding(core, initial)
+        history = _fit(M, core, config, x_train, train_set.labels, x_val, val_set.labels,
+                       reporter)
+        val_scores, test_scores = _scores(core, x_val), _scores(core, x_test)
+    if not (np.all(np.isfinite(val_scores)) and np.all(np.isfinite(test_scores))):
+        raise UsageError("training diverged (the model outputs NaN); lower --lr or set "
                          "--clipnorm")
-    best = int(np.argmin([h.get("val_loss", np.inf) for h in history])) + 1
     threshold = 0.5
     manifest = {
         "format_version": artifacts.FORMAT_VERSION,
         "rnncli_version": __version__,
-        "keras_version": keras.__version__,
-        "tensorflow_version": tf.__version__,
+        "keras_version": M.keras.__version__,
+        "tensorflow_version": M.tf.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": config.to_dict(),
         "labels": {"negative": train_set.label_names[0], "positive": train_set.label_names[1]},
         "threshold": threshold,
         "data": source,
-        "training": {"device": device_name, "epochs_run": len(history), "best_epoch": best,
+        "training": {"device": device_name, "epochs_run": len(history),
+                     "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1,
                      "stopped_early": len(history) < config.epochs,
-                     "seconds": round(seconds, 1), "history": history},
+                     "seconds": round(time.perf_counter() - started, 1), "history": history},
         "validation": round_figures(evaluate_scores(val_set.labels, val_scores,
                                                     threshold=threshold)),
         "test": round_figures(evaluate_scores(test_set.labels, test_scores,
@@ -142,6 +151,67 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         artifacts.publish(staged, out)
     reporter.message(f"saved model to {out}")
     return artifacts.read_manifest(out)
+
+
+def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
+         reporter: Reporter) -> list[dict[str, float]]:
+    """Train with early stopping (best weights restored) and learning-rate decay."""
+    keras = M.keras
+    core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=config.clipnorm or None),
+                 loss="binary_crossentropy", metrics=["accuracy"])
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                               restore_best_weights=True)]
+    if config.lr_decay < 1:
+        # A worse validation loss first cuts the learning rate; only a second one in a
+        # row (with the default patience) stops training.
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=config.lr_decay, patience=0, min_lr=config.lr / 100))
+    progress = _progress_callback(keras, reporter, config.epochs,
+                                  -(-len(x_train) // config.batch_size))
+    callbacks += [progress, keras.callbacks.TerminateOnNaN()]
+    core.fit(_length_batches(M.tf, x_train, y_train, config.batch_size, seed=config.seed,
+                             shuffle=True),
+             validation_data=_length_batches(M.tf, x_val, y_val, config.batch_size),
+             epochs=config.epochs, callbacks=callbacks, verbose=0)
+    history = progress.history
+    if not history or not all(np.isfinite(h.get("val_loss", np.nan)) for h in history):
+        raise UsageError("training diverged (the loss is not finite); lower --lr or set "
+                         "--clipnorm")
+    return history
+
+
+def _start_embedding(core, initial: np.ndarray) -> None:
+    """Copy the given rows into the embedding; rows that are all zero keep their random
+    initialisation (padding, [UNK], words without a vector)."""
+    layer = core.get_layer("embedding")
+    start = layer.get_weights()[0]
+    found = np.any(initial != 0, axis=1)
+    start[found] = initial[found]
+    layer.set_weights([start])
+
+
+def _initial_vectors(M, vectorizer, vocab, config, embeddings, unlabelled_texts, train_texts,
+                     source, reporter) -> np.ndarray | None:
+    """Rows for the embedding matrix (index 0 padding, 1 [UNK], then ``vocab``), or None."""
+    from rnncli import vectors
+
+    if embeddings is not None:
+        matrix, found = vectors.read_vectors(embeddings, vocab)
+        source["embeddings"]["found"] = int(found.sum())
+        reporter.message(f"{Path(embeddings).name}: vectors for {found.sum()} of {len(vocab)} "
+                         "words")
+        return np.concatenate([np.zeros((2, matrix.shape[1]), np.float32), matrix])
+    if not config.word_vectors and unlabelled_texts is None:
+        return None
+    started = time.perf_counter()
+    texts = (unlabelled_texts or []) + train_texts
+    batches = (M.vectorize(vectorizer, texts[i:i + 2048], config.seq_len)
+               for i in range(0, len(texts), 2048))
+    matrix = vectors.learn_vectors(batches, config.max_tokens, config.embed_dim,
+                                   seed=config.seed)
+    reporter.message(f"learned word vectors from {len(texts)} texts in "
+                     f"{time.perf_counter() - started:.0f}s")
+    return matrix
 
 
 def _scores(core, ids: np.ndarray) -> np.ndarray:

@@ -35,6 +35,9 @@ def test_frozen_and_keyword_only():
     ({"max_tokens": 2}, "max_tokens"),
     ({"seq_len": True}, "seq_len"),
     ({"patience": -1}, "patience"),
+    ({"lr_decay": 0}, "lr_decay"),
+    ({"pooling": "sum"}, "pooling"),
+    ({"clipnorm": float("nan")}, "clipnorm"),
 ])
 def test_invalid_settings_name_the_problem(changes, words):
     with pytest.raises(UsageError, match=words):

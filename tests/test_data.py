@@ -403,25 +403,14 @@ def _check_read_back(data: Dataset, rows: list[tuple[str, str]]) -> None:
     assert "empty label" not in data.skipped
 
 
+@pytest.mark.parametrize("suffix, delimiter", [(".csv", ","), (".tsv", "\t")])
 @PROPERTY
 @given(rows=st.lists(st.tuples(CSV_TEXT, LABEL), max_size=15))
-def test_property_csv_round_trip(tmp_path, rows):
+def test_property_delimited_round_trip(tmp_path, suffix, delimiter, rows):
     rows = rows + ANCHORS
-    path = tmp_path / "prop.csv"
+    path = tmp_path / f"prop{suffix}"
     with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    _check_read_back(load_dataset(path), rows)
-
-
-@PROPERTY
-@given(rows=st.lists(st.tuples(CSV_TEXT, LABEL), max_size=15))
-def test_property_tsv_round_trip(tmp_path, rows):
-    rows = rows + ANCHORS
-    path = tmp_path / "prop.tsv"
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t")
+        writer = csv.writer(fh, delimiter=delimiter)
         writer.writerow(["text", "label"])
         writer.writerows(rows)
     _check_read_back(load_dataset(path), rows)

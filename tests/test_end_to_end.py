@@ -81,7 +81,7 @@ def test_auto_settings_are_derived_and_recorded(tmp_path, tiny_csv, train_model)
                     "--embed-dim", "8", "--quiet")
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "rnncli.json").read_text())["settings"]
-    assert 16 <= settings["seq_len"] <= 400 and settings["seq_len"] % 8 == 0
+    assert 16 <= settings["seq_len"] <= 800 and settings["seq_len"] % 8 == 0
     assert 3 <= settings["max_tokens"] <= 20002
 
 
@@ -394,3 +394,46 @@ def test_signal_mid_training_keeps_the_old_model(tmp_path, tiny_csv, train_model
     assert {p.name: artifacts.sha256_file(p) for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     assert invoke("predict", "-m", out, "fine").exit_code == 0
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "attention"])
+def test_every_pooling_saves_reloads_and_exports(tmp_path, tiny_csv, train_model, pooling):
+    import tensorflow as tf
+
+    out = train_model(tmp_path / pooling, tiny_csv, "--pooling", pooling)
+    texts = ["fine film", "!!!", "a" * 300]
+    scores = [r["score"] for r in jsonl(invoke("predict", "-m", out, "-f", "jsonl",
+                                               *texts).stdout)]
+    assert invoke("export", "-m", out, "-o", tmp_path / "sm").exit_code == 0
+    served = tf.saved_model.load(str(tmp_path / "sm"))
+    np.testing.assert_allclose(np.asarray(served.serve(tf.constant(texts))).ravel(), scores,
+                               atol=1e-4)
+
+
+def test_padding_never_changes_a_score(gru_model):
+    """Texts are padded per batch; the masks must make a text's score independent of the
+    other texts in its batch (short alone vs next to a long one)."""
+    from rnncli.predict import Predictor
+
+    predictor = Predictor.load(gru_model)
+    alone = predictor.scores(["a good film"])
+    beside_long = predictor.scores(["a good film", "long review " * 200])[:1]
+    np.testing.assert_allclose(alone, beside_long, atol=1e-5)
+
+
+def test_word_vectors_from_a_file_and_from_unlabelled_texts(tmp_path, tiny_csv, train_model):
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("3 4\nthe 0.1 0.2 0.3 0.4\nfilm 1 2 3 4\ngood -1 0 1 0.5\n")
+    out = train_model(tmp_path / "glove", tiny_csv, "--embeddings", vectors)
+    manifest = json.loads((out / "rnncli.json").read_text())
+    assert manifest["settings"]["embed_dim"] == 4
+    assert manifest["data"]["embeddings"] == {"file": "vectors.txt", "found": 3}
+    unlabelled = write_csv(tmp_path / "unlabelled.csv", [[r[0]] for r in sample_rows(300)],
+                           header=("review",))
+    out = train_model(tmp_path / "ppmi", tiny_csv, "--unlabelled", unlabelled)
+    manifest = json.loads((out / "rnncli.json").read_text())
+    assert manifest["data"]["unlabelled"] == {"file": "unlabelled.csv", "texts": 300}
+    bad = tmp_path / "bad.txt"
+    bad.write_text("the 0.1 0.2\nfilm 1\n")
+    result = invoke("train", tiny_csv, "-o", tmp_path / "bad", *TINY, "--embeddings", bad)
+    assert result.exit_code == 3 and "line 2" in result.output

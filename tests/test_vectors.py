@@ -1,0 +1,42 @@
+"""Word vectors without TensorFlow: the PPMI-SVD maths and the vector-file reader."""
+
+import numpy as np
+import pytest
+
+from rnncli.errors import DataError
+from rnncli.vectors import learn_vectors, read_vectors
+
+
+def test_words_in_the_same_contexts_get_similar_vectors():
+    rng = np.random.default_rng(0)
+    # ids 2,3 always appear next to 10-19; ids 4,5 next to 20-29
+    rows = []
+    for _ in range(400):
+        a, b = rng.choice([2, 3]), rng.choice([4, 5])
+        rows.append([a, rng.integers(10, 20), 0, 0])
+        rows.append([b, rng.integers(20, 30), 0, 0])
+    v = learn_vectors([np.array(rows)], vocab_size=30, dim=4, window=1, contexts=30)
+    cos = lambda x, y: x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+    assert v.shape == (30, 4) and v.dtype == np.float32
+    assert cos(v[2], v[3]) > 0.9 and cos(v[4], v[5]) > 0.9
+    assert cos(v[2], v[4]) < 0.5
+
+
+def test_read_vectors_glove_and_word2vec_header(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("2 3\ngood 1 2 3\nbad -1 -2 -3\n")
+    matrix, found = read_vectors(path, ["bad", "unknown", "good"])
+    assert found.tolist() == [True, False, True]
+    assert matrix[2].tolist() == [1, 2, 3] and matrix[1].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("content, words", [
+    ("good 1 2\nbad 1\n", "line 2"),
+    ("good x y\n", "not a vector"),
+    ("", "no vectors"),
+])
+def test_bad_vector_files(tmp_path, content, words):
+    path = tmp_path / "v.txt"
+    path.write_text(content)
+    with pytest.raises(DataError, match=words):
+        read_vectors(path, ["good"])
