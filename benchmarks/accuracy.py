@@ -7,13 +7,15 @@ Every system sees the same split and the same test rows:
   baselines train on rnncli's train + validation rows and all three are scored on the
   test split rnncli saved (its validation rows only choose the epoch; nothing is tuned
   on the test rows);
-- with --test-file, rnncli trains on DATA (splitting validation rows off itself), the
-  baselines train on all of DATA, and all are scored on FILE.
+- with --test-file, rnncli trains on DATA as a user would (its own validation and test
+  splits take 10% each, so it fits on 80% of DATA), the baselines train on all of DATA,
+  and all are scored on FILE.
 
 Systems: rnncli (the installed command, defaults unless --rnncli-args), TF-IDF word 1-2
 grams + logistic regression (scikit-learn), fastText supervised with word bigrams and 10
-epochs. Each runs in its own process; the table gives accuracy, F1, wall-clock train
-seconds (rnncli's includes its start-up and data reading) and that process's peak RSS.
+epochs. Each runs in its own process; the table gives accuracy, F1, train seconds and that
+process's peak RSS. Train seconds: for rnncli the whole 'rnncli train' command (start-up,
+reading, tokenizing, fitting, saving and verifying); for the baselines only their fit.
 Needs: pip install scikit-learn fasttext (benchmark-only dependencies).
 """
 

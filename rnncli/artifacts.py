@@ -163,6 +163,10 @@ def _check_config(path: Path, node: Any) -> None:
         return
     if "class_name" in node:
         key = (node.get("module"), node["class_name"])
+        registered = node.get("registered_name")
+        if key[0] == "rnncli.layers" and registered not in (None, f"rnncli>{key[1]}"):
+            raise ModelError(f"{path}: layer {key[1]} is registered as {registered!r}, not as "
+                             "rnncli's; refusing to load")
         if key == ("builtins", "function"):
             if node.get("config") not in _ALLOWED_FUNCTIONS:
                 raise ModelError(f"{path}: model refers to function {node.get('config')!r}, "
@@ -209,6 +213,18 @@ def load_model(model_dir: str | Path):
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def resolve_output(path: str | Path) -> Path:
+    """An output path; a symlink is followed, so the link stays and its target is replaced."""
+    path = Path(path)
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve(strict=False)
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise UsageError(f"{path}: cannot follow this symlink ({exc}); choose another "
+                         "output location") from exc
 
 
 def check_parent(target: Path) -> None:

@@ -151,11 +151,12 @@ def cli(debug: bool) -> None:
 @data_options
 @click.option("--positive-label", default=None, metavar="VALUE",
               help="Which label value is positive [default: positive/pos/1/true/yes].")
-@click.option("--embeddings", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+@click.option("--embeddings", type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="FILE",
               help="Start the embedding from GloVe/word2vec vectors (a text file, .gz ok).")
-@click.option("--unlabelled", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Learn word vectors from these unlabelled texts (.csv/.tsv/.jsonl) "
-                   "before training.")
+@click.option("--unlabelled", type=click.Path(exists=True, dir_okay=False), default=None,
+              metavar="FILE", help="Learn word vectors from these unlabelled texts before "
+              "training (.csv/.tsv/.jsonl with a text column, or .txt with one per line).")
 @click.option("-o", "--out", default=DEFAULT_MODEL_DIR, envvar="RNNCLI_MODEL",
               show_default=True, show_envvar=True, metavar="DIR",
               help="Model directory to write (replaced atomically when training succeeds).")
@@ -195,8 +196,9 @@ def train(data, text_col, label_col, encoding, positive_label, embeddings, unlab
     from rnncli import output
     from rnncli.train import run
 
-    if embeddings and unlabelled:
-        raise UsageError("use --embeddings or --unlabelled, not both")
+    if embeddings and (unlabelled or settings["word_vectors"]):
+        raise UsageError("--embeddings gives the word vectors; drop --unlabelled / "
+                         "--word-vectors, or drop --embeddings")
     config = TrainConfig(**settings)
     reporter = output.train_reporter(quiet)
     manifest = run(data, config, out=out, text_col=text_col, label_col=label_col,

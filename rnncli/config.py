@@ -95,10 +95,6 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
-    @property
-    def resolved(self) -> bool:
-        return self.max_tokens is not None and self.seq_len is not None
-
 
 def default(name: str) -> Any:
     """The default of one TrainConfig field (for CLI help texts)."""

@@ -30,7 +30,8 @@ TEXT_COLUMNS = ("text", "review", "sentence", "content", "body", "comment", "doc
 LABEL_COLUMNS = ("label", "sentiment", "polarity", "class", "target", "labels", "y")
 POSITIVE_NAMES = frozenset({"positive", "pos", "1", "true", "yes", "y", "+1", "+"})
 NEGATIVE_NAMES = frozenset({"negative", "neg", "0", "false", "no", "n", "-1", "-"})
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".txt": "lines"}  # .txt: one text per line, no header, no labels
 _GZIP_MAGIC = b"\x1f\x8b"
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 10 MB review is a valid cell
@@ -106,7 +107,9 @@ def read_table(path: str | Path, *, encoding: str | None = None) -> Table:
     if encoding is None and used != "utf-8":
         notes.append(f"{path.name}: not valid UTF-8 (first at line {bad_line}); read as {used} "
                      "(set --encoding to choose)")
-    if fmt == "jsonl":
+    if fmt == "lines":
+        table = _parse_lines(path, text, fingerprint)
+    elif fmt == "jsonl":
         table = _parse_jsonl(path, text, fingerprint)
     else:
         table = _parse_delimited(path, text, fmt, fingerprint, notes)
@@ -143,7 +146,8 @@ def _detect_format(path: Path, raw: bytes) -> tuple[str, list[str]]:
         if raw.lstrip()[:1] == b"{":
             return "jsonl", []
         raise DataError(f"{path}: unknown file type {''.join(path.suffixes) or '(no extension)'}; "
-                        "use .csv, .tsv or .jsonl (optionally .gz)")
+                        "use .csv, .tsv or .jsonl (optionally .gz), or .txt for unlabelled "
+                        "texts")
     notes = []
     if fmt == "csv" and b"\t" in first_line and b"," not in first_line:
         notes.append(f"{path.name}: header is tab-separated; reading it as TSV")
@@ -230,6 +234,21 @@ def _parse_delimited(path: Path, text: str, fmt: str, fingerprint: str,
     if header is None:
         raise DataError(f"{path}: is empty; it needs a header line and at least one row")
     return Table(path, header, rows, lines, fingerprint, notes=[], skipped=skipped)
+
+
+def _parse_lines(path: Path, text: str, fingerprint: str) -> Table:
+    rows, lines, skipped = [], [], Counter()
+    all_lines = text.split("\n")
+    if all_lines and not all_lines[-1]:
+        all_lines.pop()  # the final newline ends the last line
+    for number, line in enumerate(all_lines, start=1):
+        line = line.rstrip("\r")
+        if line.strip():
+            rows.append([line])
+            lines.append(number)
+        else:
+            skipped["blank line"] += 1
+    return Table(path, ["text"], rows, lines, fingerprint, skipped=skipped)
 
 
 def _parse_jsonl(path: Path, text: str, fingerprint: str) -> Table:

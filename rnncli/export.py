@@ -19,9 +19,7 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
     strings and return the positive-class probability, shape (n, 1)."""
     from rnncli.predict import Predictor
 
-    dest = Path(dest)
-    if dest.is_symlink():
-        dest = dest.resolve()
+    dest = artifacts.resolve_output(dest)
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest}: exists and is a file; choose another -o")
     if dest.exists() and not force:

@@ -250,7 +250,8 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     data, training = manifest.get("data", {}), manifest.get("training", {})
     rows = [
         ("network", f"Bidirectional {s['cell'].upper()} x{s['layers']}, {s['units']} units, "
-                    f"embedding {s['embed_dim']}, dropout {s['dropout']}"),
+                    f"{s['pooling']} pooling, embedding {s['embed_dim']}, dropout "
+                    f"{s['dropout']}"),
         ("vocabulary", f"{s['max_tokens']} tokens, sequence length {s['seq_len']}"),
         ("labels", f"negative {manifest['labels']['negative']!r}, "
                    f"positive {manifest['labels']['positive']!r}, threshold "

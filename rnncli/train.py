@@ -44,9 +44,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     ``unlabelled``: a file of texts (.csv/.tsv/.jsonl) to learn word vectors from first.
     """
     reporter = reporter or Reporter()
-    out = Path(out)
-    if out.is_symlink():
-        out = out.resolve()  # replace what the link points to; keep the link
+    out = artifacts.resolve_output(out)
     artifacts.check_target(out)
     data = load_dataset(data_path, text_col=text_col, label_col=label_col,
                         positive_label=positive_label, encoding=encoding)
@@ -118,26 +116,9 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     if not (np.all(np.isfinite(val_scores)) and np.all(np.isfinite(test_scores))):
         raise UsageError("training diverged (the model outputs NaN); lower --lr or set "
                          "--clipnorm")
-    threshold = 0.5
-    manifest = {
-        "format_version": artifacts.FORMAT_VERSION,
-        "rnncli_version": __version__,
-        "keras_version": M.keras.__version__,
-        "tensorflow_version": M.tf.__version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": config.to_dict(),
-        "labels": {"negative": train_set.label_names[0], "positive": train_set.label_names[1]},
-        "threshold": threshold,
-        "data": source,
-        "training": {"device": device_name, "epochs_run": len(history),
-                     "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1,
-                     "stopped_early": len(history) < config.epochs,
-                     "seconds": round(time.perf_counter() - started, 1), "history": history},
-        "validation": round_figures(evaluate_scores(val_set.labels, val_scores,
-                                                    threshold=threshold)),
-        "test": round_figures(evaluate_scores(test_set.labels, test_scores,
-                                              threshold=threshold)),
-    }
+    manifest = _manifest(M, config, train_set, val_set, test_set, val_scores, test_scores,
+                         source=source, device=device_name, history=history,
+                         seconds=time.perf_counter() - started)
     # A clean, uncompiled copy: the saved model carries no optimizer state or compile
     # config (smaller, and nothing outside the loader's allowlist).
     serving_core = M.build_core(config)  # keras.models.clone_model would copy compile()
@@ -151,6 +132,32 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         artifacts.publish(staged, out)
     reporter.message(f"saved model to {out}")
     return artifacts.read_manifest(out)
+
+
+def _manifest(M, config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set: Dataset,
+              val_scores, test_scores, *, source: dict, device: str, history: list[dict],
+              seconds: float, threshold: float = 0.5) -> dict[str, Any]:
+    """Everything rnncli.json records about a trained model (files are added on save)."""
+    val_losses = [h["val_loss"] if h.get("val_loss") is not None else np.inf for h in history]
+    return {
+        "format_version": artifacts.FORMAT_VERSION,
+        "rnncli_version": __version__,
+        "keras_version": M.keras.__version__,
+        "tensorflow_version": M.tf.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": config.to_dict(),
+        "labels": {"negative": train_set.label_names[0], "positive": train_set.label_names[1]},
+        "threshold": threshold,
+        "data": source,
+        "training": {"device": device, "epochs_run": len(history),
+                     "best_epoch": int(np.argmin(val_losses)) + 1,
+                     "stopped_early": len(history) < config.epochs,
+                     "seconds": round(seconds, 1), "history": history},
+        "validation": round_figures(evaluate_scores(val_set.labels, val_scores,
+                                                    threshold=threshold)),
+        "test": round_figures(evaluate_scores(test_set.labels, test_scores,
+                                              threshold=threshold)),
+    }
 
 
 def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
@@ -173,11 +180,12 @@ def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
                              shuffle=True),
              validation_data=_length_batches(M.tf, x_val, y_val, config.batch_size),
              epochs=config.epochs, callbacks=callbacks, verbose=0)
-    history = progress.history
-    if not history or not all(np.isfinite(h.get("val_loss", np.nan)) for h in history):
-        raise UsageError("training diverged (the loss is not finite); lower --lr or set "
-                         "--clipnorm")
-    return history
+    if not any(h.get("val_loss") is not None for h in progress.history):
+        raise UsageError("training diverged in its first epoch (the loss is not finite); "
+                         "lower --lr or set --clipnorm")
+    # A later divergence is survivable: EarlyStopping has restored the best finite weights,
+    # and the scores are checked once more before anything is saved.
+    return progress.history
 
 
 def _start_embedding(core, initial: np.ndarray) -> None:
@@ -223,36 +231,34 @@ def _length_batches(tf, ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
     """A tf.data pipeline of batches of similar length, each cut to its longest text.
 
     Texts are right-padded to seq_len; a batch of short texts would otherwise run every
-    recurrent step over padding. Training batches are drawn from a shuffled order,
-    sorted by length only within windows of 50 batches, and the batches shuffled again,
-    so each epoch sees different neighbours. The masks make the result identical to
-    full-length padding.
+    recurrent step over padding. Training rows are shuffled, sorted by length within
+    windows of 50 batches, batched, and the batches shuffled again, so each epoch sees
+    different neighbours. The masks make the result identical to full-length padding.
+    Only TensorFlow ops: no Python generator, in which Ctrl-C could be swallowed.
     """
-    lengths = np.count_nonzero(ids, axis=1)
+    lengths = np.count_nonzero(ids, axis=1).astype(np.int32)
     labels = labels.astype(np.float32)
-    epoch = [0]
+    if not shuffle:  # one pass in length order: the tightest batches
+        order = np.argsort(lengths, kind="stable")
+        ids, labels, lengths = ids[order], labels[order], lengths[order]
+    data = tf.data.Dataset.from_tensor_slices((ids, labels, lengths))
+    if shuffle:
+        def by_length(x, y, n):
+            order = tf.argsort(n, stable=True)
+            return tf.gather(x, order), tf.gather(y, order), tf.gather(n, order)
 
-    def batches():
-        rng = np.random.default_rng([seed, epoch[0]])
-        epoch[0] += 1
-        if shuffle:
-            order = rng.permutation(len(ids))
-            window = batch_size * 50
-            order = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")]
-                                    for chunk in np.array_split(order, max(1, -(-len(order)
-                                                                               // window)))])
-        else:
-            order = np.argsort(lengths, kind="stable")
-        groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        if shuffle:
-            rng.shuffle(groups)
-        for group in groups:
-            yield ids[group, : max(1, lengths[group].max())], labels[group]
+        data = (data.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+                .batch(batch_size * 50).map(by_length).unbatch())
+    data = data.batch(batch_size)
+    if shuffle:
+        data = data.shuffle(50, seed=seed, reshuffle_each_iteration=True)
 
-    spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.float32))
+    def trim(x, y, n):
+        return x[:, : tf.maximum(1, tf.reduce_max(n))], y
+
     n_batches = -(-len(ids) // batch_size)
-    return (tf.data.Dataset.from_generator(batches, output_signature=spec)
-            .apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2))
+    return (data.map(trim).apply(tf.data.experimental.assert_cardinality(n_batches))
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def _verify(staged: Path, texts: list[str], expected: np.ndarray) -> None:
@@ -283,7 +289,8 @@ def _progress_callback(keras, reporter: Reporter, epochs: int, steps: int):
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self._started
-            clean = {k: round(float(v), 5) for k, v in (logs or {}).items()
+            clean = {k: round(float(v), 5) if np.isfinite(float(v)) else None
+                     for k, v in (logs or {}).items()
                      if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
             self.history.append({"epoch": epoch + 1, **clean, "seconds": round(seconds, 2)})
             reporter.epoch_end(epoch + 1, clean, seconds)

@@ -8,100 +8,123 @@ the vocabulary exactly.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from rnncli.errors import DataError
 
+# Words (most frequent first) and contexts that learn_vectors counts: the count table is
+# LEARN_WORDS x CONTEXTS float32 (at most 2 GB); rarer words keep a random start.
+LEARN_WORDS = 50_000
+CONTEXTS = 10_000
+
 
 def read_vectors(path: str | Path, vocab: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors for ``vocab`` from a GloVe or word2vec text file (optionally .gz).
+    """Vectors for ``vocab`` from a GloVe or word2vec *text* file (optionally gzipped).
 
     Returns (matrix with one row per vocabulary entry, boolean mask of rows found). A
-    word2vec header line ("count dim") is skipped. Words missing from the file keep a
-    zero row (the caller initialises them).
+    word2vec header line ("count dim") is skipped; the first vector fixes the dimension,
+    so words that contain spaces (as in GloVe 840B) are read too.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such embeddings file; give a GloVe/word2vec .txt file")
     index = {word: i for i, word in enumerate(vocab)}
     matrix = None
     found = np.zeros(len(vocab), dtype=bool)
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-    with opener(path, "rt", encoding="utf-8", errors="strict") as fh:
-        for number, line in enumerate(fh, start=1):
-            parts = line.rstrip("\n").rstrip().split(" ")
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                continue  # word2vec header
-            if len(parts) < 3:
-                raise DataError(f"{path}: line {number}: expected 'word v1 v2 ...'")
-            if matrix is None:
-                matrix = np.zeros((len(vocab), len(parts) - 1), dtype=np.float32)
-            if len(parts) - 1 != matrix.shape[1]:
-                raise DataError(f"{path}: line {number}: {len(parts) - 1} numbers where the "
-                                f"first vector has {matrix.shape[1]}")
-            i = index.get(parts[0])
-            if i is not None and not found[i]:
-                try:
-                    matrix[i] = np.asarray(parts[1:], dtype=np.float32)
-                except ValueError as exc:
-                    raise DataError(f"{path}: line {number}: not a vector of numbers") from exc
-                found[i] = True
+    try:
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rt", encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                parts = line.rstrip().split(" ")
+                if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    continue  # word2vec header
+                if matrix is None:
+                    if len(parts) < 2:
+                        raise DataError(f"{path}: line {number}: expected 'word v1 v2 ...'")
+                    matrix = np.zeros((len(vocab), len(parts) - 1), dtype=np.float32)
+                dim = matrix.shape[1]
+                if len(parts) <= dim:
+                    raise DataError(f"{path}: line {number}: {len(parts) - 1} numbers where "
+                                    f"the first vector has {dim}")
+                i = index.get(" ".join(parts[:-dim]))
+                if i is not None and not found[i]:
+                    matrix[i] = _numbers(path, number, parts[-dim:])
+                    found[i] = True
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: no such file; give a GloVe/word2vec text file") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text; --embeddings reads the text format of "
+                        "GloVe/word2vec (for a binary .bin, convert it to text first)") from exc
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from exc
     if matrix is None:
         raise DataError(f"{path}: holds no vectors")
     return matrix, found
 
 
+def _numbers(path: Path, number: int, values: list[str]) -> np.ndarray:
+    try:
+        vector = np.asarray(values, dtype=np.float32)
+    except ValueError as exc:
+        raise DataError(f"{path}: line {number}: not a vector of numbers") from exc
+    if not np.all(np.isfinite(vector)):
+        raise DataError(f"{path}: line {number}: holds NaN or infinite values")
+    return vector
+
+
 def learn_vectors(id_batches, vocab_size: int, dim: int, *, window: int = 4,
-                  contexts: int = 10000, seed: int = 0) -> np.ndarray:
+                  seed: int = 0, flush_pairs: int = 50_000_000) -> np.ndarray:
     """Word vectors from token ids by PPMI + randomized SVD (Levy & Goldberg, 2014).
 
-    ``id_batches`` yields int arrays (rows of token ids, 0 = padding). Co-occurrences
-    within ``window`` tokens are counted against the ``contexts`` most frequent tokens
-    (ids are frequency-ranked), weighted 1/distance; PMI uses context-distribution
-    smoothing (0.75) and negatives are clipped. Returns (vocab_size, dim) float32 with
-    the spread of Keras's default embedding initializer, ready for an Embedding layer.
+    ``id_batches`` yields int arrays (rows of token ids, 0 = padding, 1 = [UNK]; ids are
+    frequency-ranked). Co-occurrences within ``window`` tokens, weighted 1/distance, are
+    counted for the LEARN_WORDS most frequent words against the CONTEXTS most frequent
+    ones; PMI uses context-distribution smoothing (0.75) and negatives are clipped.
+    Returns (vocab_size, dim) float32 scaled like Keras's default embedding initializer;
+    rows it did not learn are zero (the caller keeps their random start).
     """
-    contexts = min(contexts, vocab_size)
-    counts = np.zeros(vocab_size * contexts, dtype=np.float32)
-    pending: list[tuple[np.ndarray, np.ndarray]] = []
-    pending_size = 0
-
-    def flush():
-        nonlocal pending, pending_size
-        if pending:
-            pairs = np.concatenate([p for p, _ in pending])
-            weights = np.concatenate([w for _, w in pending])
-            counts[:] += np.bincount(pairs, weights=weights, minlength=counts.size)
-        pending, pending_size = [], 0
-
+    words = min(vocab_size, LEARN_WORDS)
+    contexts = min(vocab_size, CONTEXTS)
+    counts = np.zeros(words * contexts, dtype=np.float32)
+    pending: dict[int, list[np.ndarray]] = {}
+    size = 0
     for ids in id_batches:
         ids = np.asarray(ids, dtype=np.int64)
         for d in range(1, window + 1):
             left, right = ids[:, :-d].ravel(), ids[:, d:].ravel()
             for w, c in ((left, right), (right, left)):
-                keep = (w > 1) & (c > 1) & (c < contexts)  # no padding, no [UNK]
-                pairs = w[keep] * contexts + c[keep]
-                pending.append((pairs, np.full(pairs.size, 1.0 / d, dtype=np.float32)))
-                pending_size += pairs.size
-        if pending_size > 50_000_000:  # one bincount per ~50M pairs: bounded memory
-            flush()
-    flush()
-    counts = counts.reshape(vocab_size, contexts)
-    total = counts.sum()
+                keep = (w > 1) & (w < words) & (c > 1) & (c < contexts)
+                pending.setdefault(d, []).append(w[keep] * contexts + c[keep])
+                size += int(keep.sum())
+        if size > flush_pairs:
+            _add_pairs(counts, pending)
+            pending, size = {}, 0
+    _add_pairs(counts, pending)
+    counts = counts.reshape(words, contexts)
+    total = float(counts.sum())
     if total == 0:
-        raise DataError("no word co-occurrences in the unlabelled texts")
+        raise DataError("no word co-occurrences in the texts to learn word vectors from")
     word_p = counts.sum(1, keepdims=True) / total
     context_p = counts.sum(0, keepdims=True) ** 0.75
     context_p /= context_p.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
         pmi = np.log(counts / total) - np.log(word_p) - np.log(context_p)
-    ppmi = np.where(np.isfinite(pmi) & (pmi > 0), pmi, 0).astype(np.float32)
-    del counts, pmi
-    vectors = _randomized_svd(ppmi, dim, seed=seed)
+    del counts
+    pmi[~np.isfinite(pmi) | (pmi < 0)] = 0  # in place: PPMI
+    vectors = _randomized_svd(pmi, dim, seed=seed)
+    out = np.zeros((vocab_size, dim), dtype=np.float32)
     # the spread of Keras's default Embedding initializer, uniform(-0.05, 0.05)
-    return (vectors * (0.029 / max(float(vectors.std()), 1e-9))).astype(np.float32)
+    out[2:words] = vectors[2:] * (0.029 / max(float(vectors[2:].std()), 1e-9))
+    return out
+
+
+def _add_pairs(counts: np.ndarray, pending: dict[int, list[np.ndarray]]) -> None:
+    """counts[pair] += n / distance, by sorting (no dense temporary table)."""
+    for d, parts in pending.items():
+        pairs, n = np.unique(np.concatenate(parts), return_counts=True)
+        counts[pairs] += (n / d).astype(np.float32)
 
 
 def _randomized_svd(matrix: np.ndarray, rank: int, *, seed: int, oversample: int = 10,

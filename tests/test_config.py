@@ -6,10 +6,10 @@ from rnncli.config import TrainConfig, default
 from rnncli.errors import UsageError
 
 
-def test_defaults_are_valid_and_unresolved():
+def test_defaults_are_valid_and_data_settings_derived_later():
     config = TrainConfig()
-    assert config.cell == "gru" and not config.resolved
-    assert config.replace(max_tokens=100, seq_len=50).resolved
+    assert config.cell == "gru" and config.max_tokens is None and config.seq_len is None
+    assert config.replace(max_tokens=100, seq_len=50).seq_len == 50
 
 
 def test_json_round_trip():

@@ -424,10 +424,16 @@ def test_padding_never_changes_a_score(gru_model):
 def test_word_vectors_from_a_file_and_from_unlabelled_texts(tmp_path, tiny_csv, train_model):
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("3 4\nthe 0.1 0.2 0.3 0.4\nfilm 1 2 3 4\ngood -1 0 1 0.5\n")
-    out = train_model(tmp_path / "glove", tiny_csv, "--embeddings", vectors)
+    out = train_model(tmp_path / "glove", tiny_csv, "--embeddings", vectors, "--lr", "1e-9")
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["settings"]["embed_dim"] == 4
     assert manifest["data"]["embeddings"] == {"file": "vectors.txt", "found": 3}
+    # the file's vectors sit in the rows of their words (a learning rate of 1e-9 keeps them)
+    _, model = artifacts.load_model(out)
+    vocab = model.get_layer("vectorizer").get_vocabulary()
+    table = model.get_layer("core").get_layer("embedding").get_weights()[0]
+    np.testing.assert_allclose(table[vocab.index("film")], [1, 2, 3, 4], atol=1e-5)
+    np.testing.assert_allclose(table[vocab.index("good")], [-1, 0, 1, 0.5], atol=1e-5)
     unlabelled = write_csv(tmp_path / "unlabelled.csv", [[r[0]] for r in sample_rows(300)],
                            header=("review",))
     out = train_model(tmp_path / "ppmi", tiny_csv, "--unlabelled", unlabelled)
@@ -437,3 +443,27 @@ def test_word_vectors_from_a_file_and_from_unlabelled_texts(tmp_path, tiny_csv, 
     bad.write_text("the 0.1 0.2\nfilm 1\n")
     result = invoke("train", tiny_csv, "-o", tmp_path / "bad", *TINY, "--embeddings", bad)
     assert result.exit_code == 3 and "line 2" in result.output
+
+
+def test_length_batches_use_every_row_once_per_epoch_cut_to_their_longest():
+    import tensorflow as tf
+
+    from rnncli.train import _length_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, size=203)
+    ids = np.zeros((203, 40), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = i + 2  # row i is recognisable by its token
+    data = _length_batches(tf, ids, np.arange(203) % 2, 16, seed=1, shuffle=True)
+    epochs = []
+    for _ in range(2):
+        seen = []
+        for x, y in data:
+            x = x.numpy()
+            assert x.shape[1] == max(1, lengths[x[:, 0] - 2].max())  # cut to the longest
+            seen += list(x[:, 0] - 2)
+        assert sorted(seen) == list(range(203))
+        epochs.append(seen)
+    assert epochs[0] != epochs[1]  # reshuffled
+    assert data.cardinality().numpy() == 13
