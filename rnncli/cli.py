@@ -15,11 +15,11 @@ import click
 
 from rnncli import __version__
 from rnncli.config import CELLS, POOLINGS, TrainConfig, default
-from rnncli.errors import EXIT_DATA, EXIT_INTERRUPTED, EXIT_UNEXPECTED, RnnCliError, UsageError
+from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
+                           RnnCliError, UsageError)
 from rnncli.output import PREDICT_FORMATS
 
 DEFAULT_MODEL_DIR = "rnncli-model"
-EXIT_TERMINATED = 143
 _debug = False
 
 
@@ -100,7 +100,7 @@ def model_option(f):
 
 def device_option(f):
     return click.option("--device", type=DeviceType(), default="auto", show_default=True,
-                        help="Where to run. 'auto' takes a GPU when one is visible; "
+                        metavar="auto|cpu|gpu|gpu:N", help="Where to run. 'auto' takes a GPU when one is visible; "
                              "an absent GPU is an error, never a silent CPU fallback.")(f)
 
 
@@ -123,7 +123,8 @@ def _setting(name: str, type_, help_: str, *, auto: bool = False):
                         show_default="auto" if auto else True, help=help_)
 
 
-@click.group(cls=RnnCliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=RnnCliGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="rnncli")
 @click.option("--debug", is_flag=True, envvar="RNNCLI_DEBUG",
               help="Show full tracebacks on errors (or set RNNCLI_DEBUG=1).")

@@ -42,7 +42,7 @@ def _stderr_to_file():
         os.dup2(sink.fileno(), 2)
         try:
             yield sink
-        except BaseException:
+        except Exception:  # not on Ctrl-C: that is no failure to explain
             os.dup2(saved, 2)
             sink.seek(0)
             sys.stderr.write(sink.read().decode("utf-8", "replace"))

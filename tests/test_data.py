@@ -416,22 +416,13 @@ def test_property_delimited_round_trip(tmp_path, suffix, delimiter, rows):
     _check_read_back(load_dataset(path), rows)
 
 
+@pytest.mark.parametrize("ascii_only", [True, False])
 @PROPERTY
 @given(rows=st.lists(st.tuples(JSON_TEXT, LABEL), max_size=15))
-def test_property_jsonl_ascii_round_trip(tmp_path, rows):
+def test_property_jsonl_round_trip(tmp_path, ascii_only, rows):
     rows = rows + ANCHORS
     path = tmp_path / "prop.jsonl"
-    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows),
-                    encoding="utf-8")
-    _check_read_back(load_dataset(path), rows)
-
-
-@PROPERTY
-@given(rows=st.lists(st.tuples(JSON_TEXT, LABEL), max_size=15))
-def test_property_jsonl_raw_unicode_round_trip(tmp_path, rows):
-    rows = rows + ANCHORS
-    path = tmp_path / "prop.jsonl"
-    path.write_text("".join(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n"
+    path.write_text("".join(json.dumps({"text": t, "label": y}, ensure_ascii=ascii_only) + "\n"
                             for t, y in rows), encoding="utf-8")
     _check_read_back(load_dataset(path), rows)
 
