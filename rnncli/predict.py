@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from rnncli import artifacts
-
 from rnncli.config import MAX_TEXT_CHARS
 
 STATUS_OK = "ok"
@@ -38,7 +37,9 @@ def serving_function(keras_model):
 
 def score_texts(serve, texts: list[str], batch_size: int = 256) -> np.ndarray:
     """Positive-class probabilities for raw texts, through a :func:`serving_function`."""
-    import tensorflow as tf
+    from rnncli.runtime import import_tensorflow
+
+    tf = import_tensorflow()
 
     out = [serve(tf.constant(texts[i:i + batch_size])).numpy().reshape(-1)
            for i in range(0, len(texts), batch_size)]
