@@ -16,15 +16,11 @@ import click
 from rnncli import __version__
 from rnncli.config import CELLS, POOLINGS, TrainConfig, default
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
-                           RnnCliError, UsageError)
+                           RnnCliError, Terminated, UsageError)
 from rnncli.output import PREDICT_FORMATS
 
 DEFAULT_MODEL_DIR = "rnncli-model"
 _debug = False
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so ``finally`` blocks clean up."""
 
 
 def _on_sigterm(signum, frame):

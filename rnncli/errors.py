@@ -48,3 +48,7 @@ class DeviceError(RnnCliError):
     """A requested device that TensorFlow cannot see."""
 
     exit_code = EXIT_DEVICE
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that ``finally`` blocks clean up."""

@@ -7,7 +7,10 @@ reloading it, and only then swapped in; an interrupted run leaves the old model 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import numpy as np
 from rnncli import __version__, artifacts
 from rnncli.config import TrainConfig
 from rnncli.data import Dataset, load_dataset, read_texts, split_dataset, write_split
-from rnncli.errors import ModelError, UsageError
+from rnncli.errors import ModelError, Terminated, UsageError
 from rnncli.metrics import evaluate_scores, round_figures
 
 
@@ -176,16 +179,48 @@ def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
     progress = _progress_callback(keras, reporter, config.epochs,
                                   -(-len(x_train) // config.batch_size))
     callbacks += [progress, keras.callbacks.TerminateOnNaN()]
-    core.fit(_length_batches(M.tf, x_train, y_train, config.batch_size, seed=config.seed,
-                             shuffle=True),
-             validation_data=_length_batches(M.tf, x_val, y_val, config.batch_size),
-             epochs=config.epochs, callbacks=callbacks, verbose=0)
+    train_data = _length_batches(M.tf, x_train, y_train, config.batch_size, seed=config.seed,
+                                 shuffle=True)
+    val_data = _length_batches(M.tf, x_val, y_val, config.batch_size)
+    with _stop_on_signals(core) as caught:
+        core.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                 callbacks=callbacks, verbose=0)
+    if caught:
+        raise caught[0]
     if not any(h.get("val_loss") is not None for h in progress.history):
         raise UsageError("training diverged in its first epoch (the loss is not finite); "
                          "lower --lr or set --clipnorm")
     # A later divergence is survivable: EarlyStopping has restored the best finite weights,
     # and the scores are checked once more before anything is saved.
     return progress.history
+
+
+@contextlib.contextmanager
+def _stop_on_signals(model):
+    """Ctrl-C / SIGTERM during fit: stop after the current batch, then raise.
+
+    An exception raised at an arbitrary point inside Keras's loop, while tf.data threads
+    run, has crashed the process (SIGSEGV) here; so the first signal only asks Keras to
+    stop, and the interrupt is raised once fit has returned. A second signal acts at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    caught: list[BaseException] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        caught.append(KeyboardInterrupt() if signum == signal.SIGINT else Terminated())
+        model.stop_training = True
+        signal.signal(signum, previous[signum])
+
+    for signum in previous:
+        signal.signal(signum, handler)
+    try:
+        yield caught
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _start_embedding(core, initial: np.ndarray) -> None:
