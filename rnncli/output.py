@@ -211,10 +211,11 @@ def train_reporter(quiet: bool) -> PlainReporter:
     return RichReporter() if is_terminal(sys.stderr) else PlainReporter()
 
 
-def _metrics_text(logs: dict[str, float]) -> str:
+def _metrics_text(logs: dict[str, float | None]) -> str:
+    """Epoch figures; a value that is not finite arrives as None (see train.py)."""
     names = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"),
              ("val_accuracy", "val_acc"))
-    return "  ".join(f"{short} {logs[key]:.4f}" for key, short in names if key in logs)
+    return "  ".join(f"{short} {_fmt(logs[key])}" for key, short in names if key in logs)
 
 
 # --------------------------------------------------------------------------- figures

@@ -69,3 +69,13 @@ def test_table_is_written_batch_by_batch():
     writer.write(RECORDS[2:])
     writer.close()
     assert "bad" in stream.getvalue()
+
+
+def test_epoch_line_survives_a_diverged_epoch(capsys):
+    from rnncli.output import PlainReporter
+
+    reporter = PlainReporter()
+    reporter.train_begin(3, 10)
+    reporter.epoch_end(2, {"loss": None, "accuracy": 0.5, "val_loss": None}, 1.0)
+    err = capsys.readouterr().err
+    assert "epoch 2/3  loss -  acc 0.5000  val_loss -" in err
