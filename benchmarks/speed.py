@@ -5,10 +5,10 @@
 DATA is the labelled file MODEL_DIR was trained on (its split and settings are reused);
 MODEL_DIR is a model from 'rnncli train DATA' with the installed command. Printed:
 - help: 'rnncli --help' against 'python -c "import click, rich"' (median of --repeat runs);
-- cold predict: 'rnncli predict -m MODEL "great movie"' against 'python -c "import
-  tensorflow"' (median of --repeat runs);
+- cold predict: 'rnncli predict -m MODEL "great movie"' with each engine (onnx, tf)
+  against 'python -c "import tensorflow"' (median of --repeat runs);
 - stream: N texts (the first N rows of DATA, one per line) piped through 'rnncli predict
-  --format jsonl', against one Python process that loads the model exported with 'rnncli
+  --format jsonl' (the default engine, then --engine tf), against one Python process that loads the model exported with 'rnncli
   export' and calls it on batches of 256 texts in input order; start-up included in both;
 - training: seconds per recurrent-network epoch of the 'rnncli train' run that made
   MODEL_DIR (from its manifest; epoch 1 left out, it includes tracing) against a plain
@@ -86,21 +86,28 @@ def main() -> None:
         rows += _compare("help", ["rnncli", "--help"],
                          [sys.executable, "-c", "import click, rich"], args.repeat, 1.5)
     if "cold" not in skip:
-        rows += _compare("cold predict", ["rnncli", "predict", "-m", str(model), "great movie"],
+        predict = ["rnncli", "predict", "-m", str(model), "great movie", "--engine"]
+        rows += _compare("cold predict", predict + ["onnx"],
                          [sys.executable, "-c", "import tensorflow"], args.repeat, 0.3)
+        rows += _compare("cold predict", predict + ["tf"], None, args.repeat, None)
     if "stream" not in skip:
         texts = work / "texts.txt"
         n = _write_texts(args.data, manifest, texts, args.texts)
         exported = work / "exported"
         subprocess.run(["rnncli", "export", "-m", str(model), "-o", str(exported)],
                        check=True, capture_output=True)
-        ours = _timed(["rnncli", "predict", "-m", str(model), "--format", "jsonl"], texts)
+        predict = ["rnncli", "predict", "-m", str(model), "--format", "jsonl"]
+        ours = _timed(predict, texts)
         ref = _timed([sys.executable, "-c", _STREAM_REFERENCE, str(exported), str(texts),
                       str(work / "reference.jsonl")])
-        rows.append(_row("stream: rnncli predict", ours, n_texts=n))
+        tf_engine = _timed(predict + ["--engine", "tf"], texts)
+        rows.append(_row("stream: rnncli predict (default engine: onnx)", ours, n_texts=n))
         rows.append(_row("stream: in-process SavedModel, batches of 256", ref, n_texts=n))
-        rows.append({"what": "stream ratio", "ratio": round(ours[0] / ref[0], 2),
+        rows.append(_row("stream: rnncli predict --engine tf", tf_engine, n_texts=n))
+        rows.append({"what": "stream ratio (default engine)", "ratio": round(ours[0] / ref[0], 2),
                      "target": "<= 1.1"})
+        rows.append({"what": "stream ratio (--engine tf)",
+                     "ratio": round(tf_engine[0] / ref[0], 2)})
     if "train" not in skip:
         history = manifest["training"]["history"]
         ours = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
@@ -124,18 +131,27 @@ def _timed(command: list[str], stdin: Path | None = None) -> tuple[float, int]:
     return float(seconds), int(peak) // 1024  # MB
 
 
-def _compare(name: str, ours: list[str], ref: list[str], repeat: int, target: float):
+_last_reference: dict[str, float] = {}
+
+
+def _compare(name: str, ours: list[str], ref: list[str] | None, repeat: int,
+             target: float | None):
+    """Median times of ``ours`` and ``ref`` (None: the previous call's reference)."""
     ours_runs = [_timed(ours) for _ in range(repeat)]
-    ref_runs = [_timed(ref) for _ in range(repeat)]
     mine = statistics.median(s for s, _ in ours_runs)
-    theirs = statistics.median(s for s, _ in ref_runs)
-    return [
-        {"what": f"{name}: {' '.join(ours[:2])} ...", "seconds": round(mine, 2),
-         "peak_mb": max(p for _, p in ours_runs)},
-        {"what": f"{name} reference: {' '.join(ref[1:])}", "seconds": round(theirs, 2),
-         "peak_mb": max(p for _, p in ref_runs)},
-        {"what": f"{name} ratio", "ratio": round(mine / theirs, 2), "target": f"<= {target}"},
-    ]
+    flags = " ".join(a for a in ours[2:] if a.startswith("--") or a in ("onnx", "tf"))
+    rows = [{"what": f"{name}: {' '.join(ours[:2])} ... {flags}", "seconds": round(mine, 2),
+             "peak_mb": max(p for _, p in ours_runs)}]
+    if ref is not None:
+        ref_runs = [_timed(ref) for _ in range(repeat)]
+        _last_reference[name] = statistics.median(s for s, _ in ref_runs)
+        rows.append({"what": f"{name} reference: {' '.join(ref[1:])}",
+                     "seconds": round(_last_reference[name], 2),
+                     "peak_mb": max(p for _, p in ref_runs)})
+    rows.append({"what": f"{name} ratio ({flags or 'default'})",
+                 "ratio": round(mine / _last_reference[name], 2),
+                 "target": f"<= {target}" if target else ""})
+    return rows
 
 
 def _row(what: str, timed: tuple[float, int], n_texts: int) -> dict:

@@ -5,6 +5,8 @@ A model directory holds:
                     history, figures, data fingerprint, sha256 of every other file)
     model.keras     Keras model: raw strings in, positive-class probability out
     test.jsonl.gz   the held-out test split (``text``, ``label``), for ``rnncli evaluate``
+    core.onnx       the recurrent network for the ONNX engine (``engine.py``), and
+    serving.npz     what that engine needs around it; both absent in older models
 
 Light core: reading the manifest and checking the archive need no TensorFlow; only
 :func:`load_model` imports it. Loading never runs code from the model: hashes are checked

@@ -14,7 +14,7 @@ import traceback
 import click
 
 from rnncli import __version__
-from rnncli.config import CELLS, POOLINGS, PREDICT_FORMATS, TrainConfig, default
+from rnncli.config import CELLS, ENGINES, POOLINGS, PREDICT_FORMATS, TrainConfig, default
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
                            RnnCliError, Terminated, UsageError)
 
@@ -103,6 +103,14 @@ def device_option(f):
     return click.option("--device", type=DeviceType(), default="auto", show_default=True,
                         metavar="auto|cpu|gpu|gpu:N", help="Where to run. 'auto' takes a GPU when one is visible; "
                              "an absent GPU is an error, never a silent CPU fallback.")(f)
+
+
+def engine_option(f):
+    return click.option("--engine", type=click.Choice(ENGINES), default="auto",
+                        show_default=True, help="onnx: ONNX Runtime on the CPU, no TensorFlow "
+                        "(starts in a fraction of a second); tf: the Keras model in "
+                        "TensorFlow, the reference. auto: onnx unless --device asks for a "
+                        "GPU or the model has no ONNX files.")(f)
 
 
 def train_device_option(f):
@@ -235,9 +243,10 @@ def train(data, text_col, label_col, encoding, positive_label, embeddings, unlab
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Lines scored together when reading stdin.")
 @device_option
+@engine_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.pass_context
-def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, quiet):
+def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, quiet):
     """Label TEXTs, or lines from stdin when no TEXT (or '-') is given.
 
     One record per input line, in order; blank lines get status "empty" and undecodable
@@ -250,7 +259,7 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, quiet):
     from_stdin = texts in ((), ("-",))
     if from_stdin and output.is_terminal(sys.stdin) and not quiet:
         output.err_console().print("reading texts from stdin, one per line (Ctrl-D to end)")
-    predictor = Predictor.load(model_dir, device=device, threshold=threshold)
+    predictor = Predictor.load(model_dir, device=device, engine=engine, threshold=threshold)
     writer = output.RecordWriter(output.resolve_format(fmt))
     progress = output.StreamProgress(
         from_stdin and not quiet and output.is_terminal(sys.stderr)
@@ -289,7 +298,8 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, quiet):
               default="auto", show_default=True,
               help="auto: a table on a terminal, JSON when piped.")
 @device_option
-def evaluate(data, model_dir, text_col, label_col, encoding, threshold, fmt, device):
+@engine_option
+def evaluate(data, model_dir, text_col, label_col, encoding, threshold, fmt, device, engine):
     """Accuracy, precision, recall, F1, ROC AUC, loss and confusion matrix.
 
     On DATA when given (same columns and options as train), else on the test split
@@ -302,7 +312,8 @@ def evaluate(data, model_dir, text_col, label_col, encoding, threshold, fmt, dev
         raise UsageError("--text-col, --label-col and --encoding apply to a DATA file; the "
                          "saved test split needs none of them")
     figures, notes = run_evaluate(model_dir, data, text_col=text_col, label_col=label_col,
-                                  encoding=encoding, device=device, threshold=threshold)
+                                  encoding=encoding, device=device, engine=engine,
+                                  threshold=threshold)
     console = output.err_console()
     for note in notes:
         console.print(note, markup=False)

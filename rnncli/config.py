@@ -20,6 +20,8 @@ CELLS = ("gru", "lstm")
 POOLINGS = ("last", "max", "mean", "attention")
 # `rnncli predict --format` choices; here so that `--help` need not import Rich.
 PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")
+# `--engine` choices for predict and evaluate (see predict.choose_engine).
+ENGINES = ("auto", "onnx", "tf")
 # Characters of one text that are read at all (the rest is ignored): bounds the memory
 # and work a single huge input (a 10 MB line) can cause, far beyond any seq_len.
 MAX_TEXT_CHARS = 200_000

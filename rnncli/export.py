@@ -1,7 +1,11 @@
-"""HEAVY: export a trained model as a TensorFlow SavedModel for TF Serving."""
+"""HEAVY: export a trained model as a TensorFlow SavedModel for TF Serving, and write the
+files of the TensorFlow-free predict engine (``engine.py``) at training time."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +32,13 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
         raise UsageError(f"{dest}: exists and is not a SavedModel directory; "
                          "choose another -o")
     artifacts.check_parent(dest)
-    predictor = Predictor.load(model_dir, device="cpu")
+    predictor = Predictor.load(model_dir, device="cpu", engine="tf")
     import tensorflow as tf
 
     expected = predictor.scores(_PROBES)
     with artifacts.staging(dest) as staged:
         target = staged / "saved_model"
-        predictor.keras_model.export(str(target), format="tf_saved_model", verbose=False)
+        predictor.engine.keras_model.export(str(target), format="tf_saved_model", verbose=False)
         loaded = tf.saved_model.load(str(target))  # keep a reference: it owns the variables
         served = loaded.serve(tf.constant(_PROBES))
         got = np.asarray(served).reshape(-1)
@@ -43,3 +47,56 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
                              f"(max difference {np.max(np.abs(got - expected)):.2e})")
         artifacts.publish(target, dest)
     return dest
+
+
+def write_onnx(model_dir: Path, text_model) -> None:
+    """Write ``core.onnx`` (the recurrent network, via ``Model.export(format="onnx")``)
+    and ``serving.npz`` (vocabularies, n-gram weights, blend weight and standardization
+    tables) into ``model_dir``, for :class:`rnncli.engine.OnnxEngine`."""
+    from rnncli import engine
+    from rnncli import model as M
+
+    with _quiet_converter():
+        text_model.get_layer("core").export(str(model_dir / engine.ONNX_FILE), format="onnx",
+                                            verbose=False)
+    names = {layer.name for layer in text_model.layers}
+    ngrams = {}
+    weight = 1.0
+    if "blend" in names:
+        weight = text_model.get_layer("blend").weight
+        logistic = text_model.get_layer("ngram").get_layer("ngram_logistic")
+        ngrams = {"ngrams": text_model.get_layer("ngram_vectorizer").get_vocabulary(),
+                  "idf": logistic.idf.numpy(), "kernel": logistic.kernel.numpy(),
+                  "bias": logistic.bias.numpy()}
+    engine.write_serving(model_dir / engine.SERVING_FILE,
+                         tokens=text_model.get_layer("vectorizer").get_vocabulary(),
+                         seq_len=text_model.get_layer("truncate").length, rnn_weight=weight,
+                         tables=M.standardize_tables(), **ngrams)
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """tf2onnx prints and logs its progress (and NumPy deprecation warnings) on stderr,
+    which carries only rnncli's own messages."""
+    from rnncli.runtime import stderr_to_file
+
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "onnx", "absl")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), stderr_to_file(), \
+                contextlib.redirect_stdout(_Discard()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+class _Discard:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass

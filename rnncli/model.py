@@ -31,6 +31,7 @@ START_TOKEN = "xxbos"
 MAX_AUTO_TOKENS = 20000
 MAX_AUTO_SEQ_LEN = 800
 MAX_NGRAMS = 200_000  # word 1-2-grams kept for the n-gram model (seen in 2+ texts)
+KEPT_CHARS = r"\p{L}\p{M}\p{N}'!?"  # an RE2 class body: what standardize keeps
 
 
 @keras.saving.register_keras_serializable(package="rnncli", name="standardize")
@@ -42,13 +43,37 @@ def standardize(text):
     that holds one cannot be reloaded (KERAS_NOTES: "repeated term ''").
     """
     text = tf.strings.substr(text, 0, MAX_TEXT_CHARS, unit="UTF8_CHAR")
+    # tf.strings.lower stops at a NUL byte and drops the rest of the text.
+    text = tf.strings.regex_replace(text, r"\x00", " ")
     text = tf.strings.lower(text, encoding="utf-8")
     text = tf.strings.regex_replace(text, r"<[^<>]{0,200}>", " ")
     text = tf.strings.regex_replace(text, "[\u2018\u2019\u02bc`]", "'")
-    text = tf.strings.regex_replace(text, r"[^\p{L}\p{M}\p{N}'!?]+", " ")
+    text = tf.strings.regex_replace(text, f"[^{KEPT_CHARS}]+", " ")
     text = tf.strings.regex_replace(text, r"([!?])", r" \1 ")
     text = tf.strings.regex_replace(text, r"(^|\s)'+|'+(\s|$)", " ")
     return tf.strings.join([START_TOKEN + " ", text])
+
+
+def standardize_tables() -> dict:
+    """What :func:`standardize` does to each character, as this TensorFlow does it.
+
+    ``keep``: (first, last) codepoint ranges of the characters kept (RE2's Unicode
+    classes); ``lower_from`` / ``lower_to``: every character that ICU's lower-casing
+    changes, and what it becomes. ``engine.Standardizer`` reproduces :func:`standardize`
+    from these, whatever Unicode version Python's own tables follow.
+    """
+    codepoints = np.array([c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF])
+    chars = [chr(c) for c in codepoints]
+    kept = codepoints[tf.strings.regex_full_match(chars, f"[{KEPT_CHARS}]").numpy()]
+    breaks = np.flatnonzero(np.diff(kept) != 1)
+    keep = np.stack([kept[np.r_[0, breaks + 1]], kept[np.r_[breaks, len(kept) - 1]]], 1)
+    lowered = tf.strings.lower(chars, encoding="utf-8").numpy()
+    changed = [i for i, low in enumerate(lowered) if low != chars[i].encode("utf-8")]
+    # NUL never reaches lower (standardize replaces it first).
+    changed = [i for i in changed if codepoints[i] != 0]
+    return {"keep": keep, "lower_from": codepoints[changed].tolist(),
+            "lower_to": [lowered[i].decode("utf-8") for i in changed],
+            "max_chars": MAX_TEXT_CHARS, "start_token": START_TOKEN}
 
 
 def _tokens(texts: list[str], batch: int = 4096):

@@ -270,6 +270,10 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
         f = manifest.get(part) or {}
         rows.append((part, f"accuracy {_fmt(f.get('accuracy'))}, F1 {_fmt(f.get('f1'))}, "
                            f"ROC AUC {_fmt(f.get('roc_auc'))}, n {f.get('n')}"))
+    onnx = all(name in manifest.get("files", {}) for name in ("core.onnx", "serving.npz"))
+    rows.append(("engines", "onnx (the default: no TensorFlow at predict time), tf" if onnx
+                 else "tf only (no ONNX files: trained by an older rnncli, or the export "
+                      "failed)"))
     rows.append(("versions", f"rnncli {manifest.get('rnncli_version')}, keras "
                              f"{manifest.get('keras_version')}, tensorflow "
                              f"{manifest.get('tensorflow_version')}; created "

@@ -1,6 +1,7 @@
 """Scoring texts: batching, streaming stdin in order, one record per input line.
 
-Importing this module is light; TensorFlow is imported when a model is loaded.
+Importing this module is light; TensorFlow is imported when a model is loaded with the
+TensorFlow engine (``engine.py`` scores without it).
 Blank and undecodable lines are never sent to the model: each still gets its record,
 with a ``status`` saying what happened, so output lines match input lines one to one.
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 from rnncli import artifacts
 from rnncli.config import MAX_TEXT_CHARS
+from rnncli.errors import ModelError, UsageError
 
 STATUS_OK = "ok"
 STATUS_TRUNCATED = "truncated"  # scored on its first MAX_LINE_BYTES bytes
@@ -58,38 +60,90 @@ def score_texts(serve, texts: list[str], batch_size: int = 256) -> np.ndarray:
     return out
 
 
+class KerasEngine:
+    """The reference engine: the saved Keras text model, in TensorFlow."""
+
+    name = "tf"
+
+    def __init__(self, keras_model):
+        self.keras_model = keras_model
+        self.serve = serving_function(keras_model)
+
+    def scores(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        return score_texts(self.serve, texts, batch_size)
+
+
+def choose_engine(manifest: dict[str, Any], engine: str = "auto", device: str = "auto") -> str:
+    """'onnx' or 'tf' for ``--engine`` (auto|onnx|tf) and ``--device``.
+
+    auto: ONNX Runtime (no TensorFlow import: a fraction of a second to start) when the
+    model has its files and the CPU may be used; TensorFlow when a GPU is asked for or the
+    model predates the ONNX files.
+    """
+    from rnncli.engine import ONNX_FILE, SERVING_FILE
+
+    has_onnx = all(name in manifest["files"] for name in (ONNX_FILE, SERVING_FILE))
+    on_cpu = device.split(":")[0] in ("auto", "cpu")
+    if engine == "tf" or (engine == "auto" and not (has_onnx and on_cpu)):
+        return "tf"
+    if not on_cpu:
+        raise UsageError(f"--engine onnx runs on the CPU, not --device {device}; drop one "
+                         "of the two")
+    if not has_onnx:
+        raise ModelError("this model has no ONNX files (it was trained by an older rnncli, "
+                         "or the ONNX export failed when it was trained); use --engine tf")
+    return "onnx"
+
+
+def check_files(model_dir: Path, manifest: dict[str, Any], engine: str = "auto",
+                device: str = "auto") -> None:
+    """Check what the chosen engine will read against the manifest (no TensorFlow)."""
+    if choose_engine(manifest, engine, device) == "onnx":
+        from rnncli.engine import ONNX_FILE, SERVING_FILE
+
+        artifacts.verify_files(model_dir, manifest, names=(SERVING_FILE, ONNX_FILE))
+    else:
+        artifacts.check_model_dir(model_dir)
+
+
 @dataclass
 class Predictor:
     """A loaded model directory, ready to score texts."""
 
     model_dir: Path
     manifest: dict[str, Any]
-    keras_model: Any
+    engine: Any  # KerasEngine or engine.OnnxEngine: .scores(texts, batch_size)
     threshold: float
-    serve: Any = None
-
-    def __post_init__(self):
-        self.serve = self.serve or serving_function(self.keras_model)
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, device: str = "auto",
+    def load(cls, model_dir: str | Path, *, device: str = "auto", engine: str = "auto",
              threshold: float | None = None, manifest: dict | None = None) -> Predictor:
-        """``manifest``: from an earlier :func:`artifacts.check_model_dir` of the same dir."""
+        """``manifest``: from an earlier :func:`check_files` of the same dir and engine.
+
+        Files are checked against the manifest's hashes before anything reads them; the
+        ONNX engine never imports TensorFlow.
+        """
+        model_dir = Path(model_dir)
+        if manifest is None:
+            manifest = artifacts.read_manifest(model_dir)
+            check_files(model_dir, manifest, engine, device)
+        threshold = manifest["threshold"] if threshold is None else threshold
+        if choose_engine(manifest, engine, device) == "onnx":
+            from rnncli.engine import OnnxEngine
+
+            return cls(model_dir, manifest, OnnxEngine.load(model_dir), threshold)
         from rnncli.runtime import select_device
 
-        # Fail on a bad directory before paying for the TensorFlow import.
-        manifest = manifest or artifacts.check_model_dir(model_dir)
         select_device(device)
-        keras_model = artifacts.load_keras_model(model_dir)
-        return cls(Path(model_dir), manifest, keras_model,
-                   manifest["threshold"] if threshold is None else threshold)
+        engine = KerasEngine(artifacts.load_keras_model(model_dir))
+        return cls(model_dir, manifest, engine, threshold)
 
     @property
     def label_names(self) -> tuple[str, str]:
         return self.manifest["label_names"]
 
     def scores(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        return score_texts(self.serve, texts, batch_size)
+        return self.engine.scores(texts, batch_size)
 
     def records(self, texts: list[str | bytes], batch_size: int = 256) -> list[dict[str, Any]]:
         """One record per input, in order; only decodable non-blank texts reach the model."""
@@ -193,7 +247,7 @@ def _batched(items: Iterable, size: int, max_bytes: int | None = None) -> Iterat
 
 def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
              text_col: str | None = None, label_col: str | None = None,
-             encoding: str | None = None, device: str = "auto",
+             encoding: str | None = None, device: str = "auto", engine: str = "auto",
              threshold: float | None = None) -> tuple[dict[str, Any], list[str]]:
     """Figures for a labelled file, or for the test split saved at training time.
 
@@ -204,14 +258,16 @@ def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
     from rnncli.metrics import evaluate_scores, round_figures
 
     model_dir = Path(model_dir)
-    manifest = artifacts.check_model_dir(model_dir)
+    manifest = artifacts.read_manifest(model_dir)
+    check_files(model_dir, manifest, engine, device)  # a bad model fails before the data
     if data_path is None:
         data_path = model_dir / artifacts.TEST_FILE
         artifacts.verify_files(model_dir, manifest, names=(artifacts.TEST_FILE,))
         text_col, label_col = "text", "label"
     data = load_dataset(data_path, text_col=text_col, label_col=label_col, encoding=encoding,
                         known_labels=manifest["label_names"])
-    predictor = Predictor.load(model_dir, device=device, threshold=threshold, manifest=manifest)
+    predictor = Predictor.load(model_dir, device=device, engine=engine, threshold=threshold,
+                               manifest=manifest)
     scores = predictor.scores(data.texts)
     figures = round_figures(evaluate_scores(data.labels, scores, threshold=predictor.threshold))
     return figures, [*data.notes, data.summary()]

@@ -40,7 +40,7 @@ def parse_device(spec: str) -> tuple[str, tuple[int, ...] | str | None]:
 
 
 @contextlib.contextmanager
-def _stderr_to_file():
+def stderr_to_file():
     """Send file descriptor 2 to a temporary file while TensorFlow's C++ code starts.
 
     TensorFlow 2.21 prints absl/oneDNN/CUDA lines during import even with
@@ -72,7 +72,7 @@ def import_tensorflow():
     if os.environ["KERAS_BACKEND"] != "tensorflow":
         raise RnnCliError(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}: rnncli needs the "
                           "tensorflow backend; unset KERAS_BACKEND")
-    with _stderr_to_file():
+    with stderr_to_file():
         import tensorflow as tf
         import keras  # noqa: F401
 

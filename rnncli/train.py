@@ -21,7 +21,9 @@ from rnncli import __version__, artifacts
 from rnncli.config import TrainConfig
 from rnncli.data import Dataset, load_dataset, read_texts, split_dataset, write_split
 from rnncli.errors import ModelError, Terminated, UsageError
+from rnncli.engine import ONNX_FILE, SERVING_FILE
 from rnncli.metrics import evaluate_scores, round_figures
+from rnncli.predict import score_texts, serving_function
 
 
 # The n-gram model: logistic regression trained by Adam on unit-length TF-IDF rows, whose
@@ -31,6 +33,13 @@ NGRAM_BATCH = 256
 NGRAM_EPOCHS = 50
 BLEND_TOLERANCE = 1e-4  # validation log loss
 BLEND_MIN_ROWS = 50
+# Checked after saving: the reloaded model (and the ONNX engine) must give the trained
+# model's scores on the first validation texts, and agree with each other on these too.
+VERIFY_ROWS = 256
+VERIFY_PROBES = ["", "!!!", "a wonderful, moving film", "NOT bad at all?!", "1/10",
+                 "Ça n'était pas terrible<br /><br />vraiment", "ΟΔΥΣΣΕΥΣ ΚΑΙ ΣΥ", "İSTANBUL",
+                 "‘quoted’ `word` 'twas rock'n'roll'", "naïve café — 東京 😀 \x00 after nul",
+                 "tab\tand\u0085nel\u2028line", "x" * 3000 + " end"]
 
 
 class Reporter:
@@ -167,8 +176,18 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     with artifacts.staging(out) as staged:
         text_model.save(staged / artifacts.MODEL_FILE)
         write_split(staged / artifacts.TEST_FILE, test_set)
+        onnx_error = _write_onnx(staged, text_model)
         artifacts.write_manifest(staged, manifest)
-        _verify(staged, val_set.texts[:64], val_scores[:64])
+        texts = val_set.texts[:VERIFY_ROWS]
+        reloaded = _verify(staged, texts, val_scores[:VERIFY_ROWS])
+        onnx_error = onnx_error or _verify_onnx(staged, texts + VERIFY_PROBES, reloaded)
+        if onnx_error:
+            # The Keras model is fine: publish it without the TensorFlow-free engine.
+            for name in (ONNX_FILE, SERVING_FILE):
+                (staged / name).unlink(missing_ok=True)
+            artifacts.write_manifest(staged, manifest)
+            reporter.message(f"note: no ONNX engine for this model ({onnx_error}); predict "
+                             "will use TensorFlow")
         artifacts.publish(staged, out)
     reporter.message(f"saved model to {out}")
     return artifacts.read_manifest(out)
@@ -438,15 +457,43 @@ def _length_batches(tf, ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
             .prefetch(tf.data.AUTOTUNE))
 
 
-def _verify(staged: Path, texts: list[str], expected: np.ndarray) -> None:
-    """Reload what was written, as predict will, and check it gives the same scores."""
-    from rnncli.predict import score_texts, serving_function
+def _write_onnx(staged: Path, text_model) -> str | None:
+    """Write the ONNX engine's files; a failure is returned, not raised (the Keras model
+    is still good)."""
+    from rnncli.export import write_onnx
 
+    try:
+        write_onnx(staged, text_model)
+    except (KeyboardInterrupt, Terminated):
+        raise
+    except Exception as exc:  # noqa: BLE001  (tf2onnx raises many types)
+        return f"the ONNX export failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+def _verify(staged: Path, texts: list[str], expected: np.ndarray) -> np.ndarray:
+    """Reload what was written, as predict will, and check it gives the same scores;
+    returns its scores for ``texts`` and then VERIFY_PROBES."""
     _, reloaded = artifacts.load_model(staged)
-    got = score_texts(serving_function(reloaded), texts)
-    if not np.allclose(got, expected, atol=1e-4):
+    got = score_texts(serving_function(reloaded), texts + VERIFY_PROBES)
+    if not np.allclose(got[: len(texts)], expected, atol=1e-4):
+        worst = np.max(np.abs(got[: len(texts)] - expected))
         raise ModelError("the saved model does not reproduce the trained one's scores "
-                         f"(max difference {np.max(np.abs(got - expected)):.2e}); not published")
+                         f"(max difference {worst:.2e}); not published")
+    return got
+
+
+def _verify_onnx(staged: Path, texts: list[str], expected: np.ndarray) -> str | None:
+    """The ONNX engine must reproduce the reloaded Keras model's scores within 1e-4."""
+    from rnncli.engine import OnnxEngine
+
+    try:
+        got = OnnxEngine.load(staged).scores(texts)
+    except ModelError as exc:  # e.g. onnxruntime missing or refusing the graph
+        return exc.message
+    worst = float(np.max(np.abs(got - expected)))
+    return (f"its scores differ from the Keras model's by up to {worst:.2e}"
+            if worst > 1e-4 else None)
 
 
 def _progress_callback(keras, reporter: Reporter, epochs: int, steps: int):

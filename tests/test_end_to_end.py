@@ -48,7 +48,7 @@ def _umask() -> int:
 def test_model_directory_contract(gru_model):
     assert gru_model.stat().st_mode & 0o077 == 0o777 & ~_umask() & 0o077  # not private
     names = sorted(p.name for p in gru_model.iterdir())
-    assert names == ["model.keras", "rnncli.json", "test.jsonl.gz"]
+    assert names == ["core.onnx", "model.keras", "rnncli.json", "serving.npz", "test.jsonl.gz"]
     manifest = json.loads((gru_model / "rnncli.json").read_text())
     for key in ("format_version", "rnncli_version", "keras_version", "tensorflow_version",
                 "settings", "labels", "threshold", "data", "training", "validation", "test",
@@ -432,7 +432,7 @@ def test_every_pooling_saves_reloads_and_exports(tmp_path, tiny_csv, train_model
     out = train_model(tmp_path / pooling, tiny_csv, "--pooling", pooling)
     texts = ["fine film", "!!!", "a" * 300]
     scores = [r["score"] for r in jsonl(invoke("predict", "-m", out, "-f", "jsonl",
-                                               *texts).stdout)]
+                                               "--engine", "onnx", *texts).stdout)]
     assert invoke("export", "-m", out, "-o", tmp_path / "sm").exit_code == 0
     served = tf.saved_model.load(str(tmp_path / "sm"))
     np.testing.assert_allclose(np.asarray(served.serve(tf.constant(texts))).ravel(), scores,

@@ -1,0 +1,101 @@
+"""Do the two predict engines agree? ONNX Runtime + Python tokenization against the
+reference Keras model in TensorFlow, on every text of real files and on random Unicode.
+
+    python benchmarks/parity.py -m MODEL_DIR FILE [FILE ...] [--limit N] [--random N]
+
+FILE: .csv/.tsv/.jsonl (a text column is detected) or .txt (one text per line), .gz ok.
+Printed for each file: texts, largest |score difference|, texts over 1e-4, texts whose
+standardized form differs, and each engine's in-process scoring time. ``--random N``
+adds N random strings drawn from all of Unicode (tags, quotes, marks, sigma, NUL, ...).
+Exit 1 when any score differs by more than 1e-4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+
+import numpy as np
+
+TOLERANCE = 1e-4
+_PIECES = ["<br />", "<b>", "'", "''", "‘", "’", "`", "ʼ", "!", "?", "Σ", "ς", "İ", "\x00",
+           " ", "  ", "\t", "\u0085", "\u2028", "-", "...", "😀", "a", "The", "NOT", "1/10"]
+
+
+def random_texts(n: int, seed: int = 0) -> list[str]:
+    """Strings mixing random codepoints (all planes) with the pieces standardization
+    treats specially."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(0, 30)):
+            if rng.random() < 0.4:
+                parts.append(rng.choice(_PIECES))
+            else:
+                cp = rng.choice([rng.randint(32, 0x2FF), rng.randint(0x300, 0x2FFF),
+                                 rng.randint(0x3000, 0xFFFF), rng.randint(0x10000, 0x10FFFF)])
+                if not 0xD800 <= cp <= 0xDFFF:
+                    parts.append(chr(cp))
+        out.append("".join(parts))
+    return out
+
+
+def compare(name: str, texts: list[str], onnx, keras, tf, standardize) -> bool:
+    started = time.perf_counter()
+    a = onnx.scores(texts)
+    onnx_s = time.perf_counter() - started
+    started = time.perf_counter()
+    b = keras.scores(texts)
+    tf_s = time.perf_counter() - started
+    diff = np.abs(a.astype(np.float64) - b)
+    reference = []
+    for i in range(0, len(texts), 2048):
+        reference += [t.decode("utf-8") for t in
+                      standardize(tf.constant(texts[i:i + 2048])).numpy()]
+    ours = [" ".join(onnx.tokens(t)) for t in texts]
+    differ = sum(r.split() != o.split() for r, o in zip(reference, ours))
+    print(f"{name:<34} {len(texts):>7} {diff.max():>10.2e} {int((diff > TOLERANCE).sum()):>7} "
+          f"{differ:>9} {onnx_s:>8.1f} {tf_s:>8.1f}", flush=True)
+    return bool(diff.max() <= TOLERANCE)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*")
+    parser.add_argument("-m", "--model", required=True)
+    parser.add_argument("--limit", type=int, default=None, help="first N texts of each file")
+    parser.add_argument("--random", type=int, default=0, help="also N random strings")
+    args = parser.parse_args()
+
+    from rnncli.data import read_texts
+    from rnncli.predict import Predictor
+
+    onnx = Predictor.load(args.model, engine="onnx").engine
+    keras = Predictor.load(args.model, engine="tf", device="cpu").engine
+    from rnncli.model import standardize
+    import tensorflow as tf
+
+    print(f"{'texts from':<34} {'n':>7} {'max diff':>10} {'> 1e-4':>7} {'tokens≠':>9} "
+          f"{'onnx s':>8} {'tf s':>8}")
+    ok = True
+    for path in args.files:
+        if path.endswith((".txt", ".txt.gz")):
+            import gzip
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as fh:
+                texts = [line.rstrip("\n") for line in fh if line.strip()]
+        else:
+            texts, _ = read_texts(path)
+        ok &= compare(path.split("/")[-1], texts[: args.limit], onnx, keras, tf, standardize)
+    if args.random:
+        ok &= compare(f"random Unicode (seed 0)", random_texts(args.random), onnx, keras, tf,
+                      standardize)
+    print("engines agree within 1e-4" if ok else "ENGINES DISAGREE (over 1e-4)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
