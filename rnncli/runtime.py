@@ -7,19 +7,23 @@ core and ``rnncli --help`` never reach this module.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
 import tempfile
 import warnings
 
-from rnncli.errors import DeviceError, RnnCliError
+from dataclasses import dataclass
+
+from rnncli.errors import DeviceError, RnnCliError, UsageError
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|gpu)(?::(all|\d+(?:,\d+)*))?$")
 # RNNCLI_CPU_DEVICES=N splits the CPU into N logical devices (cpu:0 ... cpu:N-1), so that
 # training on several devices (MirroredStrategy) can be tried and tested without GPUs.
 CPU_DEVICES_ENV = "RNNCLI_CPU_DEVICES"
 _chosen_devices: list[str] | None = None
+_chosen_labels: list[str] | None = None  # the same devices as --device names them
 _chosen_selection: tuple | None = None  # (kind, physical indexes, devices of that kind)
 
 
@@ -101,7 +105,7 @@ def select_devices(spec: str = "auto") -> list[str]:
     Asking for a GPU that is absent is an error listing what exists: TensorFlow itself
     would silently place the work on the CPU. Must run before TensorFlow touches a GPU.
     """
-    global _chosen_devices, _chosen_selection
+    global _chosen_devices, _chosen_selection, _chosen_labels
     kind, chosen = parse_device(spec)
     tf = import_tensorflow()
     gpus = tf.config.list_physical_devices("GPU")
@@ -135,7 +139,15 @@ def select_devices(spec: str = "auto") -> list[str]:
                               f"({exc})") from exc
         return _chosen_devices
     _chosen_devices, _chosen_selection = names, selection
+    # TensorFlow renumbers the visible GPUs from 0; people know them by their own numbers.
+    _chosen_labels = [f"{kind}:{i}" for i in indexes]
     return names
+
+
+def chosen_labels() -> list[str]:
+    """The devices the last :func:`select_devices` chose, as ``--device`` names them
+    (``gpu:2,gpu:3``, where TensorFlow now calls them /GPU:0 and /GPU:1)."""
+    return list(_chosen_labels or [])
 
 
 def _cpu_count() -> int:
@@ -159,14 +171,157 @@ def _cpus(count: int) -> str:
     return "one CPU device (cpu:0)" if count == 1 else f"{count} CPU devices (cpu:0-{count - 1})"
 
 
-def device_scope(names: list[str]):
+def device_scope(names: list[str], strategy=None):
     """Where to build and fit a model: one device, or a MirroredStrategy over several
     (each batch is split evenly between them and their gradients are all-reduced, so
-    one step learns from the whole global batch)."""
+    one step learns from the whole global batch), or ``strategy`` when given (several
+    machines, :func:`multi_worker_strategy`)."""
     tf = import_tensorflow()
+    if strategy is not None:
+        return strategy.scope()
     if len(names) == 1:
         return tf.device(names[0])
     return tf.distribute.MirroredStrategy(devices=names).scope()
+
+
+# --------------------------------------------------------------------------- several machines
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process's place in a multi-machine run (from TF_CONFIG)."""
+
+    task: str  # "chief" or "worker"
+    index: int
+    workers: int  # processes in the cluster, chief included
+    chief: bool  # the one that writes the model directory
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.index} of {self.workers} processes"
+
+
+def multi_worker_role() -> WorkerRole | None:
+    """The standard ``TF_CONFIG`` environment variable, when it describes a cluster of two or
+    more processes; None otherwise. Light: reads JSON, imports nothing.
+
+    The chief is the ``chief`` task, or worker 0 when the cluster has none.
+    """
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+        members = {kind: list(hosts) for kind, hosts in config["cluster"].items()}
+        task, index = str(config["task"]["type"]), int(config["task"]["index"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"TF_CONFIG is not a cluster description ({type(exc).__name__}: "
+                         f"{exc}); fix it (see the README, 'Several machines') or unset it") \
+            from exc
+    other = sorted(set(members) - {"chief", "worker"})
+    if other:
+        raise UsageError(f"TF_CONFIG names {', '.join(other)} tasks; rnncli trains on several "
+                         "machines with MultiWorkerMirroredStrategy: only 'chief' and "
+                         "'worker' tasks")
+    if task not in members or not 0 <= index < len(members[task]):
+        raise UsageError(f"TF_CONFIG: this task ({task} {index}) is not in its cluster")
+    workers = sum(len(hosts) for hosts in members.values())
+    if workers < 2:
+        return None
+    chief = task == "chief" or ("chief" not in members and index == 0)
+    return WorkerRole(task=task, index=index, workers=workers, chief=chief)
+
+
+def multi_worker_strategy():
+    """A MultiWorkerMirroredStrategy from TF_CONFIG over this process's chosen devices.
+
+    Must be created before TensorFlow runs its first operation in the process. Each batch
+    is split between every device of every process, and gradients are all-reduced.
+    """
+    tf = import_tensorflow()
+    _patch_keras_for_multi_worker()
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (ValueError, RuntimeError) as exc:
+        raise DeviceError(f"cannot start training on several machines from TF_CONFIG "
+                          f"({str(exc).splitlines()[0][:200]})") from exc
+
+
+def _patch_keras_for_multi_worker() -> None:
+    """Keras 3.15's ``fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585):
+    (1) its symbolic build all-reduces the first input batch, and the collective cannot
+    take the integer token ids; (2) it reduces each step's metrics (scalars) along axis 0.
+    Only the shapes of a batch matter to the build, so one device's share is used; scalars
+    are reduced without an axis. Applied only in a process that trains on several machines.
+    """
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
+
+    if getattr(trainer, "_rnncli_multi_worker", False):
+        return
+    tf = import_tensorflow()
+    reduce_per_replica = trainer.reduce_per_replica
+
+    def local(strategy, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def reduce_multi_worker(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(
+                strategy):
+            return reduce_per_replica(values, strategy, reduction)
+
+        def mean(value):
+            if not trainer._is_per_replica_instance(value):
+                return value
+            rank = local(strategy, value).shape.rank
+            return strategy.reduce("MEAN", value, axis=0 if rank else None)
+
+        return tree.map_structure(mean, values)
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tree.map_structure(lambda v: local(self.distribute_strategy, v),
+                                                next(batches))
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    trainer.reduce_per_replica = reduce_multi_worker
+    trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    trainer._rnncli_multi_worker = True
+
+
+def precision_policy(mixed_precision: bool | str, device_names: list[str]) -> str:
+    """The Keras dtype policy for the recurrent network.
+
+    ``--mixed-precision``: float16 compute on GPUs (tensor cores; Keras scales the loss so
+    small gradients survive), bfloat16 on CPUs (the same range as float32, so no scaling;
+    fast only where the CPU has bfloat16 instructions). Weights stay float32 either way,
+    and the saved model computes in float32. A policy name may be given directly.
+    """
+    if isinstance(mixed_precision, str):
+        return mixed_precision
+    if not mixed_precision:
+        return "float32"
+    return "mixed_float16" if device_names[0].upper().startswith("/GPU") else "mixed_bfloat16"
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Layers built inside compute with the ``name`` policy; the global one is restored."""
+    import_tensorflow()
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _available(gpus) -> str:

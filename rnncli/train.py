@@ -58,15 +58,23 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         text_col: str | None = None, label_col: str | None = None,
         positive_label: str | None = None, encoding: str | None = None,
         embeddings: str | Path | None = None, unlabelled: str | Path | None = None,
-        device: str = "auto", reporter: Reporter | None = None) -> dict[str, Any]:
-    """Train on a labelled file and publish the model directory ``out``; return its manifest.
+        device: str = "auto", mixed_precision: bool | str = False,
+        reporter: Reporter | None = None) -> dict[str, Any] | None:
+    """Train on a labelled file and publish the model directory ``out``; return its manifest
+    (None in a worker of a multi-machine run, which publishes nothing: see TF_CONFIG).
 
     ``embeddings``: a GloVe/word2vec text file to start the embedding from.
     ``unlabelled``: a file of texts (.csv/.tsv/.jsonl) to learn word vectors from first.
+    ``mixed_precision``: see :func:`runtime.precision_policy`.
     """
+    from rnncli.runtime import multi_worker_role
+
     reporter = reporter or Reporter()
     out = artifacts.resolve_output(out)
-    artifacts.check_target(out)
+    role = multi_worker_role()  # TF_CONFIG: one of several machines
+    writes = role is None or role.chief  # the other workers write nothing
+    if writes:
+        artifacts.check_target(out)
     data = load_dataset(data_path, text_col=text_col, label_col=label_col,
                         positive_label=positive_label, encoding=encoding)
     for note in data.notes:
@@ -97,35 +105,36 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         source["unlabelled"] = {"file": Path(unlabelled).name, "texts": len(extra_texts)}
     if embeddings is not None:
         source["embeddings"] = {"file": Path(embeddings).name}
-    with artifacts.lock(out):
+    with artifacts.lock(out) if writes else contextlib.nullcontext():
         return fit_and_publish(train_set, val_set, test_set, config, out=out, source=source,
-                               device=device, reporter=reporter, embeddings=embeddings,
+                               device=device, mixed_precision=mixed_precision, role=role,
+                               reporter=reporter, embeddings=embeddings,
                                unlabelled_texts=extra_texts)
 
 
 def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                     config: TrainConfig, *, out: Path, source: dict[str, Any],
-                    device: str = "auto", reporter: Reporter | None = None,
+                    device: str = "auto", mixed_precision: bool | str = False,
+                    role=None, reporter: Reporter | None = None,
                     embeddings: str | Path | None = None,
-                    unlabelled_texts: list[str] | None = None) -> dict[str, Any]:
-    """Fit on tokenized data, then save, verify and atomically publish ``out``."""
+                    unlabelled_texts: list[str] | None = None) -> dict[str, Any] | None:
+    """Fit on tokenized data, then save, verify and atomically publish ``out``.
+
+    ``role``: this process's place in a multi-machine run (runtime.WorkerRole); only the
+    chief publishes, the others return None.
+    """
     reporter = reporter or Reporter()
     from rnncli import model as M
-    from rnncli.runtime import device_scope, select_devices, set_seed
+    from rnncli.runtime import (chosen_labels, device_scope, dtype_policy, precision_policy,
+                                set_seed)
 
-    device_names = select_devices(device)
-    device_name = ",".join(device_names)
-    replicas = len(device_names)
-    if replicas > 1 and (config.batch_size % replicas
-                         or len(train_set.texts) < config.batch_size):
-        raise UsageError(f"--batch-size {config.batch_size} on {replicas} devices: the batch "
-                         f"is split evenly, so give a multiple of {replicas} that is at most "
-                         f"the {len(train_set.texts)} training rows")
+    device_names, strategy, replicas, where = _devices(device, role, config,
+                                                       len(train_set.texts), reporter)
+    precision = precision_policy(mixed_precision, device_names)
     set_seed(config.seed)
     config, vocab = M.derive_settings(config, train_set.texts)
-    where = ", ".join(d.strip("/").lower() for d in device_names)
-    if replicas > 1:
-        where = f"{where} (mirrored: each batch is split between them)"
+    if precision != "float32":
+        where = f"{where}, {precision.replace('_', ' ')} precision"
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
                      f"device {where}")
     vectorizer = M.build_vectorizer(config, vocab)
@@ -140,13 +149,17 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     with M.tf.device(device_names[0]):  # small and sparse: one device is enough
         ngram = (_fit_ngrams(M, config, train_set, val_set, test_set, reporter)
                  if config.ngrams else None)
-    with device_scope(device_names):
+    with device_scope(device_names, strategy):
         set_seed(config.seed)
-        core = M.build_core(config)
+        with dtype_policy(precision):
+            core = M.build_core(config)
         if initial is not None:
             _start_embedding(core, initial)
         history = _fit(M, core, config, x_train, train_set.labels, x_val, val_set.labels,
                        reporter, replicas=replicas)
+    if role is not None and not role.chief:
+        reporter.message(f"{role}: training finished; the chief writes the model")
+        return None
     # Clean, uncompiled copies: the saved model carries no optimizer state or compile
     # config (smaller, and nothing outside the loader's allowlist). Scores come from the
     # copy, on one device.
@@ -165,7 +178,10 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                          f"{1 - blend['rnn_weight']:.2f} x n-gram model (chosen on the "
                          "validation split)")
     manifest = _manifest(M, config, train_set, val_set, test_set, val_scores, test_scores,
-                         source=source, device=device_name, history=history,
+                         source=source, device=",".join(chosen_labels()),
+                         precision=precision, replicas=replicas,
+                         workers=role.workers if role else 1,
+                         history=history,
                          seconds=time.perf_counter() - started, blend=blend)
     ngram_parts = None
     if ngram is not None:
@@ -191,6 +207,33 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         artifacts.publish(staged, out)
     reporter.message(f"saved model to {out}")
     return artifacts.read_manifest(out)
+
+
+def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: Reporter):
+    """(TensorFlow device names, strategy or None, replicas in all, description).
+
+    On several machines (``role`` from TF_CONFIG) the strategy is created here, before
+    TensorFlow runs any operation, as MultiWorkerMirroredStrategy requires.
+    """
+    from rnncli.runtime import chosen_labels, multi_worker_strategy, select_devices
+
+    device_names = select_devices(device)
+    strategy = None
+    if role is not None:
+        reporter.message(f"{role}: joining the cluster in TF_CONFIG (waits for the others)")
+        strategy = multi_worker_strategy()
+    replicas = strategy.num_replicas_in_sync if strategy else len(device_names)
+    if replicas > 1 and (config.batch_size % replicas or train_rows < config.batch_size):
+        raise UsageError(f"--batch-size {config.batch_size} on {replicas} devices: the batch "
+                         f"is split evenly, so give a multiple of {replicas} that is at most "
+                         f"the {train_rows} training rows")
+    where = ",".join(chosen_labels())
+    if role is not None:
+        where += f" ({role.workers} processes, {replicas} devices in all: each batch is split " \
+                 "between them)"
+    elif replicas > 1:
+        where += " (mirrored: each batch is split between them)"
+    return device_names, strategy, replicas, where
 
 
 def _fit_ngrams(M, config: TrainConfig, train_set: Dataset, val_set: Dataset,
@@ -286,6 +329,7 @@ def _blend(ngram: dict[str, Any], val_labels, test_labels, rnn_val, rnn_test) ->
 
 def _manifest(M, config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set: Dataset,
               val_scores, test_scores, *, source: dict, device: str, history: list[dict],
+              precision: str = "float32", replicas: int = 1, workers: int = 1,
               seconds: float, threshold: float = 0.5,
               blend: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything rnncli.json records about a trained model (files are added on save)."""
@@ -300,7 +344,8 @@ def _manifest(M, config: TrainConfig, train_set: Dataset, val_set: Dataset, test
         "labels": {"negative": train_set.label_names[0], "positive": train_set.label_names[1]},
         "threshold": threshold,
         "data": source,
-        "training": {"device": device, "epochs_run": len(history),
+        "training": {"device": device, "precision": precision, "replicas": replicas,
+                     "workers": workers, "epochs_run": len(history),
                      "best_epoch": int(np.argmin(val_losses)) + 1,
                      "stopped_early": len(history) < config.epochs,
                      "seconds": round(seconds, 1), "history": history},

@@ -220,3 +220,37 @@ def test_help_and_version_import_no_rich_console(args):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["0", "[]"]
+
+
+def _tf_config(cluster, task_type="worker", index=0):
+    return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
+
+
+@pytest.mark.parametrize("config, role", [
+    ("", None),
+    (_tf_config({"worker": ["a:1"]}), None),  # one process: nothing to distribute
+    (_tf_config({"worker": ["a:1", "b:1"]}, index=0), ("worker", 0, 2, True)),
+    (_tf_config({"worker": ["a:1", "b:1"]}, index=1), ("worker", 1, 2, False)),
+    (_tf_config({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, index=0), ("worker", 0, 3, False)),
+    (_tf_config({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0), ("chief", 0, 2, True)),
+])
+def test_multi_worker_role_from_tf_config(monkeypatch, config, role):
+    from rnncli.runtime import multi_worker_role
+
+    monkeypatch.setenv("TF_CONFIG", config)
+    got = multi_worker_role()
+    assert (got and (got.task, got.index, got.workers, got.chief)) == role
+
+
+@pytest.mark.parametrize("config, words", [
+    ("{not json", "not a cluster description"),
+    (json.dumps({"cluster": {"worker": ["a:1", "b:1"]}}), "not a cluster description"),
+    (_tf_config({"worker": ["a:1", "b:1"]}, index=5), "not in its cluster"),
+    (_tf_config({"worker": ["a:1"], "ps": ["p:1"]}), "only 'chief' and 'worker'"),
+])
+def test_bad_tf_config_is_a_usage_error_before_tensorflow(tmp_path, tiny_csv, monkeypatch,
+                                                          config, words):
+    monkeypatch.setenv("TF_CONFIG", config)
+    assert _heavy_modules(["train", str(tiny_csv), "-o", str(tmp_path / "m")]) == (2, "[]")
+    result = CliRunner().invoke(cli, ["train", str(tiny_csv), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 2 and words in result.output and "TF_CONFIG" in result.output

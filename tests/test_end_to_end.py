@@ -184,7 +184,7 @@ def test_two_devices_train_mirrored(tmp_path, tiny_csv, gru_model):
     result = subprocess.run(args, env=env, capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     manifest = json.loads((out / "rnncli.json").read_text())
-    assert manifest["training"]["device"] == "/CPU:0,/CPU:1"
+    assert manifest["training"]["device"] == "cpu:0,cpu:1"
     assert manifest["data"]["split"]["validation"] % 2 == 1
     assert invoke("predict", "-m", out, "great movie").exit_code == 0
     # A batch that cannot be split evenly is refused before any work.
@@ -197,6 +197,75 @@ def test_two_devices_train_mirrored(tmp_path, tiny_csv, gru_model):
     # predict runs on one device: several are refused when the options are read.
     several = invoke("predict", "-m", gru_model, "--device", "gpu:0,1", "hi")
     assert several.exit_code == 2 and "only 'rnncli train'" in several.output
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_machines_train_from_tf_config(tmp_path, tiny_csv):
+    """Two processes on this machine stand in for two machines: TF_CONFIG gives the cluster,
+    MultiWorkerMirroredStrategy splits each batch between them; only the chief (worker 0)
+    writes the model, and both saw the same training."""
+    hosts = [f"localhost:{port}" for port in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
+        args = ["rnncli", "train", str(tiny_csv), *TINY, "--epochs", "2",
+                "-o", str(tmp_path / f"out{index}")]
+        procs.append(subprocess.Popen([a for a in args if a != "--quiet"], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        results = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc, (_, err) in zip(procs, results):
+        assert proc.returncode == 0, err.decode()[-2000:]
+    chief, worker = (err.decode() for _, err in results)
+    assert "worker 1 of 2 processes: training finished; the chief writes" in worker
+    assert not (tmp_path / "out1").exists()
+    manifest = json.loads((tmp_path / "out0" / "rnncli.json").read_text())
+    assert manifest["training"]["workers"] == 2 and manifest["training"]["replicas"] == 2
+
+    def epochs(log):  # "epoch 1/2  loss ...  val_acc ...  8.1s", without the seconds
+        return [line.rsplit("  ", 1)[0] for line in log.splitlines() if line.startswith("epoch ")]
+
+    # synchronous training: the same figures in both processes
+    assert len(epochs(chief)) == 2 and epochs(chief) == epochs(worker)
+    assert invoke("predict", "-m", tmp_path / "out0", "great movie").exit_code == 0
+
+
+def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, tiny_csv, train_model):
+    """--mixed-precision: bfloat16 on the CPU; float16 with loss scaling (the GPU policy)
+    also trains on the CPU. Either way the saved model computes in float32."""
+    import zipfile
+
+    from rnncli.config import TrainConfig
+    from rnncli.train import run
+
+    out = train_model(tmp_path / "bf16", tiny_csv, "--mixed-precision", "--no-ngrams")
+    manifest = json.loads((out / "rnncli.json").read_text())
+    assert manifest["training"]["precision"] == "mixed_bfloat16"
+    assert manifest["training"]["device"] == "cpu:0"
+    config = zipfile.ZipFile(out / "model.keras").read("config.json").decode()
+    assert "mixed_" not in config
+    config = TrainConfig(epochs=1, units=4, embed_dim=8, seq_len=32, max_tokens=2000,
+                         batch_size=32, ngrams=False)
+    manifest = run(tiny_csv, config, out=tmp_path / "f16", mixed_precision="mixed_float16")
+    assert manifest["training"]["precision"] == "mixed_float16"
+    assert np.isfinite(manifest["validation"]["loss"])
+    result = invoke("predict", "-m", tmp_path / "f16", "--engine", "onnx", "great movie")
+    assert result.exit_code == 0
 
 
 # --------------------------------------------------------------------------- predict
