@@ -264,7 +264,8 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                  f"{data.get('fingerprint', '')[:19]}...)"),
         ("split", " / ".join(f"{k} {v}" for k, v in data.get("split", {}).items())),
         ("training", f"{training.get('epochs_run')} epochs (best {training.get('best_epoch')}), "
-                     f"{training.get('seconds')} s on {training.get('device')}"),
+                     f"{training.get('seconds')} s on {training.get('device')}"
+                     + _training_extras(training)),
     ]
     for part in ("validation", "test"):
         f = manifest.get(part) or {}
@@ -284,6 +285,17 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     for key, value in rows:
         table.add_row(key, Text(value))
     out_console().print(table)
+
+
+def _training_extras(training: dict[str, Any]) -> str:
+    extras = []
+    if training.get("workers", 1) > 1:
+        extras.append(f"{training['workers']} processes")
+    if training.get("replicas", 1) > 1:
+        extras.append(f"{training['replicas']} devices in all")
+    if training.get("precision", "float32") != "float32":
+        extras.append(training["precision"].replace("_", " ") + " precision")
+    return f" ({', '.join(extras)})" if extras else ""
 
 
 def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any]) -> str:

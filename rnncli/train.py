@@ -135,6 +135,9 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     config, vocab = M.derive_settings(config, train_set.texts)
     if precision != "float32":
         where = f"{where}, {precision.replace('_', ' ')} precision"
+    if precision == "mixed_bfloat16":
+        reporter.message("note: mixed precision is meant for GPUs; on a CPU (bfloat16) it is "
+                         "usually slower")
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
                      f"device {where}")
     vectorizer = M.build_vectorizer(config, vocab)
