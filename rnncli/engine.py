@@ -1,23 +1,22 @@
 """Scoring without TensorFlow: the recurrent network in ONNX Runtime, the tokenization and
 the n-gram model in Python and NumPy.
 
-Light: imports numpy and (when a model is loaded) onnxruntime, never TensorFlow, so a
-cold ``rnncli predict "great movie"`` costs well under a second instead of the ~4 s
+Light: imports numpy and (when a model is loaded) onnx and onnxruntime, never TensorFlow,
+so a cold ``rnncli predict "great movie"`` costs well under a second instead of the ~4 s
 ``import tensorflow`` alone takes.
 
 Training writes two files beside ``model.keras`` (see ``export.write_onnx``):
     core.onnx     the recurrent network: token ids (batch, time) -> probability (batch, 1)
-    serving.npz   what reproduces the Keras text model around it: both vocabularies, the
-                  n-gram weights, the blend weight and the standardization tables
-The tables record what TensorFlow's standardization (ICU lower-casing, RE2 character
-classes) does to every character, taken from TensorFlow itself at training time, so this
-module reproduces it exactly whatever Unicode version Python's own tables follow. The
-Keras model stays the reference (``--engine tf``); training checks that both agree.
+    serving.npz   what reproduces the Keras text model around it (``serving.py``)
+The standardization tables record what TensorFlow's standardization (ICU lower-casing
+and its context rule for capital sigma, RE2 character classes) does to every
+character, taken from TensorFlow itself at training time: nothing here depends on the
+Unicode version of Python's own tables. The Keras model stays the reference
+(``--engine tf``); training checks that both agree before it publishes the model.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from rnncli.artifacts import ONNX_FILE, SERVING_FILE
 from rnncli.errors import ModelError
+from rnncli.serving import read_serving
 
-ONNX_FILE = "core.onnx"
-SERVING_FILE = "serving.npz"
-SERVING_VERSION = 1
 MAX_ONNX_BYTES = 2 * 2**30
 MAX_WORKERS = 16  # threads running batches at once (one per core)
 MIN_BATCH = 16  # texts; smaller inputs are not split across cores
@@ -38,7 +36,7 @@ _TAGS = re.compile(r"<[^<>]{0,200}>")
 _QUOTES = re.compile("[\u2018\u2019\u02bc`]")
 _MARKS = re.compile(r"([!?])")
 _EDGE_QUOTES = re.compile(r"(^|\s)'+|'+(\s|$)")
-_SIGMA = 0x03A3
+_SIGMA = "\u03a3"
 _SPACES = re.compile(" {2,}")
 
 
@@ -54,33 +52,45 @@ class Standardizer:
     """``model.standardize`` in Python: same steps, same order, same character tables."""
 
     def __init__(self, *, keep: np.ndarray, lower_from: np.ndarray, lower_to: list[str],
-                 max_chars: int, start_token: str):
+                 cased: np.ndarray, ignorable: np.ndarray, max_chars: int, start_token: str):
         self.max_chars = max_chars
         self.start = start_token + " "
         self._drop = re.compile(f"[^{_char_class(keep)}]+")
         kept = {c for a, b in keep.tolist() if a < 128 for c in range(a, min(b, 127) + 1)}
         self._ascii = {c: (c if c in kept else ord(" ")) for c in range(128)}
         self._ascii[ord("`")] = ord("'")  # the one ASCII character the quote step changes
-        # Every character TensorFlow's (ICU's) lower-casing changes, as it changes it;
-        # capital sigma is left to the context rule (final or not), below.
-        self._lower = {c: t for c, t in zip(lower_from.tolist(), lower_to) if c != _SIGMA}
+        # Every character ICU's lower-casing changes, as it changes it; capital sigma
+        # depends on its neighbours (below).
+        self._lower = {c: t for c, t in zip(lower_from.tolist(), lower_to) if chr(c) != _SIGMA}
+        self._cased = _charset(cased)
+        self._ignorable = _charset(ignorable) - self._cased
 
     def lower(self, text: str) -> str:
+        """ICU's lower case (root locale), from the tables."""
         if text.isascii():
             return text.lower()
-        low = text.translate(self._lower)
-        if "\u03a3" in low:
-            # Σ -> ς at the end of a word, else σ: Unicode's Final_Sigma rule, which ICU and
-            # Python share; the letters around it are already lower-cased, which keeps the
-            # rule's outcome (lower-case letters are still cased).
-            python = low.lower()  # the same length: no multi-character mapping is left
-            if len(python) != len(low):
-                return low.replace("\u03a3", "\u03c3")
-            chars = list(low)
-            for i in (i for i, c in enumerate(low) if c == "\u03a3"):
-                chars[i] = python[i]
-            low = "".join(chars)
-        return low
+        if _SIGMA not in text:
+            return text.translate(self._lower)
+        out, at = [], 0
+        for i, piece in enumerate(text.split(_SIGMA)):
+            if i:
+                out.append("\u03c2" if self._final_sigma(text, at - 1) else "\u03c3")
+            out.append(piece.translate(self._lower))
+            at += len(piece) + 1
+        return "".join(out)
+
+    def _final_sigma(self, text: str, i: int) -> bool:
+        """Unicode's Final_Sigma: a cased letter before (case-ignorable ones skipped), and
+        none after; the character classes are ICU's."""
+        before = i - 1
+        while before >= 0 and text[before] in self._ignorable:
+            before -= 1
+        if before < 0 or text[before] not in self._cased:
+            return False
+        after = i + 1
+        while after < len(text) and text[after] in self._ignorable:
+            after += 1
+        return after == len(text) or text[after] not in self._cased
 
     def __call__(self, text: str) -> str:
         text = self.lower(text[: self.max_chars].replace("\x00", " "))
@@ -109,13 +119,13 @@ class OnnxEngine:
     def __init__(self, session, serving: dict[str, Any]):
         self._session = session
         self._input = session.get_inputs()[0].name
-        text = serving["text"]
-        self.seq_len = int(text["seq_len"])
-        self.rnn_weight = float(text["rnn_weight"])
+        self.seq_len = serving["seq_len"]
+        self.rnn_weight = serving["rnn_weight"]
         self.standardize = Standardizer(
             keep=serving["keep"], lower_from=serving["lower_from"],
-            lower_to=text["lower_to"], max_chars=int(text["max_chars"]),
-            start_token=text["start_token"])
+            lower_to=serving["lower_to"], cased=serving["cased"],
+            ignorable=serving["ignorable"], max_chars=serving["max_chars"],
+            start_token=serving["start_token"])
         self._ids = {t: i for i, t in enumerate(serving["tokens"])}
         self._ngrams = ({t: i for i, t in enumerate(serving["ngrams"])}
                         if self.rnn_weight < 1 else {})
@@ -123,6 +133,7 @@ class OnnxEngine:
         self._kernel = serving.get("ngram_kernel")
         self._bias = serving.get("ngram_bias")
         self._executor: ThreadPoolExecutor | None = None
+        self.path = ""
 
     @classmethod
     def load(cls, model_dir: str | Path) -> OnnxEngine:
@@ -132,24 +143,23 @@ class OnnxEngine:
         path = model_dir / ONNX_FILE
         if path.stat().st_size > MAX_ONNX_BYTES:
             raise ModelError(f"{path}: implausibly large; refusing to load")
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ModelError("onnxruntime is not installed (pip install onnxruntime); or "
-                             "use --engine tf") from exc
+        graph = path.read_bytes()
+        _check_graph(path, graph)
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(4)  # stderr carries rnncli's messages only
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: stderr carries rnncli's messages
+        options.log_severity_level = 4
         options.intra_op_num_threads = 1  # parallel batches instead (see scores)
         try:
-            # From bytes: any external-data reference in the graph has no directory to
-            # resolve against, so a crafted file cannot make it read other files.
-            session = ort.InferenceSession(path.read_bytes(), options,
-                                           providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            engine = cls(session, serving)
         except Exception as exc:  # onnxruntime raises its own types for a bad graph
-            raise ModelError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); use "
+            raise ModelError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)}); use "
                              "--engine tf or retrain the model") from exc
-        return cls(session, serving)
+        _check_signature(path, session)
+        engine.path = str(path)
+        return engine
 
     def tokens(self, text: str) -> list[str]:
         return self.standardize(text).split()
@@ -185,7 +195,16 @@ class OnnxEngine:
         return (self.rnn_weight * out + (1.0 - self.rnn_weight) * ngram).astype(np.float32)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: batch})[0].reshape(-1)
+        try:
+            out = self._session.run(None, {self._input: batch})[0]
+        except Exception as exc:  # onnxruntime's own types
+            raise ModelError(f"{self.path}: ONNX Runtime failed to run it ({_first_line(exc)});"
+                             " use --engine tf or retrain the model") from exc
+        out = np.asarray(out, dtype=np.float32).reshape(-1)
+        if out.shape != (len(batch),) or not np.all((out >= 0) & (out <= 1)):
+            raise ModelError(f"{self.path}: gave something other than one probability per "
+                             "text; use --engine tf or retrain the model")
+        return out
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -229,60 +248,51 @@ def _padded(rows: list[list[int]]) -> np.ndarray:
     return batch
 
 
-def write_serving(path: Path, *, tokens: list[str], seq_len: int, rnn_weight: float,
-                  tables: dict[str, Any], ngrams: list[str] | None = None,
-                  idf=None, kernel=None, bias=None) -> None:
-    """Write ``serving.npz``: plain arrays only (read back with ``allow_pickle=False``)."""
-    text = {"version": SERVING_VERSION, "seq_len": int(seq_len), "rnn_weight": float(rnn_weight),
-            "max_chars": int(tables["max_chars"]), "start_token": tables["start_token"],
-            "lower_to": list(tables["lower_to"])}
-    arrays = {
-        "text": _encode(json.dumps(text, ensure_ascii=False)),
-        "tokens": _encode("\n".join(tokens)),
-        "keep": np.asarray(tables["keep"], np.int32).reshape(-1, 2),
-        "lower_from": np.asarray(tables["lower_from"], np.int32),
-    }
-    if ngrams is not None:
-        arrays.update(ngrams=_encode("\n".join(ngrams)),
-                      ngram_idf=np.asarray(idf, np.float32).reshape(-1),
-                      ngram_kernel=np.asarray(kernel, np.float32).reshape(-1),
-                      ngram_bias=np.asarray(bias, np.float32).reshape(-1))
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
+def _charset(ranges: np.ndarray) -> frozenset[str]:
+    return frozenset(chr(c) for a, b in ranges.tolist() for c in range(a, b + 1))
 
 
-def read_serving(path: Path) -> dict[str, Any]:
-    """Read ``serving.npz`` back; anything odd is a ModelError naming the file."""
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _check_graph(path: Path, graph: bytes) -> None:
+    """Refuse a graph that refers to data outside its file: ONNX Runtime would read such
+    "external data" from the current directory, whatever the model directory is."""
+    import onnx
+
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {name: npz[name] for name in npz.files}
-        text = json.loads(_decode(data["text"]))
-        if text.get("version") != SERVING_VERSION:
-            raise ValueError(f"serving format {text.get('version')!r}")
-        serving: dict[str, Any] = {"text": text, "keep": data["keep"],
-                                   "lower_from": data["lower_from"],
-                                   "tokens": _decode(data["tokens"]).split("\n")}
-        if len(text["lower_to"]) != len(serving["lower_from"]) or data["keep"].ndim != 2:
-            raise ValueError("standardization tables do not match")
-        if float(text["rnn_weight"]) < 1:
-            serving["ngrams"] = _decode(data["ngrams"]).split("\n")
-            for name in ("ngram_idf", "ngram_kernel", "ngram_bias"):
-                serving[name] = data[name].astype(np.float32)
-            size = len(serving["ngrams"])
-            if not (len(serving["ngram_idf"]) == len(serving["ngram_kernel"]) == size
-                    and len(serving["ngram_bias"]) == 1):
-                raise ValueError("n-gram arrays do not match the n-gram list")
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable ({exc}); use --engine tf or retrain the "
-                         "model") from exc
-    return serving
+        model = onnx.load_model_from_string(graph)
+    except Exception as exc:  # protobuf's DecodeError and others
+        raise ModelError(f"{path}: not an ONNX graph ({_first_line(exc)}); use --engine tf "
+                         "or retrain the model") from exc
+    graphs = [model.graph]
+    nodes = [node for function in model.functions for node in function.node]
+    tensors = []
+    while graphs or nodes:
+        if graphs:
+            graph_proto = graphs.pop()
+            tensors += graph_proto.initializer
+            for sparse in graph_proto.sparse_initializer:
+                tensors += [sparse.values, sparse.indices]
+            nodes += graph_proto.node
+            continue
+        for attribute in nodes.pop().attribute:
+            tensors += [attribute.t, *attribute.tensors]
+            for sparse in [attribute.sparse_tensor, *attribute.sparse_tensors]:
+                tensors += [sparse.values, sparse.indices]
+            graphs += [attribute.g, *attribute.graphs]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data)
+           for t in tensors):
+        raise ModelError(f"{path}: refers to data outside the file; refusing to load it")
 
 
-def _encode(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-
-
-def _decode(array: np.ndarray) -> str:
-    if array.dtype != np.uint8 or array.ndim != 1:
-        raise ValueError("text array of the wrong type")
-    return array.tobytes().decode("utf-8")
+def _check_signature(path: Path, session) -> None:
+    """One input of token ids (batch, time), one probability per text out."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if not (len(inputs) == 1 and inputs[0].type == "tensor(int64)"
+            and len(inputs[0].shape) == 2 and outputs
+            and outputs[0].type == "tensor(float)" and len(outputs[0].shape) == 2):
+        raise ModelError(f"{path}: not the network rnncli exports (token ids in, one "
+                         "probability per text out); use --engine tf or retrain the model")

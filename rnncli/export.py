@@ -53,12 +53,12 @@ def write_onnx(model_dir: Path, text_model) -> None:
     """Write ``core.onnx`` (the recurrent network, via ``Model.export(format="onnx")``)
     and ``serving.npz`` (vocabularies, n-gram weights, blend weight and standardization
     tables) into ``model_dir``, for :class:`rnncli.engine.OnnxEngine`."""
-    from rnncli import engine
     from rnncli import model as M
+    from rnncli.serving import write_serving
 
     with _quiet_converter():
-        text_model.get_layer("core").export(str(model_dir / engine.ONNX_FILE), format="onnx",
-                                            verbose=False)
+        text_model.get_layer("core").export(str(model_dir / artifacts.ONNX_FILE),
+                                            format="onnx", verbose=False)
     names = {layer.name for layer in text_model.layers}
     ngrams = {}
     weight = 1.0
@@ -68,7 +68,7 @@ def write_onnx(model_dir: Path, text_model) -> None:
         ngrams = {"ngrams": text_model.get_layer("ngram_vectorizer").get_vocabulary(),
                   "idf": logistic.idf.numpy(), "kernel": logistic.kernel.numpy(),
                   "bias": logistic.bias.numpy()}
-    engine.write_serving(model_dir / engine.SERVING_FILE,
+    write_serving(model_dir / artifacts.SERVING_FILE,
                          tokens=text_model.get_layer("vectorizer").get_vocabulary(),
                          seq_len=text_model.get_layer("truncate").length, rnn_weight=weight,
                          tables=M.standardize_tables(), **ngrams)

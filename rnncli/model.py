@@ -16,6 +16,8 @@ text or one with only punctuation.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from rnncli.config import MAX_TEXT_CHARS, TrainConfig
@@ -54,26 +56,44 @@ def standardize(text):
     return tf.strings.join([START_TOKEN + " ", text])
 
 
+@functools.lru_cache(maxsize=1)  # the same in a process; a few seconds to compute
 def standardize_tables() -> dict:
     """What :func:`standardize` does to each character, as this TensorFlow does it.
 
     ``keep``: (first, last) codepoint ranges of the characters kept (RE2's Unicode
     classes); ``lower_from`` / ``lower_to``: every character that ICU's lower-casing
-    changes, and what it becomes. ``engine.Standardizer`` reproduces :func:`standardize`
-    from these, whatever Unicode version Python's own tables follow.
+    changes, and what it becomes; ``cased`` / ``ignorable``: ranges of the characters
+    ICU counts as cased and as case-ignorable, which decide whether a capital sigma is
+    final (ς) or not (σ). ``engine.Standardizer`` reproduces :func:`standardize` from
+    these, whatever Unicode version Python's own tables follow.
     """
-    codepoints = np.array([c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF])
-    chars = [chr(c) for c in codepoints]
-    kept = codepoints[tf.strings.regex_full_match(chars, f"[{KEPT_CHARS}]").numpy()]
-    breaks = np.flatnonzero(np.diff(kept) != 1)
-    keep = np.stack([kept[np.r_[0, breaks + 1]], kept[np.r_[breaks, len(kept) - 1]]], 1)
-    lowered = tf.strings.lower(chars, encoding="utf-8").numpy()
+    codepoints = np.array([c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF])
+    chars = [chr(c) for c in codepoints]  # NUL never reaches lower: standardize replaces it
+
+    def lower(texts):
+        return tf.strings.lower(texts, encoding="utf-8").numpy()
+
+    lowered = lower(chars)
     changed = [i for i, low in enumerate(lowered) if low != chars[i].encode("utf-8")]
-    # NUL never reaches lower (standardize replaces it first).
-    changed = [i for i in changed if codepoints[i] != 0]
-    return {"keep": keep, "lower_from": codepoints[changed].tolist(),
+    final = "\u03c2".encode("utf-8")
+    # Final_Sigma: "xΣ" ends in ς when x is cased; "AxΣ" also when x is case-ignorable.
+    cased = np.array([low.endswith(final) for low in lower([c + "\u03a3" for c in chars])])
+    skipped = np.array([low.endswith(final) for low in lower(["A" + c + "\u03a3" for c in chars])])
+    kept = tf.strings.regex_full_match(chars, f"[{KEPT_CHARS}]").numpy()
+    return {"keep": _ranges(codepoints[kept]), "cased": _ranges(codepoints[cased]),
+            "ignorable": _ranges(codepoints[skipped & ~cased]),
+            "lower_from": codepoints[changed].tolist(),
             "lower_to": [lowered[i].decode("utf-8") for i in changed],
             "max_chars": MAX_TEXT_CHARS, "start_token": START_TOKEN}
+
+
+def _ranges(codepoints: np.ndarray) -> np.ndarray:
+    """Sorted codepoints -> (first, last) rows of their runs."""
+    breaks = np.flatnonzero(np.diff(codepoints) != 1)
+    ranges = np.stack([codepoints[np.r_[0, breaks + 1]],
+                       codepoints[np.r_[breaks, len(codepoints) - 1]]], 1)
+    ranges.setflags(write=False)
+    return ranges
 
 
 def _tokens(texts: list[str], batch: int = 4096):

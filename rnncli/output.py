@@ -271,7 +271,9 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
         f = manifest.get(part) or {}
         rows.append((part, f"accuracy {_fmt(f.get('accuracy'))}, F1 {_fmt(f.get('f1'))}, "
                            f"ROC AUC {_fmt(f.get('roc_auc'))}, n {f.get('n')}"))
-    onnx = all(name in manifest.get("files", {}) for name in ("core.onnx", "serving.npz"))
+    from rnncli.artifacts import ONNX_FILE, SERVING_FILE
+
+    onnx = all(name in manifest.get("files", {}) for name in (ONNX_FILE, SERVING_FILE))
     rows.append(("engines", "onnx (the default: no TensorFlow at predict time), tf" if onnx
                  else "tf only (no ONNX files: trained by an older rnncli, or the export "
                       "failed)"))

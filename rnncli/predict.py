@@ -80,9 +80,8 @@ def choose_engine(manifest: dict[str, Any], engine: str = "auto", device: str = 
     model has its files and the CPU may be used; TensorFlow when a GPU is asked for or the
     model predates the ONNX files.
     """
-    from rnncli.engine import ONNX_FILE, SERVING_FILE
-
-    has_onnx = all(name in manifest["files"] for name in (ONNX_FILE, SERVING_FILE))
+    has_onnx = all(name in manifest["files"]
+                   for name in (artifacts.ONNX_FILE, artifacts.SERVING_FILE))
     on_cpu = device.split(":")[0] in ("auto", "cpu")
     if engine == "tf" or (engine == "auto" and not (has_onnx and on_cpu)):
         return "tf"
@@ -99,9 +98,8 @@ def check_files(model_dir: Path, manifest: dict[str, Any], engine: str = "auto",
                 device: str = "auto") -> None:
     """Check what the chosen engine will read against the manifest (no TensorFlow)."""
     if choose_engine(manifest, engine, device) == "onnx":
-        from rnncli.engine import ONNX_FILE, SERVING_FILE
-
-        artifacts.verify_files(model_dir, manifest, names=(SERVING_FILE, ONNX_FILE))
+        artifacts.verify_files(model_dir, manifest,
+                               names=(artifacts.SERVING_FILE, artifacts.ONNX_FILE))
     else:
         artifacts.check_model_dir(model_dir)
 

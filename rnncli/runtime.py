@@ -71,6 +71,7 @@ def import_tensorflow():
     """Import TensorFlow and Keras quietly; returns the ``tensorflow`` module."""
     if "tensorflow" in sys.modules and "keras" in sys.modules:
         return sys.modules["tensorflow"]
+    _root_case_mapping()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if os.environ["KERAS_BACKEND"] != "tensorflow":
@@ -88,6 +89,24 @@ def import_tensorflow():
         # Touch the device list here so CUDA start-up chatter lands in the sink too.
         tf.config.list_physical_devices()
     return tf
+
+
+# Locales whose lower-casing ICU changes (Turkish and Azeri dotless i, Lithuanian accents).
+_CASING_LOCALES = ("tr", "az", "lt")
+
+
+def _root_case_mapping() -> None:
+    """``tf.strings.lower`` lower-cases by ICU's default locale, which ICU takes from the
+    environment (LC_ALL, then LC_MESSAGES, then LANG): under a Turkish locale "I" would
+    become "ı", and a model would tokenize differently on different machines. Where the
+    environment names such a locale, LC_ALL is set to C.UTF-8 in this process before
+    ICU first reads it (Python's own locale, set at start-up, is not changed)."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name, "")
+        if value:
+            if re.split(r"[_.@-]", value.lower())[0] in _CASING_LOCALES:
+                os.environ["LC_ALL"] = "C.UTF-8"
+            return
 
 
 def select_device(spec: str = "auto") -> str:

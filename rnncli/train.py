@@ -20,8 +20,7 @@ import numpy as np
 from rnncli import __version__, artifacts
 from rnncli.config import TrainConfig
 from rnncli.data import Dataset, load_dataset, read_texts, split_dataset, write_split
-from rnncli.errors import ModelError, Terminated, UsageError
-from rnncli.engine import ONNX_FILE, SERVING_FILE
+from rnncli.errors import ModelError, RnnCliError, Terminated, UsageError
 from rnncli.metrics import evaluate_scores, round_figures
 from rnncli.predict import score_texts, serving_function
 
@@ -202,7 +201,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         onnx_error = onnx_error or _verify_onnx(staged, texts + VERIFY_PROBES, reloaded)
         if onnx_error:
             # The Keras model is fine: publish it without the TensorFlow-free engine.
-            for name in (ONNX_FILE, SERVING_FILE):
+            for name in (artifacts.ONNX_FILE, artifacts.SERVING_FILE):
                 (staged / name).unlink(missing_ok=True)
             artifacts.write_manifest(staged, manifest)
             reporter.message(f"note: no ONNX engine for this model ({onnx_error}); predict "
@@ -537,11 +536,13 @@ def _verify_onnx(staged: Path, texts: list[str], expected: np.ndarray) -> str | 
 
     try:
         got = OnnxEngine.load(staged).scores(texts)
-    except ModelError as exc:  # e.g. onnxruntime missing or refusing the graph
-        return exc.message
+    except (KeyboardInterrupt, Terminated):
+        raise
+    except Exception as exc:  # noqa: BLE001  (the Keras model is still good)
+        return exc.message if isinstance(exc, RnnCliError) else f"{type(exc).__name__}: {exc}"
     worst = float(np.max(np.abs(got - expected)))
     return (f"its scores differ from the Keras model's by up to {worst:.2e}"
-            if worst > 1e-4 else None)
+            if not worst <= 1e-4 else None)  # NaN included
 
 
 def _progress_callback(keras, reporter: Reporter, epochs: int, steps: int):

@@ -5,6 +5,7 @@ same refusals for a bad or tampered model directory."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnncli import artifacts, engine
+from rnncli import artifacts, engine, serving
 from rnncli.cli import cli
 from rnncli.errors import ModelError, UsageError
 from rnncli.predict import Predictor, choose_engine
@@ -56,19 +57,24 @@ def test_choose_engine():
 
 def _tables():
     return {"keep": [[48, 57], [97, 122]], "lower_from": [65], "lower_to": ["a"],
+            "cased": [[65, 90], [97, 122]], "ignorable": [[39, 39]],
             "max_chars": 100, "start_token": "xxbos"}
 
 
+def _write(path, **changes):
+    arguments = dict(tokens=["", "[UNK]", "xxbos", "good"], seq_len=8, rnn_weight=0.25,
+                     tables=_tables(), ngrams=["[UNK]", "good"], idf=[0.0, 1.5],
+                     kernel=[[0.0], [2.0]], bias=[0.5])
+    serving.write_serving(path, **{**arguments, **changes})
+    return path
+
+
 def test_serving_file_round_trip(tmp_path):
-    path = tmp_path / "serving.npz"
-    engine.write_serving(path, tokens=["", "[UNK]", "xxbos", "good"], seq_len=8,
-                         rnn_weight=0.25, tables=_tables(), ngrams=["[UNK]", "good"],
-                         idf=[0.0, 1.5], kernel=[[0.0], [2.0]], bias=[0.5])
-    serving = engine.read_serving(path)
-    assert serving["tokens"] == ["", "[UNK]", "xxbos", "good"]
-    assert serving["ngrams"] == ["[UNK]", "good"]
-    assert serving["text"]["rnn_weight"] == 0.25 and serving["text"]["seq_len"] == 8
-    np.testing.assert_array_equal(serving["ngram_kernel"], [0.0, 2.0])
+    read = serving.read_serving(_write(tmp_path / "serving.npz"))
+    assert read["tokens"] == ["", "[UNK]", "xxbos", "good"]
+    assert read["ngrams"] == ["[UNK]", "good"]
+    assert read["rnn_weight"] == 0.25 and read["seq_len"] == 8
+    np.testing.assert_array_equal(read["ngram_kernel"], [0.0, 2.0])
 
 
 def test_serving_file_with_pickled_objects_is_refused(tmp_path):
@@ -81,28 +87,51 @@ def test_serving_file_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "serving.npz"
     np.savez(path, text=np.array([Smuggled()], dtype=object))
     with pytest.raises(ModelError, match="unreadable"):
-        engine.read_serving(path)
+        serving.read_serving(path)
     assert not canary.exists()
 
 
-@pytest.mark.parametrize("change", ["version", "lengths", "not_zip"])
+def _edit_text(arrays, **changes):
+    text = json.loads(arrays["text"].tobytes())
+    arrays["text"] = serving._encode(json.dumps({**text, **changes}))
+
+
+@pytest.mark.parametrize("change", [
+    lambda a: _edit_text(a, version=99),
+    lambda a: a.update(text=serving._encode("[1, 2]")),
+    lambda a: a.update(text=serving._encode("[" * 100000 + "]" * 100000)),
+    lambda a: _edit_text(a, seq_len=0),
+    lambda a: _edit_text(a, seq_len="x"),
+    lambda a: _edit_text(a, rnn_weight=2.0),
+    lambda a: _edit_text(a, rnn_weight=float("nan")),
+    lambda a: _edit_text(a, start_token=5),
+    lambda a: _edit_text(a, lower_to=[["a"]]),
+    lambda a: a.update(ngram_idf=np.zeros(5, np.float32)),
+    lambda a: a.update(ngram_idf=np.zeros((2, 1), np.float32)),
+    lambda a: a.update(keep=np.array([[57, 48]], np.int32)),
+    lambda a: a.update(keep=np.array([[0.5, 3.0]])),
+    lambda a: a.update(keep=np.zeros((0, 2), np.int32)),
+    lambda a: a.update(cased=np.array([[-1, 3]], np.int32)),
+    lambda a: a.update(lower_from=np.array([[65]], np.int32)),
+    lambda a: a.update(extra=np.zeros(3)),
+    lambda a: a.clear(),
+])
 def test_malformed_serving_file_is_a_model_error(tmp_path, change):
-    path = tmp_path / "serving.npz"
-    engine.write_serving(path, tokens=["", "[UNK]"], seq_len=8, rnn_weight=0.5,
-                         tables=_tables(), ngrams=["[UNK]", "good"], idf=[0.0, 1.0],
-                         kernel=[0.0, 1.0], bias=[0.0])
+    path = _write(tmp_path / "serving.npz")
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    if change == "version":
-        text = json.loads(arrays["text"].tobytes())
-        arrays["text"] = engine._encode(json.dumps({**text, "version": 99}))
-    elif change == "lengths":
-        arrays["ngram_idf"] = np.zeros(5, np.float32)
+    change(arrays)
     np.savez(path, **arrays)
-    if change == "not_zip":
-        path.write_bytes(b"not a zip at all")
     with pytest.raises(ModelError, match="serving.npz: unreadable"):
-        engine.read_serving(path)
+        serving.read_serving(path)
+
+
+@pytest.mark.parametrize("content", [b"not a zip at all", b""])
+def test_serving_file_that_is_not_a_zip(tmp_path, content):
+    path = tmp_path / "serving.npz"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match="serving.npz: unreadable"):
+        serving.read_serving(path)
 
 
 # --------------------------------------------------------------------------- slow
@@ -116,7 +145,8 @@ def standardizers():
     from rnncli import model as M
 
     tables = M.standardize_tables()
-    python = engine.Standardizer(keep=np.asarray(tables["keep"]),
+    python = engine.Standardizer(keep=tables["keep"], cased=tables["cased"],
+                                 ignorable=tables["ignorable"],
                                  lower_from=np.asarray(tables["lower_from"]),
                                  lower_to=tables["lower_to"], max_chars=tables["max_chars"],
                                  start_token=tables["start_token"])
@@ -137,7 +167,8 @@ def test_standardization_matches_tensorflow_on_tricky_texts(standardizers):
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(exclude_categories=("Cs",))), min_size=1,
                 max_size=20),
-       st.lists(st.text(alphabet=st.sampled_from(list("aZ9 '!?`<>/\u2019\u03a3\x00\t.-")),
+       st.lists(st.text(alphabet=st.sampled_from(list("aZ9 '!?`<>/\u2019\u03a3\x00\t.-"
+                                                      "\u0301\u00ad\u0890\u2c2f\ua7c0")),
                         max_size=40), min_size=1, max_size=20))
 def test_standardization_matches_tensorflow_on_any_text(standardizers, anything, ascii_like):
     python, reference = standardizers
@@ -181,7 +212,7 @@ def _copy(model_dir, tmp_path):
 @slow
 def test_model_without_onnx_files_falls_back_to_tensorflow(gru_model, tmp_path):
     out = _copy(gru_model, tmp_path)
-    for name in (engine.ONNX_FILE, engine.SERVING_FILE):
+    for name in (artifacts.ONNX_FILE, artifacts.SERVING_FILE):
         (out / name).unlink()
     manifest = json.loads((out / "rnncli.json").read_text())
     artifacts.write_manifest(out, manifest)
@@ -195,16 +226,84 @@ def test_model_without_onnx_files_falls_back_to_tensorflow(gru_model, tmp_path):
 @slow
 def test_tampered_onnx_files_are_refused(gru_model, tmp_path):
     out = _copy(gru_model, tmp_path)
-    with open(out / engine.ONNX_FILE, "ab") as fh:
+    with open(out / artifacts.ONNX_FILE, "ab") as fh:
         fh.write(b"\0")
     result = invoke("predict", "-m", out, "good film")
     assert result.exit_code == 4 and "core.onnx" in result.output and "sha256" in result.output
     # A graph that is not ONNX at all, with the manifest rewritten to match it.
-    (out / engine.ONNX_FILE).write_bytes(b"\x08\x07garbage")
+    (out / artifacts.ONNX_FILE).write_bytes(b"\x08\x07garbage")
     artifacts.write_manifest(out, json.loads((out / "rnncli.json").read_text()))
     result = invoke("predict", "-m", out, "good film")
-    assert result.exit_code == 4 and "ONNX Runtime cannot load it" in result.output
+    assert result.exit_code == 4 and "core.onnx" in result.output
     assert "Traceback" not in result.output
+
+
+def _replace_graph(model_dir, tmp_path, graph):
+    import onnx
+
+    out = _copy(model_dir, tmp_path)
+    onnx.save(graph, out / artifacts.ONNX_FILE)
+    artifacts.write_manifest(out, json.loads((out / "rnncli.json").read_text()))
+    return out
+
+
+@slow
+def test_graph_reading_outside_data_is_refused(gru_model, tmp_path, monkeypatch):
+    """ONNX "external data" is read relative to the current directory: a crafted graph
+    could read a file there (a key, a password) into its scores. Refused before loading."""
+    from onnx import TensorProto, helper
+
+    secret = tmp_path / "cwd" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("hunter2 " * 8)  # 64 bytes; the graph reads the first 32
+    table = TensorProto(name="table", data_type=TensorProto.UINT8, dims=[32])
+    table.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "secret.txt"), ("offset", "0"), ("length", "32")):
+        entry = table.external_data.add()
+        entry.key, entry.value = key, value
+    # score = mean of the secret's bytes at the token ids / 256
+    graph = helper.make_graph(
+        [helper.make_node("Mod", ["ids", "n"], ["at"]),
+         helper.make_node("Gather", ["table", "at"], ["bytes"]),
+         helper.make_node("Cast", ["bytes"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("Div", ["f", "k"], ["p"]),
+         helper.make_node("ReduceMean", ["p"], ["prob"], axes=[1], keepdims=1)],
+        "evil", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "t"])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["b", 1])],
+        [table, helper.make_tensor("k", TensorProto.FLOAT, [], [256.0]),
+         helper.make_tensor("n", TensorProto.INT64, [], [32])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    out = _replace_graph(gru_model, tmp_path, model)
+    monkeypatch.chdir(secret.parent)
+    result = invoke("predict", "-m", out, "-f", "jsonl", "good film")
+    assert result.exit_code == 4 and "refers to data outside the file" in result.output
+
+
+@slow
+def test_graph_of_another_shape_is_refused(gru_model, tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "other",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])])
+    out = _replace_graph(gru_model, tmp_path, helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)]))
+    result = invoke("predict", "-m", out, "good film")
+    assert result.exit_code == 4 and "not the network rnncli exports" in result.output
+
+
+@slow
+def test_tensorflow_lower_cases_the_same_under_a_turkish_locale(gru_model):
+    """ICU inside TensorFlow would lower-case "I" to "ı" under tr_TR; rnncli keeps the
+    root mapping, so both engines (and every machine) tokenize alike."""
+    code = ("from rnncli import model as M\n"
+            "print(M.standardize(M.tf.constant(['TITANIC IS GREAT'])).numpy()[0].decode())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, "LANG": "tr_TR.UTF-8"}, timeout=120)
+    assert proc.stdout.strip() == "xxbos titanic is great", proc.stderr[-2000:]
 
 
 @slow
