@@ -215,9 +215,13 @@ def cli(debug: bool) -> None:
               help="Compute the recurrent network in float16 on GPUs (bfloat16 on CPUs), "
                    "weights in float32: faster on GPUs with tensor cores. The saved model "
                    "computes in float32.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run of this same command from its last finished "
+                   "epoch (weights, optimizer state and epoch restored); refused if the data "
+                   "or settings changed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
 def train(data, text_col, label_col, encoding, positive_label, embeddings, unlabelled, out,
-          device, mixed_precision, quiet, **settings):
+          device, mixed_precision, resume, quiet, **settings):
     """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
     from rnncli import output
     from rnncli.train import run
@@ -230,7 +234,7 @@ def train(data, text_col, label_col, encoding, positive_label, embeddings, unlab
     manifest = run(data, config, out=out, text_col=text_col, label_col=label_col,
                    positive_label=positive_label, encoding=encoding, embeddings=embeddings,
                    unlabelled=unlabelled, device=device, mixed_precision=mixed_precision,
-                   reporter=reporter)
+                   resume=resume, reporter=reporter)
     if manifest is None:  # a worker of a multi-machine run (TF_CONFIG); the chief saves
         return
     val, test = manifest["validation"], manifest["test"]

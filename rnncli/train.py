@@ -8,6 +8,7 @@ reloading it, and only then swapped in; an interrupted run leaves the old model 
 from __future__ import annotations
 
 import contextlib
+import json
 import datetime as _dt
 import signal
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rnncli import __version__, artifacts
+from rnncli import resume as resume_run
 from rnncli.config import TrainConfig
 from rnncli.data import Dataset, load_dataset, read_texts, split_dataset, write_split
 from rnncli.errors import ModelError, RnnCliError, Terminated, UsageError
@@ -57,7 +59,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         text_col: str | None = None, label_col: str | None = None,
         positive_label: str | None = None, encoding: str | None = None,
         embeddings: str | Path | None = None, unlabelled: str | Path | None = None,
-        device: str = "auto", mixed_precision: bool | str = False,
+        device: str = "auto", mixed_precision: bool | str = False, resume: bool = False,
         reporter: Reporter | None = None) -> dict[str, Any] | None:
     """Train on a labelled file and publish the model directory ``out``; return its manifest
     (None in a worker of a multi-machine run, which publishes nothing: see TF_CONFIG).
@@ -65,6 +67,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     ``embeddings``: a GloVe/word2vec text file to start the embedding from.
     ``unlabelled``: a file of texts (.csv/.tsv/.jsonl) to learn word vectors from first.
     ``mixed_precision``: see :func:`runtime.precision_policy`.
+    ``resume``: continue an interrupted run of the same data and settings (resume.py).
     """
     from rnncli.runtime import multi_worker_role
 
@@ -72,6 +75,9 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     out = artifacts.resolve_output(out)
     role = multi_worker_role()  # TF_CONFIG: one of several machines
     writes = role is None or role.chief  # the other workers write nothing
+    if resume and role is not None:
+        raise UsageError("--resume is not available when training on several machines "
+                         "(TF_CONFIG); start the run again without it")
     if writes:
         artifacts.check_target(out)
     data = load_dataset(data_path, text_col=text_col, label_col=label_col,
@@ -105,10 +111,19 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     if embeddings is not None:
         source["embeddings"] = {"file": Path(embeddings).name}
     with artifacts.lock(out) if writes else contextlib.nullcontext():
+        progress = None
+        if role is None:  # a run on several machines keeps no resume state
+            key = {"data": source["fingerprint"], "settings": config.to_dict(),
+                   "word vectors": [source.get("embeddings"), source.get("unlabelled")],
+                   "precision": str(mixed_precision)}
+            backup, before = resume_run.prepare(out, key, resume)
+            progress = (backup, key, before)
+            if before:
+                reporter.message(f"resuming after epoch {len(before)} of the interrupted run")
         return fit_and_publish(train_set, val_set, test_set, config, out=out, source=source,
                                device=device, mixed_precision=mixed_precision, role=role,
                                reporter=reporter, embeddings=embeddings,
-                               unlabelled_texts=extra_texts)
+                               unlabelled_texts=extra_texts, progress=progress)
 
 
 def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
@@ -116,11 +131,13 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                     device: str = "auto", mixed_precision: bool | str = False,
                     role=None, reporter: Reporter | None = None,
                     embeddings: str | Path | None = None,
-                    unlabelled_texts: list[str] | None = None) -> dict[str, Any] | None:
+                    unlabelled_texts: list[str] | None = None,
+                    progress: tuple | None = None) -> dict[str, Any] | None:
     """Fit on tokenized data, then save, verify and atomically publish ``out``.
 
     ``role``: this process's place in a multi-machine run (runtime.WorkerRole); only the
-    chief publishes, the others return None.
+    chief publishes, the others return None. ``progress``: (backup directory, key,
+    history of finished epochs) from :func:`resume.prepare`, or None to keep no state.
     """
     reporter = reporter or Reporter()
     from rnncli import model as M
@@ -158,7 +175,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         if initial is not None:
             _start_embedding(core, initial)
         history = _fit(M, core, config, x_train, train_set.labels, x_val, val_set.labels,
-                       reporter, replicas=replicas)
+                       reporter, replicas=replicas, progress=progress)
     if role is not None and not role.chief:
         reporter.message(f"{role}: training finished; the chief writes the model")
         return None
@@ -191,24 +208,41 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         serving_ngram.set_weights(ngram["model"].get_weights())
         ngram_parts = (ngram["vectorizer"], serving_ngram, blend["rnn_weight"])
     text_model = M.build_text_model(config, vectorizer, serving_core, ngram_parts)
-    with artifacts.staging(out) as staged:
-        text_model.save(staged / artifacts.MODEL_FILE)
-        write_split(staged / artifacts.TEST_FILE, test_set)
-        onnx_error = _write_onnx(staged, text_model)
-        artifacts.write_manifest(staged, manifest)
-        texts = val_set.texts[:VERIFY_ROWS]
-        reloaded = _verify(staged, texts, val_scores[:VERIFY_ROWS])
-        onnx_error = onnx_error or _verify_onnx(staged, texts + VERIFY_PROBES, reloaded)
-        if onnx_error:
-            # The Keras model is fine: publish it without the TensorFlow-free engine.
-            for name in (artifacts.ONNX_FILE, artifacts.SERVING_FILE):
-                (staged / name).unlink(missing_ok=True)
-            artifacts.write_manifest(staged, manifest)
-            reporter.message(f"note: no ONNX engine for this model ({onnx_error}); predict "
-                             "will use TensorFlow")
-        artifacts.publish(staged, out)
+    _publish(out, text_model, test_set, manifest, val_set.texts[:VERIFY_ROWS],
+             val_scores[:VERIFY_ROWS], reporter)
+    if progress is not None:
+        resume_run.finish(progress[0])
     reporter.message(f"saved model to {out}")
     return artifacts.read_manifest(out)
+
+
+def _publish(out: Path, text_model, test_set: Dataset, manifest: dict[str, Any],
+             texts: list[str], expected: np.ndarray, reporter: Reporter) -> None:
+    """Write the model directory beside ``out``, check it by reloading it, swap it in.
+
+    A failed write (a full disk, say) leaves an existing model at ``out`` as it was, and
+    nothing beside it.
+    """
+    try:
+        with artifacts.staging(out) as staged:
+            text_model.save(staged / artifacts.MODEL_FILE)
+            write_split(staged / artifacts.TEST_FILE, test_set)
+            onnx_error = _write_onnx(staged, text_model)
+            artifacts.write_manifest(staged, manifest)
+            reloaded = _verify(staged, texts, expected)
+            onnx_error = onnx_error or _verify_onnx(staged, texts + VERIFY_PROBES, reloaded)
+            if onnx_error:
+                # The Keras model is fine: publish it without the TensorFlow-free engine.
+                for name in (artifacts.ONNX_FILE, artifacts.SERVING_FILE):
+                    (staged / name).unlink(missing_ok=True)
+                artifacts.write_manifest(staged, manifest)
+                reporter.message(f"note: no ONNX engine for this model ({onnx_error}); "
+                                 "predict will use TensorFlow")
+            artifacts.publish(staged, out)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the model ({exc.strerror or exc}); free some "
+                         "space or choose another --out (an existing model there was left "
+                         "as it was)") from exc
 
 
 def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: Reporter):
@@ -360,7 +394,8 @@ def _manifest(M, config: TrainConfig, train_set: Dataset, val_set: Dataset, test
 
 
 def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
-         reporter: Reporter, replicas: int = 1) -> list[dict[str, float]]:
+         reporter: Reporter, replicas: int = 1,
+         progress: tuple | None = None) -> list[dict[str, float]]:
     """Train with early stopping (best weights restored) and learning-rate decay.
 
     On several devices (``replicas``): Keras clips each device's share of the gradient
@@ -382,25 +417,46 @@ def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
     full_only = replicas > 1
     steps = len(x_train) // config.batch_size if full_only else -(-len(x_train)
                                                                    // config.batch_size)
-    progress = _progress_callback(keras, reporter, config.epochs, steps)
-    callbacks += [progress, keras.callbacks.TerminateOnNaN()]
+    done = _progress_callback(keras, reporter, config.epochs, steps)
+    callbacks += [done, keras.callbacks.TerminateOnNaN()]
     train_data = _length_batches(M.tf, x_train, y_train, config.batch_size, seed=config.seed,
                                  shuffle=True, drop_remainder=full_only)
     val_batch = config.batch_size
     if full_only and len(x_val) < val_batch:  # the first batch must split evenly
         val_batch = max(replicas, len(x_val) - len(x_val) % replicas)
     val_data = _length_batches(M.tf, x_val, y_val, val_batch)
+    before = []
     with _stop_on_signals(core) as caught:
+        if progress is not None:
+            backup, key, before = progress
+            callbacks.append(resume_run.callback(keras, backup, key, before,
+                                                 lambda: done.history, lambda: bool(caught)))
         core.fit(train_data, validation_data=val_data, epochs=config.epochs,
                  callbacks=callbacks, verbose=0)
     if caught:
+        _keep_progress(progress, reporter)
         raise caught[0]
-    if not any(h.get("val_loss") is not None for h in progress.history):
+    history = before + done.history
+    if not any(h.get("val_loss") is not None for h in history):
         raise UsageError("training diverged in its first epoch (the loss is not finite); "
                          "lower --lr or set --clipnorm")
     # A later divergence is survivable: EarlyStopping has restored the best finite weights,
     # and the scores are checked once more before anything is saved.
-    return progress.history
+    return history
+
+
+def _keep_progress(progress: tuple | None, reporter: Reporter) -> None:
+    """After an interruption: say how to continue, or leave no empty state behind."""
+    if progress is None:
+        return
+    backup = progress[0]
+    try:
+        finished = len(json.loads((backup / resume_run.STATE).read_text())["history"])
+    except (OSError, ValueError, KeyError):
+        resume_run.finish(backup)
+        return
+    reporter.message(f"kept the state after epoch {finished}: the same command with --resume "
+                     "continues from there")
 
 
 @contextlib.contextmanager

@@ -91,6 +91,15 @@ LAMBDA_CONFIG = {"module": "keras.src.models.functional", "class_name": "Functio
                                         "config": {"function": "evil"}}]}}
 
 
+FOREIGN_CONFIG = {"module": "keras.src.models.functional", "class_name": "Functional",
+                  "config": {"layers": [{"module": "os", "class_name": "system",
+                                         "config": {"command": "touch canary"}}]}}
+VOCABULARY_PATH_CONFIG = {
+    "module": "keras.src.models.functional", "class_name": "Functional",
+    "config": {"layers": [{"module": "keras.layers", "class_name": "TextVectorization",
+                           "config": {"vocabulary": "/etc/passwd"}}]}}
+
+
 MANIFEST_CASES = [
     (lambda t: t / "absent", "no model directory"),
     (lambda t: (t / "empty").mkdir() or t / "empty", "not an rnncli model directory"),
@@ -105,6 +114,9 @@ ARCHIVE_CASES = [  # info reads only the manifest, so these concern the other co
     (lambda t: _model_dir(t), "missing from the model directory"),
     (lambda t: _model_dir(t, keras_bytes=b"PK\x03\x04truncated"), "not a valid .keras"),
     (lambda t: _model_dir(t, keras_bytes=_zip_bytes(t, LAMBDA_CONFIG)), "Lambda"),
+    (lambda t: _model_dir(t, keras_bytes=_zip_bytes(t, FOREIGN_CONFIG)), "os.system"),
+    (lambda t: _model_dir(t, keras_bytes=_zip_bytes(t, VOCABULARY_PATH_CONFIG)),
+     "outside vocabulary"),
 ]
 COMMANDS = ["predict", "info", "evaluate", "export"]
 

@@ -494,6 +494,101 @@ def test_signal_mid_training_keeps_the_old_model(tmp_path, tiny_csv, train_model
     assert invoke("predict", "-m", out, "fine").exit_code == 0
 
 
+def test_resume_continues_an_interrupted_run(tmp_path):
+    """Ctrl-C after the first epoch keeps its state beside the model directory; --resume
+    with other settings is refused; --resume with the same ones continues from there."""
+    import re
+
+    big = write_csv(tmp_path / "big.csv", sample_rows(1500))
+    out = tmp_path / "m"
+    args = ["rnncli", "train", str(big), "-o", str(out), "--epochs", "3", "--patience", "5",
+            "--seq-len", "64", "--no-ngrams"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    for line in proc.stderr:
+        if line.startswith(b"epoch 1/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 130, rest
+    kept = re.search(r"kept the state after epoch (\d)", rest)
+    assert kept and not out.exists(), rest
+    assert (tmp_path / ".m.resume").is_dir()
+
+    changed = subprocess.run([*args, "--resume", "--lr", "0.01"], capture_output=True,
+                             timeout=300)
+    assert changed.returncode == 2 and b"settings changed" in changed.stderr
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, timeout=300)
+    err = resumed.stderr.decode()
+    assert resumed.returncode == 0, err[-2000:]
+    assert f"resuming after epoch {kept.group(1)}" in err
+    assert not re.search(r"^epoch 1/3", err, re.M) or kept.group(1) == "0"
+    manifest = json.loads((out / "rnncli.json").read_text())
+    assert [h["epoch"] for h in manifest["training"]["history"]] == [1, 2, 3]
+    assert not (tmp_path / ".m.resume").exists()  # published: the state is gone
+    nothing = subprocess.run([*args, "--resume"], capture_output=True, timeout=300)
+    assert nothing.returncode == 2 and b"no interrupted training to resume" in nothing.stderr
+
+
+def _hashes(model_dir: Path) -> dict[str, str]:
+    return {p.name: artifacts.sha256_file(p) for p in model_dir.iterdir()}
+
+
+@pytest.mark.parametrize("failure", ["write_manifest", "_exchange"])
+def test_failed_write_while_publishing_keeps_the_old_model(tmp_path, tiny_csv, train_model,
+                                                          monkeypatch, failure):
+    """A full disk while the new model is written beside the old one (write_manifest), or
+    an I/O error at the swap itself (_exchange): exit 2, the old model as it was, nothing
+    left beside it."""
+    import errno
+
+    out = train_model(tmp_path / "m", tiny_csv, "--no-ngrams")
+    before = _hashes(out)
+
+    def fail(*args, **kwargs):
+        code = errno.ENOSPC if failure == "write_manifest" else errno.EIO
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(artifacts, failure, fail)
+    result = invoke("train", tiny_csv, "-o", out, *TINY, "--no-ngrams", "--seed", "7")
+    assert result.exit_code == 2, result.output
+    assert "cannot write the model" in result.output and "left as it was" in result.output
+    assert _hashes(out) == before
+    # no staging or lock debris; the trained state stays for --resume
+    assert {p.name for p in tmp_path.iterdir()} <= {"m", ".m.resume"}
+    monkeypatch.undo()
+    assert invoke("predict", "-m", out, "fine").exit_code == 0
+
+
+def test_smuggled_code_in_a_model_never_runs(gru_model, tmp_path):
+    """A model.keras holding a Lambda layer with marshalled code (which would create a
+    canary file) and the manifest rewritten to match: refused before Keras reads it. The
+    payload is real: Keras without safe mode runs it."""
+    import keras
+
+    canary = tmp_path / "canary"
+    evil_fn = eval(compile(f"lambda x: (__import__('pathlib').Path({str(canary)!r}).touch(), x)[1]",
+                           "<smuggled>", "eval"))
+    evil = keras.Sequential([keras.Input((1,)), keras.layers.Lambda(evil_fn)])
+    evil.save(tmp_path / "evil.keras")
+    canary.unlink(missing_ok=True)  # building it above ran the function once
+    keras.saving.load_model(tmp_path / "evil.keras", safe_mode=False)
+    assert canary.exists()  # the payload works where nothing checks it
+    canary.unlink()
+
+    out = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(gru_model, out)
+    shutil.copy(tmp_path / "evil.keras", out / artifacts.MODEL_FILE)
+    artifacts.write_manifest(out, json.loads((out / "rnncli.json").read_text()))
+    for args in (["predict", "-m", out, "--engine", "tf", "hi"], ["evaluate", "-m", out,
+                                                                  "--engine", "tf"],
+                 ["export", "-m", out, "-o", tmp_path / "sm"]):
+        result = invoke(*args)
+        assert result.exit_code == 4 and "refusing to load" in result.output, result.output
+    assert not canary.exists()
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean", "attention"])
 def test_every_pooling_saves_reloads_and_exports(tmp_path, tiny_csv, train_model, pooling):
     import tensorflow as tf
