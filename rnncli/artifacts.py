@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,14 @@ def sha256_file(path: Path) -> str:
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     """Read and check ``rnncli.json``. Raises ModelError (exit 4) with what to do."""
-    model_dir = Path(model_dir)
+    try:
+        return _read_manifest(Path(model_dir))
+    except OSError as exc:  # a name too long, a folder we may not enter, ...
+        raise ModelError(f"{model_dir}: cannot be read ({exc.strerror or exc}); pass another "
+                         "-m DIR") from exc
+
+
+def _read_manifest(model_dir: Path) -> dict[str, Any]:
     if not model_dir.exists():
         raise ModelError(f"{model_dir}: no model directory here; train one with "
                          f"'rnncli train DATA -o {model_dir}' or pass -m DIR")
@@ -89,7 +97,7 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
                          f"{MAX_MANIFEST_BYTES // 2**20} MB limit; it is not rnncli's")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelError(f"{path}: manifest is not valid JSON ({exc}); retrain the model") \
             from exc
     if not isinstance(manifest, dict):
@@ -106,9 +114,14 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
         names = (str(labels["negative"]), str(labels["positive"]))
         manifest["label_names"] = names
         manifest["threshold"] = float(manifest["threshold"])
+        if not 0 <= manifest["threshold"] <= 1:  # NaN too
+            raise ValueError("threshold")
         files = manifest["files"]
         if not isinstance(files, dict) or MODEL_FILE not in files:
             raise KeyError("files")
+        for section in ("data", "training", "blend", "validation", "test"):
+            if not isinstance(manifest.get(section) or {}, dict):
+                raise TypeError(section)
     except (KeyError, TypeError, ValueError, RnnCliError) as exc:
         detail = exc.message if isinstance(exc, RnnCliError) else f"missing or bad {exc}"
         raise ModelError(f"{path}: manifest is incomplete ({detail}); retrain the model") \
@@ -148,10 +161,15 @@ def check_archive(path: Path) -> None:
                                  "refusing to load")
         try:
             config = json.loads(archive.read("config.json"))
-        except (KeyError, json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        except (KeyError, json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile,
+                RecursionError) as exc:
             raise ModelError(f"{path}: archive has no readable config.json; retrain the model") \
                 from exc
-    _check_config(path, config)
+    try:
+        _check_config(path, config)
+    except (TypeError, RecursionError) as exc:  # values of the wrong type, absurd nesting
+        raise ModelError(f"{path}: config.json is malformed ({type(exc).__name__}); "
+                         "refusing to load") from exc
 
 
 def _is_asset(name: str) -> bool:
@@ -248,12 +266,13 @@ def check_parent(target: Path) -> None:
 
 def check_target(target: Path) -> None:
     """Refuse to replace anything that is not an rnncli model directory (before training)."""
-    check_parent(target)
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"{target}: exists and is a file; choose another --out directory")
-    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
-        raise UsageError(f"{target}: exists, is not empty and is not an rnncli model "
-                         "directory; choose another --out directory")
+    with _writable(target):  # Path.exists fails on a name too long, for one
+        check_parent(target)
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"{target}: exists and is a file; choose another --out directory")
+        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
+            raise UsageError(f"{target}: exists, is not empty and is not an rnncli model "
+                             "directory; choose another --out directory")
 
 
 @contextlib.contextmanager
@@ -295,11 +314,24 @@ def lock(target: Path):
             pass
         fh.close()
     try:
+        _remove_leftovers(target)
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # leave no litter beside the model directory
         fh.close()  # releases the lock
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Staging directories of a run that was killed (SIGKILL, power loss) before it could
+    clean up; safe under the lock, since no other run writes beside ``target``."""
+    for stale in target.parent.glob(f".{glob_escape(target.name)}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in target.parent.glob(f".{glob_escape(target.name)}.old-*"):
+        if target.is_dir():  # the swap finished; the old model is no longer needed
+            shutil.rmtree(stale, ignore_errors=True)
+        elif not target.exists():  # killed between the two renames: put the old one back
+            os.rename(stale, target)
 
 
 @contextlib.contextmanager

@@ -123,6 +123,8 @@ def train_device_option(f):
 
 
 def data_options(f):
+    f = click.option("--show-skipped", is_flag=True,
+                     help="List the line numbers of the rows skipped, by reason, on stderr.")(f)
     f = click.option("--encoding", default=None, metavar="NAME",
                      help="Text encoding of DATA [default: UTF-8, else cp1252, said on "
                           "stderr].")(f)
@@ -220,8 +222,8 @@ def cli(debug: bool) -> None:
                    "epoch (weights, optimizer state and epoch restored); refused if the data "
                    "or settings changed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
-def train(data, text_col, label_col, encoding, positive_label, embeddings, unlabelled, out,
-          device, mixed_precision, resume, quiet, **settings):
+def train(data, text_col, label_col, encoding, show_skipped, positive_label, embeddings,
+          unlabelled, out, device, mixed_precision, resume, quiet, **settings):
     """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
     from rnncli import output
     from rnncli.train import run
@@ -234,7 +236,7 @@ def train(data, text_col, label_col, encoding, positive_label, embeddings, unlab
     manifest = run(data, config, out=out, text_col=text_col, label_col=label_col,
                    positive_label=positive_label, encoding=encoding, embeddings=embeddings,
                    unlabelled=unlabelled, device=device, mixed_precision=mixed_precision,
-                   resume=resume, reporter=reporter)
+                   resume=resume, show_skipped=show_skipped, reporter=reporter)
     if manifest is None:  # a worker of a multi-machine run (TF_CONFIG); the chief saves
         return
     val, test = manifest["validation"], manifest["test"]
@@ -310,7 +312,8 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
               help="auto: a table on a terminal, JSON when piped.")
 @device_option
 @engine_option
-def evaluate(data, model_dir, text_col, label_col, encoding, threshold, fmt, device, engine):
+def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, threshold, fmt,
+             device, engine):
     """Accuracy, precision, recall, F1, ROC AUC, loss and confusion matrix.
 
     On DATA when given (same columns and options as train), else on the test split
@@ -324,7 +327,7 @@ def evaluate(data, model_dir, text_col, label_col, encoding, threshold, fmt, dev
                          "saved test split needs none of them")
     figures, notes = run_evaluate(model_dir, data, text_col=text_col, label_col=label_col,
                                   encoding=encoding, device=device, engine=engine,
-                                  threshold=threshold)
+                                  threshold=threshold, show_skipped=show_skipped)
     console = output.err_console()
     for note in notes:
         console.print(note, markup=False)
@@ -359,7 +362,7 @@ def info(model_dir, fmt):
     """What a model is: network, vocabulary, labels, data and figures."""
     from rnncli import artifacts, output
 
-    manifest = artifacts.read_manifest(model_dir)
+    manifest = artifacts.check_model_dir(model_dir)  # a broken model.keras is exit 4 here too
     output.render_info(manifest, output.resolve_format(fmt, piped="json"))
 
 

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
 import zlib
 from collections import Counter
@@ -90,6 +91,14 @@ class Dataset:
             text += f", {sum(self.skipped.values())} skipped ({reasons})"
         return text
 
+    def skipped_report(self) -> list[str]:
+        """One line per reason, with the line numbers of the rows skipped for it."""
+        if not self.skipped_lines:
+            return ["no rows skipped"]
+        return [f"skipped ({reason}): line{'s' if len(lines) > 1 else ''} "
+                f"{', '.join(map(str, lines))}"
+                for reason, lines in sorted(self.skipped_lines.items())]
+
 
 # --------------------------------------------------------------------------- reading
 
@@ -102,9 +111,12 @@ def read_table(path: str | Path, *, encoding: str | None = None) -> Table:
     fmt, notes = _detect_format(path, raw)
     text, used, bad_line = _decode(path, raw, encoding)
     if "\x00" in text:
-        raise DataError(f"{path}: looks like a binary file (NUL characters), not "
-                        f"{fmt.upper()} text; give a .csv, .tsv or .jsonl file")
-    if encoding is None and used != "utf-8":
+        raise DataError(f"{path}: line {text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL "
+                        f"character; this looks like a binary file, not {fmt.upper()} text; "
+                        "give a .csv, .tsv or .jsonl file")
+    if encoding is None and used == "utf-16":
+        notes.append(f"{path.name}: read as UTF-16 (byte-order mark)")
+    elif encoding is None and used != "utf-8":
         notes.append(f"{path.name}: not valid UTF-8 (first at line {bad_line}); read as {used} "
                      "(set --encoding to choose)")
     if fmt == "lines":
@@ -118,9 +130,13 @@ def read_table(path: str | Path, *, encoding: str | None = None) -> Table:
 
 
 def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
+    try:  # Path.exists itself fails on a name too long or a folder we may not enter
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if not exists:
         raise DataError(f"{path}: no such file; check the path")
-    if path.is_dir():
+    if is_dir:
         raise DataError(f"{path}: is a directory; give a .csv, .tsv or .jsonl file")
     try:
         raw = path.read_bytes()
@@ -167,6 +183,8 @@ def _decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str, int
     has_bom = raw.startswith(codecs.BOM_UTF8)
     if encoding:
         candidates = [encoding]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        candidates = ["utf-16"]
     else:
         candidates = ["utf-8"] if has_bom else ["utf-8", "cp1252"]
     first_error = None
@@ -180,6 +198,13 @@ def _decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str, int
         except UnicodeDecodeError as exc:
             if first_error is None:
                 first_error = (name, data, exc)
+                if not encoding and _UTF8_SEQUENCE.search(data):
+                    # Valid UTF-8 elsewhere: one bad byte in a UTF-8 file, not cp1252 text;
+                    # reading it as cp1252 would garble every accented letter.
+                    raise DataError(
+                        f"{path}: line {_line_of(data, exc.start)}: byte "
+                        f"0x{data[exc.start]:02x} is not valid UTF-8, though the rest of "
+                        "the file is UTF-8; fix that byte, or pass --encoding") from exc
             continue
         bad_line = None if first_error is None else _line_of(first_error[1], first_error[2].start)
         return text, name, bad_line
@@ -188,6 +213,13 @@ def _decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str, int
             else "check --encoding, or fix the bytes in the file")
     raise DataError(f"{path}: line {_line_of(data, exc.start)}: byte 0x{data[exc.start]:02x} "
                     f"is not valid {name}; {hint}")
+
+
+# A well-formed multi-byte UTF-8 character (two to four bytes).
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]"
+                            rb"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
+                            rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
+                            rb"|\xf4[\x80-\x8f][\x80-\xbf]{2}")
 
 
 def _known(name: str) -> bool:
@@ -485,7 +517,8 @@ def split_dataset(data: Dataset, *, val_split: float, test_split: float,
         raise DataError(
             f"too few rows to split: {len(data.texts)} rows ({counts[1]} positive, "
             f"{counts[0]} negative) give train/validation/test = {sizes[0]}/{sizes[1]}/"
-            f"{sizes[2]}; add rows or raise --val-split/--test-split")
+            f"{sizes[2]}; add rows or raise --val-split/--test-split"
+            + (f" ({data.summary()})" if data.skipped else ""))
     out = []
     for part in parts:
         index = np.array(part, dtype=np.int64)

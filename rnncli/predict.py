@@ -96,12 +96,13 @@ def choose_engine(manifest: dict[str, Any], engine: str = "auto", device: str = 
 
 def check_files(model_dir: Path, manifest: dict[str, Any], engine: str = "auto",
                 device: str = "auto") -> None:
-    """Check what the chosen engine will read against the manifest (no TensorFlow)."""
+    """Check the model against the manifest (no TensorFlow): model.keras always (a
+    directory with a broken one is broken, whichever engine runs), and the ONNX engine's
+    files when it is chosen."""
+    artifacts.check_model_dir(model_dir)
     if choose_engine(manifest, engine, device) == "onnx":
         artifacts.verify_files(model_dir, manifest,
                                names=(artifacts.SERVING_FILE, artifacts.ONNX_FILE))
-    else:
-        artifacts.check_model_dir(model_dir)
 
 
 @dataclass
@@ -246,7 +247,8 @@ def _batched(items: Iterable, size: int, max_bytes: int | None = None) -> Iterat
 def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
              text_col: str | None = None, label_col: str | None = None,
              encoding: str | None = None, device: str = "auto", engine: str = "auto",
-             threshold: float | None = None) -> tuple[dict[str, Any], list[str]]:
+             threshold: float | None = None,
+             show_skipped: bool = False) -> tuple[dict[str, Any], list[str]]:
     """Figures for a labelled file, or for the test split saved at training time.
 
     Returns (figures, notes for the user). The file is read and checked before the
@@ -268,4 +270,5 @@ def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
                                manifest=manifest)
     scores = predictor.scores(data.texts)
     figures = round_figures(evaluate_scores(data.labels, scores, threshold=predictor.threshold))
-    return figures, [*data.notes, data.summary()]
+    return figures, [*data.notes, data.summary(),
+                     *(data.skipped_report() if show_skipped else [])]

@@ -59,21 +59,31 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> tuple[Path, list[di
 
 
 def callback(keras, backup: Path, key: dict[str, Any], before: list[dict],
-             history: Callable[[], list[dict]], interrupted: Callable[[], bool]):
+             history: Callable[[], list[dict]], interrupted: Callable[[], bool],
+             note: Callable[[str], None]):
     """A BackupAndRestore that saves only finished epochs (not one cut short by Ctrl-C),
     keeps its files when training ends (they are removed once the model is published),
-    and records ``key`` and the history beside them."""
+    and records ``key`` and the history beside them. If the state cannot be written (a
+    full disk), training goes on without it, and says so through ``note``."""
 
     class Backup(keras.callbacks.BackupAndRestore):
+        failed = False
+
         def on_epoch_end(self, epoch, logs=None):
-            if interrupted():
+            if interrupted() or self.failed:
                 return  # a partial epoch is not a finished one
-            super().on_epoch_end(epoch, logs)
-            state = {"key": key, "history": before + history()}
-            path = backup / STATE
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, allow_nan=False), encoding="utf-8")
-            os.replace(tmp, path)  # the state and the weights of one epoch, never a mix
+            try:
+                super().on_epoch_end(epoch, logs)
+                state = {"key": key, "history": before + history()}
+                path = backup / STATE
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(state, allow_nan=False), encoding="utf-8")
+                os.replace(tmp, path)  # the state and the weights of one epoch, never a mix
+            except (OSError, RuntimeError) as exc:  # h5py reports a full disk as either
+                self.failed = True
+                shutil.rmtree(backup, ignore_errors=True)  # free what it took
+                note(f"note: cannot keep the state for --resume ({exc}); training goes on "
+                     "without it")
 
     backup.mkdir(parents=True, exist_ok=True)
     return Backup(str(backup), delete_checkpoint=False)

@@ -8,8 +8,9 @@ reloading it, and only then swapped in; an interrupted run leaves the old model 
 from __future__ import annotations
 
 import contextlib
-import json
 import datetime as _dt
+import hashlib
+import json
 import signal
 import threading
 import time
@@ -60,7 +61,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         positive_label: str | None = None, encoding: str | None = None,
         embeddings: str | Path | None = None, unlabelled: str | Path | None = None,
         device: str = "auto", mixed_precision: bool | str = False, resume: bool = False,
-        reporter: Reporter | None = None) -> dict[str, Any] | None:
+        show_skipped: bool = False, reporter: Reporter | None = None) -> dict[str, Any] | None:
     """Train on a labelled file and publish the model directory ``out``; return its manifest
     (None in a worker of a multi-machine run, which publishes nothing: see TF_CONFIG).
 
@@ -82,7 +83,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         artifacts.check_target(out)
     data = load_dataset(data_path, text_col=text_col, label_col=label_col,
                         positive_label=positive_label, encoding=encoding)
-    for note in data.notes:
+    for note in data.notes + (data.skipped_report() if show_skipped else []):
         reporter.message(note)
     train_set, val_set, test_set = split_dataset(
         data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
@@ -113,8 +114,9 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     with artifacts.lock(out) if writes else contextlib.nullcontext():
         progress = None
         if role is None:  # a run on several machines keeps no resume state
-            key = {"data": source["fingerprint"], "settings": config.to_dict(),
-                   "word vectors": [source.get("embeddings"), source.get("unlabelled")],
+            key = {"data": _content_key(data.texts, data.labels, data.label_names),
+                   "settings": config.to_dict(),
+                   "word vectors": [_file_key(embeddings), _file_key(unlabelled)],
                    "precision": str(mixed_precision)}
             backup, before = resume_run.prepare(out, key, resume)
             progress = (backup, key, before)
@@ -124,6 +126,20 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
                                device=device, mixed_precision=mixed_precision, role=role,
                                reporter=reporter, embeddings=embeddings,
                                unlabelled_texts=extra_texts, progress=progress)
+
+
+def _content_key(texts: list[str], labels, label_names) -> str:
+    """What training reads from the data: texts, labels and their names (so a different
+    encoding, column or positive label is a different key, as is a different file)."""
+    digest = hashlib.sha256(json.dumps(list(label_names)).encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    digest.update(np.asarray(labels, np.int8).tobytes())
+    return digest.hexdigest()
+
+
+def _file_key(path: str | Path | None) -> str | None:
+    return None if path is None else f"{Path(path).name} sha256:{artifacts.sha256_file(Path(path))}"
 
 
 def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
@@ -430,7 +446,8 @@ def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
         if progress is not None:
             backup, key, before = progress
             callbacks.append(resume_run.callback(keras, backup, key, before,
-                                                 lambda: done.history, lambda: bool(caught)))
+                                                 lambda: done.history, lambda: bool(caught),
+                                                 reporter.message))
         core.fit(train_data, validation_data=val_data, epochs=config.epochs,
                  callbacks=callbacks, verbose=0)
     if caught:

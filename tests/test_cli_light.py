@@ -80,7 +80,7 @@ def _model_dir(tmp_path, manifest=None, keras_bytes=None, raw_manifest=None):
 def _zip_bytes(tmp_path, config):
     path = tmp_path / "evil.keras"
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("config.json", json.dumps(config))
+        z.writestr("config.json", config if isinstance(config, str) else json.dumps(config))
         z.writestr("metadata.json", "{}")
         z.writestr("model.weights.h5", b"")
     return path.read_bytes()
@@ -100,8 +100,16 @@ VOCABULARY_PATH_CONFIG = {
                            "config": {"vocabulary": "/etc/passwd"}}]}}
 
 
+NESTED_CONFIG = '{"a": ' * 5000 + "null" + "}" * 5000  # deeper than Python's recursion limit
+
+
 MANIFEST_CASES = [
     (lambda t: t / "absent", "no model directory"),
+    (lambda t: t / ("x" * 300), "cannot be read"),  # a name too long for the filesystem
+    (lambda t: _model_dir(t, raw_manifest="[" * 200000), "not valid JSON"),
+    (lambda t: _model_dir(t, manifest=_manifest(threshold="nan")), "threshold"),
+    (lambda t: _model_dir(t, manifest=_manifest(threshold=7)), "threshold"),
+    (lambda t: _model_dir(t, manifest=_manifest(validation=[1, 2])), "validation"),
     (lambda t: (t / "empty").mkdir() or t / "empty", "not an rnncli model directory"),
     (lambda t: _model_dir(t, raw_manifest="{not json"), "not valid JSON"),
     (lambda t: _model_dir(t, raw_manifest="[]"), "not a JSON object"),
@@ -110,20 +118,23 @@ MANIFEST_CASES = [
     (lambda t: _model_dir(t, manifest=_manifest(settings={"cell": "gru", "x": 1})),
      "incomplete"),
 ]
-ARCHIVE_CASES = [  # info reads only the manifest, so these concern the other commands
+ARCHIVE_CASES = [
     (lambda t: _model_dir(t), "missing from the model directory"),
     (lambda t: _model_dir(t, keras_bytes=b"PK\x03\x04truncated"), "not a valid .keras"),
     (lambda t: _model_dir(t, keras_bytes=_zip_bytes(t, LAMBDA_CONFIG)), "Lambda"),
     (lambda t: _model_dir(t, keras_bytes=_zip_bytes(t, FOREIGN_CONFIG)), "os.system"),
     (lambda t: _model_dir(t, keras_bytes=_zip_bytes(t, VOCABULARY_PATH_CONFIG)),
      "outside vocabulary"),
+    (lambda t: _model_dir(t, keras_bytes=_zip_bytes(t, {"module": ["x"], "class_name": "y"})),
+     "malformed"),
+    (lambda t: _model_dir(t, keras_bytes=_zip_bytes(t, NESTED_CONFIG)), "config.json"),
 ]
 COMMANDS = ["predict", "info", "evaluate", "export"]
 
 
 @pytest.mark.parametrize("make, words, command",
                          [(m, w, c) for m, w in MANIFEST_CASES for c in COMMANDS]
-                         + [(m, w, c) for m, w in ARCHIVE_CASES for c in COMMANDS if c != "info"])
+                         + [(m, w, c) for m, w in ARCHIVE_CASES for c in COMMANDS])
 def test_bad_model_directories_exit_4(tmp_path, make, words, command):
     model_dir = make(tmp_path)
     args = {"predict": ["predict", "-m", str(model_dir), "hi"],

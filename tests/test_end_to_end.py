@@ -415,6 +415,17 @@ def test_evaluate_given_file(gru_model, tiny_csv):
     assert figures["n"] == 240
 
 
+def test_evaluate_lists_skipped_lines_on_request(gru_model, tmp_path):
+    data = write_csv(tmp_path / "gaps.csv", [["good film", "positive"], ["", "negative"],
+                                              ["  ", "positive"], ["awful", "negative"]])
+    result = CliRunner().invoke(cli, ["evaluate", str(data), "-m", str(gru_model),
+                                      "--show-skipped", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert "skipped (empty text): lines 3, 4" in result.stderr
+    assert "skipped (empty text): lines" not in CliRunner().invoke(
+        cli, ["evaluate", str(data), "-m", str(gru_model), "-f", "json"]).stderr
+
+
 def test_evaluate_foreign_labels_exit_3(gru_model, tmp_path):
     data = write_csv(tmp_path / "other.csv", [["nice", "good"], ["meh", "bad"]])
     result = invoke("evaluate", data, "-m", gru_model)
@@ -548,6 +559,7 @@ def test_failed_write_while_publishing_keeps_the_old_model(tmp_path, tiny_csv, t
         code = errno.ENOSPC if failure == "write_manifest" else errno.EIO
         raise OSError(code, os.strerror(code))
 
+    (tmp_path / ".m.tmp-killed").mkdir()  # what a SIGKILLed run leaves: cleared under the lock
     monkeypatch.setattr(artifacts, failure, fail)
     result = invoke("train", tiny_csv, "-o", out, *TINY, "--no-ngrams", "--seed", "7")
     assert result.exit_code == 2, result.output

@@ -330,3 +330,42 @@ def test_failed_onnx_export_still_publishes_the_keras_model(tmp_path, tiny_csv, 
     assert sorted(p.name for p in out.iterdir()) == ["model.keras", "rnncli.json",
                                                      "test.jsonl.gz"]
     assert invoke("predict", "-m", out, "good film").exit_code == 0
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(gru_model):
+    return Predictor.load(gru_model, engine="onnx")
+
+
+@slow
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")) | st.sampled_from(
+           [b"", b" ", b"\t\r", b"\x00", b"caf\xc3\xa9", b"\xff\xfe", b"\xe2\x82", b"ok\r",
+            b"\x85", "\u2028".encode()]), max_size=30),
+       st.booleans(), st.sampled_from([1, 3, 256]))
+def test_predict_input_one_record_per_line_in_order(onnx_predictor, lines, final_newline,
+                                                    batch_size):
+    """Any bytes on stdin: one record per line, in order, with the status the line
+    deserves; only ok lines are scored."""
+    import io
+
+    raw = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    records = [r for window in onnx_predictor.stream(io.BytesIO(raw), batch_size=batch_size)
+               for r in window]
+    expected_lines = raw.split(b"\n")
+    if raw.endswith(b"\n") or not raw:
+        expected_lines = expected_lines[:-1]
+    assert len(records) == len(expected_lines)
+    for line, record in zip(expected_lines, records):
+        line = line[:-1] if line.endswith(b"\r") else line
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            assert record["status"] == "invalid_utf8" and record["score"] is None
+            continue
+        assert record["text"] == text
+        if text.strip():
+            assert record["status"] == "ok" and 0 <= record["score"] <= 1
+            assert record["label"] in onnx_predictor.label_names
+        else:
+            assert record["status"] == "empty" and record["score"] is None
