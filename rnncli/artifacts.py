@@ -22,6 +22,7 @@ import ctypes.util
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -320,6 +321,42 @@ def lock(target: Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # leave no litter beside the model directory
         fh.close()  # releases the lock
+
+
+def free_bytes(directory: Path) -> int | None:
+    """Free space where ``directory`` is (or would be created); None if unknown."""
+    for path in (directory, *directory.absolute().parents):
+        if path.exists():
+            try:
+                return shutil.disk_usage(path).free
+            except OSError:
+                return None
+    return None
+
+
+def collect_failed_writes() -> None:
+    """After a failed HDF5 write (a full disk), collect the half-written file's objects now
+    (call it outside the ``except`` block, whose traceback holds them): left to the end of
+    the process, h5py's clean-up can crash it. Their complaints while being collected are
+    noise (the failure itself is reported), so they are not shown."""
+    import gc
+    import sys
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int8": 1, "uint8": 1}
+
+
+def weight_bytes(*objects) -> int:
+    """Bytes of the variables of Keras models / optimizers (what a save writes, roughly)."""
+    return sum(math.prod(v.shape) * _ITEMSIZE.get(str(v.dtype), 4)
+               for o in objects if o is not None for v in o.variables)
 
 
 def _remove_leftovers(target: Path) -> None:

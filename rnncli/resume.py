@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from rnncli import artifacts
 from rnncli.errors import UsageError
 
 STATE = "rnncli-resume.json"
@@ -72,6 +73,12 @@ def callback(keras, backup: Path, key: dict[str, Any], before: list[dict],
         def on_epoch_end(self, epoch, logs=None):
             if interrupted() or self.failed:
                 return  # a partial epoch is not a finished one
+            need = artifacts.weight_bytes(self.model, self.model.optimizer) * 1.2 + 2**20
+            free = artifacts.free_bytes(backup)
+            if free is not None and free < need:
+                return self._give_up(f"{free // 2**20} MB free, about {need // 2**20:.0f} "
+                                     "MB needed")
+            reason = None
             try:
                 super().on_epoch_end(epoch, logs)
                 state = {"key": key, "history": before + history()}
@@ -80,10 +87,16 @@ def callback(keras, backup: Path, key: dict[str, Any], before: list[dict],
                 tmp.write_text(json.dumps(state, allow_nan=False), encoding="utf-8")
                 os.replace(tmp, path)  # the state and the weights of one epoch, never a mix
             except (OSError, RuntimeError) as exc:  # h5py reports a full disk as either
-                self.failed = True
-                shutil.rmtree(backup, ignore_errors=True)  # free what it took
-                note(f"note: cannot keep the state for --resume ({exc}); training goes on "
-                     "without it")
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            if reason is not None:
+                artifacts.collect_failed_writes()
+                self._give_up(reason)
+
+        def _give_up(self, reason: str) -> None:
+            self.failed = True
+            shutil.rmtree(backup, ignore_errors=True)  # free what it took
+            note(f"note: cannot keep the state for --resume ({reason}); training goes on "
+                 "without it")
 
     backup.mkdir(parents=True, exist_ok=True)
     return Backup(str(backup), delete_checkpoint=False)

@@ -239,6 +239,14 @@ def _publish(out: Path, text_model, test_set: Dataset, manifest: dict[str, Any],
     A failed write (a full disk, say) leaves an existing model at ``out`` as it was, and
     nothing beside it.
     """
+    # model.keras and core.onnx each hold the weights; a margin for the rest
+    need = 2.5 * artifacts.weight_bytes(text_model) + 8 * 2**20
+    free = artifacts.free_bytes(out.parent)
+    if free is not None and free < need:
+        raise UsageError(f"{out}: not enough free space to write the model ({free // 2**20} "
+                         f"MB free, about {need // 2**20:.0f} MB needed); free some space or "
+                         "choose another --out (an existing model there was left as it was)")
+    failure = None
     try:
         with artifacts.staging(out) as staged:
             text_model.save(staged / artifacts.MODEL_FILE)
@@ -256,9 +264,11 @@ def _publish(out: Path, text_model, test_set: Dataset, manifest: dict[str, Any],
                                  "predict will use TensorFlow")
             artifacts.publish(staged, out)
     except OSError as exc:
-        raise UsageError(f"{out}: cannot write the model ({exc.strerror or exc}); free some "
-                         "space or choose another --out (an existing model there was left "
-                         "as it was)") from exc
+        failure = exc.strerror or str(exc)
+    if failure is not None:
+        artifacts.collect_failed_writes()
+        raise UsageError(f"{out}: cannot write the model ({failure}); free some space or "
+                         "choose another --out (an existing model there was left as it was)")
 
 
 def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: Reporter):
