@@ -407,7 +407,11 @@ def publish(staged: Path, target: Path) -> None:
     else:  # no renameat2: two renames, the old model kept aside until the new one is in
         old = target.parent / f".{target.name}.old-{os.getpid()}"
         os.rename(target, old)
-        os.rename(staged, target)
+        try:
+            os.rename(staged, target)
+        except OSError:
+            os.rename(old, target)  # put the old model back before reporting the failure
+            raise
         shutil.rmtree(old, ignore_errors=True)
     _fsync(target.parent)
 

@@ -113,15 +113,20 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         source["embeddings"] = {"file": Path(embeddings).name}
     with artifacts.lock(out) if writes else contextlib.nullcontext():
         progress = None
-        if role is None:  # a run on several machines keeps no resume state
+        if role is None:
+            settings = {k: v for k, v in config.to_dict().items()
+                        if k not in resume_run.FREE_SETTINGS}
             key = {"data": _content_key(data.texts, data.labels, data.label_names),
-                   "settings": config.to_dict(),
+                   "settings": settings,
                    "word vectors": [_file_key(embeddings), _file_key(unlabelled)],
-                   "precision": str(mixed_precision)}
-            backup, before = resume_run.prepare(out, key, resume)
-            progress = (backup, key, before)
-            if before:
-                reporter.message(f"resuming after epoch {len(before)} of the interrupted run")
+                   "mixed precision": bool(mixed_precision)}
+            backup, state = resume_run.prepare(out, key, resume)
+            progress = (backup, key, state)
+            if state:
+                reporter.message(f"resuming after epoch {len(state['history'])} of the "
+                                 "interrupted run")
+        elif role.chief:  # a run on several machines keeps no state: discard an old one
+            resume_run.prepare(out, {}, resume=False)
         return fit_and_publish(train_set, val_set, test_set, config, out=out, source=source,
                                device=device, mixed_precision=mixed_precision, role=role,
                                reporter=reporter, embeddings=embeddings,
@@ -152,8 +157,9 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     """Fit on tokenized data, then save, verify and atomically publish ``out``.
 
     ``role``: this process's place in a multi-machine run (runtime.WorkerRole); only the
-    chief publishes, the others return None. ``progress``: (backup directory, key,
-    history of finished epochs) from :func:`resume.prepare`, or None to keep no state.
+    chief publishes, the others return None. ``progress``: (state directory, key, the
+    interrupted run's state or None) from :func:`resume.prepare`, or None to keep no
+    state.
     """
     reporter = reporter or Reporter()
     from rnncli import model as M
@@ -191,7 +197,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         if initial is not None:
             _start_embedding(core, initial)
         history = _fit(M, core, config, x_train, train_set.labels, x_val, val_set.labels,
-                       reporter, replicas=replicas, progress=progress)
+                       reporter, replicas=replicas, progress=progress, precision=precision)
     if role is not None and not role.chief:
         reporter.message(f"{role}: training finished; the chief writes the model")
         return None
@@ -421,7 +427,8 @@ def _manifest(M, config: TrainConfig, train_set: Dataset, val_set: Dataset, test
 
 def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
          reporter: Reporter, replicas: int = 1,
-         progress: tuple | None = None) -> list[dict[str, float]]:
+         progress: tuple | None = None,
+         precision: str = "float32") -> list[dict[str, float]]:
     """Train with early stopping (best weights restored) and learning-rate decay.
 
     On several devices (``replicas``): Keras clips each device's share of the gradient
@@ -433,8 +440,10 @@ def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
     clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
     core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
                  loss="binary_crossentropy", metrics=["accuracy"])
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                               restore_best_weights=True)]
+    early = resume_run.resumable_early_stopping(keras, monitor="val_loss",
+                                                patience=config.patience,
+                                                restore_best_weights=True)
+    callbacks = [early]
     if config.lr_decay < 1:
         # A worse validation loss first cuts the learning rate; only a second one in a
         # row (with the default patience) stops training.
@@ -445,21 +454,25 @@ def _fit(M, core, config: TrainConfig, x_train, y_train, x_val, y_val,
                                                                    // config.batch_size)
     done = _progress_callback(keras, reporter, config.epochs, steps)
     callbacks += [done, keras.callbacks.TerminateOnNaN()]
+    backup, key, state = progress or (None, None, None)
+    before = state["history"] if state else []
+    if progress is not None:  # after `done`, whose history it saves
+        callbacks.append(resume_run.callback(keras, backup, key, state, precision,
+                                             lambda: done.history, steps, reporter.message))
+    if state:
+        resume_run.restore(core, early, backup, state, precision)
+        if resume_run.finished(before, config.epochs, config.patience):
+            core.set_weights(early.resumed[1])  # what early stopping would have restored
+            return before
     train_data = _length_batches(M.tf, x_train, y_train, config.batch_size, seed=config.seed,
                                  shuffle=True, drop_remainder=full_only)
     val_batch = config.batch_size
     if full_only and len(x_val) < val_batch:  # the first batch must split evenly
         val_batch = max(replicas, len(x_val) - len(x_val) % replicas)
     val_data = _length_batches(M.tf, x_val, y_val, val_batch)
-    before = []
     with _stop_on_signals(core) as caught:
-        if progress is not None:
-            backup, key, before = progress
-            callbacks.append(resume_run.callback(keras, backup, key, before,
-                                                 lambda: done.history, lambda: bool(caught),
-                                                 reporter.message))
         core.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                 callbacks=callbacks, verbose=0)
+                 initial_epoch=len(before), callbacks=callbacks, verbose=0)
     if caught:
         _keep_progress(progress, reporter)
         raise caught[0]
