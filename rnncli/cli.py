@@ -6,6 +6,7 @@ that need it, so ``--help``, ``--version`` and usage errors stay fast.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ import click
 from rnncli import __version__
 from rnncli.config import CELLS, ENGINES, POOLINGS, PREDICT_FORMATS, TrainConfig, default
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
-                           RnnCliError, Terminated, UsageError)
+                           EXIT_USAGE, RnnCliError, Terminated, UsageError)
 
 DEFAULT_MODEL_DIR = "rnncli-model"
 _debug = False
@@ -45,13 +46,26 @@ class RnnCliGroup(click.Group):
         except BrokenPipeError:
             # The reader went away ('| head -1'): stop quietly, and keep Python from
             # failing again when it flushes stdout at exit.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            _silence_stdout()
             code = 0
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                code = _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for "
+                              "the traceback, and please report it)", exc, EXIT_UNEXPECTED)
+            else:  # every other write is reported where it happens: this is stdout
+                _silence_stdout()
+                code = _error(f"cannot write the output ({exc.strerror}); write it "
+                              "somewhere with room", exc, EXIT_USAGE)
         except Exception as exc:  # noqa: BLE001  (the one place that catches everything)
             code = _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the "
                           "traceback, and please report it)", exc, EXIT_UNEXPECTED)
         ctx.exit(code)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's flush at exit cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _error(message: str, exc: BaseException, code: int) -> int:
@@ -380,4 +394,10 @@ def devices(fmt):
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if sys.stdin is None:  # started with stdin closed: no input lines
+        sys.stdin = open(os.devnull)
+    if sys.stdout is None:  # started with stdout closed: nowhere for results to go
+        sys.stderr and sys.stderr.write("Error: stdout is closed; redirect it to a file or "
+                                        "a pipe\n")
+        sys.exit(EXIT_USAGE)
     cli.main(args=argv, prog_name="rnncli")

@@ -528,6 +528,17 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     changed = subprocess.run([*args, "--resume", "--lr", "0.01"], capture_output=True,
                              timeout=300)
     assert changed.returncode == 2 and b"settings changed" in changed.stderr
+    state = tmp_path / ".m.resume"
+    import shutil
+
+    shutil.copytree(state, tmp_path / "kept")
+    for weights in state.glob("epoch-*.weights.h5"):
+        weights.write_bytes(weights.read_bytes()[:1000])  # truncated by a crash, say
+    broken = subprocess.run([*args, "--resume"], capture_output=True, timeout=300)
+    assert broken.returncode == 2 and b"unreadable" in broken.stderr, broken.stderr[-2000:]
+    shutil.rmtree(state)
+    shutil.copytree(tmp_path / "kept", state)
+    shutil.rmtree(tmp_path / "kept")
     resumed = subprocess.run([*args, "--resume"], capture_output=True, timeout=300)
     err = resumed.stderr.decode()
     assert resumed.returncode == 0, err[-2000:]

@@ -369,3 +369,19 @@ def test_predict_input_one_record_per_line_in_order(onnx_predictor, lines, final
             assert record["label"] in onnx_predictor.label_names
         else:
             assert record["status"] == "empty" and record["score"] is None
+
+
+@slow
+@pytest.mark.parametrize("redirect, code, words", [
+    ("> /dev/full", 2, "cannot write the output (No space left on device)"),
+    (">&-", 2, "stdout is closed"),
+    ("<&- > /dev/null", 0, ""),  # closed stdin: no input lines
+])
+def test_unwritable_or_closed_streams(gru_model, redirect, code, words):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    texts = "" if "<&-" in redirect else "'great movie'"
+    proc = subprocess.run(["bash", "-c", f"rnncli predict -m '{gru_model}' {texts} {redirect}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr
