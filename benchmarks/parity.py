@@ -96,7 +96,7 @@ def main() -> int:
             texts, _ = read_texts(path)
         ok &= compare(path.split("/")[-1], texts[: args.limit], onnx, keras, tf, standardize)
     if args.random:
-        ok &= compare(f"random Unicode (seed 0)", random_texts(args.random), onnx, keras, tf,
+        ok &= compare("random Unicode (seed 0)", random_texts(args.random), onnx, keras, tf,
                       standardize)
     print("engines agree within 1e-4" if ok else "ENGINES DISAGREE (over 1e-4)")
     return 0 if ok else 1
