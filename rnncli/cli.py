@@ -49,16 +49,15 @@ class RnnCliGroup(click.Group):
             _silence_stdout()
             code = 0
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
-                code = _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for "
-                              "the traceback, and please report it)", exc, EXIT_UNEXPECTED)
-            else:  # every other write is reported where it happens: this is stdout
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                # Every other write is reported where it happens: this is stdout.
                 _silence_stdout()
                 code = _error(f"cannot write the output ({exc.strerror}); write it "
                               "somewhere with room", exc, EXIT_USAGE)
+            else:
+                code = _unexpected(exc)
         except Exception as exc:  # noqa: BLE001  (the one place that catches everything)
-            code = _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the "
-                          "traceback, and please report it)", exc, EXIT_UNEXPECTED)
+            code = _unexpected(exc)
         ctx.exit(code)
 
 
@@ -66,6 +65,11 @@ def _silence_stdout() -> None:
     """Point stdout at /dev/null, so Python's flush at exit cannot fail again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+
+
+def _unexpected(exc: BaseException) -> int:
+    return _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the "
+                  "traceback, and please report it)", exc, EXIT_UNEXPECTED)
 
 
 def _error(message: str, exc: BaseException, code: int) -> int:

@@ -99,7 +99,8 @@ def check_files(model_dir: Path, manifest: dict[str, Any], engine: str = "auto",
     """Check the model against the manifest (no TensorFlow): model.keras always (a
     directory with a broken one is broken, whichever engine runs), and the ONNX engine's
     files when it is chosen."""
-    artifacts.check_model_dir(model_dir)
+    artifacts.verify_files(model_dir, manifest)
+    artifacts.check_archive(model_dir / artifacts.MODEL_FILE)
     if choose_engine(manifest, engine, device) == "onnx":
         artifacts.verify_files(model_dir, manifest,
                                names=(artifacts.SERVING_FILE, artifacts.ONNX_FILE))

@@ -249,9 +249,8 @@ def _publish(out: Path, text_model, test_set: Dataset, manifest: dict[str, Any],
     need = 2.5 * artifacts.weight_bytes(text_model) + 8 * 2**20
     free = artifacts.free_bytes(out.parent)
     if free is not None and free < need:
-        raise UsageError(f"{out}: not enough free space to write the model ({free // 2**20} "
-                         f"MB free, about {need // 2**20:.0f} MB needed); free some space or "
-                         "choose another --out (an existing model there was left as it was)")
+        raise _unwritable(out, f"not enough free space: {free // 2**20} MB free, about "
+                               f"{need // 2**20:.0f} MB needed")
     failure = None
     try:
         with artifacts.staging(out) as staged:
@@ -273,8 +272,12 @@ def _publish(out: Path, text_model, test_set: Dataset, manifest: dict[str, Any],
         failure = exc.strerror or str(exc)
     if failure is not None:
         artifacts.collect_failed_writes()
-        raise UsageError(f"{out}: cannot write the model ({failure}); free some space or "
-                         "choose another --out (an existing model there was left as it was)")
+        raise _unwritable(out, failure)
+
+
+def _unwritable(out: Path, reason: str) -> UsageError:
+    return UsageError(f"{out}: cannot write the model ({reason}); free some space or choose "
+                      "another --out (an existing model there was left as it was)")
 
 
 def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: Reporter):
