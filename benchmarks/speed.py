@@ -1,16 +1,34 @@
 """Speed benchmark: where people wait, each figure against a reference timed in the same run.
 
-    python benchmarks/speed.py DATA -m MODEL_DIR [--texts N] [--epochs 2] [--repeat 5]
+    python benchmarks/speed.py DATA -m MODEL_DIR [--texts N] [--epochs 2] [--repeat 7]
+    python benchmarks/speed.py --fresh [--sample] [DATA -m MODEL_DIR] ...
+    python benchmarks/speed.py --venv DIR ...
+
+Which rnncli is measured: by default the one on PATH, with this interpreter for the
+references. ``--fresh`` builds a new virtual environment from this checkout exactly as
+the README's first command does (``python -m venv``, then ``pip install .``, so pip
+picks today's release of every dependency) and measures the rnncli in it, with its own
+Python for the references; ``--venv DIR`` reuses one built before (``--fresh DIR``
+keeps it there). The versions of the packages that decide these figures are printed
+first: a development environment with older releases hides a newer dependency's cost
+(issue 10: ml_dtypes 0.7 made a cold predict 4x slower on a fresh install only).
 
 DATA is the labelled file MODEL_DIR was trained on (its split and settings are reused);
-MODEL_DIR is a model from 'rnncli train DATA' with the installed command. Printed:
-- help: 'rnncli --help' against 'python -c "import click, rich"' (median of --repeat runs);
-- cold predict: 'rnncli predict -m MODEL "great movie"' with each engine (onnx, tf)
-  against 'python -c "import tensorflow"' (median of --repeat runs);
-- stream: N texts (the first N rows of DATA, one per line) piped through 'rnncli predict
-  --format jsonl' (the default engine, then --engine tf), against one Python process that loads the model exported with 'rnncli
-  export' and calls it on batches of 256 texts in input order; start-up included in both;
-- training: seconds per recurrent-network epoch of the 'rnncli train' run that made
+``--sample`` instead trains on sample_data/imdb_sample.csv.gz with the README's command,
+times it, and uses that file and model. Printed:
+- install: seconds of ``pip install .`` (with --fresh);
+- sample: seconds and test accuracy of ``rnncli train sample_data/imdb_sample.csv.gz
+  --cell gru`` (with --sample);
+- help: ``rnncli --help`` against ``python -c "import click, rich"``;
+- cold predict: ``rnncli predict -m MODEL "great movie"`` (the default engine, then
+  --engine tf) against ``python -c "import tensorflow"``;
+  (help and cold predict: medians of --repeat runs, ours and the reference in turns,
+  after one discarded run of each)
+- stream: N texts (the first N rows of DATA, one per line) piped through ``rnncli predict
+  --format jsonl`` (the default engine, then --engine tf), against one Python process
+  that loads the model exported with ``rnncli export`` and calls it on batches of 256
+  texts in input order; start-up included in both;
+- training: seconds per recurrent-network epoch of the ``rnncli train`` run that made
   MODEL_DIR (from its manifest; epoch 1 left out, it includes tracing) against a plain
   Keras script with the same network and settings on the same training rows, padded to
   the model's sequence length (its epochs after the first);
@@ -65,40 +83,84 @@ for i in range(0, len(lines), 256):
 """
 
 
+ROOT = HERE.parent.parent
+SAMPLE = ROOT / "sample_data" / "imdb_sample.csv.gz"
+# What decides the figures: the interpreter, what predict imports, what training runs on.
+PACKAGES = ("tensorflow", "keras", "numpy", "onnxruntime", "onnx", "ml_dtypes", "tf2onnx",
+            "protobuf", "click", "rich", "h5py", "pandas")
+_VERSIONS = f"""
+import importlib.metadata as m, platform
+print("python", platform.python_version())
+for name in {PACKAGES!r}:
+    try:
+        print(name, m.version(name))
+    except m.PackageNotFoundError:
+        print(name, "-")
+"""
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_keras_reference":
         return _keras_reference(*sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "_rows":
+        return _rows(*sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data")
-    parser.add_argument("-m", "--model", required=True)
+    parser.add_argument("data", nargs="?")
+    parser.add_argument("-m", "--model")
+    parser.add_argument("--fresh", nargs="?", const="", default=None, metavar="DIR",
+                        help="build a new virtual environment (in DIR, else a temporary one)")
+    parser.add_argument("--venv", help="measure the rnncli of this virtual environment")
+    parser.add_argument("--sample", action="store_true",
+                        help="train on the bundled sample (timed) and measure that model")
     parser.add_argument("--texts", type=int, default=25000)
     parser.add_argument("--epochs", type=int, default=2, help="plain Keras epochs (>= 2)")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--skip", default="", help="comma-separated: help,cold,stream,train")
     args = parser.parse_args()
+    if args.sample == bool(args.data or args.model) or bool(args.data) != bool(args.model):
+        parser.error("give DATA and -m MODEL, or --sample")
+    if args.fresh is not None and args.venv:
+        parser.error("--fresh builds a virtual environment, --venv reuses one: pick one")
     skip = set(filter(None, args.skip.split(",")))
-    model = Path(args.model)
-    manifest = json.loads((model / "rnncli.json").read_text())
     work = Path(tempfile.mkdtemp(prefix="rnncli-speed-"))
-    rows = _Rows(manifest)
+    rows = _Rows()
+
+    env = _Env(Path(args.venv) if args.venv else None)
+    if args.fresh is not None:
+        env, seconds = _Env.build(Path(args.fresh) if args.fresh else work / "venv")
+        rows.note([f"install: pip install . into {env.root}: {seconds:.0f} s"])
+    rows.note(env.versions())
+    if args.sample:
+        data, model = SAMPLE, work / "sample-model"
+        seconds, _ = _timed(env.command("rnncli", "train", str(SAMPLE), "--cell", "gru",
+                                        "-o", str(model), "--quiet"))
+        test = json.loads((model / "rnncli.json").read_text())["test"]
+        rows.note([f"sample: rnncli train sample_data/imdb_sample.csv.gz --cell gru: "
+                   f"{seconds:.0f} s, test accuracy {test['accuracy']:.4f} (n={test['n']})"])
+    else:
+        data, model = Path(args.data), Path(args.model)
+    manifest = json.loads((model / "rnncli.json").read_text())
+    rows.note([_describe(manifest)])
+    rows.header()
 
     if "help" not in skip:
-        rows += _compare("help", ["rnncli", "--help"],
-                         [sys.executable, "-c", "import click, rich"], args.repeat, 1.5)
+        rows += _compare("help", env.command("rnncli", "--help"),
+                         [env.python, "-c", "import click, rich"], args.repeat, 1.3)
     if "cold" not in skip:
-        predict = ["rnncli", "predict", "-m", str(model), "great movie", "--engine"]
-        rows += _compare("cold predict", predict + ["onnx"],
-                         [sys.executable, "-c", "import tensorflow"], args.repeat, 0.3)
-        rows += _compare("cold predict", predict + ["tf"], None, args.repeat, None)
+        predict = env.command("rnncli", "predict", "-m", str(model), "great movie")
+        rows += _compare("cold predict", predict, [env.python, "-c", "import tensorflow"],
+                         args.repeat, 0.15)
+        rows += _compare("cold predict", predict + ["--engine", "tf"], None, args.repeat, None)
     if "stream" not in skip:
         texts = work / "texts.txt"
-        n = _write_texts(args.data, manifest, texts, args.texts)
+        n = int(_run([env.python, str(HERE), "_rows", "texts", str(data), str(model),
+                      str(texts), str(args.texts)]))
         exported = work / "exported"
-        subprocess.run(["rnncli", "export", "-m", str(model), "-o", str(exported)],
+        subprocess.run(env.command("rnncli", "export", "-m", str(model), "-o", str(exported)),
                        check=True, capture_output=True)
-        predict = ["rnncli", "predict", "-m", str(model), "--format", "jsonl"]
+        predict = env.command("rnncli", "predict", "-m", str(model), "--format", "jsonl")
         ours = _timed(predict, texts)
-        ref = _timed([sys.executable, "-c", _STREAM_REFERENCE, str(exported), str(texts),
+        ref = _timed([env.python, "-c", _STREAM_REFERENCE, str(exported), str(texts),
                       str(work / "reference.jsonl")])
         tf_engine = _timed(predict + ["--engine", "tf"], texts)
         rows.append(_row("stream: rnncli predict (default engine: onnx)", ours, n_texts=n))
@@ -111,7 +173,7 @@ def main() -> None:
     if "train" not in skip:
         history = manifest["training"]["history"]
         ours = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
-        ref = _keras_epochs(args.data, manifest, args.epochs, work)
+        ref = _keras_epochs(env, data, model, args.epochs, work)
         rows.append({"what": "train: rnncli s/epoch (epochs 2+, from the manifest)",
                      "seconds": round(statistics.median(ours), 1)})
         rows.append({"what": "train: plain Keras s/epoch (padded to seq_len)",
@@ -119,6 +181,45 @@ def main() -> None:
         rows.append({"what": "train ratio", "ratio": round(statistics.median(ours)
                                                            / statistics.median(ref), 2),
                      "target": "<= 1.1"})
+
+
+class _Env:
+    """The rnncli and the Python being measured: a virtual environment, or PATH and this
+    interpreter."""
+
+    def __init__(self, root: Path | None):
+        self.root = root
+        self.python = str(root / "bin" / "python") if root else sys.executable
+
+    @classmethod
+    def build(cls, root: Path) -> tuple[_Env, float]:
+        """The README's install, timed: a new venv, then ``pip install .`` of this checkout."""
+        if root.exists():
+            sys.exit(f"{root}: exists; --fresh builds a new environment (--venv reuses one)")
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+        env = cls(root)
+        started = time.perf_counter()
+        subprocess.run([env.python, "-m", "pip", "install", "--quiet", str(ROOT)], check=True)
+        return env, time.perf_counter() - started
+
+    def command(self, name: str, *args: str) -> list[str]:
+        return [str(self.root / "bin" / name) if self.root else name, *args]
+
+    def versions(self) -> list[str]:
+        lines = _run([self.python, "-c", _VERSIONS]).splitlines()
+        where = f"{self.root}" if self.root else "rnncli on PATH, " + sys.executable
+        return [f"measured: {where}", "versions: " + ", ".join(lines)]
+
+
+def _run(command: list[str]) -> str:
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _describe(manifest: dict) -> str:
+    s = manifest["settings"]
+    return (f"model: {s['cell']} x{s['layers']}, {s['units']} units, seq_len {s['seq_len']}, "
+            f"vocab {s['max_tokens']}, n-grams {'on' if s.get('ngrams') else 'off'}; "
+            f"trained on {manifest['training']['device']}")
 
 
 def _timed(command: list[str], stdin: Path | None = None) -> tuple[float, int]:
@@ -136,18 +237,25 @@ _last_reference: dict[str, float] = {}
 
 def _compare(name: str, ours: list[str], ref: list[str] | None, repeat: int,
              target: float | None):
-    """Median times of ``ours`` and ``ref`` (None: the previous call's reference)."""
-    ours_runs = [_timed(ours) for _ in range(repeat)]
-    mine = statistics.median(s for s, _ in ours_runs)
+    """Median times of ``ours`` and ``ref`` (None: the previous call's reference), run in
+    turns after one discarded run of each, so both see the same machine."""
+    commands = [ours] + ([ref] if ref is not None else [])
+    for command in commands:
+        _timed(command)  # page cache and .pyc files, for both alike
+    runs: list[list[tuple[float, int]]] = [[] for _ in commands]
+    for _ in range(repeat):
+        for got, command in zip(runs, commands):
+            got.append(_timed(command))
+    mine = statistics.median(s for s, _ in runs[0])
     flags = " ".join(a for a in ours[2:] if a.startswith("--") or a in ("onnx", "tf"))
-    rows = [{"what": f"{name}: {' '.join(ours[:2])} ... {flags}", "seconds": round(mine, 2),
-             "peak_mb": max(p for _, p in ours_runs)}]
+    shown = " ".join([Path(ours[0]).name, ours[1]])
+    rows = [{"what": f"{name}: {shown} ... {flags}", "seconds": round(mine, 2),
+             "peak_mb": max(p for _, p in runs[0])}]
     if ref is not None:
-        ref_runs = [_timed(ref) for _ in range(repeat)]
-        _last_reference[name] = statistics.median(s for s, _ in ref_runs)
-        rows.append({"what": f"{name} reference: {' '.join(ref[1:])}",
+        _last_reference[name] = statistics.median(s for s, _ in runs[1])
+        rows.append({"what": f"{name} reference: python {' '.join(ref[1:])}",
                      "seconds": round(_last_reference[name], 2),
-                     "peak_mb": max(p for _, p in ref_runs)})
+                     "peak_mb": max(p for _, p in runs[1])})
     rows.append({"what": f"{name} ratio ({flags or 'default'})",
                  "ratio": round(mine / _last_reference[name], 2),
                  "target": f"<= {target}" if target else ""})
@@ -160,35 +268,35 @@ def _row(what: str, timed: tuple[float, int], n_texts: int) -> dict:
             "texts_per_s": round(n_texts / seconds)}
 
 
-def _dataset(data: str, manifest: dict):
-    sys.path.insert(0, str(HERE.parent.parent))
+def _rows(what: str, data: str, model: str, out: str, n: str = "0") -> None:
+    """Run by the measured Python (``speed.py _rows``): write the first N texts of DATA, one
+    per line ("texts"), or the model's training rows as JSON lines ("train")."""
     from rnncli.data import load_dataset, split_dataset
 
+    manifest = json.loads((Path(model) / "rnncli.json").read_text())
     data_set = load_dataset(data, text_col=manifest["data"]["text_col"],
                             label_col=manifest["data"]["label_col"],
                             positive_label=manifest["labels"]["positive"])
-    s = manifest["settings"]
-    return data_set, split_dataset(data_set, val_split=s["val_split"],
-                                   test_split=s["test_split"], seed=s["seed"])
-
-
-def _write_texts(data: str, manifest: dict, path: Path, n: int) -> int:
-    data_set, _ = _dataset(data, manifest)
-    texts = [" ".join(t.split()) for t in data_set.texts[:n]]
-    path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
-    return len(texts)
-
-
-def _keras_epochs(data: str, manifest: dict, epochs: int, work: Path) -> list[float]:
-    _, (train, _, _) = _dataset(data, manifest)
-    rows = work / "train.jsonl"
-    with open(rows, "w", encoding="utf-8") as fh:
+    with open(out, "w", encoding="utf-8") as fh:
+        if what == "texts":
+            texts = [" ".join(t.split()) for t in data_set.texts[:int(n)]]
+            fh.write("".join(t + "\n" for t in texts))
+            print(len(texts))
+            return
+        s = manifest["settings"]
+        train, _, _ = split_dataset(data_set, val_split=s["val_split"],
+                                    test_split=s["test_split"], seed=s["seed"])
         for text, label in zip(train.texts, train.labels):
             fh.write(json.dumps({"text": text, "label": int(label)}) + "\n")
-    out = subprocess.run([sys.executable, str(HERE), "_keras_reference", str(rows),
-                          json.dumps(manifest["settings"]), str(max(2, epochs))],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])[1:]  # epochs after the first
+
+
+def _keras_epochs(env: _Env, data: Path, model: Path, epochs: int, work: Path) -> list[float]:
+    rows = work / "train.jsonl"
+    _run([env.python, str(HERE), "_rows", "train", str(data), str(model), str(rows)])
+    settings = json.loads((model / "rnncli.json").read_text())["settings"]
+    out = _run([env.python, str(HERE), "_keras_reference", str(rows), json.dumps(settings),
+                str(max(2, epochs))])
+    return json.loads(out.splitlines()[-1])[1:]  # epochs after the first
 
 
 def _keras_reference(rows_path: str, settings_json: str, epochs: str) -> None:
@@ -233,11 +341,11 @@ def _keras_reference(rows_path: str, settings_json: str, epochs: str) -> None:
 class _Rows:
     """Prints each figure as soon as it is measured (a long run loses nothing)."""
 
-    def __init__(self, manifest: dict):
-        s = manifest["settings"]
-        print(f"model: {s['cell']} x{s['layers']}, {s['units']} units, seq_len {s['seq_len']}, "
-              f"vocab {s['max_tokens']}, n-grams {'on' if s.get('ngrams') else 'off'}; "
-              f"trained on {manifest['training']['device']}")
+    def note(self, lines: list[str]) -> None:
+        for line in lines:
+            print(line, flush=True)
+
+    def header(self) -> None:
         print(f"{'what':58s} {'seconds':>8s} {'peak MB':>8s} {'texts/s':>8s} {'ratio':>6s} "
               "target", flush=True)
 

@@ -10,7 +10,6 @@ import errno
 import os
 import signal
 import sys
-import traceback
 
 import click
 
@@ -74,6 +73,8 @@ def _unexpected(exc: BaseException) -> int:
 
 def _error(message: str, exc: BaseException, code: int) -> int:
     if _debug:
+        import traceback  # only here: --help and every light path stay without it
+
         traceback.print_exception(exc)
     click.echo(f"Error: {message}", err=True)
     return code
