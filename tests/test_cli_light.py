@@ -3,6 +3,7 @@ that is caught before TensorFlow is imported. Each import check runs in a fresh
 interpreter, because the test process may already hold TensorFlow."""
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -41,20 +42,26 @@ try:
     code = 0
 except SystemExit as exc:
     code = exc.code
-loaded = {name.partition(".")[0] for name in set(sys.modules) - before
-          if not name.startswith(("cython_runtime", "_cython_"))}  # Cython's, not packages
 with open(out, "w") as fh:
-    json.dump([code, sorted(loaded - set(sys.stdlib_module_names))], fh)
+    json.dump([code, sorted(set(sys.modules) - before)], fh)
 """
 
 
-def _packages(args, tmp_path, stdin: bytes = b"") -> tuple[int, set[str]]:
-    """(exit code, top-level non-stdlib packages imported) of ``rnncli ARGS``."""
+def _imported(args, tmp_path, stdin: bytes = b"") -> tuple[int, set[str]]:
+    """(exit code, modules imported) of ``rnncli ARGS`` in a fresh interpreter."""
     out = tmp_path / "imported.json"
     subprocess.run([sys.executable, "-c", PROBE, json.dumps([str(a) for a in args]), str(out)],
                    input=stdin, capture_output=True, check=True, timeout=120)
-    code, packages = json.loads(out.read_text())
-    return code, set(packages)
+    code, modules = json.loads(out.read_text())
+    return code, set(modules)
+
+
+def _packages(args, tmp_path, stdin: bytes = b"") -> tuple[int, set[str]]:
+    """(exit code, top-level packages outside the standard library) of ``rnncli ARGS``."""
+    code, modules = _imported(args, tmp_path, stdin)
+    top = {name.partition(".")[0] for name in modules
+           if not name.startswith(("cython_runtime", "_cython_"))}  # Cython's, not packages
+    return code, top - set(sys.stdlib_module_names)
 
 
 @pytest.mark.parametrize("args, code, allowed", [
@@ -73,6 +80,23 @@ def test_light_paths_import_only_what_they_need(tmp_path, args, code, allowed):
     got_code, packages = _packages(args, tmp_path)
     assert got_code == code
     assert packages <= allowed, f"also imported: {sorted(packages - allowed)}"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["train"]])
+def test_help_and_usage_errors_skip_shutil(tmp_path, args):
+    """Click imports shutil (with bz2, lzma, zlib) for the terminal's width alone; the
+    formatter asks os instead (cli.RnnCliContext)."""
+    assert "shutil" not in _imported(args, tmp_path)[1]
+
+
+@pytest.mark.parametrize("columns, widest", [("60", 58), ("", 78), ("500", 98)])
+def test_help_fits_the_terminal_width(columns, widest):
+    """Click's own rule: $COLUMNS (else the terminal's, else 80) less 2, at most
+    max_content_width 100, at least 50."""
+    env = {**os.environ, "COLUMNS": columns}
+    out = subprocess.run([sys.executable, "-m", "rnncli", "train", "--help"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert max(map(len, out.splitlines())) == widest
 
 
 @pytest.mark.slow
