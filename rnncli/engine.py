@@ -146,19 +146,9 @@ class OnnxEngine:
             raise ModelError(f"{path}: implausibly large; refusing to load")
         graph = path.read_bytes()
         _check_graph(path, graph)
-        import onnxruntime as ort
-
-        ort.set_default_logger_severity(4)  # stderr carries rnncli's messages only
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-        options.intra_op_num_threads = 1  # parallel batches instead (see scores)
-        try:
-            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-            engine = cls(session, serving)
-        except Exception as exc:  # onnxruntime raises its own types for a bad graph
-            raise ModelError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)}); use "
-                             "--engine tf or retrain the model") from exc
+        session = _session(path, graph)
         _check_signature(path, session)
+        engine = cls(session, serving)
         engine.path = str(path)
         return engine
 
@@ -251,6 +241,24 @@ def _padded(rows: list[list[int]]) -> np.ndarray:
 
 def _charset(ranges: np.ndarray) -> frozenset[str]:
     return frozenset(chr(c) for a, b in ranges.tolist() for c in range(a, b + 1))
+
+
+def _session(path: Path, graph: bytes):
+    """An ONNX Runtime session for graph bytes that _check_graph has passed."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)  # stderr carries rnncli's messages only
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.intra_op_num_threads = 1  # parallel batches instead (see scores)
+    # Protobuf only: ONNX Runtime would otherwise take bytes that look like its own
+    # flatbuffer format ("ORTM") as that, which _check_graph has not read.
+    options.add_session_config_entry("session.load_model_format", "ONNX")
+    try:
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for a bad graph
+        raise ModelError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)}); use "
+                         "--engine tf or retrain the model") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -37,7 +37,8 @@ _GRAPH = 7  # ModelProto.graph
 _EXTERNAL_DATA = 13  # TensorProto.external_data: repeated key/value entries
 _DATA_LOCATION = 14  # TensorProto.data_location: enum, DEFAULT 0, EXTERNAL 1
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
-MAX_DEPTH = 100  # protobuf's own default recursion limit
+MAX_DEPTH = 100  # protobuf's own default recursion limit; counted here over the
+#                 messages walked (those that can lead to a TensorProto) only
 
 
 class MalformedGraph(ValueError):
@@ -48,7 +49,8 @@ class MalformedGraph(ValueError):
 class GraphScan:
     graphs: int  # occurrences of ModelProto.graph (0: not a model at all)
     tensors: int  # TensorProtos anywhere in the model
-    external: int  # of those, the ones that refer to data outside the file
+    external: int  # fields that refer to data outside the file (external_data entries
+    #                and data_location values other than DEFAULT), in any tensor
 
 
 def scan_model(data: bytes) -> GraphScan:
@@ -84,7 +86,13 @@ def _fields(data: bytes, pos: int, end: int):
     """(number, wire type, varint value or 0, start and end of the value) for each
     field of the message in ``data[pos:end]``."""
     while pos < end:
+        key_start = pos
         key, pos = _varint(data, pos, end)
+        # A key is a uint32: protobuf's C++ parser (ONNX Runtime's) reads at most 5 bytes
+        # of it and keeps 32 bits, so a longer or larger key could name one field to us
+        # and another to it.
+        if pos - key_start > 5 or key > 0xFFFFFFFF:
+            raise MalformedGraph(f"a field key longer than 32 bits at byte {key_start}")
         number, wire = key >> 3, key & 7
         if number == 0:
             raise MalformedGraph(f"field number 0 at byte {pos}")

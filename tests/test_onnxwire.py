@@ -178,6 +178,62 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def _padded_key(number: int, wire: int, extra: int = 0, length: int = 5) -> bytes:
+    """A field key spread over ``length`` bytes, with ``extra`` added above bit 32: the
+    same field to a reader that keeps 32 bits of the key, another field (or none) to one
+    that keeps them all."""
+    value = (number << 3 | wire) + (extra << 32)
+    out = bytearray()
+    for i in range(length):
+        out.append(value & 0x7F | (0x80 if i < length - 1 else 0))
+        value >>= 7
+    assert not value
+    return bytes(out)
+
+
+def _graph_with(tensor: bytes) -> bytes:
+    graph = _field(5, tensor)  # GraphProto.initializer
+    return _field(7, graph)  # ModelProto.graph
+
+
+@pytest.mark.parametrize("key", [
+    _padded_key(7, 2, extra=1),  # 7 + 2**29 to us, 7 (graph) to a 32-bit reader
+    _padded_key(7, 2, extra=7),
+    _padded_key(7, 2, length=6),  # longer than protobuf's 5-byte limit for a key
+    _padded_key(7, 2, length=10),
+])
+def test_a_key_beyond_32_bits_cannot_hide_the_graph(key):
+    tensor = _field(13, _field(1, b"location") + _field(2, b"secret.txt"))  # external_data
+    graph = _field(5, tensor)
+    with pytest.raises(MalformedGraph, match="32 bits"):
+        scan_model(key + _varint(len(graph)) + graph)
+
+
+def test_a_key_beyond_32_bits_cannot_hide_the_location():
+    hidden = _padded_key(14, 0, extra=1) + b"\x01"  # data_location = EXTERNAL
+    with pytest.raises(MalformedGraph, match="32 bits"):
+        scan_model(_graph_with(_field(1, b"\x02") + hidden))
+
+
+def test_a_padded_key_within_32_bits_is_still_the_same_field():
+    # Five bytes, value < 2**32: a valid key to protobuf, and to the scan.
+    hidden = _padded_key(14, 0) + b"\x01"
+    assert scan_model(_graph_with(hidden)).external == 1
+    assert _onnx_external(_graph_with(hidden)) is True
+
+
+def test_every_occurrence_of_a_repeated_field_is_read():
+    # protobuf merges a second ModelProto.graph into the first: its tensors count too.
+    clean = _graph_with(_field(8, b"w"))  # TensorProto.name only
+    external = _graph_with(b"\x70\x01")  # data_location = EXTERNAL
+    assert scan_model(clean + external).external == 1
+    assert _onnx_external(clean + external) is True
+    # The last data_location wins in protobuf; any EXTERNAL one is refused by the scan,
+    # whichever comes last (failing closed where protobuf would see DEFAULT).
+    assert scan_model(_graph_with(b"\x70\x00\x70\x01")).external == 1
+    assert scan_model(_graph_with(b"\x70\x01\x70\x00")).external == 1
+
+
 def test_a_model_without_a_graph_is_seen():
     assert scan_model(b"").graphs == 0
     assert scan_model(b"\x08\x07").graphs == 0  # ir_version only
@@ -217,3 +273,48 @@ def test_never_misses_external_data_the_onnx_package_sees(data):
         return
     if _onnx_external(data):
         assert found.external >= 1
+
+
+def test_onnx_runtimes_own_format_is_refused(tmp_path):
+    """ONNX Runtime takes bytes with its flatbuffer identifier ("ORTM") as its own format
+    unless told otherwise; the scan reads protobuf only, so the engine tells it."""
+    ort = pytest.importorskip("onnxruntime")
+    from rnncli import engine
+    from rnncli.errors import ModelError
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["b", "t"])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, ["b", "t"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "model.ort")
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(model.SerializeToString(), options,
+                         providers=["CPUExecutionProvider"])
+    flat = (tmp_path / "model.ort").read_bytes()
+    assert flat[4:8] == b"ORTM"
+    ort.InferenceSession(flat, providers=["CPUExecutionProvider"])  # loads by default
+    with pytest.raises(ModelError, match="ONNX Runtime cannot load it"):
+        engine._session(tmp_path / "core.onnx", flat)
+    assert engine._session(tmp_path / "core.onnx", model.SerializeToString())
+
+
+def test_the_engine_refuses_a_graph_hidden_behind_a_long_key(tmp_path):
+    """The attack the 32-bit key rule stops: ONNX Runtime 1.32 loads this model and
+    returns the first 32 bytes of ./secret.txt; the engine refuses it before that."""
+    from rnncli import engine
+    from rnncli.errors import ModelError
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["table"], ["out"])], "evil", [],
+        [helper.make_tensor_value_info("out", TensorProto.UINT8, [32])],
+        [_tensor("table", external=True)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    body = model.graph.SerializeToString()
+    model.ClearField("graph")
+    crafted = model.SerializeToString() + _padded_key(7, 2, extra=1) + _varint(len(body)) + body
+    with pytest.raises(ModelError, match="not an ONNX graph"):
+        engine._check_graph(tmp_path / "core.onnx", crafted)
