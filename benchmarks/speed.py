@@ -1,15 +1,15 @@
 """Speed benchmark: where people wait, each figure against a reference timed in the same run.
 
     python benchmarks/speed.py DATA -m MODEL_DIR [--texts N] [--epochs 2] [--repeat 7]
-    python benchmarks/speed.py --fresh [--sample] [DATA -m MODEL_DIR] ...
+    python benchmarks/speed.py --fresh [--keep DIR] [--sample] [DATA -m MODEL_DIR] ...
     python benchmarks/speed.py --venv DIR ...
 
 Which rnncli is measured: by default the one on PATH, with this interpreter for the
-references. ``--fresh`` builds a new virtual environment from this checkout exactly as
-the README's first command does (``python -m venv``, then ``pip install .``, so pip
-picks today's release of every dependency) and measures the rnncli in it, with its own
-Python for the references; ``--venv DIR`` reuses one built before (``--fresh DIR``
-keeps it there). The versions of the packages that decide these figures are printed
+references. ``--fresh`` clones this checkout's last commit (uncommitted changes are not
+measured) and builds a new virtual environment from the clone exactly as the README's
+first command does (``python -m venv``, then ``pip install .``, so pip picks today's
+release of every dependency), then measures the rnncli in it, with its own Python for
+the references; ``--keep DIR`` builds it in DIR, for ``--venv DIR`` to reuse later. The versions of the packages that decide these figures are printed
 first: a development environment with older releases hides a newer dependency's cost
 (issue 10: ml_dtypes 0.7 made a cold predict 4x slower on a fresh install only).
 
@@ -107,8 +107,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="?")
     parser.add_argument("-m", "--model")
-    parser.add_argument("--fresh", nargs="?", const="", default=None, metavar="DIR",
-                        help="build a new virtual environment (in DIR, else a temporary one)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="install a clone of this checkout into a new virtual environment")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="with --fresh: build the environment in DIR (else a temporary one)")
     parser.add_argument("--venv", help="measure the rnncli of this virtual environment")
     parser.add_argument("--sample", action="store_true",
                         help="train on the bundled sample (timed) and measure that model")
@@ -119,16 +121,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.sample == bool(args.data or args.model) or bool(args.data) != bool(args.model):
         parser.error("give DATA and -m MODEL, or --sample")
-    if args.fresh is not None and args.venv:
+    if args.fresh and args.venv:
         parser.error("--fresh builds a virtual environment, --venv reuses one: pick one")
+    if args.keep and not args.fresh:
+        parser.error("--keep goes with --fresh")
     skip = set(filter(None, args.skip.split(",")))
     work = Path(tempfile.mkdtemp(prefix="rnncli-speed-"))
     rows = _Rows()
 
     env = _Env(Path(args.venv) if args.venv else None)
-    if args.fresh is not None:
-        env, seconds = _Env.build(Path(args.fresh) if args.fresh else work / "venv")
-        rows.note([f"install: pip install . into {env.root}: {seconds:.0f} s"])
+    if args.fresh:
+        env, seconds, commit = _Env.build(Path(args.keep) if args.keep else work / "venv",
+                                          work / "clone")
+        rows.note([f"install: pip install . of commit {commit} into {env.root}: "
+                   f"{seconds:.0f} s"])
     rows.note(env.versions())
     if args.sample:
         data, model = SAMPLE, work / "sample-model"
@@ -192,15 +198,24 @@ class _Env:
         self.python = str(root / "bin" / "python") if root else sys.executable
 
     @classmethod
-    def build(cls, root: Path) -> tuple[_Env, float]:
-        """The README's install, timed: a new venv, then ``pip install .`` of this checkout."""
+    def build(cls, root: Path, clone: Path) -> tuple[_Env, float, str]:
+        """The README's install, timed: a fresh clone of this checkout's last commit, a new
+        venv, then ``pip install .`` of the clone."""
         if root.exists():
             sys.exit(f"{root}: exists; --fresh builds a new environment (--venv reuses one)")
+        try:
+            commit = _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+            if _run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]):
+                print(f"note: uncommitted changes in {ROOT} are not measured", file=sys.stderr)
+            _run(["git", "clone", "--quiet", str(ROOT), str(clone)])
+        except (OSError, subprocess.CalledProcessError) as exc:
+            sys.exit(f"--fresh installs a clone of this checkout and needs git and a git "
+                     f"checkout: {exc}")
         subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
         env = cls(root)
         started = time.perf_counter()
-        subprocess.run([env.python, "-m", "pip", "install", "--quiet", str(ROOT)], check=True)
-        return env, time.perf_counter() - started
+        subprocess.run([env.python, "-m", "pip", "install", "--quiet", str(clone)], check=True)
+        return env, time.perf_counter() - started, commit
 
     def command(self, name: str, *args: str) -> list[str]:
         return [str(self.root / "bin" / name) if self.root else name, *args]

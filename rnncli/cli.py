@@ -39,9 +39,12 @@ class RnnCliContext(click.Context):
 
 def _terminal_columns() -> int:
     """``shutil.get_terminal_size().columns``: $COLUMNS, else the terminal's, else 80."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))  # int() as shutil reads it: " 60", "+60"
+    except ValueError:  # unset, "", "wide", "²"
+        columns = 0
+    if columns > 0:
+        return columns
     try:
         return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
     except (AttributeError, ValueError, OSError):  # no stdout, closed, not a terminal

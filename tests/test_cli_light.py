@@ -89,10 +89,13 @@ def test_help_and_usage_errors_skip_shutil(tmp_path, args):
     assert "shutil" not in _imported(args, tmp_path)[1]
 
 
-@pytest.mark.parametrize("columns, widest", [("60", 58), ("", 78), ("500", 98)])
+@pytest.mark.parametrize("columns, widest", [
+    ("60", 58), ("", 78), ("500", 98), (" 70", 68), ("+70", 68),
+    ("0", 78), ("-5", 78), ("wide", 78), ("\u00b2", 78),  # "²".isdigit(), not int()
+])
 def test_help_fits_the_terminal_width(columns, widest):
-    """Click's own rule: $COLUMNS (else the terminal's, else 80) less 2, at most
-    max_content_width 100, at least 50."""
+    """Click's own rule: $COLUMNS as shutil reads it (else the terminal's, else 80) less
+    2, at most max_content_width 100, at least 50."""
     env = {**os.environ, "COLUMNS": columns}
     out = subprocess.run([sys.executable, "-m", "rnncli", "train", "--help"], env=env,
                          capture_output=True, text=True, check=True).stdout

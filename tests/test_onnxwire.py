@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
-from rnncli.onnxwire import MAX_DEPTH, MalformedGraph, scan_model  # noqa: E402
+from rnncli.onnxwire import _CHILDREN, MAX_DEPTH, MalformedGraph, scan_model  # noqa: E402
 
 
 def _tensor(name: str, external: bool = False) -> TensorProto:
@@ -104,6 +104,31 @@ def _onnx_external(data: bytes) -> bool | None:
         return None
     return any(t.data_location == TensorProto.EXTERNAL or len(t.external_data)
                for t in _onnx_tensors(model))
+
+
+def test_the_walk_covers_every_place_onnx_proto_has_for_a_tensor():
+    """_CHILDREN against the installed onnx package's own message descriptors: every
+    message type reachable from ModelProto that can hold a TensorProto, and the fields
+    that lead to one. A new ONNX release that adds such a field fails here."""
+    leads: dict[str, dict[int, str]] = {}
+    seen, todo = {}, [onnx.ModelProto.DESCRIPTOR]
+    while todo:
+        message = todo.pop()
+        if message.name not in seen:
+            seen[message.name] = message
+            todo += [f.message_type for f in message.fields if f.message_type]
+    holds = {"TensorProto"}
+    while True:
+        more = {name for name, message in seen.items()
+                if any(f.message_type and f.message_type.name in holds
+                       for f in message.fields)} - holds
+        if not more:
+            break
+        holds |= more
+    for name in holds:
+        leads[name] = {f.number: f.message_type.name for f in seen[name].fields
+                       if f.message_type and f.message_type.name in holds}
+    assert leads == _CHILDREN
 
 
 def test_a_clean_model_has_no_external_data():
@@ -302,19 +327,31 @@ def test_onnx_runtimes_own_format_is_refused(tmp_path):
     assert engine._session(tmp_path / "core.onnx", model.SerializeToString())
 
 
-def test_the_engine_refuses_a_graph_hidden_behind_a_long_key(tmp_path):
-    """The attack the 32-bit key rule stops: ONNX Runtime 1.32 loads this model and
-    returns the first 32 bytes of ./secret.txt; the engine refuses it before that."""
+def test_the_engine_refuses_a_graph_hidden_behind_a_long_key(tmp_path, monkeypatch):
+    """The attack the 32-bit key rule stops: ONNX Runtime loads this model and returns
+    the first 32 bytes of ./secret.txt; the engine refuses it before ONNX Runtime sees it."""
+    ort = pytest.importorskip("onnxruntime")
     from rnncli import engine
     from rnncli.errors import ModelError
 
+    secret = b"hunter2 " * 8
+    (tmp_path / "secret.txt").write_bytes(secret)
+    monkeypatch.chdir(tmp_path)
+    table = TensorProto(name="table", data_type=TensorProto.UINT8, dims=[32])
+    table.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "secret.txt"), ("offset", "0"), ("length", "32")):
+        entry = table.external_data.add()
+        entry.key, entry.value = key, value
     graph = helper.make_graph(
         [helper.make_node("Identity", ["table"], ["out"])], "evil", [],
-        [helper.make_tensor_value_info("out", TensorProto.UINT8, [32])],
-        [_tensor("table", external=True)])
+        [helper.make_tensor_value_info("out", TensorProto.UINT8, [32])], [table])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
     body = model.graph.SerializeToString()
     model.ClearField("graph")
     crafted = model.SerializeToString() + _padded_key(7, 2, extra=1) + _varint(len(body)) + body
-    with pytest.raises(ModelError, match="not an ONNX graph"):
+    # The premise, with the installed ONNX Runtime: it keeps 32 bits of the key.
+    session = ort.InferenceSession(crafted, providers=["CPUExecutionProvider"])
+    assert bytes(session.run(None, {})[0]) == secret[:32]
+    with pytest.raises(ModelError, match="32 bits"):
         engine._check_graph(tmp_path / "core.onnx", crafted)
