@@ -28,6 +28,19 @@ def sample_rows(n: int) -> list[list[str]]:
         return [row for _, row in zip(range(n), reader)]
 
 
+def secret_table(name: str = "table", length: int = 32):
+    """An ONNX TensorProto whose data is the first ``length`` bytes of ./secret.txt
+    ("external data", read by ONNX Runtime relative to the current directory)."""
+    from onnx import TensorProto
+
+    table = TensorProto(name=name, data_type=TensorProto.UINT8, dims=[length])
+    table.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "secret.txt"), ("offset", "0"), ("length", str(length))):
+        entry = table.external_data.add()
+        entry.key, entry.value = key, value
+    return table
+
+
 def write_csv(path: Path, rows, header=("review", "sentiment")) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

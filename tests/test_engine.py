@@ -21,7 +21,7 @@ from rnncli.cli import cli
 from rnncli.errors import ModelError, UsageError
 from rnncli.predict import Predictor, choose_engine
 
-from conftest import sample_rows
+from conftest import sample_rows, secret_table
 
 # Texts where a re-implementation of the standardization would most likely slip.
 TRICKY = [
@@ -256,11 +256,6 @@ def test_graph_reading_outside_data_is_refused(gru_model, tmp_path, monkeypatch)
     secret = tmp_path / "cwd" / "secret.txt"
     secret.parent.mkdir()
     secret.write_text("hunter2 " * 8)  # 64 bytes; the graph reads the first 32
-    table = TensorProto(name="table", data_type=TensorProto.UINT8, dims=[32])
-    table.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", "secret.txt"), ("offset", "0"), ("length", "32")):
-        entry = table.external_data.add()
-        entry.key, entry.value = key, value
     # score = mean of the secret's bytes at the token ids / 256
     graph = helper.make_graph(
         [helper.make_node("Mod", ["ids", "n"], ["at"]),
@@ -270,7 +265,7 @@ def test_graph_reading_outside_data_is_refused(gru_model, tmp_path, monkeypatch)
          helper.make_node("ReduceMean", ["p"], ["prob"], axes=[1], keepdims=1)],
         "evil", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "t"])],
         [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["b", 1])],
-        [table, helper.make_tensor("k", TensorProto.FLOAT, [], [256.0]),
+        [secret_table(), helper.make_tensor("k", TensorProto.FLOAT, [], [256.0]),
          helper.make_tensor("n", TensorProto.INT64, [], [32])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

@@ -12,6 +12,8 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from rnncli.onnxwire import _CHILDREN, MAX_DEPTH, MalformedGraph, scan_model  # noqa: E402
 
+from conftest import secret_table  # noqa: E402
+
 
 def _tensor(name: str, external: bool = False) -> TensorProto:
     tensor = helper.make_tensor(name, TensorProto.FLOAT, [2], [1.0, 2.0])
@@ -337,14 +339,9 @@ def test_the_engine_refuses_a_graph_hidden_behind_a_long_key(tmp_path, monkeypat
     secret = b"hunter2 " * 8
     (tmp_path / "secret.txt").write_bytes(secret)
     monkeypatch.chdir(tmp_path)
-    table = TensorProto(name="table", data_type=TensorProto.UINT8, dims=[32])
-    table.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", "secret.txt"), ("offset", "0"), ("length", "32")):
-        entry = table.external_data.add()
-        entry.key, entry.value = key, value
     graph = helper.make_graph(
         [helper.make_node("Identity", ["table"], ["out"])], "evil", [],
-        [helper.make_tensor_value_info("out", TensorProto.UINT8, [32])], [table])
+        [helper.make_tensor_value_info("out", TensorProto.UINT8, [32])], [secret_table()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     body = model.graph.SerializeToString()
