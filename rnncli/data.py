@@ -27,10 +27,18 @@ import numpy as np
 from rnncli.errors import DataError
 
 TEXT_COLUMNS = ("text", "review", "sentence", "content", "body", "comment", "document",
-                "tweet", "message", "review_text", "phrase")
-LABEL_COLUMNS = ("label", "sentiment", "polarity", "class", "target", "labels", "y")
-POSITIVE_NAMES = frozenset({"positive", "pos", "1", "true", "yes", "y", "+1", "+"})
-NEGATIVE_NAMES = frozenset({"negative", "neg", "0", "false", "no", "n", "-1", "-"})
+                "tweet", "message", "review_text", "phrase",
+                "评论", "内容", "文本", "评价", "評論", "內容", "評價",  # Chinese
+                "テキスト", "本文", "レビュー")  # Japanese
+LABEL_COLUMNS = ("label", "sentiment", "polarity", "class", "target", "labels", "y",
+                 "标签", "情感", "类别", "极性", "標籤", "類別", "極性",  # Chinese
+                 "ラベル", "感情")  # Japanese
+# English, Chinese (simplified and traditional) and Japanese spellings.
+POSITIVE_NAMES = frozenset({"positive", "pos", "1", "true", "yes", "y", "+1", "+",
+                            "正面", "积极", "積極", "好评", "好評", "正向", "ポジティブ"})
+NEGATIVE_NAMES = frozenset({"negative", "neg", "0", "false", "no", "n", "-1", "-",
+                            "负面", "負面", "消极", "消極", "差评", "差評", "负向", "負向",
+                            "ネガティブ"})
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".txt": "lines"}  # .txt: one text per line, no header, no labels
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -121,6 +121,11 @@ def test_map_labels_guesses_positive_and_keeps_the_common_spelling():
     (["yes", "no"], ("no", "yes"), [1, 0]),
     (["false", "true"], ("false", "true"), [0, 1]),
     (["positive", "negative"], ("negative", "positive"), [1, 0]),
+    (["正面", "负面", "正面"], ("负面", "正面"), [1, 0, 1]),
+    (["消极", "积极"], ("消极", "积极"), [0, 1]),
+    (["差评", "好评"], ("差评", "好评"), [0, 1]),
+    (["負向", "正向"], ("負向", "正向"), [0, 1]),
+    (["ポジティブ", "ネガティブ"], ("ネガティブ", "ポジティブ"), [1, 0]),
 ])
 def test_map_labels_known_spellings(raw, names, labels):
     got, got_names = map_labels(P, raw)
@@ -200,6 +205,18 @@ def test_choose_columns_detected_case_insensitively():
     assert (text, label) == ("Review", "Sentiment")
     assert any("text column: 'Review' (detected" in n for n in notes)
     assert any("label column: 'Sentiment' (detected" in n for n in notes)
+
+
+@pytest.mark.parametrize(("header", "text", "label"), [
+    (("评论", "标签"), "评论", "标签"),
+    (("id", "内容", "情感"), "内容", "情感"),
+    (("文本", "类别"), "文本", "类别"),
+    (("评价", "极性"), "评价", "极性"),
+    (("評論", "標籤"), "評論", "標籤"),
+    (("レビュー", "ラベル"), "レビュー", "ラベル"),
+])
+def test_choose_columns_knows_chinese_and_japanese_names(header, text, label):
+    assert choose_columns(_table(*header), None, None)[:2] == (text, label)
 
 
 def test_choose_columns_without_label():
