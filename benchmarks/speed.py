@@ -8,10 +8,11 @@ Which rnncli is measured: by default the one on PATH, with this interpreter for 
 references. ``--fresh`` clones this checkout's last commit (uncommitted changes are not
 measured) and builds a new virtual environment from the clone exactly as the README's
 first command does (``python -m venv``, then ``pip install .``, so pip picks today's
-release of every dependency), then measures the rnncli in it, with its own Python for
-the references; ``--keep DIR`` builds it in DIR, for ``--venv DIR`` to reuse later. The versions of the packages that decide these figures are printed
-first: a development environment with older releases hides a newer dependency's cost
-(issue 10: ml_dtypes 0.7 made a cold predict 4x slower on a fresh install only).
+release of every dependency), then measures the rnncli in it, with its own Python for the
+references; ``--keep DIR`` builds it in DIR, for ``--venv DIR`` to reuse later. The
+versions of the packages that decide these figures are printed first: a development
+environment with older releases hides a newer dependency's cost (issue 10: ml_dtypes 0.7
+made a cold predict 4x slower on a fresh install only).
 
 DATA is the labelled file MODEL_DIR was trained on (its split and settings are reused);
 ``--sample`` instead trains on sample_data/imdb_sample.csv.gz with the README's command,

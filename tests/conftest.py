@@ -28,14 +28,14 @@ def sample_rows(n: int) -> list[list[str]]:
         return [row for _, row in zip(range(n), reader)]
 
 
-def secret_table(name: str = "table", length: int = 32):
-    """An ONNX TensorProto whose data is the first ``length`` bytes of ./secret.txt
+def secret_table():
+    """An ONNX TensorProto "table" whose data is the first 32 bytes of ./secret.txt
     ("external data", read by ONNX Runtime relative to the current directory)."""
     from onnx import TensorProto
 
-    table = TensorProto(name=name, data_type=TensorProto.UINT8, dims=[length])
+    table = TensorProto(name="table", data_type=TensorProto.UINT8, dims=[32])
     table.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", "secret.txt"), ("offset", "0"), ("length", str(length))):
+    for key, value in (("location", "secret.txt"), ("offset", "0"), ("length", "32")):
         entry = table.external_data.add()
         entry.key, entry.value = key, value
     return table
