@@ -1,6 +1,7 @@
 """Accuracy benchmark: rnncli with its defaults against two classical baselines.
 
     python benchmarks/accuracy.py DATA [--test-file FILE] [--rnncli-args "--cell lstm"]
+    python benchmarks/accuracy.py DATA --split-from-data      # the baselines alone
 
 Every system sees the same split and the same test rows:
 - without --test-file, `rnncli train DATA` makes its own stratified split (seeded); the
@@ -9,13 +10,27 @@ Every system sees the same split and the same test rows:
   on the test rows);
 - with --test-file, rnncli trains on DATA as a user would (its own validation and test
   splits take 10% each, so it fits on 80% of DATA), the baselines train on all of DATA,
-  and all are scored on FILE.
+  and all are scored on FILE;
+- with --split-from-data (no rnncli model: --systems may not name rnncli), the columns are
+  detected and the split made here as `rnncli train DATA` would make it with its default
+  seed and split sizes, calling rnncli's own reader and split.
 
-Systems: rnncli (the installed command, defaults unless --rnncli-args), TF-IDF word 1-2
-grams + logistic regression (scikit-learn), fastText supervised with word bigrams and 10
-epochs. Each runs in its own process; the table gives accuracy, F1, train seconds and that
-process's peak RSS. Train seconds: for rnncli the whole 'rnncli train' command (start-up,
-reading, tokenizing, fitting, saving and verifying); for the baselines only their fit.
+Systems: rnncli (the installed command, defaults unless --rnncli-args), TF-IDF 1-2-grams +
+logistic regression (scikit-learn), fastText supervised with bigrams (wordNgrams=2) and 10
+epochs. --tokens sets the baselines' tokens:
+- `words`: lower-cased, HTML tags dropped, split at spaces and around punctuation (fastText
+  keeps the punctuation marks as tokens; TF-IDF's default pattern keeps words of two or
+  more letters or digits);
+- `chars`, for scripts written without spaces (Chinese, Japanese), one rule for both:
+  after NFKC (full-width ＡＢＣ１２３！？ become ASCII) and lower-casing, each Han,
+  Hiragana or Katakana character (ー included) is a token, runs of other letters and
+  digits stay words, and each other mark is a token;
+- `auto` (the default): chars when Han and kana make up at least CHARS_SHARE (20%) of the
+  letters in the baselines' training texts, else words.
+Each system runs in its own process; the table gives accuracy, F1, train seconds and that
+process's peak RSS, and says which tokens the baselines used. Train seconds: for rnncli the
+whole 'rnncli train' command (start-up, reading, tokenizing, fitting, saving and
+verifying); for the baselines only their fit.
 Needs: pip install scikit-learn fasttext (benchmark-only dependencies).
 """
 
@@ -31,6 +46,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
@@ -43,25 +60,39 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("--test-file", default=None)
     parser.add_argument("--rnncli-args", default="", help="extra 'rnncli train' options")
-    parser.add_argument("--systems", default="rnncli,tfidf,fasttext")
+    parser.add_argument("--systems", default=None,
+                        help="default: rnncli,tfidf,fasttext (tfidf,fasttext with "
+                             "--split-from-data)")
+    parser.add_argument("--tokens", choices=("auto", "words", "chars"), default="auto",
+                        help="the baselines' tokens (see the top of this file)")
+    parser.add_argument("--split-from-data", action="store_true",
+                        help="no rnncli model: the baselines alone, on the split 'rnncli "
+                             "train DATA' would make with its defaults")
     parser.add_argument("--workdir", default=None, help="keep files here (default: temp)")
     args = parser.parse_args()
+    systems = (args.systems or ("tfidf,fasttext" if args.split_from_data
+                                else "rnncli,tfidf,fasttext")).split(",")
+    if args.split_from_data and "rnncli" in systems:
+        parser.error("--split-from-data runs the baselines alone; "
+                     "leave rnncli out of --systems")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rnncli-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    systems = args.systems.split(",")
     rows = []
-    model = work / "model"
+    model = None if args.split_from_data else work / "model"
     if "rnncli" in systems:
         rows.append(_run_rnncli(args.data, model, args.rnncli_args, args.test_file))
-    elif not (model / "rnncli.json").is_file():
+    elif model is not None and not (model / "rnncli.json").is_file():
         sys.exit(f"without rnncli in --systems, {model} must hold the model of an earlier run "
-                 "(its split and columns are reused)")
-    train_file, test_file = _baseline_files(args.data, model, args.test_file, work)
+                 "(its split and columns are reused), or pass --split-from-data")
+    split = _baseline_split(args.data, model, args.test_file)
+    tokens, why = _choose_tokens(args.tokens, [text for text, _ in split.train])
+    train_file, test_file = _write_rows(work, split)
     for system in ("tfidf", "fasttext"):
         if system in systems:
-            rows.append(_run_child([sys.executable, str(HERE), "_baseline", system,
-                                    str(train_file), str(test_file)], system))
-    _print_table(rows, args.data, args.test_file)
+            row = _run_child([sys.executable, str(HERE), "_baseline", system, tokens,
+                              str(train_file), str(test_file)], system)
+            rows.append({**row, "detail": _PEER_DETAIL[system, tokens]})
+    _print_table(rows, args.data, split.source, f"baselines' tokens: {tokens} ({why})")
 
 
 # --------------------------------------------------------------------------- rnncli
@@ -94,49 +125,111 @@ def _blend_detail(manifest: dict) -> str:
             f"{parts['ngram']['validation_accuracy']:.4f})")
 
 
-def _baseline_files(data: str, model: Path, test_file: str | None, work: Path):
-    """Write the baselines' train and test rows as JSON lines (text, label 0/1)."""
+@dataclass(frozen=True)
+class Split:
+    """The baselines' rows as (text, label 0/1), and where the test rows come from."""
+
+    train: list[tuple[str, int]]
+    test: list[tuple[str, int]]
+    source: str
+
+
+def _baseline_split(data: str, model: Path | None, test_file: str | None) -> Split:
+    """rnncli's split: read from its model's manifest, or made here with its defaults."""
     sys.path.insert(0, str(HERE.parent.parent))
+    from rnncli.config import TrainConfig
     from rnncli.data import load_dataset, split_dataset
 
-    manifest = json.loads((model / "rnncli.json").read_text())
-    data_set = load_dataset(data, text_col=manifest["data"]["text_col"],
-                            label_col=manifest["data"]["label_col"],
-                            positive_label=manifest["labels"]["positive"])
-    if test_file:
-        train_rows = list(zip(data_set.texts, data_set.labels))
-        test_set = load_dataset(test_file, known_labels=data_set.label_names)
-        test_rows = list(zip(test_set.texts, test_set.labels))
+    if model is None:
+        d = TrainConfig()
+        columns, s = {}, {"val_split": d.val_split, "test_split": d.test_split, "seed": d.seed}
     else:
+        manifest = json.loads((model / "rnncli.json").read_text())
+        columns = {"text_col": manifest["data"]["text_col"],
+                   "label_col": manifest["data"]["label_col"],
+                   "positive_label": manifest["labels"]["positive"]}
         s = manifest["settings"]
-        train, val, test = split_dataset(data_set, val_split=s["val_split"],
-                                         test_split=s["test_split"], seed=s["seed"])
-        train_rows = list(zip(train.texts + val.texts, list(train.labels) + list(val.labels)))
-        test_rows = list(zip(test.texts, test.labels))
-        with gzip.open(model / "test.jsonl.gz", "rt", encoding="utf-8") as fh:
-            saved = [json.loads(line)["text"] for line in fh if line.strip()]
-        assert saved == test.texts, "the baselines' test rows differ from rnncli's"
+    data_set = load_dataset(data, **columns)
+    if test_file:
+        test_set = load_dataset(test_file, known_labels=data_set.label_names)
+        return Split(_pairs(data_set), _pairs(test_set), f"from {test_file}")
+    train, val, test = split_dataset(data_set, val_split=s["val_split"],
+                                     test_split=s["test_split"], seed=s["seed"])
+    if model is None:
+        return Split(_pairs(train) + _pairs(val), _pairs(test),
+                     f"split as 'rnncli train' makes it: seed {s['seed']}, validation "
+                     f"{s['val_split']}, test {s['test_split']}, stratified; no rnncli run")
+    with gzip.open(model / "test.jsonl.gz", "rt", encoding="utf-8") as fh:
+        saved = [json.loads(line)["text"] for line in fh if line.strip()]
+    assert saved == test.texts, "the baselines' test rows differ from rnncli's"
+    return Split(_pairs(train) + _pairs(val), _pairs(test),
+                 "held out by rnncli, same for all")
+
+
+def _pairs(data_set) -> list[tuple[str, int]]:
+    return [(text, int(label)) for text, label in zip(data_set.texts, data_set.labels)]
+
+
+def _write_rows(work: Path, split: Split) -> list[Path]:
+    """Write the baselines' train and test rows as JSON lines (text, label 0/1)."""
     paths = []
-    for name, rows in (("train", train_rows), ("test", test_rows)):
+    for name, rows in (("train", split.train), ("test", split.test)):
         path = work / f"{name}.jsonl"
         with open(path, "w", encoding="utf-8") as fh:
             for text, label in rows:
-                fh.write(json.dumps({"text": text, "label": int(label)}) + "\n")
+                fh.write(json.dumps({"text": text, "label": label}) + "\n")
         paths.append(path)
     return paths
+
+
+# --------------------------------------------------------------------------- tokens
+
+# Han (ideographs, 々, 〇), Hiragana, Katakana and its ー; not ・ (U+30FB), a punctuation
+# mark. In these scripts a run of letters between spaces is a clause, not a word.
+_CJK = ("\u3005\u3007\u3040-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+        "\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f")
+_CHAR_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+(?:'[^\W_{_CJK}]+)*|[^\w\s]")
+_CJK_LETTER = re.compile(f"[{_CJK}]")
+_LETTER = re.compile(r"[^\W\d_]")
+CHARS_SHARE = 0.2  # English text with quoted Chinese names stays far below, Chinese or
+#                    Japanese with English brand names far above
+_PEER_DETAIL = {
+    ("tfidf", "words"): "word 1-2-grams, min_df 2, LR C=4",
+    ("tfidf", "chars"): "char-token 1-2-grams, min_df 2, LR C=4",
+    ("fasttext", "words"): "word tokens, wordNgrams 2, 10 epochs",
+    ("fasttext", "chars"): "char tokens, wordNgrams 2, 10 epochs",
+}
+
+
+def _choose_tokens(mode: str, texts: list[str]) -> tuple[str, str]:
+    """'words' or 'chars' for the baselines, and why."""
+    if mode != "auto":
+        return mode, "--tokens"
+    cjk = sum(len(_CJK_LETTER.findall(text)) for text in texts)
+    letters = sum(len(_LETTER.findall(text)) for text in texts)
+    share = cjk / letters if letters else 0.0
+    tokens = "chars" if share >= CHARS_SHARE else "words"
+    return tokens, (f"auto: Han/Hiragana/Katakana are {share:.1%} of the training letters; "
+                    f"chars from {CHARS_SHARE:.0%}")
+
+
+def _char_tokens(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text).lower()  # ＡＢＣ１２３！？ -> abc123!?
+    return _CHAR_TOKEN.findall(re.sub(r"<[^<>]{0,200}>", " ", text))
 
 
 # --------------------------------------------------------------------------- baselines
 
 
-def _baseline(system: str, train_path: str, test_path: str) -> None:
+def _baseline(system: str, tokens: str, train_path: str, test_path: str) -> None:
     train = [json.loads(line) for line in open(train_path, encoding="utf-8")]
     test = [json.loads(line) for line in open(test_path, encoding="utf-8")]
     started = time.perf_counter()
     if system == "tfidf":
-        predict = _train_tfidf([r["text"] for r in train], [r["label"] for r in train])
+        predict = _train_tfidf([r["text"] for r in train], [r["label"] for r in train],
+                               tokens)
     else:
-        predict = _train_fasttext(train)
+        predict = _train_fasttext(train, tokens)
     seconds = time.perf_counter() - started
     predicted = predict([r["text"] for r in test])
     labels = [r["label"] for r in test]
@@ -154,28 +247,34 @@ def _clean(text: str) -> str:
     return re.sub(r"([^\w\s'])", r" \1 ", text)
 
 
-def _train_tfidf(texts, labels):
+def _train_tfidf(texts, labels, tokens: str):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vectorizer = TfidfVectorizer(preprocessor=_clean, ngram_range=(1, 2), min_df=2,
-                                 sublinear_tf=True)
+    if tokens == "chars":
+        vectorizer = TfidfVectorizer(tokenizer=_char_tokens, token_pattern=None,
+                                     lowercase=False, ngram_range=(1, 2), min_df=2,
+                                     sublinear_tf=True)
+    else:
+        vectorizer = TfidfVectorizer(preprocessor=_clean, ngram_range=(1, 2), min_df=2,
+                                     sublinear_tf=True)
     classifier = LogisticRegression(C=4.0, max_iter=2000)
     classifier.fit(vectorizer.fit_transform(texts), labels)
     return lambda new: list(classifier.predict(vectorizer.transform(new)))
 
 
-def _train_fasttext(rows):
+def _train_fasttext(rows, tokens: str):
     import fasttext
 
+    split = _char_tokens if tokens == "chars" else lambda text: _clean(text).split()
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
         for r in rows:
-            fh.write(f"__label__{r['label']} {' '.join(_clean(r['text']).split())}\n")
+            fh.write(f"__label__{r['label']} {' '.join(split(r['text']))}\n")
     model = fasttext.train_supervised(fh.name, epoch=10, wordNgrams=2, verbose=0)
     os.unlink(fh.name)
 
     def predict(new):
-        labels, _ = model.predict([" ".join(_clean(t).split()) for t in new])
+        labels, _ = model.predict([" ".join(split(t)) for t in new])
         return [int(label[0].replace("__label__", "")) for label in labels]
 
     return predict
@@ -209,9 +308,9 @@ def _run_child(command: list[str], name: str, parse: bool = True) -> dict:
     return row
 
 
-def _print_table(rows: list[dict], data: str, test_file: str | None) -> None:
-    print(f"data: {data}; test rows: {rows[0].get('n')} "
-          f"({'from ' + test_file if test_file else 'held out by rnncli, same for all'})")
+def _print_table(rows: list[dict], data: str, source: str, tokens: str) -> None:
+    print(f"data: {data}; test rows: {rows[0].get('n')} ({source})")
+    print(tokens)
     print(f"{'system':<34} {'accuracy':>8} {'F1':>7} {'train s':>8} {'peak MB':>8}  detail")
     # baselines: train seconds = fit time in their process; rnncli: the whole command
     for r in rows:
