@@ -34,8 +34,9 @@ from typing import Any
 from rnncli.config import TrainConfig
 from rnncli.errors import ModelError, RnnCliError, UsageError
 
-# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 still loads.
-FORMAT_VERSION = 2
+# 3: settings.tokenizer ("cjk-chars": Chinese and Japanese characters are tokens);
+# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 and 2 still load.
+FORMAT_VERSION = 3
 MANIFEST = "rnncli.json"
 MODEL_FILE = "model.keras"
 TEST_FILE = "test.jsonl.gz"
@@ -59,7 +60,7 @@ _ALLOWED_CLASSES = (
     | {("keras.src.models.functional", "Functional"), ("keras", "DTypePolicy"),
        ("keras.src.ops.numpy", "NotEqual"), (None, "__keras_tensor__")}
 )
-_ALLOWED_FUNCTIONS = {"rnncli>standardize"}
+_ALLOWED_FUNCTIONS = {"rnncli>standardize", "rnncli>standardize_cjk"}
 _ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 
 
@@ -219,7 +220,7 @@ def check_model_dir(model_dir: str | Path) -> dict[str, Any]:
 
 def load_keras_model(model_dir: str | Path):
     """Load ``model.keras`` with ``safe_mode=True``; call :func:`check_model_dir` first."""
-    from rnncli import model as _model  # noqa: F401  (registers rnncli>standardize)
+    from rnncli import model as _model  # noqa: F401  (registers rnncli>standardize*)
     import keras
 
     path = Path(model_dir) / MODEL_FILE

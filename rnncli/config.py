@@ -18,6 +18,10 @@ from rnncli.errors import UsageError
 
 CELLS = ("gru", "lstm")
 POOLINGS = ("last", "max", "mean", "attention")
+# How texts become tokens: "words" splits at spaces and punctuation (models of format 2 and
+# older); "cjk-chars" also makes every Chinese and Japanese character a token and reads
+# full-width forms as ASCII (model.STANDARDIZERS).
+TOKENIZERS = ("cjk-chars", "words")
 # `rnncli predict --format` choices; here so that `--help` need not import Rich.
 PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")
 # `--engine` choices for predict and evaluate (see predict.choose_engine).
@@ -36,6 +40,7 @@ class TrainConfig:
     embed_dim: int = 128
     word_vectors: bool = False
     ngrams: bool = True
+    tokenizer: str = "cjk-chars"
     max_tokens: int | None = None
     seq_len: int | None = None
     dropout: float = 0.3
@@ -56,6 +61,9 @@ class TrainConfig:
         for name in ("word_vectors", "ngrams"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, not {getattr(self, name)!r}")
+        if self.tokenizer not in TOKENIZERS:
+            problems.append(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not "
+                            f"{self.tokenizer!r}")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         for name in ("units", "layers", "embed_dim", "epochs", "batch_size"):
@@ -93,9 +101,10 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a manifest's ``settings``; unknown keys are an error, not ignored.
 
-        A model trained before the n-gram model existed has no ``ngrams`` key: it has none.
+        A model trained before the n-gram model existed has no ``ngrams`` key: it has none;
+        one trained before ``tokenizer`` existed split at spaces ("words").
         """
-        data = {"ngrams": False, **data}
+        data = {"ngrams": False, "tokenizer": "words", **data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

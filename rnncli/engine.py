@@ -28,6 +28,7 @@ import numpy as np
 from rnncli.artifacts import ONNX_FILE, SERVING_FILE
 from rnncli.errors import ModelError
 from rnncli.onnxwire import MalformedGraph, scan_model
+from rnncli.scripts import FULLWIDTH_TO_ASCII
 from rnncli.serving import read_serving
 
 MAX_ONNX_BYTES = 2 * 2**30
@@ -50,13 +51,17 @@ def _char_class(ranges: np.ndarray) -> str:
 
 
 class Standardizer:
-    """``model.standardize`` in Python: same steps, same order, same character tables."""
+    """``model.standardize`` (``split`` None) or ``model.standardize_cjk`` (``split``: the
+    ranges of the characters that are tokens of their own) in Python: same steps, same
+    order, same character tables."""
 
     def __init__(self, *, keep: np.ndarray, lower_from: np.ndarray, lower_to: list[str],
-                 cased: np.ndarray, ignorable: np.ndarray, max_chars: int, start_token: str):
+                 cased: np.ndarray, ignorable: np.ndarray, max_chars: int, start_token: str,
+                 split: np.ndarray | None = None):
         self.max_chars = max_chars
         self.start = start_token + " "
         self._drop = re.compile(f"[^{_char_class(keep)}]+")
+        self._split = None if split is None else re.compile(f"([{_char_class(split)}])")
         kept = {c for a, b in keep.tolist() if a < 128 for c in range(a, min(b, 127) + 1)}
         self._ascii = {c: (c if c in kept else ord(" ")) for c in range(128)}
         self._ascii[ord("`")] = ord("'")  # the one ASCII character the quote step changes
@@ -94,7 +99,10 @@ class Standardizer:
         return after == len(text) or text[after] not in self._cased
 
     def __call__(self, text: str) -> str:
-        text = self.lower(text[: self.max_chars].replace("\x00", " "))
+        text = text[: self.max_chars].replace("\x00", " ")
+        if self._split is not None and not text.isascii():
+            text = text.translate(FULLWIDTH_TO_ASCII)
+        text = self.lower(text)
         if "<" in text:
             text = _TAGS.sub(" ", text)
         if text.isascii():
@@ -104,6 +112,8 @@ class Standardizer:
             text = _SPACES.sub(" ", text.translate(self._ascii))
         else:
             text = self._drop.sub(" ", _QUOTES.sub("'", text))
+            if self._split is not None:
+                text = self._split.sub(r" \1 ", text)
         if "!" in text or "?" in text:
             text = _MARKS.sub(r" \1 ", text)
         # The edge-quote pattern needs a quote beside a space or at either end.
@@ -126,7 +136,7 @@ class OnnxEngine:
             keep=serving["keep"], lower_from=serving["lower_from"],
             lower_to=serving["lower_to"], cased=serving["cased"],
             ignorable=serving["ignorable"], max_chars=serving["max_chars"],
-            start_token=serving["start_token"])
+            start_token=serving["start_token"], split=serving["split"])
         self._ids = {t: i for i, t in enumerate(serving["tokens"])}
         self._ngrams = ({t: i for i, t in enumerate(serving["ngrams"])}
                         if self.rnn_weight < 1 else {})
@@ -204,7 +214,7 @@ class OnnxEngine:
 
     def ngram_scores(self, tokens: list[list[str]]) -> np.ndarray:
         """The n-gram model (``layers.NgramLogistic``) on tokenized texts: sublinear TF-IDF
-        of word 1-2-grams, rows scaled to unit length, logistic regression."""
+        of token 1-2-grams, rows scaled to unit length, logistic regression."""
         rows, cols = [], []
         lookup = self._ngrams.get
         for row, toks in enumerate(tokens):

@@ -49,7 +49,7 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
     return dest
 
 
-def write_onnx(model_dir: Path, text_model) -> None:
+def write_onnx(model_dir: Path, text_model, *, tokenizer: str) -> None:
     """Write ``core.onnx`` (the recurrent network, via ``Model.export(format="onnx")``)
     and ``serving.npz`` (vocabularies, n-gram weights, blend weight and standardization
     tables) into ``model_dir``, for :class:`rnncli.engine.OnnxEngine`."""
@@ -69,9 +69,9 @@ def write_onnx(model_dir: Path, text_model) -> None:
                   "idf": logistic.idf.numpy(), "kernel": logistic.kernel.numpy(),
                   "bias": logistic.bias.numpy()}
     write_serving(model_dir / artifacts.SERVING_FILE,
-                         tokens=text_model.get_layer("vectorizer").get_vocabulary(),
-                         seq_len=text_model.get_layer("truncate").length, rnn_weight=weight,
-                         tables=M.standardize_tables(), **ngrams)
+                  tokens=text_model.get_layer("vectorizer").get_vocabulary(),
+                  seq_len=text_model.get_layer("truncate").length, rnn_weight=weight,
+                  tokenizer=tokenizer, tables=M.standardize_tables(), **ngrams)
 
 
 @contextlib.contextmanager

@@ -17,11 +17,13 @@ text or one with only punctuation.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
 from rnncli.config import MAX_TEXT_CHARS, TrainConfig
 from rnncli.runtime import import_tensorflow
+from rnncli.scripts import FULLWIDTH_FIRST, FULLWIDTH_LAST, FULLWIDTH_OFFSET, LONG_TOKEN
 
 tf = import_tensorflow()
 import keras  # noqa: E402
@@ -36,35 +38,77 @@ MAX_NGRAMS = 200_000  # word 1-2-grams kept for the n-gram model (seen in 2+ tex
 KEPT_CHARS = r"\p{L}\p{M}\p{N}'!?"  # an RE2 class body: what standardize keeps
 
 
+# Scripts written without spaces between words, whose every character is a token (RE2 class
+# body): Chinese and Japanese (Han, Hiragana, Katakana) and the prolonged sound mark ー,
+# which Unicode puts in the Common script (full-width U+30FC and half-width U+FF70).
+SPLIT_CHARS = r"\p{Han}\p{Hiragana}\p{Katakana}\x{30FC}\x{FF70}"
+
+
 @keras.saving.register_keras_serializable(package="rnncli", name="standardize")
 def standardize(text):
-    """Cut at MAX_TEXT_CHARS, lowercase, drop HTML tags, keep letters/digits/apostrophes/
-    !/?, prefix the marker.
+    """Tokenizer "words" (models of format 2 and older): cut at MAX_TEXT_CHARS,
+    lowercase, drop HTML tags, keep letters/digits/apostrophes/!/?, prefix the marker.
 
     Unicode line breaks such as NEL (\\x85) are removed here because a vocabulary token
     that holds one cannot be reloaded (KERAS_NOTES: "repeated term ''").
     """
+    return _standardize(text, cjk=False)
+
+
+@keras.saving.register_keras_serializable(package="rnncli", name="standardize_cjk")
+def standardize_cjk(text):
+    """Tokenizer "cjk-chars": as :func:`standardize`, and also full-width forms read as
+    ASCII (ＡＢＣ１２３！？ -> abc123!?) and every Chinese or Japanese character is a token
+    of its own, while words of other scripts stay whole ("这款iPhone很好用" -> 这 款 iphone
+    很 好 用)."""
+    return _standardize(text, cjk=True)
+
+
+STANDARDIZERS = {"words": standardize, "cjk-chars": standardize_cjk}
+
+
+def _standardize(text, *, cjk: bool):
     text = tf.strings.substr(text, 0, MAX_TEXT_CHARS, unit="UTF8_CHAR")
     # tf.strings.lower stops at a NUL byte and drops the rest of the text.
     text = tf.strings.regex_replace(text, r"\x00", " ")
+    if cjk:
+        text = _fold_fullwidth(text)
     text = tf.strings.lower(text, encoding="utf-8")
     text = tf.strings.regex_replace(text, r"<[^<>]{0,200}>", " ")
     text = tf.strings.regex_replace(text, "[\u2018\u2019\u02bc`]", "'")
     text = tf.strings.regex_replace(text, f"[^{KEPT_CHARS}]+", " ")
+    if cjk:
+        text = tf.strings.regex_replace(text, f"([{SPLIT_CHARS}])", r" \1 ")
     text = tf.strings.regex_replace(text, r"([!?])", r" \1 ")
     text = tf.strings.regex_replace(text, r"(^|\s)'+|'+(\s|$)", " ")
     return tf.strings.join([START_TOKEN + " ", text])
 
 
+def _fold_fullwidth(text):
+    """Full-width forms to ASCII. TensorFlow has no NFKC, so the codepoints are shifted;
+    only the texts that hold such a form are decoded (a regex scan is ~20x cheaper)."""
+    flat = tf.reshape(text, [-1])
+    wide = f"\\x{{{FULLWIDTH_FIRST:X}}}-\\x{{{FULLWIDTH_LAST:X}}}"
+    rows = tf.where(tf.strings.regex_full_match(flat, f"(?s).*[{wide}].*"))
+    codes = tf.strings.unicode_decode(tf.gather_nd(flat, rows), "UTF-8", errors="replace")
+    codes = tf.ragged.map_flat_values(
+        lambda c: tf.where((c >= FULLWIDTH_FIRST) & (c <= FULLWIDTH_LAST),
+                           c - FULLWIDTH_OFFSET, c), codes)
+    flat = tf.tensor_scatter_nd_update(flat, rows, tf.strings.unicode_encode(codes, "UTF-8"))
+    return tf.reshape(flat, tf.shape(text))
+
+
 @functools.lru_cache(maxsize=1)  # the same in a process; a few seconds to compute
 def standardize_tables() -> dict:
-    """What :func:`standardize` does to each character, as this TensorFlow does it.
+    """What :func:`standardize` and :func:`standardize_cjk` do to each character, as this
+    TensorFlow does it.
 
     ``keep``: (first, last) codepoint ranges of the characters kept (RE2's Unicode
     classes); ``lower_from`` / ``lower_to``: every character that ICU's lower-casing
     changes, and what it becomes; ``cased`` / ``ignorable``: ranges of the characters
     ICU counts as cased and as case-ignorable, which decide whether a capital sigma is
-    final (ς) or not (σ). ``engine.Standardizer`` reproduces :func:`standardize` from
+    final (ς) or not (σ); ``split``: ranges of the characters that are tokens of their
+    own (``SPLIT_CHARS``). ``engine.Standardizer`` reproduces both standardizations from
     these, whatever Unicode version Python's own tables follow.
     """
     codepoints = np.array([c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF])
@@ -80,7 +124,9 @@ def standardize_tables() -> dict:
     cased = np.array([low.endswith(final) for low in lower([c + "\u03a3" for c in chars])])
     skipped = np.array([low.endswith(final) for low in lower(["A" + c + "\u03a3" for c in chars])])
     kept = tf.strings.regex_full_match(chars, f"[{KEPT_CHARS}]").numpy()
+    split = tf.strings.regex_full_match(chars, f"[{SPLIT_CHARS}]").numpy()
     return {"keep": _ranges(codepoints[kept]), "cased": _ranges(codepoints[cased]),
+            "split": _ranges(codepoints[split]),
             "ignorable": _ranges(codepoints[skipped & ~cased]),
             "lower_from": codepoints[changed].tolist(),
             "lower_to": [lowered[i].decode("utf-8") for i in changed],
@@ -96,15 +142,24 @@ def _ranges(codepoints: np.ndarray) -> np.ndarray:
     return ranges
 
 
-def _tokens(texts: list[str], batch: int = 4096):
+def _tokens(texts: list[str], tokenizer: str, batch: int = 4096):
     """Yield ragged token tensors for the texts, in chunks (memory stays bounded)."""
     for start in range(0, len(texts), batch):
         chunk = tf.constant(texts[start:start + batch])
-        yield tf.strings.split(standardize(chunk))
+        yield tf.strings.split(STANDARDIZERS[tokenizer](chunk))
 
 
-def derive_settings(config: TrainConfig, texts: list[str]) -> tuple[TrainConfig, list[str]]:
-    """Resolve ``max_tokens`` / ``seq_len`` from the training texts; return the vocabulary.
+@dataclass(frozen=True)
+class Derived:
+    """What :func:`derive_settings` learns from the training texts."""
+
+    config: TrainConfig  # max_tokens and seq_len resolved
+    vocab: list[str]
+    long_share: float  # of token occurrences longer than LONG_TOKEN characters
+
+
+def derive_settings(config: TrainConfig, texts: list[str]) -> Derived:
+    """Resolve ``max_tokens`` / ``seq_len`` from the training texts; find the vocabulary.
 
     Vocabulary: tokens seen at least twice, most frequent first, at most ``max_tokens``
     (auto: up to 20,000). Sequence length (auto): the 95th percentile of token counts,
@@ -113,8 +168,11 @@ def derive_settings(config: TrainConfig, texts: list[str]) -> tuple[TrainConfig,
     """
     counts: dict[bytes, int] = {}
     lengths = []
-    for ragged in _tokens(texts):
+    long = 0
+    for ragged in _tokens(texts, config.tokenizer):
         lengths.append(ragged.row_lengths().numpy())
+        long += int(tf.reduce_sum(tf.cast(
+            tf.strings.length(ragged.flat_values, unit="UTF8_CHAR") > LONG_TOKEN, tf.int64)))
         values, _, n = tf.unique_with_counts(ragged.flat_values)
         for token, count in zip(values.numpy(), n.numpy()):
             counts[token] = counts.get(token, 0) + int(count)
@@ -129,13 +187,15 @@ def derive_settings(config: TrainConfig, texts: list[str]) -> tuple[TrainConfig,
         frequent = sum(1 for _, c in ranked if c >= 2)
         max_tokens = int(min(MAX_AUTO_TOKENS, frequent) + 2)  # + padding and [UNK]
     vocab = [t.decode("utf-8") for t, _ in ranked[: max_tokens - 2]]
-    return config.replace(seq_len=seq_len, max_tokens=max(3, len(vocab) + 2)), vocab
+    words = int(lengths.sum()) - len(lengths)  # without the start marker
+    return Derived(config.replace(seq_len=seq_len, max_tokens=max(3, len(vocab) + 2)), vocab,
+                   long / words if words else 0.0)
 
 
 def build_vectorizer(config: TrainConfig, vocab: list[str]):
     layer = keras.layers.TextVectorization(
         max_tokens=config.max_tokens,
-        standardize=standardize,
+        standardize=STANDARDIZERS[config.tokenizer],
         split="whitespace",
         output_mode="int",
         output_sequence_length=None,  # pad per batch; Truncate caps the length
@@ -145,15 +205,16 @@ def build_vectorizer(config: TrainConfig, vocab: list[str]):
     return layer
 
 
-def derive_ngrams(texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """Word 1- and 2-grams for the n-gram model, and their idf weights.
+def derive_ngrams(texts: list[str], tokenizer: str) -> tuple[list[str], np.ndarray]:
+    """Token 1- and 2-grams for the n-gram model, and their idf weights (word n-grams, and
+    character n-grams in Chinese and Japanese).
 
     Of the ``MAX_NGRAMS`` most frequent n-grams of the training texts, those that occur in
     at least two texts (one-off bigrams are mostly noise); the start marker and the bigrams
     that hold it are left out, so a text with no known n-gram has no features at all. idf
     is scikit-learn's smoothed ``log((1 + n) / (1 + df)) + 1``; the first entry ([UNK]) is 0.
     """
-    probe = build_ngram_vectorizer(None, max_tokens=MAX_NGRAMS + 1)
+    probe = build_ngram_vectorizer(None, tokenizer, max_tokens=MAX_NGRAMS + 1)
     probe.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(1024))
     counts = ngram_counts(probe, texts)
     found = probe.get_vocabulary()
@@ -166,10 +227,12 @@ def derive_ngrams(texts: list[str]) -> tuple[list[str], np.ndarray]:
     return [str(found[i]) for i in keep], np.concatenate([[0.0], idf]).astype(np.float32)
 
 
-def build_ngram_vectorizer(vocab: list[str] | None, max_tokens: int | None = None):
-    """Raw strings -> sparse counts of word 1-2-grams (same standardization as the RNN's)."""
+def build_ngram_vectorizer(vocab: list[str] | None, tokenizer: str,
+                           max_tokens: int | None = None):
+    """Raw strings -> sparse counts of token 1-2-grams (same standardization as the RNN's)."""
     layer = keras.layers.TextVectorization(
-        max_tokens=max_tokens, standardize=standardize, split="whitespace", ngrams=2,
+        max_tokens=max_tokens, standardize=STANDARDIZERS[tokenizer], split="whitespace",
+        ngrams=2,
         output_mode="count", sparse=True, name="ngram_vectorizer")
     if vocab is not None:
         layer.set_vocabulary(vocab)

@@ -254,7 +254,8 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
         ("network", f"Bidirectional {s['cell'].upper()} x{s['layers']}, {s['units']} units, "
                     f"{s['pooling']} pooling, embedding {s['embed_dim']}, dropout "
                     f"{s['dropout']}"),
-        ("vocabulary", f"{s['max_tokens']} tokens, sequence length {s['seq_len']}"),
+        ("vocabulary", f"{s['max_tokens']} tokens ({_TOKENS[s.get('tokenizer', 'words')]}), "
+                       f"sequence length {s['seq_len']}"),
         ("n-gram model", _blend_row(manifest.get("blend"), s)),
         ("labels", f"negative {manifest['labels']['negative']!r}, "
                    f"positive {manifest['labels']['positive']!r}, threshold "
@@ -289,6 +290,10 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     out_console().print(table)
 
 
+# What each tokenizer makes a token of (config.TOKENIZERS).
+_TOKENS = {"words": "words", "cjk-chars": "words, and Chinese and Japanese characters"}
+
+
 def _training_extras(training: dict[str, Any]) -> str:
     extras = []
     if training.get("workers", 1) > 1:
@@ -305,7 +310,8 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any]) -> str:
         return "none (RNN alone)"
     parts = blend.get("parts", {})
     w = blend.get("rnn_weight")
-    return (f"{blend.get('ngrams')} word 1-2-grams; output = {_fmt(w, 2)} x "
+    return (f"{blend.get('ngrams')} 1-2-grams of {_TOKENS[settings.get('tokenizer', 'words')]}"
+            "; output = {_fmt(w, 2)} x "
             f"{settings['cell'].upper()} + {_fmt(1 - w if w is not None else None, 2)} x "
             "n-gram; "
             f"validation accuracy {settings['cell'].upper()} "

@@ -6,12 +6,15 @@ a ModelError (exit 4), never in an exception the user cannot act on.
 
 Members:
     text          UTF-8 JSON: version, seq_len, rnn_weight (the blend), max_chars,
-                  start_token, lower_to (what each ``lower_from`` character becomes)
+                  start_token, lower_to (what each ``lower_from`` character becomes),
+                  tokenizer (version 2; version 1 files are "words")
     tokens        the RNN vocabulary, newline-separated (index = line)
     keep          (n, 2) codepoint ranges standardization keeps (RE2's classes)
     lower_from    codepoints ICU's lower-casing changes
     cased         (n, 2) ranges of ICU's cased characters      } for the context rule of
     ignorable     (n, 2) ranges of its case-ignorable ones     } capital sigma
+    split         (n, 2) ranges of the characters that are tokens of their own
+                  (tokenizer "cjk-chars" only)
     ngrams, ngram_idf, ngram_kernel, ngram_bias   the n-gram model (when blended)
 """
 
@@ -25,27 +28,28 @@ from typing import Any
 
 import numpy as np
 
+from rnncli.config import TOKENIZERS
 from rnncli.errors import ModelError
 
-VERSION = 1
+VERSION = 2  # 2: the tokenizer and its "split" table; 1 (tokenizer "words") still reads
 MAX_BYTES = 2**30  # the file, and each member
 MAX_CODEPOINT = 0x10FFFF
 _RANGES = ("keep", "cased", "ignorable")
 _NGRAM_ARRAYS = ("ngram_idf", "ngram_kernel", "ngram_bias")
-_MEMBERS = {"text", "tokens", "lower_from", "ngrams", *_RANGES, *_NGRAM_ARRAYS}
+_MEMBERS = {"text", "tokens", "lower_from", "ngrams", "split", *_RANGES, *_NGRAM_ARRAYS}
 
 
 def write_serving(path: Path, *, tokens: list[str], seq_len: int, rnn_weight: float,
-                  tables: dict[str, Any], ngrams: list[str] | None = None,
+                  tokenizer: str, tables: dict[str, Any], ngrams: list[str] | None = None,
                   idf=None, kernel=None, bias=None) -> None:
     """Write ``serving.npz`` (``tables``: ``model.standardize_tables()``)."""
     text = {"version": VERSION, "seq_len": int(seq_len), "rnn_weight": float(rnn_weight),
             "max_chars": int(tables["max_chars"]), "start_token": tables["start_token"],
-            "lower_to": list(tables["lower_to"])}
+            "lower_to": list(tables["lower_to"]), "tokenizer": tokenizer}
     arrays = {"text": _encode(json.dumps(text, ensure_ascii=False)),
               "tokens": _encode("\n".join(tokens)),
               "lower_from": np.asarray(tables["lower_from"], np.int32)}
-    for name in _RANGES:
+    for name in _RANGES + (("split",) if tokenizer == "cjk-chars" else ()):
         arrays[name] = np.asarray(tables[name], np.int32).reshape(-1, 2)
     if ngrams is not None:
         arrays.update(ngrams=_encode("\n".join(ngrams)),
@@ -84,8 +88,11 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 
 def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
     text = json.loads(_decode(data["text"]))
-    if not isinstance(text, dict) or text.get("version") != VERSION:
-        raise ValueError("not serving format 1")
+    if not isinstance(text, dict) or text.get("version") not in (1, VERSION):
+        raise ValueError(f"not serving format 1 to {VERSION}")
+    tokenizer = text["tokenizer"] if text["version"] > 1 else "words"
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}")
     seq_len, max_chars = text["seq_len"], text["max_chars"]
     weight, start, lower_to = text["rnn_weight"], text["start_token"], text["lower_to"]
     if not (_whole(seq_len) and _whole(max_chars) and isinstance(weight, (int, float))
@@ -99,12 +106,14 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
     serving: dict[str, Any] = {
         "seq_len": seq_len, "max_chars": max_chars, "rnn_weight": float(weight),
         "start_token": start, "lower_from": lower_from, "lower_to": lower_to,
-        "tokens": _decode(data["tokens"]).split("\n"),
+        "tokens": _decode(data["tokens"]).split("\n"), "tokenizer": tokenizer,
+        "split": _ranges(data["split"], "split") if tokenizer == "cjk-chars" else None,
         **{name: _ranges(data[name], name) for name in _RANGES},
     }
     if len(serving["tokens"]) < 3:
         raise ValueError("vocabulary too small")
-    if not all(len(serving[name]) for name in _RANGES):
+    if not all(len(serving[name]) for name in _RANGES) or (
+            serving["split"] is not None and not len(serving["split"])):
         raise ValueError("empty character tables")
     if serving["rnn_weight"] < 1:
         serving["ngrams"] = _decode(data["ngrams"]).split("\n")

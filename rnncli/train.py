@@ -26,6 +26,7 @@ from rnncli.data import Dataset, load_dataset, read_texts, split_dataset, write_
 from rnncli.errors import ModelError, RnnCliError, Terminated, UsageError
 from rnncli.metrics import evaluate_scores, round_figures
 from rnncli.predict import score_texts, serving_function
+from rnncli.scripts import segmentation_warnings
 
 
 # The n-gram model: logistic regression trained by Adam on unit-length TF-IDF rows, whose
@@ -170,7 +171,10 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                                                        len(train_set.texts), reporter)
     precision = precision_policy(mixed_precision, device_names)
     set_seed(config.seed)
-    config, vocab = M.derive_settings(config, train_set.texts)
+    derived = M.derive_settings(config, train_set.texts)
+    config, vocab = derived.config, derived.vocab
+    for warning in segmentation_warnings(train_set.texts, derived.long_share):
+        reporter.message(warning)
     if precision != "float32":
         where = f"{where}, {precision.replace('_', ' ')} precision"
     if precision == "mixed_bfloat16":
@@ -256,7 +260,7 @@ def _publish(out: Path, text_model, test_set: Dataset, manifest: dict[str, Any],
         with artifacts.staging(out) as staged:
             text_model.save(staged / artifacts.MODEL_FILE)
             write_split(staged / artifacts.TEST_FILE, test_set)
-            onnx_error = _write_onnx(staged, text_model)
+            onnx_error = _write_onnx(staged, text_model, manifest["settings"]["tokenizer"])
             artifacts.write_manifest(staged, manifest)
             reloaded = _verify(staged, texts, expected)
             onnx_error = onnx_error or _verify_onnx(staged, texts + VERIFY_PROBES, reloaded)
@@ -309,21 +313,21 @@ def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: 
 
 def _fit_ngrams(M, config: TrainConfig, train_set: Dataset, val_set: Dataset,
                 test_set: Dataset, reporter: Reporter) -> dict[str, Any] | None:
-    """Fit the n-gram model: logistic regression over word 1-2-gram TF-IDF.
+    """Fit the n-gram model: logistic regression over token 1-2-gram TF-IDF.
 
     Adam on sparse features, early stopping on the validation loss (best weights restored).
     Returns None when the training texts share no n-gram (nothing to learn from).
     """
     keras, tf = M.keras, M.tf
     started = time.perf_counter()
-    vocab, idf = M.derive_ngrams(train_set.texts)
+    vocab, idf = M.derive_ngrams(train_set.texts, config.tokenizer)
     if not vocab:
-        reporter.message("n-gram model skipped: no word or word pair occurs in two texts")
+        reporter.message("n-gram model skipped: no token or token pair occurs in two texts")
         return None
-    vectorizer = M.build_ngram_vectorizer(vocab)
+    vectorizer = M.build_ngram_vectorizer(vocab, config.tokenizer)
     x_train, x_val, x_test = (M.ngram_counts(vectorizer, s.texts)
                               for s in (train_set, val_set, test_set))
-    reporter.message(f"n-gram model: {len(vocab)} word 1-2-grams seen in 2+ texts")
+    reporter.message(f"n-gram model: {len(vocab)} token 1-2-grams seen in 2+ texts")
     model = M.build_ngram_model(len(vocab) + 1, idf)
     model.compile(optimizer=keras.optimizers.Adam(NGRAM_LR), loss="binary_crossentropy",
                   metrics=["accuracy"], jit_compile=False)  # no XLA kernel for sparse ops
@@ -603,13 +607,13 @@ def _length_batches(tf, ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
             .prefetch(tf.data.AUTOTUNE))
 
 
-def _write_onnx(staged: Path, text_model) -> str | None:
+def _write_onnx(staged: Path, text_model, tokenizer: str) -> str | None:
     """Write the ONNX engine's files; a failure is returned, not raised (the Keras model
     is still good)."""
     from rnncli.export import write_onnx
 
     try:
-        write_onnx(staged, text_model)
+        write_onnx(staged, text_model, tokenizer=tokenizer)
     except (KeyboardInterrupt, Terminated):
         raise
     except Exception as exc:  # noqa: BLE001  (tf2onnx raises many types)

@@ -1,0 +1,57 @@
+"""What rnncli knows about writing systems, for tokenization and its warnings. Light.
+
+Chinese and Japanese are written without spaces between words; rnncli makes each of their
+characters a token (``model.standardize_cjk``; the character classes themselves come from
+TensorFlow's RE2, recorded in ``serving.npz`` for the ONNX engine). Thai, Lao, Khmer and
+Burmese are written without spaces too, but a character there is not a unit of meaning
+(vowel and tone marks are codepoints of their own), so rnncli does not split them and
+says so when it trains on them.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Full-width forms of ASCII (！ to ～): each is its ASCII form plus the offset.
+FULLWIDTH_FIRST, FULLWIDTH_LAST, FULLWIDTH_OFFSET = 0xFF01, 0xFF5E, 0xFEE0
+FULLWIDTH_TO_ASCII = {c: c - FULLWIDTH_OFFSET for c in range(FULLWIDTH_FIRST, FULLWIDTH_LAST + 1)}
+
+# Scripts without spaces that rnncli leaves unsplit (Unicode blocks).
+_UNSPLIT = {
+    "Thai": "\u0e00-\u0e7f",
+    "Lao": "\u0e80-\u0eff",
+    "Burmese": "\u1000-\u109f\ua9e0-\ua9ff\uaa60-\uaa7f",
+    "Khmer": "\u1780-\u17ff\u19e0-\u19ff",
+}
+_UNSPLIT_RE = {name: re.compile(f"[{chars}]") for name, chars in _UNSPLIT.items()}
+LONG_TOKEN = 20  # characters; a "word" longer than this is most likely a whole phrase
+UNSEGMENTED_SHARE = 0.5  # of token occurrences, above which the texts look unsegmented
+SCRIPT_SHARE = 0.05  # of texts, from which a script is worth a warning
+
+
+def unsplit_scripts(texts: list[str]) -> list[str]:
+    """The scripts written without spaces that rnncli does not split, found in at least
+    ``SCRIPT_SHARE`` of the texts."""
+    if not texts:
+        return []
+    return [name for name, pattern in _UNSPLIT_RE.items()
+            if sum(1 for t in texts if pattern.search(t)) >= SCRIPT_SHARE * len(texts)]
+
+
+def segmentation_warnings(texts: list[str], long_share: float) -> list[str]:
+    """Warnings for training texts whose words rnncli cannot find: ``long_share`` is the
+    share of token occurrences longer than ``LONG_TOKEN`` characters."""
+    warnings = []
+    scripts = unsplit_scripts(texts)
+    if scripts:
+        names = " and ".join(scripts)
+        warnings.append(f"warning: texts in {names} are not split into words (rnncli splits "
+                        "only Chinese and Japanese into characters); put spaces between "
+                        "words first (a word segmenter such as PyThaiNLP for Thai) or the "
+                        "model learns whole phrases as rare tokens")
+    if long_share > UNSEGMENTED_SHARE:
+        warnings.append(f"warning: {long_share:.0%} of the tokens are longer than {LONG_TOKEN} "
+                        "characters: the texts look unsegmented (no spaces between words); "
+                        "put spaces between words first, or the model sees mostly unknown "
+                        "tokens")
+    return warnings
