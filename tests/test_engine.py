@@ -31,7 +31,15 @@ TRICKY = [
     "ΣΑΣ.", "Σ", "aΣb", "İSTANBUL ıi", "Ⱟ ꟀꟐ 𐕰", "ﬀ ß ẞ", "naïve café — 東京 😀", "nul\x00after",
     "\x00", "tab\tand\u0085nel\u2028line\u2029", "\u00a0nbsp\u3000ideographic", "e\u0301",
     "١٢٣ ٤٥", "𝐁𝐨𝐥𝐝 𝟏𝟐", "Ⅻ ⅻ", "ǅ ǈ", "a\u200bb\u200d", "\ufeffbom", "😀👍🏽",
+    # Chinese, Japanese, mixed, full-width forms and CJK punctuation
+    "这款iPhone很好用", "サポートがbad", "ＡＢＣ１２３！？", "ｈｔｔｐ：／／ｘ．ｃｏｍ",
+    "酒店不错，服务很好。下次还来！", "「すごい」『最高』《好》（棒）…、；：", "ラーメンー",
+    "ｻﾎﾟｰﾄ", "ｰｰ", "々〇〆ヶ", "𠀀𪚥", "＜ｂｒ／＞标签", "Ｄｏｎ＇ｔ很好", "不是很好？！",
+    "Σ很好", "好Σ", "가나다 좋아요", "ภาษาไทยดีมาก", "東京\x00大阪", "テスト\u3000テスト",
 ]
+# Characters for property tests of Chinese and Japanese text: letters of both, the
+# prolonged sound marks, full-width forms, CJK punctuation and the ASCII neighbours.
+CJK_ALPHABET = list("这款很好用不错酒店サポートがーｰｻﾟ々〇〆ＡＢｚ１！？＇，。、「」…　a9 '!?<>Σ")
 
 
 def invoke(*args, input=None):
@@ -139,20 +147,23 @@ def test_serving_file_that_is_not_a_zip(tmp_path, content):
 slow = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def standardizers():
-    """(Python Standardizer from TensorFlow's tables, TensorFlow's own standardize)."""
+@pytest.fixture(scope="module", params=["words", "cjk-chars"])
+def standardizers(request):
+    """(Python Standardizer from TensorFlow's tables, TensorFlow's own standardize), for
+    each tokenizer."""
     from rnncli import model as M
 
     tables = M.standardize_tables()
+    split = tables["split"] if request.param == "cjk-chars" else None
     python = engine.Standardizer(keep=tables["keep"], cased=tables["cased"],
                                  ignorable=tables["ignorable"],
                                  lower_from=np.asarray(tables["lower_from"]),
                                  lower_to=tables["lower_to"], max_chars=tables["max_chars"],
-                                 start_token=tables["start_token"])
+                                 start_token=tables["start_token"], split=split)
+    function = M.STANDARDIZERS[request.param]
 
     def reference(texts):
-        return [t.decode("utf-8") for t in M.standardize(M.tf.constant(texts)).numpy()]
+        return [t.decode("utf-8") for t in function(M.tf.constant(texts)).numpy()]
 
     return python, reference
 
@@ -174,6 +185,34 @@ def test_standardization_matches_tensorflow_on_any_text(standardizers, anything,
     python, reference = standardizers
     texts = anything + ascii_like
     assert [python(t) for t in texts] == reference(texts)
+
+
+@slow
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(CJK_ALPHABET), max_size=60), min_size=1,
+                max_size=20))
+def test_standardization_matches_tensorflow_on_cjk_text(standardizers, texts):
+    python, reference = standardizers
+    assert [python(t) for t in texts] == reference(texts)
+
+
+@slow
+def test_cjk_tokens():
+    """Chinese and Japanese characters are tokens, other scripts' words stay whole,
+    full-width forms read as ASCII and CJK punctuation separates."""
+    from rnncli import model as M
+
+    def tokens(text):
+        return M.standardize_cjk(M.tf.constant([text])).numpy()[0].decode().split()[1:]
+
+    assert tokens("这款iPhone很好用") == ["这", "款", "iphone", "很", "好", "用"]
+    assert tokens("サポートがbad") == ["サ", "ポ", "ー", "ト", "が", "bad"]
+    assert tokens("ＡＢＣ１２３！？") == ["abc123", "!", "?"]
+    assert tokens("好！不，「棒」。") == ["好", "!", "不", "棒"]
+    assert tokens("가나다 좋아요 ภาษาไทย") == ["가나다", "좋아요", "ภาษาไทย"]
+    # The old tokenizer, which models of format 2 keep: a clause is one token.
+    assert M.standardize(M.tf.constant(["这款iPhone很好用"])).numpy()[0].decode() == \
+        "xxbos 这款iphone很好用"
 
 
 @slow

@@ -1,0 +1,44 @@
+"""Models written by earlier versions of rnncli keep loading and scoring exactly as they
+did (tests/models/README.md says how each was made)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rnncli.cli import cli
+from rnncli.predict import Predictor
+
+MODELS = Path(__file__).resolve().parent / "models"
+FORMAT2 = MODELS / "format2"
+EXPECTED = json.loads((MODELS / "format2.expected.json").read_text(encoding="utf-8"))
+
+
+def test_format2_scores_as_before_with_onnx():
+    predictor = Predictor.load(FORMAT2, engine="onnx")
+    assert predictor.engine.name == "onnx"
+    np.testing.assert_allclose(predictor.scores(EXPECTED["texts"]),
+                               EXPECTED["scores"]["onnx"], atol=1e-6, rtol=0)
+    # The old tokenizer: a Chinese clause is one token, full-width letters stay as they are.
+    assert predictor.engine.tokens("这款iPhone很好用") == ["xxbos", "这款iphone很好用"]
+    assert predictor.engine.tokens("ＡＢＣ") == ["xxbos", "ａｂｃ"]
+
+
+@pytest.mark.slow
+def test_format2_scores_as_before_with_tensorflow():
+    predictor = Predictor.load(FORMAT2, engine="tf", device="cpu")
+    np.testing.assert_allclose(predictor.scores(EXPECTED["texts"]),
+                               EXPECTED["scores"]["tf"], atol=1e-6, rtol=0)
+
+
+def test_format2_info_names_its_tokenizer():
+    result = CliRunner().invoke(cli, ["info", "-m", str(FORMAT2), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["format_version"] == 2 and "tokenizer" not in manifest["settings"]
+    table = CliRunner().invoke(cli, ["info", "-m", str(FORMAT2), "-f", "table"])
+    assert "300 tokens (words)" in " ".join(table.output.split())
