@@ -8,14 +8,12 @@ and every problem names its line.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import gzip
 import hashlib
 import io
 import json
 import math
-import re
 import sys
 import zlib
 from collections import Counter
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnncli.encoding import decode
 from rnncli.errors import DataError
 
 TEXT_COLUMNS = ("text", "review", "sentence", "content", "body", "comment", "document",
@@ -117,16 +116,17 @@ def read_table(path: str | Path, *, encoding: str | None = None) -> Table:
     raw = _read_bytes(path)
     fingerprint = hashlib.sha256(raw).hexdigest()
     fmt, notes = _detect_format(path, raw)
-    text, used, bad_line = _decode(path, raw, encoding)
+    decoded = decode(path, raw, encoding)
+    text = decoded.text
     if "\x00" in text:
         raise DataError(f"{path}: line {text[:text.index(chr(0))].count(chr(10)) + 1}: a NUL "
                         f"character; this looks like a binary file, not {fmt.upper()} text; "
                         "give a .csv, .tsv or .jsonl file")
-    if encoding is None and used == "utf-16":
+    if encoding is None and decoded.encoding == "utf-16":
         notes.append(f"{path.name}: read as UTF-16 (byte-order mark)")
-    elif encoding is None and used != "utf-8":
-        notes.append(f"{path.name}: not valid UTF-8 (first at line {bad_line}); read as {used} "
-                     "(set --encoding to choose)")
+    elif encoding is None and decoded.encoding != "utf-8":
+        notes.append(f"{path.name}: not valid UTF-8 (first at line {decoded.first_bad_line}); "
+                     f"read as {decoded.encoding} (set --encoding to choose)")
     if fmt == "lines":
         table = _parse_lines(path, text, fingerprint)
     elif fmt == "jsonl":
@@ -180,66 +180,6 @@ def _detect_format(path: Path, raw: bytes) -> tuple[str, list[str]]:
         notes.append(f"{path.name}: header is comma-separated; reading it as CSV")
         fmt = "csv"
     return fmt, notes
-
-
-def _decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str, int | None]:
-    """Strict decoding; never silent replacement.
-
-    Returns (text, encoding used, line of the first byte that was not UTF-8 when the
-    cp1252 fallback was taken). A UTF-8 byte-order mark rules the fallback out.
-    """
-    has_bom = raw.startswith(codecs.BOM_UTF8)
-    if encoding:
-        candidates = [encoding]
-    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        candidates = ["utf-16"]
-    else:
-        candidates = ["utf-8"] if has_bom else ["utf-8", "cp1252"]
-    first_error = None
-    for name in candidates:
-        is_utf8 = codecs.lookup(name).name == "utf-8" if _known(name) else False
-        data = raw[len(codecs.BOM_UTF8):] if is_utf8 and has_bom else raw
-        try:
-            text = data.decode(name)
-        except LookupError as exc:
-            raise DataError(f"unknown encoding {name!r}; try utf-8, cp1252 or latin-1") from exc
-        except UnicodeDecodeError as exc:
-            if first_error is None:
-                first_error = (name, data, exc)
-                if not encoding and _UTF8_SEQUENCE.search(data):
-                    # Valid UTF-8 elsewhere: one bad byte in a UTF-8 file, not cp1252 text;
-                    # reading it as cp1252 would garble every accented letter.
-                    raise DataError(
-                        f"{path}: line {_line_of(data, exc.start)}: byte "
-                        f"0x{data[exc.start]:02x} is not valid UTF-8, though the rest of "
-                        "the file is UTF-8; fix that byte, or pass --encoding") from exc
-            continue
-        bad_line = None if first_error is None else _line_of(first_error[1], first_error[2].start)
-        return text, name, bad_line
-    name, data, exc = first_error
-    hint = ("pass --encoding with the file's encoding" if not encoding
-            else "check --encoding, or fix the bytes in the file")
-    raise DataError(f"{path}: line {_line_of(data, exc.start)}: byte 0x{data[exc.start]:02x} "
-                    f"is not valid {name}; {hint}")
-
-
-# A well-formed multi-byte UTF-8 character (two to four bytes).
-_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]"
-                            rb"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
-                            rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
-                            rb"|\xf4[\x80-\x8f][\x80-\xbf]{2}")
-
-
-def _known(name: str) -> bool:
-    try:
-        codecs.lookup(name)
-    except LookupError:
-        return False
-    return True
-
-
-def _line_of(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
 
 
 def _parse_delimited(path: Path, text: str, fmt: str, fingerprint: str,

@@ -1,0 +1,269 @@
+"""Bytes -> text for the data reader: strict decoding, never silent replacement.
+
+A file is read as UTF-8 unless a byte-order mark or ``--encoding`` says otherwise. A file
+that is not UTF-8 is either a UTF-8 file with a few stray bytes (an error that names the
+first one) or a file in another encoding, which is detected: charset-normalizer proposes
+candidates and a small plausibility score of our own chooses between them, because on a
+file of a few rows the detector guesses (it called a GBK file cp949, a Big5 one cp932, a
+cp1252 one cp932, and French cp1252 text cp1250, which turns è into č; all at chaos 0 and
+coherence 0, so its own ranking could not tell them apart).
+
+Light core: charset-normalizer is imported only when a file is not UTF-8.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from rnncli.errors import DataError
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A file's text, the codec that produced it, and (when it was detected) the line of
+    the first byte that was not UTF-8."""
+
+    text: str
+    encoding: str
+    first_bad_line: int | None = None
+
+
+def decode(path: Path, raw: bytes, encoding: str | None = None) -> Decoded:
+    """Decode ``raw`` strictly: ``encoding`` when given, else by byte-order mark, else UTF-8,
+    else by detection. Raises DataError naming the line of a byte that does not fit."""
+    if encoding:
+        data = raw[len(codecs.BOM_UTF8):] if _is_utf8(encoding) and _has_utf8_bom(raw) else raw
+        return Decoded(_strict(path, data, encoding, "check --encoding, or fix the bytes in "
+                               "the file"), encoding)
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return Decoded(_strict(path, raw, "utf-16", _PASS_ENCODING), "utf-16")
+    if _has_utf8_bom(raw):  # a BOM says UTF-8: a bad byte is an error, not a reason to guess
+        return Decoded(_strict(path, raw[len(codecs.BOM_UTF8):], "utf-8", _PASS_ENCODING),
+                       "utf-8")
+    try:
+        return Decoded(raw.decode("utf-8"), "utf-8")
+    except UnicodeDecodeError as exc:
+        first_bad = exc.start
+    line = _line_of(raw, first_bad)
+    if b"\x00" in raw:
+        # NUL bytes: a binary file, which no candidate would read as text. latin-1 maps
+        # every byte, so read_table's NUL check says "binary file" (with its line) rather
+        # than a misleading "encoding not recognised".
+        return Decoded(raw.decode("latin-1"), "latin-1", line)
+    if _mostly_utf8(_window(raw, 0, first_bad + _SAMPLE_BYTES)):
+        raise DataError(f"{path}: line {line}: byte 0x{raw[first_bad]:02x} is not valid UTF-8, "
+                        "though the rest of the file is UTF-8; fix that byte, or pass --encoding")
+    return _detect(path, raw, line, first_bad)
+
+
+_PASS_ENCODING = "pass --encoding with the file's encoding"
+# Bytes that detection reads: enough for the detector and thousands of characters to
+# judge, and it keeps a big file fast (34 MB of cp1252 reviews: the detector alone takes
+# a second and a half on all of it).
+_SAMPLE_BYTES = 256 * 1024
+
+
+def _window(raw: bytes, start: int, end: int) -> bytes:
+    """raw[start:end], cut after its last newline when the file goes on (a newline byte is
+    never part of a character in UTF-8 or in any encoding detection picks)."""
+    if end >= len(raw):
+        return raw[start:]
+    cut = raw.rfind(b"\n", start, end)
+    return raw[start:cut + 1] if cut >= 0 else raw[start:]
+
+
+def _strict(path: Path, data: bytes, name: str, hint: str) -> str:
+    try:
+        return data.decode(name)
+    except LookupError as exc:
+        raise DataError(f"unknown encoding {name!r}; try utf-8, cp1252 or latin-1") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: line {_line_of(data, exc.start)}: byte "
+                        f"0x{data[exc.start]:02x} is not valid {name}; {hint}") from exc
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        return codecs.lookup(name).name == "utf-8"
+    except LookupError:
+        return False  # _strict reports the unknown name
+
+
+def _has_utf8_bom(raw: bytes) -> bool:
+    return raw.startswith(codecs.BOM_UTF8)
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+# --------------------------------------------------------------------------- stray bytes
+
+
+def _mostly_utf8(raw: bytes) -> bool:
+    """A UTF-8 file with stray bytes, rather than text in another encoding.
+
+    Counts well-formed multi-byte UTF-8 characters that read as real text (``_plausible``)
+    against bytes that are not UTF-8, in the sample that plausibility() reads. Text in
+    another encoding makes well-formed ones by chance (a lead byte 0xc2-0xf4 then
+    0x80-0xbf): a third as many as bad bytes in the GB18030 hotel reviews, Shift-JIS and
+    EUC-JP, and more than the bad bytes in some short GBK sentences (性价比很高，推荐: 6
+    to 4), so a bare count cannot tell; but those are stray letters of other scripts amid
+    the bad bytes, which score nothing. A real UTF-8 file's characters do score, so
+    "at least as many plausible characters as bad bytes" calls one é beside one stray byte
+    UTF-8 (reading it as cp1252 would garble the é) and leaves a half-and-half file an
+    error rather than a silent mix.
+    """
+    good = bad = 0
+    for run in _sample_runs(raw.decode("utf-8", "surrogateescape")):
+        good += sum(_plausible_flags(run))
+        bad += len(_ESCAPED.findall(run))
+    return good >= bad
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # the bytes that surrogateescape could not decode
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _detect(path: Path, raw: bytes, line: int, first_bad: int) -> Decoded:
+    """The most plausible codec that decodes the file, with cp1252 first on ties.
+
+    The detector and the score read a window that starts at the line of the first byte
+    that is not UTF-8 (so it holds what needs detecting); the whole file is then decoded
+    with the best candidate that fits all of it.
+    """
+    from charset_normalizer import from_bytes  # here only: most files are UTF-8
+
+    sample = _window(raw, raw.rfind(b"\n", 0, first_bad) + 1, first_bad + _SAMPLE_BYTES)
+    # cp1252 leads so that it wins ties: Western text is what a detector gets wrong on
+    # small files (cp1250, cp1257), and those decodes score as well as the right one.
+    # Then the detector's order, each match's codec before the aliases that gave the
+    # same text (could_be_from_charset). Last the common CJK codecs, because the detector
+    # gives up on some files (one garbled row among Chinese ones).
+    names = ["cp1252"]
+    for match in from_bytes(sample):
+        names.extend(n for n in (match.encoding, *match.could_be_from_charset)
+                     if n not in names)
+    names.extend(n for n in _CJK if n not in names)
+    scores = {}
+    for name in names:
+        try:
+            scores[name] = plausibility(sample.decode(name))
+        except (UnicodeDecodeError, LookupError):
+            continue
+    for name in sorted(scores, key=scores.__getitem__, reverse=True):  # stable: ties keep order
+        try:
+            return Decoded(raw.decode(name), name, line)
+        except UnicodeDecodeError:
+            continue  # a byte past the sample does not fit
+    raise DataError(f"{path}: encoding not recognised: line {line}: byte "
+                    f"0x{raw[first_bad]:02x} is not valid UTF-8, and no other encoding "
+                    f"fits the file; {_PASS_ENCODING}")
+
+
+_CJK = ("gb18030", "big5", "cp932", "cp949")  # supersets of GBK, Shift-JIS and EUC-KR
+
+# The most frequent characters of Chinese (simplified and traditional), Japanese and
+# Korean text: particles and function words. GB2312, KS X 1001 and JIS X 0208 share one
+# byte layout, so Korean read as GBK is all GB2312 level-1 characters and Chinese read as
+# cp949 mostly KS X 1001 syllables; only the language itself tells them apart.
+_FREQUENT = frozenset("的一是不了在人有我他这這个個们們中来來上大为為和国國地到以说說时時要就"
+                      "出会會可也你对對很好没沒还還都"
+                      "のにはをたがでてとしれさるいかなうもっすまん"
+                      "이다에의는로하을가고지서한은기으를리도인일요어아게있해나니만수")
+
+
+def plausibility(text: str) -> float:
+    """How much the non-ASCII characters (the first few thousand) look like real text: the
+    share that is common for its script (``_plausible``), plus the share among the most
+    frequent characters of Chinese, Japanese or Korean; 0 to 2. A wrong decoding makes
+    rare or out-of-place characters."""
+    good = total = 0
+    for run in _sample_runs(text):
+        good += sum(_plausible_flags(run)) + sum(ch in _FREQUENT for ch in run)
+        total += len(run)
+    return good / total if total else 0.0
+
+
+_SAMPLE_CHARS = 4096  # non-ASCII characters judged: enough, and fast on big files
+_NON_ASCII_RUN = re.compile("[^\x00-\x7f]+")
+_HAN_AND_HANGUL = re.compile("[\u4e00-\u9fff].*[\uac00-\ud7a3]|[\uac00-\ud7a3].*[\u4e00-\u9fff]")
+
+
+def _sample_runs(text: str):
+    """The runs of non-ASCII characters, up to about _SAMPLE_CHARS characters in all."""
+    total = 0
+    for match in _NON_ASCII_RUN.finditer(text):
+        yield match.group()
+        total += len(match.group())
+        if total >= _SAMPLE_CHARS:
+            return
+
+
+def _plausible_flags(run: str) -> list[bool]:
+    """Whether each character of a run (between ASCII characters) is plausible there.
+
+    Western text has short runs inside ASCII words (café, “it’s”), so an accented letter
+    or a curly quote counts only at either end of its run, while CJK read as cp1252 makes
+    long runs of Latin-1 letters. Letters of other alphabets count in whole words. Korean
+    writes Hanja apart from Hangul if at all, so a run holding both is Chinese read as
+    cp949 (or the reverse), and neither counts.
+    """
+    word = all(ch.isalpha() or unicodedata.category(ch)[0] == "M" for ch in run)
+    mixed = _HAN_AND_HANGUL.search(run) is not None
+    last = len(run) - 1
+    return [_plausible(ch, edge=i in (0, last), word=word, mixed=mixed)
+            for i, ch in enumerate(run)]
+
+
+# Western punctuation that cp1252 files carry: curly quotes, dashes, ellipsis, no-break space.
+_WESTERN_PUNCTUATION = frozenset("\u2018\u2019\u201a\u201c\u201d\u201e\u2013\u2014\u2026"
+                                 "\u2022\u00a0\u00ab\u00bb\u00a1\u00bf\u00b0\u20ac\u00a3")
+
+
+def _plausible(ch: str, *, edge: bool, word: bool, mixed: bool) -> bool:
+    code = ord(ch)
+    if 0x4E00 <= code <= 0x9FFF:
+        return not mixed and _common_han(ch)
+    if 0xAC00 <= code <= 0xD7A3:  # Hangul syllables: the 2,350 of KS X 1001 are the common
+        return not mixed and _common_hangul(ch)  # ones; cp949 reads other CJK as the rest
+    if (0x3000 <= code <= 0x30FF  # CJK punctuation, hiragana, katakana
+            or 0x3131 <= code <= 0x318E  # Hangul jamo (ㅋㅋ, ㅠㅠ)
+            or 0xFF01 <= code <= 0xFF5E  # full-width forms (，！？), not half-width kana
+            or 0x1F300 <= code <= 0x1FAFF):  # emoji, which no legacy encoding makes
+        return True
+    if (0xC0 <= code <= 0x17F and ch.isalpha()) or ch in _WESTERN_PUNCTUATION:
+        return edge
+    if 0x370 <= code <= 0x1FFF:  # Greek, Cyrillic, Hebrew, Arabic, Thai ...: whole words
+        return word  # of letters and marks, not letters amid symbols
+    return False  # C1 controls, private use, box drawing, half-width kana, rare Han ...
+
+
+@functools.lru_cache(maxsize=8192)
+def _common_han(ch: str) -> bool:
+    """In the frequent tier of a national standard: GB2312 level 1 (lead byte 0xb0-0xd7),
+    Big5's common characters (0xa4-0xc6) or JIS X 0208 level 1 (EUC-JP 0xb0-0xcf)."""
+    return (0xB0 <= _lead_byte(ch, "gb2312") <= 0xD7 or 0xA4 <= _lead_byte(ch, "big5") <= 0xC6
+            or 0xB0 <= _lead_byte(ch, "euc_jp") <= 0xCF)
+
+
+@functools.lru_cache(maxsize=4096)
+def _common_hangul(ch: str) -> bool:
+    try:  # Python's euc_kr writes the other syllables as 8-byte jamo sequences
+        return len(ch.encode("euc_kr")) == 2
+    except UnicodeEncodeError:
+        return False
+
+
+def _lead_byte(ch: str, codec: str) -> int:
+    try:
+        return ch.encode(codec)[0]
+    except UnicodeEncodeError:
+        return -1
