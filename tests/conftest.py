@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "imdb_sample.csv.gz"
+ZH_SAMPLE = ROOT / "sample_data" / "chnsenticorp_htl_sample.csv.gz"
 # Small and fast: the point is files, shapes, round trips and exit codes, not accuracy.
 TINY = ["--epochs", "1", "--units", "4", "--embed-dim", "8", "--seq-len", "32",
         "--max-tokens", "2000", "--batch-size", "32", "--quiet"]
@@ -20,9 +21,10 @@ TINY = ["--epochs", "1", "--units", "4", "--embed-dim", "8", "--seq-len", "32",
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def sample_rows(n: int) -> list[list[str]]:
-    """The first n (review, sentiment) rows of the bundled sample: real text."""
-    with gzip.open(SAMPLE, "rt", encoding="utf-8", newline="") as fh:
+def sample_rows(n: int, sample: Path = SAMPLE) -> list[list[str]]:
+    """The first n rows of a bundled sample, without the header: real text. For the IMDB
+    sample (review, sentiment), for the Chinese one (label, review)."""
+    with gzip.open(sample, "rt", encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh)
         next(reader)
         return [row for _, row in zip(range(n), reader)]
