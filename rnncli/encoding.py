@@ -109,7 +109,7 @@ def _mostly_utf8(raw: bytes) -> bool:
     """A UTF-8 file with stray bytes, rather than text in another encoding.
 
     Counts well-formed multi-byte UTF-8 characters that read as real text (``_plausible``)
-    against bytes that are not UTF-8, in the sample that plausibility() reads. Text in
+    against bytes that are not UTF-8, in the sample that _plausibility() reads. Text in
     another encoding makes well-formed ones by chance (a lead byte 0xc2-0xf4 then
     0x80-0xbf): a third as many as bad bytes in the GB18030 hotel reviews, Shift-JIS and
     EUC-JP, and more than the bad bytes in some short GBK sentences (性价比很高，推荐: 6
@@ -155,7 +155,7 @@ def _detect(path: Path, raw: bytes, line: int, first_bad: int) -> Decoded:
     scores = {}
     for name in names:
         try:
-            scores[name] = plausibility(sample.decode(name))
+            scores[name] = _plausibility(sample.decode(name))
         except (UnicodeDecodeError, LookupError):
             continue
     for name in sorted(scores, key=scores.__getitem__, reverse=True):  # stable: ties keep order
@@ -180,7 +180,7 @@ _FREQUENT = frozenset("的一是不了在人有我他这這个個们們中来來
                       "이다에의는로하을가고지서한은기으를리도인일요어아게있해나니만수")
 
 
-def plausibility(text: str) -> float:
+def _plausibility(text: str) -> float:
     """How much the non-ASCII characters (the first few thousand) look like real text: the
     share that is common for its script (``_plausible``), plus the share among the most
     frequent characters of Chinese, Japanese or Korean; 0 to 2. A wrong decoding makes
@@ -194,16 +194,18 @@ def plausibility(text: str) -> float:
 
 _SAMPLE_CHARS = 4096  # non-ASCII characters judged: enough, and fast on big files
 _NON_ASCII_RUN = re.compile("[^\x00-\x7f]+")
-_HAN_AND_HANGUL = re.compile("[\u4e00-\u9fff].*[\uac00-\ud7a3]|[\uac00-\ud7a3].*[\u4e00-\u9fff]")
+_HAN = re.compile("[\u4e00-\u9fff]")
+_HANGUL = re.compile("[\uac00-\ud7a3]")
 
 
 def _sample_runs(text: str):
-    """The runs of non-ASCII characters, up to about _SAMPLE_CHARS characters in all."""
-    total = 0
+    """The runs of non-ASCII characters, up to _SAMPLE_CHARS characters in all."""
+    left = _SAMPLE_CHARS
     for match in _NON_ASCII_RUN.finditer(text):
-        yield match.group()
-        total += len(match.group())
-        if total >= _SAMPLE_CHARS:
+        run = match.group()[:left]
+        yield run
+        left -= len(run)
+        if not left:
             return
 
 
@@ -217,7 +219,7 @@ def _plausible_flags(run: str) -> list[bool]:
     cp949 (or the reverse), and neither counts.
     """
     word = all(ch.isalpha() or unicodedata.category(ch)[0] == "M" for ch in run)
-    mixed = _HAN_AND_HANGUL.search(run) is not None
+    mixed = _HAN.search(run) is not None and _HANGUL.search(run) is not None
     last = len(run) - 1
     return [_plausible(ch, edge=i in (0, last), word=word, mixed=mixed)
             for i, ch in enumerate(run)]

@@ -11,6 +11,8 @@ import csv
 import gzip
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -394,6 +396,70 @@ def test_summary_counts_skipped_rows():
 def test_missing_path_or_directory(tmp_path, name):
     with pytest.raises(DataError, match=r"no such file|is a directory"):
         load_dataset(tmp_path / name)
+
+
+# --------------------------------------------------------------------------- encodings
+# The golden files hold one small file per encoding (gb18030, big5, shift_jis, euc_kr,
+# cp1252, cp1252_french, ...); these cover what a golden file cannot.
+
+
+@pytest.mark.parametrize(("good", "stray"), [
+    ("房间很干净，服务也很好", "好".encode("gbk")),
+    ("この映画はとても面白かった", "が".encode("cp932")),
+    ("love it \U0001f60d\U0001f60d", "\u2019".encode("cp1252")),
+])
+def test_a_utf8_file_with_stray_bytes_names_the_first(tmp_path, good, stray):
+    path = tmp_path / "stray.csv"
+    path.write_bytes(f"text,label\n{good},pos\n".encode() + b"bad " + stray + b" one,neg\n")
+    with pytest.raises(DataError, match=rf"line 3: byte 0x{stray[0]:02x} is not valid UTF-8, "
+                                        "though the rest of the file is UTF-8"):
+        load_dataset(path)
+
+
+def test_detection_reads_a_file_bigger_than_its_sample_whole(tmp_path):
+    texts = [f"{review}（{i}）" for i in range(12_000)
+             for review in ("酒店离地铁站很近，交通方便", "房间隔音太差，一晚上没睡好")]
+    path = tmp_path / "big.csv"
+    rows = "".join(f"{t},{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(texts))
+    path.write_bytes(("text,label\n" + rows).encode("gb18030"))
+    assert path.stat().st_size > 600_000  # beyond what detection reads
+    data = load_dataset(path)
+    assert data.texts == texts
+    assert "read as gb18030" in data.notes[0]
+
+
+def test_a_byte_past_the_sample_picks_the_candidate_that_fits_it(tmp_path):
+    """Big5 proper has no euro sign; its superset cp950 does, at the file's end."""
+    rows = "這家飯店的服務非常好,pos\n早餐很難吃,neg\n" * 10_000 + "房價 €100,neg\n"
+    path = tmp_path / "big5.csv"
+    path.write_bytes(("text,label\n" + rows).encode("cp950"))
+    table = read_table(path)
+    assert table.rows[-1] == ["房價 €100", "neg"]
+    assert "read as cp950" in table.notes[0]
+
+
+def test_no_encoding_fits(tmp_path, monkeypatch):
+    monkeypatch.setattr("charset_normalizer.from_bytes", lambda raw: [])  # it gave up
+    path = tmp_path / "odd.csv"
+    path.write_bytes(b"text,label\ngood \x81\xff film,pos\nbad film,neg\n")  # not cp1252, nor CJK
+    with pytest.raises(DataError, match=r"odd\.csv: encoding not recognised: line 2: byte 0x81 "
+                                        r"is not valid UTF-8.*; pass --encoding"):
+        load_dataset(path)
+
+
+def test_an_explicit_encoding_is_used_as_given():
+    data = load_dataset(DATA / "shift_jis.csv", encoding="shift_jis")
+    assert data.texts[0] == "この映画はとても面白かったです。"
+    assert not any("UTF-8" in note for note in data.notes)
+
+
+def test_charset_normalizer_is_imported_only_for_a_file_that_is_not_utf8():
+    code = ("import sys; from rnncli.data import load_dataset; load_dataset(sys.argv[1]); "
+            "print('charset_normalizer' in sys.modules)")
+    for name, imported in [("crlf.csv", "False"), ("cp1252.csv", "True")]:
+        out = subprocess.run([sys.executable, "-c", code, str(DATA / name)], check=True,
+                             capture_output=True, text=True).stdout
+        assert out.strip() == imported, name
 
 
 # --------------------------------------------------------------------------- properties
