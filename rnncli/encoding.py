@@ -69,8 +69,9 @@ _SAMPLE_BYTES = 256 * 1024
 
 
 def _window(raw: bytes, start: int, end: int) -> bytes:
-    """raw[start:end], cut after its last newline when the file goes on (a newline byte is
-    never part of a character in UTF-8 or in any encoding detection picks)."""
+    """raw[start:end], cut after its last newline when the file goes on (in UTF-8 and the
+    ASCII-based encodings that detection keeps, a newline byte is never part of a
+    character)."""
     if end >= len(raw):
         return raw[start:]
     cut = raw.rfind(b"\n", start, end)
@@ -155,7 +156,9 @@ def _detect(path: Path, raw: bytes, line: int, first_bad: int) -> Decoded:
     scores = {}
     for name in names:
         try:
-            scores[name] = _plausibility(sample.decode(name))
+            # CSV and JSON need ASCII read as ASCII: not EBCDIC, UTF-7, shift_jis_2004 (¥)
+            if _ASCII.decode(name, "replace") == _ASCII.decode():
+                scores[name] = _plausibility(sample.decode(name))
         except (UnicodeDecodeError, LookupError):
             continue
     for name in sorted(scores, key=scores.__getitem__, reverse=True):  # stable: ties keep order
@@ -168,6 +171,7 @@ def _detect(path: Path, raw: bytes, line: int, first_bad: int) -> Decoded:
                     f"fits the file; {_PASS_ENCODING}")
 
 
+_ASCII = bytes(range(0x20, 0x7F)) + b"\t\n\r"
 _CJK = ("gb18030", "big5", "cp932", "cp949")  # supersets of GBK, Shift-JIS and EUC-KR
 
 # The most frequent characters of Chinese (simplified and traditional), Japanese and
