@@ -65,13 +65,14 @@ def test_choose_engine():
 
 def _tables():
     return {"keep": [[48, 57], [97, 122]], "lower_from": [65], "lower_to": ["a"],
-            "cased": [[65, 90], [97, 122]], "ignorable": [[39, 39]],
+            "cased": [[65, 90], [97, 122]], "ignorable": [[39, 39]], "split": [[0x4E00, 0x9FFF]],
             "max_chars": 100, "start_token": "xxbos"}
 
 
 def _write(path, **changes):
     arguments = dict(tokens=["", "[UNK]", "xxbos", "good"], seq_len=8, rnn_weight=0.25,
-                     tables=_tables(), ngrams=["[UNK]", "good"], idf=[0.0, 1.5],
+                     tokenizer="cjk-chars", tables=_tables(), ngrams=["[UNK]", "good"],
+                     idf=[0.0, 1.5],
                      kernel=[[0.0], [2.0]], bias=[0.5])
     serving.write_serving(path, **{**arguments, **changes})
     return path
@@ -83,6 +84,23 @@ def test_serving_file_round_trip(tmp_path):
     assert read["ngrams"] == ["[UNK]", "good"]
     assert read["rnn_weight"] == 0.25 and read["seq_len"] == 8
     np.testing.assert_array_equal(read["ngram_kernel"], [0.0, 2.0])
+    assert read["tokenizer"] == "cjk-chars"
+    np.testing.assert_array_equal(read["split"], [[0x4E00, 0x9FFF]])
+    words = serving.read_serving(_write(tmp_path / "words.npz", tokenizer="words"))
+    assert words["tokenizer"] == "words" and words["split"] is None
+
+
+def test_serving_file_of_version_1_reads_as_words(tmp_path):
+    """Models written before the tokenizer existed have a version 1 file without it."""
+    path = _write(tmp_path / "serving.npz", tokenizer="words")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    text = json.loads(arrays["text"].tobytes())
+    del text["tokenizer"]
+    arrays["text"] = serving._encode(json.dumps({**text, "version": 1}))
+    np.savez(path, **arrays)
+    read = serving.read_serving(path)
+    assert read["tokenizer"] == "words" and read["split"] is None
 
 
 def test_serving_file_with_pickled_objects_is_refused(tmp_path):
@@ -106,6 +124,11 @@ def _edit_text(arrays, **changes):
 
 @pytest.mark.parametrize("change", [
     lambda a: _edit_text(a, version=99),
+    lambda a: _edit_text(a, tokenizer="bpe"),
+    lambda a: _edit_text(a, tokenizer=None),
+    lambda a: a.pop("split"),
+    lambda a: a.update(split=np.zeros((0, 2), np.int32)),
+    lambda a: a.update(split=np.array([[0x9FFF, 0x4E00]], np.int32)),
     lambda a: a.update(text=serving._encode("[1, 2]")),
     lambda a: a.update(text=serving._encode("[" * 100000 + "]" * 100000)),
     lambda a: _edit_text(a, seq_len=0),
