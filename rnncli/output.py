@@ -159,6 +159,10 @@ class PlainReporter:
         if not self.quiet:
             self.console.print(text, markup=False)
 
+    def warning(self, text: str) -> None:
+        """Something the user should act on: shown even with --quiet."""
+        self.console.print(f"warning: {text}", markup=False)
+
     def train_begin(self, epochs: int, steps: int) -> None:
         self.epochs = epochs
 

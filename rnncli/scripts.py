@@ -49,12 +49,12 @@ def segmentation_warnings(texts: list[str], long_share: float) -> list[str]:
     scripts = unsplit_scripts(texts)
     if scripts:
         names = " and ".join(scripts)
-        warnings.append(f"warning: texts in {names} are not split into words (rnncli splits "
+        warnings.append(f"texts in {names} are not split into words (rnncli splits "
                         "only Chinese and Japanese into characters); put spaces between "
                         "words first (a word segmenter such as PyThaiNLP for Thai) or the "
                         "model learns whole phrases as rare tokens")
     if long_share > UNSEGMENTED_SHARE:
-        warnings.append(f"warning: {long_share:.0%} of the tokens are longer than {LONG_TOKEN} "
+        warnings.append(f"{long_share:.0%} of the tokens are longer than {LONG_TOKEN} "
                         "characters: the texts look unsegmented (no spaces between words); "
                         "put spaces between words first, or the model sees mostly unknown "
                         "tokens")

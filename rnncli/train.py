@@ -51,6 +51,7 @@ class Reporter:
     wants_batches = False
 
     def message(self, text: str) -> None: ...
+    def warning(self, text: str) -> None: ...
     def train_begin(self, epochs: int, steps: int) -> None: ...
     def batch_end(self, step: int, logs: dict[str, float]) -> None: ...
     def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None: ...
@@ -174,7 +175,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     derived = M.derive_settings(config, train_set.texts)
     config, vocab = derived.config, derived.vocab
     for warning in segmentation_warnings(train_set.texts, derived.long_share):
-        reporter.message(warning)
+        reporter.warning(warning)
     if precision != "float32":
         where = f"{where}, {precision.replace('_', ' ')} precision"
     if precision == "mixed_bfloat16":

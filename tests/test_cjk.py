@@ -151,3 +151,17 @@ def test_word_vectors_learn_character_vectors(tmp_path, train_model):
     assert manifest["settings"]["word_vectors"] is True
     predicted = jsonl(invoke("predict", "-m", out, "-f", "jsonl", "房间很干净").stdout)
     assert predicted[0]["status"] == "ok"
+
+
+@slow
+def test_training_says_thai_is_not_split(tmp_path):
+    words = ["โรงแรม", "ดีมาก", "สะอาด", "แย่", "เสียงดัง", "พนักงาน", "ใจดี", "ห้อง"]
+    rng = np.random.default_rng(0)
+    rows = [["".join(rng.choice(words, 4)), "positive" if i % 2 else "negative"]
+            for i in range(60)]
+    data = write_csv(tmp_path / "th.csv", rows)
+    result = invoke("train", data, "-o", tmp_path / "m", "--epochs", "1", "--units", "4",
+                    "--embed-dim", "8", "--no-ngrams", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "texts in Thai are not split into words" in result.output
+    assert "look unsegmented" in result.output  # 24-character "words"
