@@ -51,7 +51,7 @@ MAX_RATIO = 200  # uncompressed / compressed, per member; zip bombs go far beyon
 _KERAS_LAYERS = {"InputLayer", "TextVectorization", "Embedding", "SpatialDropout1D",
                  "Bidirectional", "GRU", "LSTM", "Dropout", "Dense", "GlobalAveragePooling1D"}
 _RNNCLI_LAYERS = {"Truncate", "MaskedMaxPooling", "AttentionPooling", "NgramLogistic",
-                  "Blend"}
+                  "Blend", "TokenPairs"}
 _ALLOWED_CLASSES = (
     {("keras.layers", name) for name in _KERAS_LAYERS}
     | {("keras.initializers", name) for name in ("GlorotUniform", "Orthogonal", "Zeros",

@@ -238,6 +238,9 @@ def cli(debug: bool) -> None:
 @_setting("pooling", click.Choice(POOLINGS), "Recurrent states -> one vector: mask-aware max "
           "or mean over time, additive attention, or the last states.")
 @_setting("embed_dim", click.IntRange(1), "Embedding size.")
+@_setting("bigram_dim", click.IntRange(0), "Embedding size for each token's pair with the one "
+          "before it (hashed), beside the token's own; 0: none [auto: 32 when most tokens "
+          "are Chinese or Japanese characters, else 0].", auto=True)
 @click.option("--word-vectors/--no-word-vectors", "word_vectors", default=default("word_vectors"),
               show_default=True, help="Start the embedding from word vectors learned from the "
               "training texts by PPMI + SVD, not at random (--unlabelled always does).")

@@ -3,7 +3,7 @@
 Defaults live here and only here; the CLI reads them. The object validates itself and
 round-trips through JSON inside the model directory, so evaluate, predict and export read
 back exactly what train used. Settings that depend on the data (``max_tokens``,
-``seq_len``) may be ``None`` here, meaning "derive from the training data"; the model
+``seq_len``, ``bigram_dim``) may be ``None`` here, meaning "derive from the training data"; the model
 directory always records the resolved values.
 """
 
@@ -38,6 +38,7 @@ class TrainConfig:
     layers: int = 1
     pooling: str = "max"
     embed_dim: int = 128
+    bigram_dim: int | None = None
     word_vectors: bool = False
     ngrams: bool = True
     tokenizer: str = "cjk-chars"
@@ -69,6 +70,8 @@ class TrainConfig:
         for name in ("units", "layers", "embed_dim", "epochs", "batch_size"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a whole number >= 1, not {getattr(self, name)!r}")
+        if self.bigram_dim is not None and (not _is_int(self.bigram_dim) or self.bigram_dim < 0):
+            problems.append(f"bigram_dim must be a whole number >= 0, not {self.bigram_dim!r}")
         if self.max_tokens is not None and (not _is_int(self.max_tokens) or self.max_tokens < 3):
             problems.append(f"max_tokens must be >= 3, not {self.max_tokens!r}")
         if self.seq_len is not None and (not _is_int(self.seq_len) or self.seq_len < 2):
@@ -102,9 +105,10 @@ class TrainConfig:
         """Build from a manifest's ``settings``; unknown keys are an error, not ignored.
 
         A model trained before the n-gram model existed has no ``ngrams`` key: it has none;
-        one trained before ``tokenizer`` existed split at spaces ("words").
+        one trained before ``tokenizer`` existed split at spaces ("words") and had no
+        token-pair embedding.
         """
-        data = {"ngrams": False, "tokenizer": "words", **data}
+        data = {"ngrams": False, "tokenizer": "words", "bigram_dim": 0, **data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

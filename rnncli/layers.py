@@ -1,5 +1,5 @@
-"""HEAVY: the few layers Keras lacks: mask-aware pooling, token truncation, the n-gram
-logistic regression and the blend of the two models' probabilities.
+"""HEAVY: the few layers Keras lacks: mask-aware pooling, token truncation, hashed token
+pairs, the n-gram logistic regression and the blend of the two models' probabilities.
 
 ``keras.layers.GlobalMaxPooling1D`` ignores the mask, so padding (and the state a masked
 RNN carries over padded steps) would leak into the maximum; the pooling layers here take
@@ -34,6 +34,49 @@ class Truncate(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "length": self.length}
+
+
+@keras.saving.register_keras_serializable(package="rnncli")
+class TokenPairs(keras.layers.Layer):
+    """[embedded tokens (batch, time, d), their ids (batch, time)] -> (batch, time, d + dim):
+    each token's embedding followed by an embedding of its pair with the token before it,
+    the pair hashed into ``buckets`` rows (as fastText hashes its n-grams).
+
+    In Chinese and Japanese, where every character is a token, such pairs carry most
+    words: the recurrent network reads words without a segmenter. The pairs are computed
+    from the ids inside the network, so the tokenization (and the ONNX engine's) stays as
+    it is. The embedded tokens' mask passes through unchanged (Keras's Concatenate would
+    rebuild it with ops that the loader's allow-list does not know).
+    """
+
+    def __init__(self, vocab_size: int, buckets: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.buckets = buckets
+        self.dim = dim
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(name="embeddings", shape=(self.buckets, self.dim),
+                                          initializer="uniform")  # as keras's Embedding
+
+    def call(self, inputs, mask=None):
+        embedded, ids = inputs
+        ids = ops.cast(ids, "int64")
+        before = ops.pad(ids[:, :-1], [[0, 0], [1, 0]])
+        pairs = (before * self.vocab_size + ids) % self.buckets
+        vectors = ops.take(self.embeddings, pairs, axis=0)
+        return ops.concatenate([embedded, ops.cast(vectors, embedded.dtype)], axis=-1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None if mask is None else mask[0]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[0][:-1], input_shape[0][-1] + self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size,
+                "buckets": self.buckets, "dim": self.dim}
 
 
 @keras.saving.register_keras_serializable(package="rnncli")

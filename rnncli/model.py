@@ -29,11 +29,18 @@ tf = import_tensorflow()
 import keras  # noqa: E402
 
 from rnncli.layers import (  # noqa: E402
-    AttentionPooling, Blend, MaskedMaxPooling, NgramLogistic, Truncate)
+    AttentionPooling, Blend, MaskedMaxPooling, NgramLogistic, TokenPairs, Truncate)
 
 START_TOKEN = "xxbos"
 MAX_AUTO_TOKENS = 20000
 MAX_AUTO_SEQ_LEN = 800
+# Token pairs (layers.TokenPairs): hash buckets, and the embedding size "auto" gives when
+# over half of the training tokens are single Chinese or Japanese characters. Measured on
+# the hotel reviews' validation split, BiGRU alone: 0.871 -> 0.891 (and 0.870 -> 0.885
+# with another seed).
+BIGRAM_BUCKETS = 2**15
+AUTO_BIGRAM_DIM = 32
+AUTO_BIGRAM_SHARE = 0.5
 MAX_NGRAMS = 200_000  # word 1-2-grams kept for the n-gram model (seen in 2+ texts)
 KEPT_CHARS = r"\p{L}\p{M}\p{N}'!?"  # an RE2 class body: what standardize keeps
 
@@ -156,6 +163,7 @@ class Derived:
     config: TrainConfig  # max_tokens and seq_len resolved
     vocab: list[str]
     long_share: float  # of token occurrences longer than LONG_TOKEN characters
+    char_share: float  # of token occurrences that are one Chinese or Japanese character
 
 
 def derive_settings(config: TrainConfig, texts: list[str]) -> Derived:
@@ -168,11 +176,13 @@ def derive_settings(config: TrainConfig, texts: list[str]) -> Derived:
     """
     counts: dict[bytes, int] = {}
     lengths = []
-    long = 0
+    long = chars = 0
     for ragged in _tokens(texts, config.tokenizer):
         lengths.append(ragged.row_lengths().numpy())
         long += int(tf.reduce_sum(tf.cast(
             tf.strings.length(ragged.flat_values, unit="UTF8_CHAR") > LONG_TOKEN, tf.int64)))
+        chars += int(tf.reduce_sum(tf.cast(
+            tf.strings.regex_full_match(ragged.flat_values, f"[{SPLIT_CHARS}]"), tf.int64)))
         values, _, n = tf.unique_with_counts(ragged.flat_values)
         for token, count in zip(values.numpy(), n.numpy()):
             counts[token] = counts.get(token, 0) + int(count)
@@ -188,8 +198,12 @@ def derive_settings(config: TrainConfig, texts: list[str]) -> Derived:
         max_tokens = int(min(MAX_AUTO_TOKENS, frequent) + 2)  # + padding and [UNK]
     vocab = [t.decode("utf-8") for t, _ in ranked[: max_tokens - 2]]
     words = int(lengths.sum()) - len(lengths)  # without the start marker
-    return Derived(config.replace(seq_len=seq_len, max_tokens=max(3, len(vocab) + 2)), vocab,
-                   long / words if words else 0.0)
+    long_share, char_share = (long / words, chars / words) if words else (0.0, 0.0)
+    bigram_dim = config.bigram_dim
+    if bigram_dim is None:
+        bigram_dim = AUTO_BIGRAM_DIM if char_share > AUTO_BIGRAM_SHARE else 0
+    return Derived(config.replace(seq_len=seq_len, max_tokens=max(3, len(vocab) + 2),
+                                  bigram_dim=bigram_dim), vocab, long_share, char_share)
 
 
 def build_vectorizer(config: TrainConfig, vocab: list[str]):
@@ -264,6 +278,9 @@ def build_core(config: TrainConfig):
     ids = keras.Input(shape=(None,), dtype="int64", name="ids")
     x = keras.layers.Embedding(config.max_tokens, config.embed_dim, mask_zero=True,
                                name="embedding")(ids)
+    if config.bigram_dim:
+        x = TokenPairs(config.max_tokens, BIGRAM_BUCKETS, config.bigram_dim,
+                       name="token_pairs")([x, ids])
     if config.dropout:
         x = keras.layers.SpatialDropout1D(config.dropout, name="embedding_dropout")(x)
     for i in range(config.layers):

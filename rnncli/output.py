@@ -256,8 +256,9 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     data, training = manifest.get("data", {}), manifest.get("training", {})
     rows = [
         ("network", f"Bidirectional {s['cell'].upper()} x{s['layers']}, {s['units']} units, "
-                    f"{s['pooling']} pooling, embedding {s['embed_dim']}, dropout "
-                    f"{s['dropout']}"),
+                    f"{s['pooling']} pooling, embedding {s['embed_dim']}"
+                    + (f" + {s['bigram_dim']} for token pairs" if s.get("bigram_dim") else "")
+                    + f", dropout {s['dropout']}"),
         ("vocabulary", f"{s['max_tokens']} tokens ({_TOKENS[s.get('tokenizer', 'words')]}), "
                        f"sequence length {s['seq_len']}"),
         ("n-gram model", _blend_row(manifest.get("blend"), s)),

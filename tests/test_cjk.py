@@ -90,6 +90,9 @@ def test_character_vectors_apply(zh_model):
     out, output = zh_model
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["settings"]["tokenizer"] == "cjk-chars"
+    assert manifest["settings"]["bigram_dim"] == 32  # auto: the tokens are characters
+    info = invoke("info", "-m", out, "-f", "table")
+    assert "embedding 8 + 32 for token pairs" in " ".join(info.output.split())
     assert manifest["data"]["text_col"] == "评论" and manifest["data"]["label_col"] == "标签"
     # 好, 差 and 房 are characters of the texts; 酒店 is a word, never a token; iphone is
     # not in these texts.

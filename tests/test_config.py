@@ -38,6 +38,9 @@ def test_frozen_and_keyword_only():
     ({"lr_decay": 0}, "lr_decay"),
     ({"pooling": "sum"}, "pooling"),
     ({"clipnorm": float("nan")}, "clipnorm"),
+    ({"tokenizer": "bpe"}, "tokenizer"),
+    ({"bigram_dim": -1}, "bigram_dim"),
+    ({"bigram_dim": True}, "bigram_dim"),
 ])
 def test_invalid_settings_name_the_problem(changes, words):
     with pytest.raises(UsageError, match=words):
@@ -59,3 +62,11 @@ def test_manifests_from_before_the_ngram_model_read_as_without_it():
     del settings["ngrams"]
     assert TrainConfig.from_dict(settings).ngrams is False
     assert TrainConfig.from_dict({**settings, "ngrams": True}).ngrams is True
+
+
+def test_manifests_from_before_the_tokenizer_read_as_words_without_token_pairs():
+    settings = TrainConfig().to_dict()
+    del settings["tokenizer"], settings["bigram_dim"]
+    old = TrainConfig.from_dict(settings)
+    assert old.tokenizer == "words" and old.bigram_dim == 0
+    assert TrainConfig().tokenizer == "cjk-chars" and TrainConfig().bigram_dim is None
