@@ -1,12 +1,14 @@
 """Do the two predict engines agree? ONNX Runtime + Python tokenization against the
 reference Keras model in TensorFlow, on every text of real files and on random Unicode.
 
-    python benchmarks/parity.py -m MODEL_DIR FILE [FILE ...] [--limit N] [--random N]
+    python benchmarks/parity.py -m MODEL_DIR FILE [FILE ...] [--limit N] [--random N] [--cjk N]
 
 FILE: .csv/.tsv/.jsonl (a text column is detected) or .txt (one text per line), .gz ok.
 Printed for each file: texts, largest |score difference|, texts over 1e-4, texts whose
 standardized form differs, and each engine's in-process scoring time. ``--random N``
-adds N random strings drawn from all of Unicode (tags, quotes, marks, sigma, NUL, ...).
+adds N random strings drawn from all of Unicode (tags, quotes, marks, sigma, NUL, ...);
+``--cjk N`` N Chinese, Japanese and mixed ones (kana, kanji, full-width forms, CJK
+punctuation, Latin words).
 Exit 1 when any score differs by more than 1e-4.
 """
 
@@ -45,6 +47,32 @@ def random_texts(n: int, seed: int = 0) -> list[str]:
     return out
 
 
+# Chinese and Japanese pieces: words of both (kana, kanji, the prolonged sound marks ー and
+# half-width ｰ), full-width forms, CJK punctuation and Latin words as mixed text has them.
+_CJK_PIECES = ["酒店", "很好", "不错", "服务", "房间太小", "下次还来", "サポート", "ラーメン",
+               "ホテル", "とても", "良かった", "最悪", "です", "ｻｰﾋﾞｽ", "ー", "ｰ", "々",
+               "ＡＢＣ", "１２３", "！", "？", "，", "。", "、", "「", "」", "『", "』", "《",
+               "》", "（", "）", "…", "：", "；", "\u3000", " ", "iPhone", "WIFI", "bad",
+               "ok", "so-so", "5星", "don't", "!", "?", "<br />", "Σ"]
+
+
+def cjk_texts(n: int, seed: int = 0) -> list[str]:
+    """Chinese, Japanese and mixed strings built from _CJK_PIECES and random Han and kana."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(1, 40)):
+            if rng.random() < 0.6:
+                parts.append(rng.choice(_CJK_PIECES))
+            else:
+                parts.append(chr(rng.choice([rng.randint(0x4E00, 0x9FFF),
+                                             rng.randint(0x3041, 0x30FF),
+                                             rng.randint(0xFF01, 0xFF9F)])))
+        out.append("".join(parts))
+    return out
+
+
 def compare(name: str, texts: list[str], onnx, keras, tf, standardize) -> bool:
     if not texts:
         print(f"{name:<34} {0:>7}  (no texts)")
@@ -73,6 +101,8 @@ def main() -> int:
     parser.add_argument("-m", "--model", required=True)
     parser.add_argument("--limit", type=int, default=None, help="first N texts of each file")
     parser.add_argument("--random", type=int, default=0, help="also N random strings")
+    parser.add_argument("--cjk", type=int, default=0,
+                        help="also N Chinese, Japanese and mixed strings")
     args = parser.parse_args()
 
     from rnncli.data import read_texts
@@ -80,8 +110,11 @@ def main() -> int:
 
     onnx = Predictor.load(args.model, engine="onnx").engine
     keras = Predictor.load(args.model, engine="tf", device="cpu").engine
-    from rnncli.model import standardize
+    from rnncli.artifacts import read_manifest
+    from rnncli.model import STANDARDIZERS
     import tensorflow as tf
+
+    standardize = STANDARDIZERS[read_manifest(args.model)["config"].tokenizer]
 
     print(f"{'texts from':<34} {'n':>7} {'max diff':>10} {'> 1e-4':>7} {'tokens≠':>9} "
           f"{'onnx s':>8} {'tf s':>8}")
@@ -97,6 +130,9 @@ def main() -> int:
         ok &= compare(path.split("/")[-1], texts[: args.limit], onnx, keras, tf, standardize)
     if args.random:
         ok &= compare("random Unicode (seed 0)", random_texts(args.random), onnx, keras, tf,
+                      standardize)
+    if args.cjk:
+        ok &= compare("Chinese/Japanese/mixed (seed 0)", cjk_texts(args.cjk), onnx, keras, tf,
                       standardize)
     print("engines agree within 1e-4" if ok else "ENGINES DISAGREE (over 1e-4)")
     return 0 if ok else 1

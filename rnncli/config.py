@@ -18,10 +18,10 @@ from rnncli.errors import UsageError
 
 CELLS = ("gru", "lstm")
 POOLINGS = ("last", "max", "mean", "attention")
-# How texts become tokens: "words" splits at spaces and punctuation (models of format 2 and
-# older); "cjk-chars" also makes every Chinese and Japanese character a token and reads
-# full-width forms as ASCII (model.STANDARDIZERS).
-TOKENIZERS = ("cjk-chars", "words")
+# How texts become tokens, and what each makes a token of: "words" splits at spaces and
+# punctuation (models of format 2 and older); "cjk-chars" also makes every Chinese and
+# Japanese character a token and reads full-width forms as ASCII (model.STANDARDIZERS).
+TOKENIZERS = {"cjk-chars": "words, and Chinese and Japanese characters", "words": "words"}
 # `rnncli predict --format` choices; here so that `--help` need not import Rich.
 PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")
 # `--engine` choices for predict and evaluate (see predict.choose_engine).
@@ -62,7 +62,7 @@ class TrainConfig:
         for name in ("word_vectors", "ngrams"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, not {getattr(self, name)!r}")
-        if self.tokenizer not in TOKENIZERS:
+        if not isinstance(self.tokenizer, str) or self.tokenizer not in TOKENIZERS:
             problems.append(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not "
                             f"{self.tokenizer!r}")
         if self.pooling not in POOLINGS:

@@ -147,10 +147,15 @@ class OnnxEngine:
         self.path = ""
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> OnnxEngine:
-        """Read ``core.onnx`` and ``serving.npz`` (hash-checked by the caller)."""
+    def load(cls, model_dir: str | Path, *, tokenizer: str | None = None) -> OnnxEngine:
+        """Read ``core.onnx`` and ``serving.npz`` (hash-checked by the caller);
+        ``tokenizer``: the manifest's, which ``serving.npz`` must share."""
         model_dir = Path(model_dir)
         serving = read_serving(model_dir / SERVING_FILE)
+        if tokenizer is not None and serving["tokenizer"] != tokenizer:
+            raise ModelError(f"{model_dir / SERVING_FILE}: tokenizes as {serving['tokenizer']!r}"
+                             f" where the manifest says {tokenizer!r}; use --engine tf or "
+                             "retrain the model")
         path = model_dir / ONNX_FILE
         if path.stat().st_size > MAX_ONNX_BYTES:
             raise ModelError(f"{path}: implausibly large; refusing to load")

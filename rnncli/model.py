@@ -23,7 +23,7 @@ import numpy as np
 
 from rnncli.config import MAX_TEXT_CHARS, TrainConfig
 from rnncli.runtime import import_tensorflow
-from rnncli.scripts import FULLWIDTH_FIRST, FULLWIDTH_LAST, FULLWIDTH_OFFSET, LONG_TOKEN
+from rnncli.scripts import FULLWIDTH_OFFSET, FULLWIDTH_RANGES, LONG_TOKEN
 
 tf = import_tensorflow()
 import keras  # noqa: E402
@@ -41,7 +41,7 @@ MAX_AUTO_SEQ_LEN = 800
 BIGRAM_BUCKETS = 2**15
 AUTO_BIGRAM_DIM = 32
 AUTO_BIGRAM_SHARE = 0.5
-MAX_NGRAMS = 200_000  # word 1-2-grams kept for the n-gram model (seen in 2+ texts)
+MAX_NGRAMS = 200_000  # token 1-2-grams kept for the n-gram model (seen in 2+ texts)
 KEPT_CHARS = r"\p{L}\p{M}\p{N}'!?"  # an RE2 class body: what standardize keeps
 
 
@@ -65,7 +65,7 @@ def standardize(text):
 @keras.saving.register_keras_serializable(package="rnncli", name="standardize_cjk")
 def standardize_cjk(text):
     """Tokenizer "cjk-chars": as :func:`standardize`, and also full-width forms read as
-    ASCII (ＡＢＣ１２３！？ -> abc123!?) and every Chinese or Japanese character is a token
+    ASCII (ＡＢＣ１２３！？ -> abc123!?; not ＜ ＞) and every Chinese or Japanese character is a token
     of its own, while words of other scripts stay whole ("这款iPhone很好用" -> 这 款 iphone
     很 好 用)."""
     return _standardize(text, cjk=True)
@@ -92,15 +92,20 @@ def _standardize(text, *, cjk: bool):
 
 
 def _fold_fullwidth(text):
-    """Full-width forms to ASCII. TensorFlow has no NFKC, so the codepoints are shifted;
-    only the texts that hold such a form are decoded (a regex scan is ~20x cheaper)."""
+    """Full-width forms to ASCII (scripts.FULLWIDTH_RANGES). TensorFlow has no NFKC, so the
+    codepoints are shifted; only the texts that hold such a form are decoded (a regex scan
+    is ~20x cheaper)."""
     flat = tf.reshape(text, [-1])
-    wide = f"\\x{{{FULLWIDTH_FIRST:X}}}-\\x{{{FULLWIDTH_LAST:X}}}"
+    wide = "".join(f"\\x{{{first:X}}}-\\x{{{last:X}}}" for first, last in FULLWIDTH_RANGES)
     rows = tf.where(tf.strings.regex_full_match(flat, f"(?s).*[{wide}].*"))
     codes = tf.strings.unicode_decode(tf.gather_nd(flat, rows), "UTF-8", errors="replace")
-    codes = tf.ragged.map_flat_values(
-        lambda c: tf.where((c >= FULLWIDTH_FIRST) & (c <= FULLWIDTH_LAST),
-                           c - FULLWIDTH_OFFSET, c), codes)
+
+    def fold(c):
+        inside = functools.reduce(tf.logical_or, [(c >= first) & (c <= last)
+                                                  for first, last in FULLWIDTH_RANGES])
+        return tf.where(inside, c - FULLWIDTH_OFFSET, c)
+
+    codes = tf.ragged.map_flat_values(fold, codes)
     flat = tf.tensor_scatter_nd_update(flat, rows, tf.strings.unicode_encode(codes, "UTF-8"))
     return tf.reshape(flat, tf.shape(text))
 

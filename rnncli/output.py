@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rnncli.config import PREDICT_FORMATS  # noqa: F401  (re-exported; defined there for --help)
+from rnncli.config import TOKENIZERS
 
 RECORD_FIELDS = ("text", "label", "score", "status")
 
@@ -259,8 +260,8 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                     f"{s['pooling']} pooling, embedding {s['embed_dim']}"
                     + (f" + {s['bigram_dim']} for token pairs" if s.get("bigram_dim") else "")
                     + f", dropout {s['dropout']}"),
-        ("vocabulary", f"{s['max_tokens']} tokens ({_TOKENS[s.get('tokenizer', 'words')]}), "
-                       f"sequence length {s['seq_len']}"),
+        ("vocabulary", f"{s['max_tokens']} tokens ({_tokens(s)}), sequence length "
+                       f"{s['seq_len']}"),
         ("n-gram model", _blend_row(manifest.get("blend"), s)),
         ("labels", f"negative {manifest['labels']['negative']!r}, "
                    f"positive {manifest['labels']['positive']!r}, threshold "
@@ -295,8 +296,9 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     out_console().print(table)
 
 
-# What each tokenizer makes a token of (config.TOKENIZERS).
-_TOKENS = {"words": "words", "cjk-chars": "words, and Chinese and Japanese characters"}
+def _tokens(settings: dict[str, Any]) -> str:
+    """What the model's tokens are (a manifest from before the tokenizer: words)."""
+    return TOKENIZERS[settings.get("tokenizer", "words")]
 
 
 def _training_extras(training: dict[str, Any]) -> str:
@@ -315,8 +317,8 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any]) -> str:
         return "none (RNN alone)"
     parts = blend.get("parts", {})
     w = blend.get("rnn_weight")
-    return (f"{blend.get('ngrams')} 1-2-grams of {_TOKENS[settings.get('tokenizer', 'words')]}"
-            "; output = {_fmt(w, 2)} x "
+    return (f"{blend.get('ngrams')} 1-2-grams of {_tokens(settings)}"
+            f"; output = {_fmt(w, 2)} x "
             f"{settings['cell'].upper()} + {_fmt(1 - w if w is not None else None, 2)} x "
             "n-gram; "
             f"validation accuracy {settings['cell'].upper()} "

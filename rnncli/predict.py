@@ -131,7 +131,8 @@ class Predictor:
         if choose_engine(manifest, engine, device) == "onnx":
             from rnncli.engine import OnnxEngine
 
-            return cls(model_dir, manifest, OnnxEngine.load(model_dir), threshold)
+            engine = OnnxEngine.load(model_dir, tokenizer=manifest["config"].tokenizer)
+            return cls(model_dir, manifest, engine, threshold)
         from rnncli.runtime import select_device
 
         select_device(device)

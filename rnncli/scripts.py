@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import re
 
-# Full-width forms of ASCII (！ to ～): each is its ASCII form plus the offset.
-FULLWIDTH_FIRST, FULLWIDTH_LAST, FULLWIDTH_OFFSET = 0xFF01, 0xFF5E, 0xFEE0
-FULLWIDTH_TO_ASCII = {c: c - FULLWIDTH_OFFSET for c in range(FULLWIDTH_FIRST, FULLWIDTH_LAST + 1)}
+# Full-width forms read as ASCII: each is its ASCII form plus the offset. ！ to ～, but for
+# ＜ and ＞: Japanese brackets a phrase with them, which as < and > would make an HTML tag
+# that standardization removes, words and all. (As symbols they still separate tokens.)
+FULLWIDTH_RANGES = ((0xFF01, 0xFF1B), (0xFF1D, 0xFF1D), (0xFF1F, 0xFF5E))
+FULLWIDTH_OFFSET = 0xFEE0
+FULLWIDTH_TO_ASCII = {c: c - FULLWIDTH_OFFSET for first, last in FULLWIDTH_RANGES
+                      for c in range(first, last + 1)}
 
 # Scripts without spaces that rnncli leaves unsplit (Unicode blocks).
 _UNSPLIT = {

@@ -91,7 +91,7 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
     if not isinstance(text, dict) or text.get("version") not in (1, VERSION):
         raise ValueError(f"not serving format 1 to {VERSION}")
     tokenizer = text["tokenizer"] if text["version"] > 1 else "words"
-    if tokenizer not in TOKENIZERS:
+    if not isinstance(tokenizer, str) or tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}")
     seq_len, max_chars = text["seq_len"], text["max_chars"]
     weight, start, lower_to = text["rnn_weight"], text["start_token"], text["lower_to"]

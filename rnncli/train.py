@@ -47,7 +47,8 @@ VERIFY_ROWS = 256
 VERIFY_PROBES = ["", "!!!", "a wonderful, moving film", "NOT bad at all?!", "1/10",
                  "Ça n'était pas terrible<br /><br />vraiment", "ΟΔΥΣΣΕΥΣ ΚΑΙ ΣΥ", "İSTANBUL",
                  "‘quoted’ `word` 'twas rock'n'roll'", "naïve café — 東京 😀 \x00 after nul",
-                 "tab\tand\u0085nel\u2028line", "x" * 3000 + " end"]
+                 "tab\tand\u0085nel\u2028line", "x" * 3000 + " end", "ＡＢＣ１２３！？",
+                 "这款iPhone很好用", "ｻｰﾋﾞｽ最悪", "＜ｂ＞好", "サポートがbad"]
 
 
 class Reporter:
@@ -177,10 +178,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                                                        len(train_set.texts), reporter)
     precision = precision_policy(mixed_precision, device_names)
     set_seed(config.seed)
-    derived = M.derive_settings(config, train_set.texts)
-    config, vocab = derived.config, derived.vocab
-    for warning in segmentation_warnings(train_set.texts, derived.long_share):
-        reporter.warning(warning)
+    config, vocab = _derive(M, config, train_set.texts, reporter)
     if precision != "float32":
         where = f"{where}, {precision.replace('_', ' ')} precision"
     if precision == "mixed_bfloat16":
@@ -315,6 +313,19 @@ def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: 
     elif replicas > 1:
         where += " (mirrored: each batch is split between them)"
     return device_names, strategy, replicas, where
+
+
+def _derive(M, config: TrainConfig, texts: list[str], reporter: Reporter):
+    """(config with the data-derived settings resolved, vocabulary); says what it found
+    about the tokens."""
+    derived = M.derive_settings(config, texts)
+    for warning in segmentation_warnings(texts, derived.long_share):
+        reporter.warning(warning)
+    if derived.config.bigram_dim:
+        reporter.message(f"token pairs embedded ({derived.config.bigram_dim} dimensions); "
+                         f"{derived.char_share:.0%} of the tokens are Chinese or Japanese "
+                         "characters")
+    return derived.config, derived.vocab
 
 
 def _fit_ngrams(M, config: TrainConfig, train_set: Dataset, val_set: Dataset,

@@ -471,8 +471,10 @@ def test_model_from_environment(gru_model, monkeypatch):
 def test_info(gru_model):
     table = invoke("info", "-m", gru_model, "-f", "table")
     assert table.exit_code == 0 and "Bidirectional GRU" in table.output
-    assert ("1-2-grams of words, and Chinese and Japanese characters"
-            in " ".join(table.output.split()))  # however the table wraps
+    shown = " ".join(table.output.split())  # however the table wraps
+    assert "1-2-grams of words, and Chinese and Japanese characters" in shown
+    weight = json.loads((gru_model / "rnncli.json").read_text())["blend"]["rnn_weight"]
+    assert f"output = {weight:.2f} x GRU" in shown
     data = json.loads(invoke("info", "-m", gru_model, "-f", "json").stdout)
     assert data["settings"]["cell"] == "gru"
 

@@ -39,7 +39,8 @@ TRICKY = [
 ]
 # Characters for property tests of Chinese and Japanese text: letters of both, the
 # prolonged sound marks, full-width forms, CJK punctuation and the ASCII neighbours.
-CJK_ALPHABET = list("这款很好用不错酒店サポートがーｰｻﾟ々〇〆ＡＢｚ１！？＇，。、「」…　a9 '!?<>Σ")
+CJK_ALPHABET = list("这款很好用不错酒店サポートがーｰｻﾟﾞ々〇〆ＡＢｚ１！？＇＜＞，。、「」…　a9 '!?<>Σ"
+                    "\u3099\ufe0f")
 
 
 def invoke(*args, input=None):
@@ -232,6 +233,7 @@ def test_cjk_tokens():
     assert tokens("サポートがbad") == ["サ", "ポ", "ー", "ト", "が", "bad"]
     assert tokens("ＡＢＣ１２３！？") == ["abc123", "!", "?"]
     assert tokens("好！不，「棒」。") == ["好", "!", "不", "棒"]
+    assert tokens("＜很好＞不错") == ["很", "好", "不", "错"]  # brackets, not an HTML tag
     assert tokens("가나다 좋아요 ภาษาไทย") == ["가나다", "좋아요", "ภาษาไทย"]
     # The old tokenizer, which models of format 2 keep: a clause is one token.
     assert M.standardize(M.tf.constant(["这款iPhone很好用"])).numpy()[0].decode() == \

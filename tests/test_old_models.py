@@ -41,4 +41,20 @@ def test_format2_info_names_its_tokenizer():
     manifest = json.loads(result.stdout)
     assert manifest["format_version"] == 2 and "tokenizer" not in manifest["settings"]
     table = CliRunner().invoke(cli, ["info", "-m", str(FORMAT2), "-f", "table"])
-    assert "300 tokens (words)" in " ".join(table.output.split())
+    shown = " ".join(table.output.split())
+    assert "300 tokens (words)" in shown and "1-2-grams of words; output = 0.50 x GRU" in shown
+
+
+def test_a_manifest_that_disagrees_with_serving_npz_is_refused(tmp_path):
+    """serving.npz (version 1: "words") and a manifest edited to say "cjk-chars" disagree:
+    the ONNX engine would tokenize otherwise than the Keras model, so it refuses."""
+    import shutil
+
+    model = shutil.copytree(FORMAT2, tmp_path / "m")
+    manifest = json.loads((model / "rnncli.json").read_text())
+    manifest["format_version"] = 3
+    manifest["settings"].update(tokenizer="cjk-chars", bigram_dim=0)
+    (model / "rnncli.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["predict", "-m", str(model), "--engine", "onnx", "好"])
+    assert result.exit_code == 4
+    assert "tokenizes as 'words' where the manifest says 'cjk-chars'" in result.output
