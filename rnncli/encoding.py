@@ -86,6 +86,10 @@ def _strict(path: Path, data: bytes, name: str, hint: str) -> str:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: line {_line_of(data, exc.start)}: byte "
                         f"0x{data[exc.start]:02x} is not valid {name}; {hint}") from exc
+    except UnicodeError as exc:  # codecs such as punycode and undefined name no byte
+        why = exc.__cause__ or exc  # Python wraps it: "decoding with 'x' codec failed (...)"
+        raise DataError(f"{path}: cannot be read as {name} ({why}); pass another "
+                        "--encoding") from exc
 
 
 def _is_utf8(name: str) -> bool:

@@ -453,6 +453,14 @@ def test_an_explicit_encoding_is_used_as_given():
     assert not any("UTF-8" in note for note in data.notes)
 
 
+@pytest.mark.parametrize("name", ["punycode", "undefined"])
+def test_an_encoding_that_fails_in_its_own_way_is_a_data_error(name):
+    """Codecs that raise a bare UnicodeError (no byte to name) rather than a decode error."""
+    with pytest.raises(DataError, match=rf"crlf\.csv: cannot be read as {name} \(.+\); "
+                                        "pass another --encoding"):
+        load_dataset(DATA / "crlf.csv", encoding=name)
+
+
 def test_charset_normalizer_is_imported_only_for_a_file_that_is_not_utf8():
     code = ("import sys; from rnncli.data import load_dataset; load_dataset(sys.argv[1]); "
             "print('charset_normalizer' in sys.modules)")
