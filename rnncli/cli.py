@@ -177,8 +177,8 @@ def data_options(f):
     f = click.option("--show-skipped", is_flag=True,
                      help="List the line numbers of the rows skipped, by reason, on stderr.")(f)
     f = click.option("--encoding", default=None, metavar="NAME",
-                     help="Text encoding of DATA [default: UTF-8, else cp1252, said on "
-                          "stderr].")(f)
+                     help="Text encoding of DATA [default: UTF-8, else detected (named on "
+                          "stderr)].")(f)
     f = click.option("--label-col", default=None, metavar="NAME",
                      help="Label column [default: detected: label, sentiment, ...].")(f)
     f = click.option("--text-col", default=None, metavar="NAME",

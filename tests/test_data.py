@@ -461,6 +461,18 @@ def test_an_encoding_that_fails_in_its_own_way_is_a_data_error(name):
         load_dataset(DATA / "crlf.csv", encoding=name)
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_the_encoding_help_says_what_decode_does(command):
+    from click.testing import CliRunner
+
+    from rnncli.cli import cli
+
+    result = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
+    helptext = " ".join(result.output.split())
+    assert re.search(r"--encoding NAME .*\[default: UTF-8, else detected \(named on "
+                     r"stderr\)\]", helptext), helptext
+
+
 def test_charset_normalizer_is_imported_only_for_a_file_that_is_not_utf8():
     code = ("import sys; from rnncli.data import load_dataset; load_dataset(sys.argv[1]); "
             "print('charset_normalizer' in sys.modules)")
