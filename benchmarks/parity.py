@@ -28,25 +28,10 @@ _PIECES = ["<br />", "<b>", "'", "''", "‘", "’", "`", "ʼ", "!", "?", "Σ", 
            "\u0890", "\u1ac1", "\u2c2f", "\ua7c0", "\u0301", "\u00ad", "ΑΣ"]
 
 
-def random_texts(n: int, seed: int = 0) -> list[str]:
-    """Strings mixing random codepoints (all planes) with the pieces standardization
-    treats specially."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        parts = []
-        for _ in range(rng.randint(0, 30)):
-            if rng.random() < 0.4:
-                parts.append(rng.choice(_PIECES))
-            else:
-                cp = rng.choice([rng.randint(32, 0x2FF), rng.randint(0x300, 0x2FFF),
-                                 rng.randint(0x3000, 0xFFFF), rng.randint(0x10000, 0x10FFFF)])
-                if not 0xD800 <= cp <= 0xDFFF:
-                    parts.append(chr(cp))
-        out.append("".join(parts))
-    return out
-
-
+# Random codepoints: ranges over all planes (surrogates are skipped), and over Han, kana
+# and full-width forms.
+_ALL_PLANES = ((32, 0x2FF), (0x300, 0x2FFF), (0x3000, 0xFFFF), (0x10000, 0x10FFFF))
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3041, 0x30FF), (0xFF01, 0xFF9F))
 # Chinese and Japanese pieces: words of both (kana, kanji, the prolonged sound marks ー and
 # half-width ｰ), full-width forms, CJK punctuation and Latin words as mixed text has them.
 _CJK_PIECES = ["酒店", "很好", "不错", "服务", "房间太小", "下次还来", "サポート", "ラーメン",
@@ -56,21 +41,29 @@ _CJK_PIECES = ["酒店", "很好", "不错", "服务", "房间太小", "下次�
                "ok", "so-so", "5星", "don't", "!", "?", "<br />", "Σ"]
 
 
-def cjk_texts(n: int, seed: int = 0) -> list[str]:
-    """Chinese, Japanese and mixed strings built from _CJK_PIECES and random Han and kana."""
+def random_texts(n: int, seed: int = 0, *, pieces=_PIECES, ranges=_ALL_PLANES,
+                 share: float = 0.4, most: int = 30) -> list[str]:
+    """Strings of up to ``most`` parts, each one of ``pieces`` (with probability ``share``)
+    or a random codepoint from ``ranges``. The defaults mix all planes with the pieces
+    standardization treats specially; ``cjk_texts`` makes Chinese, Japanese and mixed
+    text."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         parts = []
-        for _ in range(rng.randint(1, 40)):
-            if rng.random() < 0.6:
-                parts.append(rng.choice(_CJK_PIECES))
+        for _ in range(rng.randint(0, most)):
+            if rng.random() < share:
+                parts.append(rng.choice(pieces))
             else:
-                parts.append(chr(rng.choice([rng.randint(0x4E00, 0x9FFF),
-                                             rng.randint(0x3041, 0x30FF),
-                                             rng.randint(0xFF01, 0xFF9F)])))
+                cp = rng.randint(*rng.choice(ranges))
+                if not 0xD800 <= cp <= 0xDFFF:
+                    parts.append(chr(cp))
         out.append("".join(parts))
     return out
+
+
+def cjk_texts(n: int, seed: int = 0) -> list[str]:
+    return random_texts(n, seed, pieces=_CJK_PIECES, ranges=_CJK_RANGES, share=0.6, most=40)
 
 
 def compare(name: str, texts: list[str], onnx, keras, tf, standardize) -> bool:
