@@ -146,12 +146,19 @@ def test_predict_from_a_pipe_and_a_table_of_double_width_text(zh_model):
 
 
 @slow
-def test_word_vectors_learn_character_vectors(tmp_path, train_model):
-    rows = [[review, label] for label, review in sample_rows(200, ZH_SAMPLE)]
-    data = write_csv(tmp_path / "zh.csv", rows)
-    out = train_model(tmp_path / "m", data, "--word-vectors", "--no-ngrams")
-    manifest = json.loads((out / "rnncli.json").read_text())
-    assert manifest["settings"]["word_vectors"] is True
+def test_unlabelled_texts_teach_character_vectors(tmp_path):
+    """--unlabelled (and --word-vectors, the same learning from the training texts alone)
+    learns vectors for the model's tokens: here Chinese characters."""
+    rows = sample_rows(400, ZH_SAMPLE)
+    data = write_csv(tmp_path / "zh.csv", [[review, label] for label, review in rows[:200]])
+    unlabelled = tmp_path / "more.txt"
+    unlabelled.write_text("\n".join(review for _, review in rows[200:]) + "\n", encoding="utf-8")
+    out = tmp_path / "m"
+    result = invoke("train", data, "-o", out, "--unlabelled", unlabelled, "--no-ngrams",
+                    "--epochs", "1", "--units", "4", "--embed-dim", "8")
+    assert result.exit_code == 0, result.output
+    # 200 unlabelled texts and the 160 training rows, read as the model's tokens
+    assert "learned word vectors from 360 texts" in result.output
     predicted = jsonl(invoke("predict", "-m", out, "-f", "jsonl", "房间很干净").stdout)
     assert predicted[0]["status"] == "ok"
 
