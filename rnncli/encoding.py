@@ -6,7 +6,9 @@ first one) or a file in another encoding, which is detected: charset-normalizer 
 candidates and a small plausibility score of our own chooses between them, because on a
 file of a few rows the detector guesses (it called a GBK file cp949, a Big5 one cp932, a
 cp1252 one cp932, and French cp1252 text cp1250, which turns è into č; all at chaos 0 and
-coherence 0, so its own ranking could not tell them apart).
+coherence 0, so its own ranking could not tell them apart). A byte that does not fit the
+encoding the rest of the file looks like is an error naming it too: some codec reads
+every byte, and would garble the whole file.
 
 Light core: charset-normalizer is imported only when a file is not UTF-8.
 """
@@ -17,6 +19,7 @@ import codecs
 import functools
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,45 +141,91 @@ _ESCAPED = re.compile("[\udc80-\udcff]")  # the bytes that surrogateescape could
 
 
 def _detect(path: Path, raw: bytes, line: int, first_bad: int) -> Decoded:
-    """The most plausible codec that decodes the file, with cp1252 first on ties.
+    """The most plausible codec for the file, with cp1252 first on ties.
 
     The detector and the score read a window that starts at the line of the first byte
-    that is not UTF-8 (so it holds what needs detecting); the whole file is then decoded
-    with the best candidate that fits all of it.
+    that is not UTF-8 (so it holds what needs detecting). A reading is scored with the
+    bytes it cannot decode counted against it, so the codec of a file with one stray byte
+    or a cut character still looks best; the file is then decoded with the best candidate
+    that fits all of it, unless one that does not fit looks clearly better: then the
+    file has a stray byte, and the lesser codec would garble all of it.
     """
     from charset_normalizer import from_bytes  # here only: most files are UTF-8
 
     sample = _window(raw, raw.rfind(b"\n", 0, first_bad) + 1, first_bad + _SAMPLE_BYTES)
-    # cp1252 leads so that it wins ties: Western text is what a detector gets wrong on
-    # small files (cp1250, cp1257), and those decodes score as well as the right one.
-    # Then the detector's order, each match's codec before the aliases that gave the
-    # same text (could_be_from_charset). Last the common CJK codecs, because the detector
-    # gives up on some files (one garbled row among Chinese ones).
-    names = ["cp1252"]
-    for match in from_bytes(sample):
-        names.extend(n for n in (match.encoding, *match.could_be_from_charset)
-                     if n not in names)
-    names.extend(n for n in _CJK if n not in names)
     scores = {}
-    for name in names:
+    for name in _candidates(from_bytes(sample)):
         try:
-            # CSV and JSON need ASCII read as ASCII: not EBCDIC, UTF-7, shift_jis_2004 (¥)
-            if _ASCII.decode(name, "replace") == _ASCII.decode():
-                scores[name] = _plausibility(sample.decode(name))
-        except (UnicodeDecodeError, LookupError):
+            scores[name] = _plausibility(sample.decode(name, "surrogateescape"))
+        except UnicodeDecodeError:  # surrogateescape cannot stand in for an ASCII byte
             continue
+    misfit = None  # the best-looking candidate that the file does not fit, and where
     for name in sorted(scores, key=scores.__getitem__, reverse=True):  # stable: ties keep order
         try:
-            return Decoded(raw.decode(name), name, line)
-        except UnicodeDecodeError:
-            continue  # a byte past the sample does not fit
+            text = raw.decode(name)
+        except UnicodeDecodeError as exc:
+            misfit = misfit or (name, exc)
+            continue
+        if misfit and _looks_better(scores[misfit[0]], than=scores[name]):
+            raise _misfit_error(path, raw, *misfit) from misfit[1]
+        return Decoded(text, name, line)
+    if misfit and _looks_better(scores[misfit[0]]):
+        raise _misfit_error(path, raw, *misfit) from misfit[1]
     raise DataError(f"{path}: encoding not recognised: line {line}: byte "
                     f"0x{raw[first_bad]:02x} is not valid UTF-8, and no other encoding "
                     f"fits the file; {_PASS_ENCODING}")
 
 
+def _candidates(matches: Iterable) -> list[str]:
+    """cp1252, then the detector's candidates, then the common CJK codecs: those that read
+    ASCII as ASCII, as CSV and JSON need (not EBCDIC, UTF-7, shift_jis_2004's ¥).
+
+    cp1252 leads so that it wins ties: Western text is what a detector gets wrong on small
+    files (cp1250, cp1257), and those decodes score as well as the right one. Then the
+    detector's order, each match's codec before the aliases that gave the same text
+    (could_be_from_charset). Last the common CJK codecs, because the detector gives up on
+    some files (one garbled row among Chinese ones, a stray byte).
+    """
+    names = ["cp1252"]
+    for match in matches:
+        names.extend(n for n in (match.encoding, *match.could_be_from_charset)
+                     if n not in names)
+    names.extend(n for n in _CJK if n not in names)
+    kept = []
+    for name in names:
+        try:
+            if _ASCII.decode(name, "replace") == _ASCII.decode():
+                kept.append(name)
+        except LookupError:
+            continue
+    return kept
+
+
+def _looks_better(score: float, *, than: float = float("-inf")) -> bool:
+    """Whether a reading that does not fit the file looks like real text, and clearly more
+    so than the best one that fits (cp950 and big5 tie on a sample without a euro sign)."""
+    return score >= _LOOKS_LIKE_TEXT and score > than + _CLEARLY
+
+
+def _misfit_error(path: Path, raw: bytes, name: str, exc: UnicodeDecodeError) -> DataError:
+    where = f"{path}: line {_line_of(raw, exc.start)}:"
+    if exc.end == len(raw) and exc.reason.startswith("incomplete"):
+        return DataError(f"{where} the file ends inside a {name} character, which the rest of "
+                         "the file looks like (was it cut short?); fix its end, or pass "
+                         "--encoding")
+    return DataError(f"{where} byte 0x{raw[exc.start]:02x} does not fit {name}, which the rest "
+                     "of the file looks like; fix that byte, or pass --encoding")
+
+
 _ASCII = bytes(range(0x20, 0x7F)) + b"\t\n\r"
 _CJK = ("gb18030", "big5", "cp932", "cp949")  # supersets of GBK, Shift-JIS and EUC-KR
+# A byte that a codec cannot decode costs ten times what a plausible character earns, so
+# only a codec that fits all but a few bytes of the sample can still look like text.
+_PENALTY = 10
+# What a reading that does not fit must score to be called the file's codec (the golden
+# files score 1.0 to 1.34 in theirs), and by how much it must beat the best one that fits.
+_LOOKS_LIKE_TEXT = 0.6
+_CLEARLY = 0.2
 
 # The most frequent characters of Chinese (simplified and traditional), Japanese and
 # Korean text: particles and function words. GB2312, KS X 1001 and JIS X 0208 share one
@@ -191,13 +240,15 @@ _FREQUENT = frozenset("的一是不了在人有我他这這个個们們中来來
 def _plausibility(text: str) -> float:
     """How much the non-ASCII characters (the first few thousand) look like real text: the
     share that is common for its script (``_plausible``), plus the share among the most
-    frequent characters of Chinese, Japanese or Korean; 0 to 2. A wrong decoding makes
-    rare or out-of-place characters."""
-    good = total = 0
+    frequent characters of Chinese, Japanese or Korean; 0 to 2, less _PENALTY for each
+    byte that the codec could not decode (escaped by surrogateescape). A wrong decoding
+    makes rare or out-of-place characters, and bytes that do not fit."""
+    good = bad = total = 0
     for run in _sample_runs(text):
         good += sum(_plausible_flags(run)) + sum(ch in _FREQUENT for ch in run)
+        bad += len(_ESCAPED.findall(run))
         total += len(run)
-    return good / total if total else 0.0
+    return (good - _PENALTY * bad) / total if total else 0.0
 
 
 _SAMPLE_CHARS = 4096  # non-ASCII characters judged: enough, and fast on big files

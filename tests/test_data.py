@@ -438,6 +438,19 @@ def test_a_byte_past_the_sample_picks_the_candidate_that_fits_it(tmp_path):
     assert "read as cp950" in table.notes[0]
 
 
+def test_a_stray_byte_past_the_sample_is_named_not_read_in_a_lesser_codec(tmp_path):
+    """The sample fits gb18030; the whole file does not, and cp1252 would read every byte."""
+    rows = "".join(f"{review}（{i}）,{'pos' if i % 2 else 'neg'}\n" for i in range(20_000)
+                   for review in ["酒店离地铁站很近，交通方便"])
+    raw = ("text,label\n" + rows).encode("gb18030")
+    assert len(raw) > 600_000  # beyond what detection reads
+    path = tmp_path / "big.csv"
+    path.write_bytes(raw[:-10] + b"\xff" + raw[-10:])
+    with pytest.raises(DataError, match=r"big\.csv: line 20001: byte 0xff does not fit "
+                                        "gb18030, which the rest of the file looks like"):
+        load_dataset(path)
+
+
 def test_no_encoding_fits(tmp_path, monkeypatch):
     monkeypatch.setattr("charset_normalizer.from_bytes", lambda raw: [])  # it gave up
     path = tmp_path / "odd.csv"
