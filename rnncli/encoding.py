@@ -7,8 +7,8 @@ candidates and a small plausibility score of our own chooses between them, becau
 file of a few rows the detector guesses (it called a GBK file cp949, a Big5 one cp932, a
 cp1252 one cp932, and French cp1252 text cp1250, which turns è into č; all at chaos 0 and
 coherence 0, so its own ranking could not tell them apart). A byte that does not fit the
-encoding the rest of the file looks like is an error naming it too: some codec reads
-every byte, and would garble the whole file.
+encoding the rest of the file looks like is an error naming it too, and so is a byte that
+cp1252 lacks amid ASCII: some codec reads every byte, and would garble the whole file.
 
 Light core: charset-normalizer is imported only when a file is not UTF-8.
 """
@@ -61,6 +61,7 @@ def decode(path: Path, raw: bytes, encoding: str | None = None) -> Decoded:
     if _mostly_utf8(_window(raw, 0, first_bad + _SAMPLE_BYTES)):
         raise DataError(f"{path}: line {line}: byte 0x{raw[first_bad]:02x} is not valid UTF-8, "
                         "though the rest of the file is UTF-8; fix that byte, or pass --encoding")
+    _check_too_few_to_detect(path, raw)
     return _detect(path, raw, line, first_bad)
 
 
@@ -135,6 +136,29 @@ def _mostly_utf8(raw: bytes) -> bool:
 
 
 _ESCAPED = re.compile("[\udc80-\udcff]")  # the bytes that surrogateescape could not decode
+
+
+def _check_too_few_to_detect(path: Path, raw: bytes) -> None:
+    """A file with a handful of non-ASCII bytes that cp1252 cannot read has a stray byte.
+
+    Some code page reads any one byte as a letter (0x81 is Б in cp1125), and a letter or
+    two is no evidence of an encoding, so detection would pick that code page.
+    """
+    if len(raw.translate(None, _ASCII_BYTES)) > _FEW_BYTES:
+        return
+    try:
+        raw.decode("cp1252")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: line {_line_of(raw, exc.start)}: byte "
+                        f"0x{raw[exc.start]:02x} is neither UTF-8 nor cp1252, and too few "
+                        "bytes are non-ASCII to tell another encoding; fix that byte, or pass "
+                        "--encoding") from exc
+
+
+_ASCII_BYTES = bytes(range(0x80))
+# Non-ASCII bytes too few to detect from: two characters of a CJK encoding. Common
+# characters of GBK and Big5 avoid the bytes cp1252 lacks; two kanji of Shift-JIS need not.
+_FEW_BYTES = 4
 
 
 # --------------------------------------------------------------------------- detection

@@ -451,10 +451,21 @@ def test_a_stray_byte_past_the_sample_is_named_not_read_in_a_lesser_codec(tmp_pa
         load_dataset(path)
 
 
+@pytest.mark.parametrize("stray", [b"\x8d", b"\x8f", b"\x90", b"\x9d", b"\x81\x9d"])
+def test_a_byte_cp1252_lacks_amid_ascii_is_stray(tmp_path, stray):
+    """ascii_stray_byte.csv has 0x81; each of these is a letter in some code page."""
+    path = tmp_path / "ascii.csv"
+    path.write_bytes(b"text,label\ngood film,pos\nhello " + stray + b" there,neg\n")
+    with pytest.raises(DataError, match=rf"ascii\.csv: line 3: byte 0x{stray[0]:02x} is neither "
+                                        "UTF-8 nor cp1252"):
+        load_dataset(path)
+
+
 def test_no_encoding_fits(tmp_path, monkeypatch):
     monkeypatch.setattr("charset_normalizer.from_bytes", lambda raw: [])  # it gave up
     path = tmp_path / "odd.csv"
-    path.write_bytes(b"text,label\ngood \x81\xff film,pos\nbad film,neg\n")  # not cp1252, nor CJK
+    # not cp1252, nor CJK; more than a handful of bytes, which would be called stray
+    path.write_bytes(b"text,label\ngood \x81\xff film \x81\xff,pos\nbad \x81\xff film,neg\n")
     with pytest.raises(DataError, match=r"odd\.csv: encoding not recognised: line 2: byte 0x81 "
                                         r"is not valid UTF-8.*; pass --encoding"):
         load_dataset(path)
