@@ -245,7 +245,7 @@ def cli(debug: bool) -> None:
               show_default=True, help="Start the embedding from word vectors learned from the "
               "training texts by PPMI + SVD, not at random (--unlabelled always does).")
 @click.option("--ngrams/--no-ngrams", "ngrams", default=default("ngrams"), show_default=True,
-              help="Also fit a logistic regression over word 1-2-gram TF-IDF and blend its "
+              help="Also fit a logistic regression over token 1-2-gram TF-IDF and blend its "
               "probability with the RNN's (the weight is chosen on the validation split).")
 @_setting("max_tokens", click.IntRange(3), "Vocabulary size, including padding and [UNK] "
           "[auto: words seen twice, up to 20,000].", auto=True)
