@@ -28,7 +28,7 @@ import numpy as np
 from rnncli.artifacts import ONNX_FILE, SERVING_FILE
 from rnncli.errors import ModelError
 from rnncli.onnxwire import MalformedGraph, scan_model
-from rnncli.scripts import FULLWIDTH_TO_ASCII
+from rnncli.scripts import FULLWIDTH_TO_ASCII, SPLIT_MARKS
 from rnncli.serving import read_serving
 
 MAX_ONNX_BYTES = 2 * 2**30
@@ -61,7 +61,8 @@ class Standardizer:
         self.max_chars = max_chars
         self.start = start_token + " "
         self._drop = re.compile(f"[^{_char_class(keep)}]+")
-        self._split = None if split is None else re.compile(f"([{_char_class(split)}])")
+        self._split = None if split is None else re.compile(
+            f"([{_char_class(split)}][{_char_class(np.array(SPLIT_MARKS))}]*)")
         kept = {c for a, b in keep.tolist() if a < 128 for c in range(a, min(b, 127) + 1)}
         self._ascii = {c: (c if c in kept else ord(" ")) for c in range(128)}
         self._ascii[ord("`")] = ord("'")  # the one ASCII character the quote step changes

@@ -23,7 +23,7 @@ import numpy as np
 
 from rnncli.config import MAX_TEXT_CHARS, TrainConfig
 from rnncli.runtime import import_tensorflow
-from rnncli.scripts import FULLWIDTH_OFFSET, FULLWIDTH_RANGES, LONG_TOKEN
+from rnncli.scripts import FULLWIDTH_OFFSET, FULLWIDTH_RANGES, LONG_TOKEN, SPLIT_MARKS
 
 tf = import_tensorflow()
 import keras  # noqa: E402
@@ -85,7 +85,8 @@ def _standardize(text, *, cjk: bool):
     text = tf.strings.regex_replace(text, "[\u2018\u2019\u02bc`]", "'")
     text = tf.strings.regex_replace(text, f"[^{KEPT_CHARS}]+", " ")
     if cjk:
-        text = tf.strings.regex_replace(text, f"([{SPLIT_CHARS}])", r" \1 ")
+        text = tf.strings.regex_replace(text, f"([{SPLIT_CHARS}][{_class(SPLIT_MARKS)}]*)",
+                                        r" \1 ")
     text = tf.strings.regex_replace(text, r"([!?])", r" \1 ")
     text = tf.strings.regex_replace(text, r"(^|\s)'+|'+(\s|$)", " ")
     return tf.strings.join([START_TOKEN + " ", text])
@@ -96,8 +97,7 @@ def _fold_fullwidth(text):
     codepoints are shifted; only the texts that hold such a form are decoded (a regex scan
     is ~20x cheaper)."""
     flat = tf.reshape(text, [-1])
-    wide = "".join(f"\\x{{{first:X}}}-\\x{{{last:X}}}" for first, last in FULLWIDTH_RANGES)
-    rows = tf.where(tf.strings.regex_full_match(flat, f"(?s).*[{wide}].*"))
+    rows = tf.where(tf.strings.regex_full_match(flat, f"(?s).*[{_class(FULLWIDTH_RANGES)}].*"))
     codes = tf.strings.unicode_decode(tf.gather_nd(flat, rows), "UTF-8", errors="replace")
 
     def fold(c):
@@ -108,6 +108,11 @@ def _fold_fullwidth(text):
     codes = tf.ragged.map_flat_values(fold, codes)
     flat = tf.tensor_scatter_nd_update(flat, rows, tf.strings.unicode_encode(codes, "UTF-8"))
     return tf.reshape(flat, tf.shape(text))
+
+
+def _class(ranges) -> str:
+    """An RE2 character class body for (first, last) codepoint ranges."""
+    return "".join(f"\\x{{{first:X}}}-\\x{{{last:X}}}" for first, last in ranges)
 
 
 @functools.lru_cache(maxsize=1)  # the same in a process; a few seconds to compute

@@ -20,6 +20,11 @@ FULLWIDTH_OFFSET = 0xFEE0
 FULLWIDTH_TO_ASCII = {c: c - FULLWIDTH_OFFSET for first, last in FULLWIDTH_RANGES
                       for c in range(first, last + 1)}
 
+# Marks that stay with the Chinese or Japanese character before them when characters
+# become tokens: the voiced sound marks (combining, and half-width ﾞﾟ, so ｶﾞ stays one
+# token) and variation selectors (葛 with U+E0100 is one glyph).
+SPLIT_MARKS = ((0x3099, 0x309A), (0xFF9E, 0xFF9F), (0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
+
 # Scripts without spaces that rnncli leaves unsplit (Unicode blocks).
 _UNSPLIT = {
     "Thai": "\u0e00-\u0e7f",

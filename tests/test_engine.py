@@ -40,7 +40,7 @@ TRICKY = [
 # Characters for property tests of Chinese and Japanese text: letters of both, the
 # prolonged sound marks, full-width forms, CJK punctuation and the ASCII neighbours.
 CJK_ALPHABET = list("这款很好用不错酒店サポートがーｰｻﾟﾞ々〇〆ＡＢｚ１！？＇＜＞，。、「」…　a9 '!?<>Σ"
-                    "\u3099\ufe0f")
+                    "\u3099\ufe0f\U000E0100")
 
 
 def invoke(*args, input=None):
@@ -234,6 +234,10 @@ def test_cjk_tokens():
     assert tokens("ＡＢＣ１２３！？") == ["abc123", "!", "?"]
     assert tokens("好！不，「棒」。") == ["好", "!", "不", "棒"]
     assert tokens("＜很好＞不错") == ["很", "好", "不", "错"]  # brackets, not an HTML tag
+    # Voiced sound marks and variation selectors stay with their character.
+    assert tokens("ｶﾞｲﾄﾞ") == ["ｶﾞ", "ｲ", "ﾄﾞ"]
+    assert tokens("カ\u3099ラ") == ["カ\u3099", "ラ"]
+    assert tokens("葛\U000E0100城") == ["葛\U000E0100", "城"]
     assert tokens("가나다 좋아요 ภาษาไทย") == ["가나다", "좋아요", "ภาษาไทย"]
     # The old tokenizer, which models of format 2 keep: a clause is one token.
     assert M.standardize(M.tf.constant(["这款iPhone很好用"])).numpy()[0].decode() == \
