@@ -16,23 +16,16 @@ then Keras loads with ``safe_mode=True``.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
-import errno
 import hashlib
 import json
-import math
 import os
-import shutil
-import tempfile
 import zipfile
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
+from rnncli import fsio
 from rnncli.config import TrainConfig
-from rnncli.errors import ModelError, RnnCliError, UsageError
+from rnncli.errors import ModelError, RnnCliError, UsageError, first_line
 
 # 3: settings.tokenizer ("cjk-chars": Chinese and Japanese characters are tokens);
 # 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 and 2 still load.
@@ -169,7 +162,7 @@ def check_archive(path: Path) -> None:
                 from exc
     try:
         _check_config(path, config)
-    except (TypeError, RecursionError) as exc:  # values of the wrong type, absurd nesting
+    except (TypeError, AttributeError, RecursionError) as exc:  # wrong types, absurd nesting
         raise ModelError(f"{path}: config.json is malformed ({type(exc).__name__}); "
                          "refusing to load") from exc
 
@@ -201,19 +194,24 @@ def _check_config(path: Path, node: Any) -> None:
             raise ModelError(f"{path}: model contains {key[0]}.{key[1]}, which rnncli does not "
                              "build; refusing to load")
         if node["class_name"] == "TextVectorization":
-            vocab = node.get("config", {}).get("vocabulary")
-            if vocab is not None:
+            layer_config = node.get("config", {})
+            if not isinstance(layer_config, dict):
+                raise TypeError("a layer's config is not an object")
+            if layer_config.get("vocabulary") is not None:
                 raise ModelError(f"{path}: vectorizer names an outside vocabulary; "
                                  "refusing to load")
     for value in node.values():
         _check_config(path, value)
 
 
-def check_model_dir(model_dir: str | Path) -> dict[str, Any]:
-    """Everything that can be checked without TensorFlow; returns the manifest."""
+def check_model_dir(model_dir: str | Path, manifest: dict[str, Any] | None = None,
+                    extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Everything that can be checked without TensorFlow: the manifest (read unless
+    given), model.keras's and the ``extra`` files' hashes, the archive; returns the
+    manifest."""
     model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
-    verify_files(model_dir, manifest)
+    manifest = read_manifest(model_dir) if manifest is None else manifest
+    verify_files(model_dir, manifest, names=(MODEL_FILE, *extra))
     check_archive(model_dir / MODEL_FILE)
     return manifest
 
@@ -227,8 +225,7 @@ def load_keras_model(model_dir: str | Path):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
-        raise ModelError(f"{path}: Keras cannot load it ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+        raise ModelError(f"{path}: Keras cannot load it ({first_line(exc, with_type=True)}); "
                          "retrain the model") from exc
 
 
@@ -236,155 +233,6 @@ def load_model(model_dir: str | Path):
     """(manifest, Keras text model): checks hashes and archive first, then loads safely."""
     manifest = check_model_dir(model_dir)
     return manifest, load_keras_model(model_dir)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def resolve_output(path: str | Path) -> Path:
-    """An output path; a symlink is followed, so the link stays and its target is replaced."""
-    path = Path(path)
-    if not path.is_symlink():
-        return path
-    try:
-        return path.resolve(strict=False)
-    except (RuntimeError, OSError) as exc:  # a symlink loop
-        raise UsageError(f"{path}: cannot follow this symlink ({exc}); choose another "
-                         "output location") from exc
-
-
-def check_parent(target: Path) -> None:
-    """The nearest existing parent of ``target`` must be a directory we may write in."""
-    for parent in target.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"{target}: {parent} is a file, not a directory; choose "
-                                 "another --out")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise UsageError(f"{target}: cannot write in {parent} (permission denied); "
-                                 "choose another --out")
-            return
-
-
-def check_target(target: Path) -> None:
-    """Refuse to replace anything that is not an rnncli model directory (before training)."""
-    with _writable(target):  # Path.exists fails on a name too long, for one
-        check_parent(target)
-        if target.exists() and not target.is_dir():
-            raise UsageError(f"{target}: exists and is a file; choose another --out directory")
-        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
-            raise UsageError(f"{target}: exists, is not empty and is not an rnncli model "
-                             "directory; choose another --out directory")
-
-
-@contextlib.contextmanager
-def _writable(target: Path):
-    """OS errors while preparing an output location are the user's to fix: exit 2."""
-    try:
-        yield
-    except OSError as exc:
-        raise UsageError(f"{target}: cannot write there ({exc.strerror or exc}); choose "
-                         "another output location") from exc
-
-
-@contextlib.contextmanager
-def lock(target: Path):
-    """Hold an exclusive lock on ``target`` for a whole training run."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; publishing is still atomic
-        yield
-        return
-    with _writable(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-    path = target.parent / f".{target.name}.lock"
-    while True:
-        with _writable(target):
-            fh = open(path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            fh.close()
-            raise UsageError(f"{target}: another rnncli train is writing this model "
-                             "directory; wait for it or choose another --out") from exc
-        # The holder before us unlinks the file on release; make sure we locked the file
-        # that is at the path now, not one that was just removed.
-        try:
-            if os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        fh.close()
-    try:
-        _remove_leftovers(target)
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # leave no litter beside the model directory
-        fh.close()  # releases the lock
-
-
-def free_bytes(directory: Path) -> int | None:
-    """Free space where ``directory`` is (or would be created); None if unknown."""
-    for path in (directory, *directory.absolute().parents):
-        if path.exists():
-            try:
-                return shutil.disk_usage(path).free
-            except OSError:
-                return None
-    return None
-
-
-def collect_failed_writes() -> None:
-    """After a failed HDF5 write (a full disk), collect the half-written file's objects now
-    (call it outside the ``except`` block, whose traceback holds them): left to the end of
-    the process, h5py's clean-up can crash it. Their complaints while being collected are
-    noise (the failure itself is reported), so they are not shown."""
-    import gc
-    import sys
-
-    hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None
-    try:
-        gc.collect()
-    finally:
-        sys.unraisablehook = hook
-
-
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int8": 1, "uint8": 1}
-
-
-def weight_bytes(*objects) -> int:
-    """Bytes of the variables of Keras models / optimizers (what a save writes, roughly)."""
-    return sum(math.prod(v.shape) * _ITEMSIZE.get(str(v.dtype), 4)
-               for o in objects if o is not None for v in o.variables)
-
-
-def _remove_leftovers(target: Path) -> None:
-    """Staging directories of a run that was killed (SIGKILL, power loss) before it could
-    clean up; safe under the lock, since no other run writes beside ``target``."""
-    for stale in target.parent.glob(f".{glob_escape(target.name)}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for stale in target.parent.glob(f".{glob_escape(target.name)}.old-*"):
-        if target.is_dir():  # the swap finished; the old model is no longer needed
-            shutil.rmtree(stale, ignore_errors=True)
-        elif not target.exists():  # killed between the two renames: put the old one back
-            os.rename(stale, target)
-
-
-@contextlib.contextmanager
-def staging(target: Path):
-    """A fresh directory beside ``target``; removed again unless it was published."""
-    with _writable(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the published model private
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_manifest(model_dir: Path, manifest: dict[str, Any]) -> None:
@@ -396,53 +244,12 @@ def write_manifest(model_dir: Path, manifest: dict[str, Any]) -> None:
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def publish(staged: Path, target: Path) -> None:
-    """Swap a verified staged directory into place: the old model or the new, never a mix."""
-    for path in staged.iterdir():
-        _fsync(path)
-    _fsync(staged)
-    if not target.exists():
-        os.rename(staged, target)
-    elif _exchange(staged, target):
-        shutil.rmtree(staged, ignore_errors=True)  # now holds the old model
-    else:  # no renameat2: two renames, the old model kept aside until the new one is in
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.rename(target, old)
-        try:
-            os.rename(staged, target)
-        except OSError:
-            os.rename(old, target)  # put the old model back before reporting the failure
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    _fsync(target.parent)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False if unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    if not hasattr(libc, "renameat2"):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # directories cannot be fsynced on every filesystem
-    finally:
-        os.close(fd)
+def check_target(target: Path) -> None:
+    """Refuse to replace anything that is not an rnncli model directory (before training)."""
+    with fsio.writable(target):  # Path.exists fails on a name too long, for one
+        fsio.check_parent(target)
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"{target}: exists and is a file; choose another --out directory")
+        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
+            raise UsageError(f"{target}: exists, is not empty and is not an rnncli model "
+                             "directory; choose another --out directory")

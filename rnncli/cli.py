@@ -14,7 +14,8 @@ import sys
 import click
 
 from rnncli import __version__
-from rnncli.config import CELLS, ENGINES, POOLINGS, PREDICT_FORMATS, TrainConfig, default
+from rnncli.config import (CELLS, ENGINES, POOLINGS, PREDICT_FORMATS, RANGES, TrainConfig,
+                           default)
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
                            EXIT_USAGE, RnnCliError, Terminated, UsageError)
 
@@ -132,7 +133,7 @@ class DeviceType(click.ParamType):
         self.several = several
 
     def convert(self, value, param, ctx):
-        from rnncli.runtime import parse_device  # import-light: syntax check only
+        from rnncli.device_spec import parse_device  # light: syntax check only
 
         try:
             _, chosen = parse_device(value)
@@ -187,8 +188,14 @@ def data_options(f):
 
 
 def _setting(name: str, type_, help_: str, *, auto: bool = False):
-    """An option whose default is TrainConfig's (defaults live only there)."""
+    """An option whose default is TrainConfig's (defaults live only there); ``type_`` None:
+    a number in config.RANGES[name]."""
     value = default(name)
+    if type_ is None:
+        allowed = RANGES[name]
+        type_ = (click.IntRange(allowed.low, allowed.high) if allowed.whole else
+                 click.FloatRange(allowed.low, allowed.high, min_open=allowed.low_open,
+                                  max_open=allowed.high_open))
     flag = "--" + name.replace("_", "-")
     return click.option(flag, name, type=type_, default=value,
                         show_default="auto" if auto else True, help=help_)
@@ -233,12 +240,12 @@ def cli(debug: bool) -> None:
               show_default=True, show_envvar=True, metavar="DIR",
               help="Model directory to write (replaced atomically when training succeeds).")
 @_setting("cell", click.Choice(CELLS), "Recurrent cell: GRU is lighter and faster, LSTM richer.")
-@_setting("units", click.IntRange(1), "Units per direction in each recurrent layer.")
-@_setting("layers", click.IntRange(1, 8), "Stacked bidirectional layers.")
+@_setting("units", None, "Units per direction in each recurrent layer.")
+@_setting("layers", None, "Stacked bidirectional layers.")
 @_setting("pooling", click.Choice(POOLINGS), "Recurrent states -> one vector: mask-aware max "
           "or mean over time, additive attention, or the last states.")
-@_setting("embed_dim", click.IntRange(1), "Embedding size.")
-@_setting("bigram_dim", click.IntRange(0), "Embedding size for each token's pair with the one "
+@_setting("embed_dim", None, "Embedding size.")
+@_setting("bigram_dim", None, "Embedding size for each token's pair with the one "
           "before it (hashed), beside the token's own; 0: none [auto: 32 when most tokens "
           "are Chinese or Japanese characters, else 0].", auto=True)
 @click.option("--word-vectors/--no-word-vectors", "word_vectors", default=default("word_vectors"),
@@ -247,25 +254,25 @@ def cli(debug: bool) -> None:
 @click.option("--ngrams/--no-ngrams", "ngrams", default=default("ngrams"), show_default=True,
               help="Also fit a logistic regression over token 1-2-gram TF-IDF and blend its "
               "probability with the RNN's (the weight is chosen on the validation split).")
-@_setting("max_tokens", click.IntRange(3), "Vocabulary size, including padding and [UNK] "
+@_setting("max_tokens", None, "Vocabulary size, including padding and [UNK] "
           "[auto: words seen twice, up to 20,000].", auto=True)
-@_setting("seq_len", click.IntRange(2), "Tokens per text [auto: 95th percentile of lengths, "
+@_setting("seq_len", None, "Tokens per text [auto: 95th percentile of lengths, "
           "16 to 800].", auto=True)
-@_setting("dropout", click.FloatRange(0, 1, max_open=True), "Dropout on embeddings and "
+@_setting("dropout", None, "Dropout on embeddings and "
           "before the head.")
-@_setting("epochs", click.IntRange(1), "Most epochs to train.")
-@_setting("batch_size", click.IntRange(1), "Training batch size.")
-@_setting("lr", click.FloatRange(0, min_open=True), "Adam learning rate.")
-@_setting("lr_decay", click.FloatRange(0, 1, min_open=True), "Learning-rate factor applied "
+@_setting("epochs", None, "Most epochs to train.")
+@_setting("batch_size", None, "Training batch size.")
+@_setting("lr", None, "Adam learning rate.")
+@_setting("lr_decay", None, "Learning-rate factor applied "
           "when the validation loss gets worse (1: never).")
-@_setting("clipnorm", click.FloatRange(0), "Gradient clipping norm (0: off).")
-@_setting("patience", click.IntRange(0), "Early stopping: epochs without a better "
+@_setting("clipnorm", None, "Gradient clipping norm (0: off).")
+@_setting("patience", None, "Early stopping: epochs without a better "
           "validation loss (best weights are restored).")
-@_setting("val_split", click.FloatRange(0, 0.5, min_open=True, max_open=True),
+@_setting("val_split", None,
           "Fraction of rows for validation.")
-@_setting("test_split", click.FloatRange(0, 0.5, min_open=True, max_open=True),
+@_setting("test_split", None,
           "Fraction of rows held out for 'rnncli evaluate'.")
-@_setting("seed", click.IntRange(0), "Random seed for the split and the weights.")
+@_setting("seed", None, "Random seed for the split and the weights.")
 @train_device_option
 @click.option("--mixed-precision", is_flag=True,
               help="Compute the recurrent network in float16 on GPUs (bfloat16 on CPUs), "
@@ -331,7 +338,7 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
     progress = output.StreamProgress(
         from_stdin and not quiet and output.is_terminal(sys.stderr)
         and not output.is_terminal(sys.stdout))
-    failed: list[int] = []  # input line numbers
+    failed, first_failed = 0, []  # how many, and the first few input line numbers
     done = 0
     try:
         if from_stdin:
@@ -343,14 +350,17 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
             batches = [predictor.records(list(texts))]
         for records in batches:
             writer.write(records)
-            failed += [done + i + 1 for i, r in enumerate(records) if r["status"] in FAILED]
+            bad = [done + i + 1 for i, r in enumerate(records) if r["status"] in FAILED]
+            failed += len(bad)
+            first_failed = (first_failed + bad)[:5]  # bounded, however long the stream
             done += len(records)
     finally:
         progress.close()
+        predictor.close()
     writer.close()
     if failed:
-        where = ", ".join(map(str, failed[:5])) + (", ..." if len(failed) > 5 else "")
-        click.echo(f"Error: {len(failed)} input line(s) not valid UTF-8 (line {where}); they "
+        where = ", ".join(map(str, first_failed)) + (", ..." if failed > 5 else "")
+        click.echo(f"Error: {failed} input line(s) not valid UTF-8 (line {where}); they "
                    "have status invalid_utf8 and no score", err=True)
         ctx.exit(EXIT_DATA)
 

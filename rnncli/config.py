@@ -30,6 +30,52 @@ ENGINES = ("auto", "onnx", "tf")
 # and work a single huge input (a 10 MB line) can cause, far beyond any seq_len.
 MAX_TEXT_CHARS = 200_000
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take; TrainConfig checks them and the CLI's option
+    types are made from them, so each rule is written once."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    whole: bool = False  # a whole number
+
+    def holds(self, value: Any) -> bool:
+        if not (_is_int(value) if self.whole else _is_number(value)):
+            return False
+        return ((self.low is None or (value > self.low if self.low_open else value >= self.low))
+                and (self.high is None
+                     or (value < self.high if self.high_open else value <= self.high)))
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        if self.high is None:
+            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+        return (f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}")
+
+
+# Numeric settings; None (derive from the data) is also allowed where the default is None.
+RANGES = {
+    "units": Range(1, whole=True),
+    "layers": Range(1, 8, whole=True),
+    "embed_dim": Range(1, whole=True),
+    "bigram_dim": Range(0, whole=True),
+    "max_tokens": Range(3, whole=True),
+    "seq_len": Range(2, whole=True),
+    "dropout": Range(0, 1, high_open=True),
+    "epochs": Range(1, whole=True),
+    "batch_size": Range(1, whole=True),
+    "lr": Range(0, low_open=True),
+    "lr_decay": Range(0, 1, low_open=True),  # 1: never decay
+    "clipnorm": Range(0),  # 0: no clipping
+    "patience": Range(0, whole=True),
+    "val_split": Range(0, 0.5, low_open=True, high_open=True),
+    "test_split": Range(0, 0.5, low_open=True, high_open=True),
+    "seed": Range(0, whole=True),
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
@@ -67,31 +113,10 @@ class TrainConfig:
                             f"{self.tokenizer!r}")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
-        for name in ("units", "layers", "embed_dim", "epochs", "batch_size"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a whole number >= 1, not {getattr(self, name)!r}")
-        if self.bigram_dim is not None and (not _is_int(self.bigram_dim) or self.bigram_dim < 0):
-            problems.append(f"bigram_dim must be a whole number >= 0, not {self.bigram_dim!r}")
-        if self.max_tokens is not None and (not _is_int(self.max_tokens) or self.max_tokens < 3):
-            problems.append(f"max_tokens must be >= 3, not {self.max_tokens!r}")
-        if self.seq_len is not None and (not _is_int(self.seq_len) or self.seq_len < 2):
-            problems.append(f"seq_len must be >= 2, not {self.seq_len!r}")
-        if not _is_int(self.patience) or self.patience < 0:
-            problems.append(f"patience must be >= 0, not {self.patience!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            problems.append(f"seed must be >= 0, not {self.seed!r}")
-        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1), not {self.dropout!r}")
-        if not _is_number(self.lr_decay) or not 0 < self.lr_decay <= 1:
-            problems.append(f"lr_decay must be in (0, 1] (1 turns it off), not {self.lr_decay!r}")
-        if not _is_number(self.lr) or not self.lr > 0:
-            problems.append(f"lr must be > 0, not {self.lr!r}")
-        if not _is_number(self.clipnorm) or self.clipnorm < 0:
-            problems.append(f"clipnorm must be >= 0 (0 turns clipping off), not {self.clipnorm!r}")
-        for name in ("val_split", "test_split"):
+        for name, allowed in RANGES.items():
             value = getattr(self, name)
-            if not _is_number(value) or not 0 < value < 0.5:
-                problems.append(f"{name} must be in (0, 0.5), not {value!r}")
+            if not (allowed.holds(value) or (value is None and default(name) is None)):
+                problems.append(f"{name} must be {allowed.describe()}, not {value!r}")
         if not problems and self.val_split + self.test_split >= 0.8:
             problems.append("val_split + test_split must leave at least 20% of rows to train on")
         if problems:

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from rnncli.artifacts import ONNX_FILE, SERVING_FILE
-from rnncli.errors import ModelError
+from rnncli.errors import ModelError, first_line
+from rnncli.predict import length_chunks
 from rnncli.onnxwire import MalformedGraph, scan_model
 from rnncli.scripts import FULLWIDTH_TO_ASCII, SPLIT_MARKS
 from rnncli.serving import read_serving
@@ -184,11 +185,9 @@ class OnnxEngine:
             return out
         tokens = [self.tokens(t) for t in texts]
         ids = [[self._ids.get(t, 1) for t in toks[: self.seq_len]] for toks in tokens]
-        order = np.argsort([len(i) for i in ids], kind="stable")
         # Enough batches to give every core one, of at least MIN_BATCH texts.
         count = max(-(-len(texts) // batch_size), min(_workers(), -(-len(texts) // MIN_BATCH)))
-        size = -(-len(texts) // count)
-        chunks = [order[i:i + size] for i in range(0, len(texts), size)]
+        chunks = length_chunks([len(i) for i in ids], -(-len(texts) // count))
         runs = [self._pool().submit(self._run, _padded([ids[j] for j in chunk]))
                 for chunk in chunks] if self.rnn_weight > 0 else []
         try:
@@ -205,13 +204,26 @@ class OnnxEngine:
         try:
             out = self._session.run(None, {self._input: batch})[0]
         except Exception as exc:  # onnxruntime's own types
-            raise ModelError(f"{self.path}: ONNX Runtime failed to run it ({_first_line(exc)});"
+            raise ModelError(f"{self.path}: ONNX Runtime failed to run it ({first_line(exc, with_type=True)});"
                              " use --engine tf or retrain the model") from exc
         out = np.asarray(out, dtype=np.float32).reshape(-1)
         if out.shape != (len(batch),) or not np.all((out >= 0) & (out <= 1)):
             raise ModelError(f"{self.path}: gave something other than one probability per "
                              "text; use --engine tf or retrain the model")
         return out
+
+    def close(self) -> None:
+        """Stop the worker threads (started on first use). The engine may be used again
+        afterwards; it starts new ones."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> OnnxEngine:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -273,13 +285,8 @@ def _session(path: Path, graph: bytes):
     try:
         return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for a bad graph
-        raise ModelError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)}); use "
+        raise ModelError(f"{path}: ONNX Runtime cannot load it ({first_line(exc, with_type=True)}); use "
                          "--engine tf or retrain the model") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def _check_graph(path: Path, graph: bytes) -> None:

@@ -6,7 +6,6 @@ Raised anywhere in the core; rendered once, in ``cli.py``. No click import here.
 from __future__ import annotations
 
 # Documented in README.md ("Exit codes"); tests assert every one of them.
-EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_DATA = 3
@@ -14,6 +13,15 @@ EXIT_MODEL = 4
 EXIT_DEVICE = 5
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+
+
+def first_line(exc: BaseException, limit: int = 200, *, with_type: bool = False) -> str:
+    """An exception's first line, cut to ``limit`` characters, for a one-line message;
+    its type name when it has no message (or before the message, ``with_type``)."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if with_type else lines[0][:limit]
 
 
 class RnnCliError(Exception):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnncli import artifacts
-from rnncli.errors import ModelError, UsageError
+from rnncli import artifacts, fsio
+from rnncli.errors import ModelError, UsageError, first_line
 
 # Texts the exported graph is checked on before it is published.
 _PROBES = ["a wonderful, moving film", "dull and far too long", "", "not bad at all!",
@@ -20,10 +20,48 @@ _PROBES = ["a wonderful, moving film", "dull and far too long", "", "not bad at 
 
 def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool = False) -> Path:
     """Write a SavedModel whose ``serve`` / ``serving_default`` take a flat batch of raw
-    strings and return the positive-class probability, shape (n, 1)."""
+    strings and return the positive-class probability, shape (n, 1).
+
+    Under the lock beside ``dest``, checked again just before the swap; a failed write
+    (a full disk) leaves an existing ``dest`` as it was."""
     from rnncli.predict import Predictor
 
-    dest = artifacts.resolve_output(dest)
+    dest = fsio.resolve_output(dest)
+
+    def check(target: Path) -> None:
+        check_export_target(target, force=force)
+
+    with fsio.writable(dest):
+        check(dest)
+    predictor = Predictor.load(model_dir, device="cpu", engine="tf")
+    import tensorflow as tf
+
+    expected = predictor.scores(_PROBES)
+    failure = None
+    with fsio.lock(dest):
+        try:
+            with fsio.staging(dest) as staged:
+                target = staged / "saved_model"
+                predictor.engine.keras_model.export(str(target), format="tf_saved_model",
+                                                    verbose=False)
+                loaded = tf.saved_model.load(str(target))  # owns the variables: keep it
+                got = np.asarray(loaded.serve(tf.constant(_PROBES))).reshape(-1)
+                if not np.allclose(got, expected, atol=1e-4):
+                    raise ModelError("the exported SavedModel does not reproduce the model's "
+                                     f"scores (max difference "
+                                     f"{np.max(np.abs(got - expected)):.2e})")
+                fsio.publish(target, dest, check)
+        except (OSError, tf.errors.OpError) as exc:  # a full disk, a vanished directory
+            failure = getattr(exc, "strerror", None) or first_line(exc)
+    if failure is not None:
+        raise UsageError(f"{dest}: cannot write the SavedModel ({failure}); free some space "
+                         "or choose another -o (an existing one there was left as it was)")
+    return dest
+
+
+def check_export_target(dest: Path, *, force: bool) -> None:
+    """What ``rnncli export`` may write to: a new path, or with ``force`` a SavedModel
+    directory (or an empty one). Run before the export and again just before the swap."""
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"{dest}: exists and is a file; choose another -o")
     if dest.exists() and not force:
@@ -31,22 +69,7 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
     if dest.exists() and not (dest / "saved_model.pb").is_file() and any(dest.iterdir()):
         raise UsageError(f"{dest}: exists and is not a SavedModel directory; "
                          "choose another -o")
-    artifacts.check_parent(dest)
-    predictor = Predictor.load(model_dir, device="cpu", engine="tf")
-    import tensorflow as tf
-
-    expected = predictor.scores(_PROBES)
-    with artifacts.staging(dest) as staged:
-        target = staged / "saved_model"
-        predictor.engine.keras_model.export(str(target), format="tf_saved_model", verbose=False)
-        loaded = tf.saved_model.load(str(target))  # keep a reference: it owns the variables
-        served = loaded.serve(tf.constant(_PROBES))
-        got = np.asarray(served).reshape(-1)
-        if not np.allclose(got, expected, atol=1e-4):
-            raise ModelError("the exported SavedModel does not reproduce the model's scores "
-                             f"(max difference {np.max(np.abs(got - expected)):.2e})")
-        artifacts.publish(target, dest)
-    return dest
+    fsio.check_parent(dest)
 
 
 def write_onnx(model_dir: Path, text_model, *, tokenizer: str) -> None:

@@ -18,8 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from rnncli.config import PREDICT_FORMATS  # noqa: F401  (re-exported; defined there for --help)
 from rnncli.config import TOKENIZERS
+from rnncli.predict import SCORE_DIGITS
 
 RECORD_FIELDS = ("text", "label", "score", "status")
 
@@ -116,7 +116,8 @@ def _records_table(records: list[dict[str, Any]]) -> Table:
         table.add_column("status")
     for r in records:
         # Text objects: a review is never read as Rich markup ('[/]' would crash it)
-        cells = [Text(r["text"]), Text(r["label"] or "-"), _fmt(r["score"])]
+        # the score as every other format gives it, on whose value the label was decided
+        cells = [Text(r["text"]), Text(r["label"] or "-"), _fmt(r["score"], SCORE_DIGITS)]
         if show_status:
             cells.append(r["status"])
         table.add_row(*cells)
@@ -206,14 +207,9 @@ class RichReporter(PlainReporter):
         self._progress.stop()
 
 
-class QuietReporter(PlainReporter):
-    def __init__(self):
-        super().__init__(quiet=True)
-
-
 def train_reporter(quiet: bool) -> PlainReporter:
     if quiet:
-        return QuietReporter()
+        return PlainReporter(quiet=True)
     return RichReporter() if is_terminal(sys.stderr) else PlainReporter()
 
 

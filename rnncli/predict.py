@@ -18,6 +18,7 @@ from rnncli import artifacts
 from rnncli.config import MAX_TEXT_CHARS
 from rnncli.errors import ModelError, UsageError
 
+SCORE_DIGITS = 6  # a record's score is rounded to this many decimals
 STATUS_OK = "ok"
 STATUS_TRUNCATED = "truncated"  # scored on its first MAX_LINE_BYTES bytes
 STATUS_EMPTY = "empty"
@@ -52,12 +53,17 @@ def score_texts(serve, texts: list[str], batch_size: int = 256) -> np.ndarray:
     from rnncli.runtime import import_tensorflow
 
     tf = import_tensorflow()
-    order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.zeros(len(texts), dtype=np.float32)
-    for i in range(0, len(texts), batch_size):
-        chosen = order[i:i + batch_size]
+    for chosen in length_chunks([len(t) for t in texts], batch_size):
         out[chosen] = serve(tf.constant([texts[j] for j in chosen])).numpy().reshape(-1)
     return out
+
+
+def length_chunks(lengths: list[int], size: int) -> list[np.ndarray]:
+    """Indexes of the texts in chunks of at most ``size``, shortest texts first: what both
+    engines score together (each chunk padded only to its longest text)."""
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 class KerasEngine:
@@ -99,11 +105,9 @@ def check_files(model_dir: Path, manifest: dict[str, Any], engine: str = "auto",
     """Check the model against the manifest (no TensorFlow): model.keras always (a
     directory with a broken one is broken, whichever engine runs), and the ONNX engine's
     files when it is chosen."""
-    artifacts.verify_files(model_dir, manifest)
-    artifacts.check_archive(model_dir / artifacts.MODEL_FILE)
-    if choose_engine(manifest, engine, device) == "onnx":
-        artifacts.verify_files(model_dir, manifest,
-                               names=(artifacts.SERVING_FILE, artifacts.ONNX_FILE))
+    onnx = choose_engine(manifest, engine, device) == "onnx"
+    artifacts.check_model_dir(model_dir, manifest, extra=(
+        (artifacts.SERVING_FILE, artifacts.ONNX_FILE) if onnx else ()))
 
 
 @dataclass
@@ -139,6 +143,18 @@ class Predictor:
         engine = KerasEngine(artifacts.load_keras_model(model_dir))
         return cls(model_dir, manifest, engine, threshold)
 
+    def close(self) -> None:
+        """Release the engine's worker threads (the ONNX engine has some)."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     @property
     def label_names(self) -> tuple[str, str]:
         return self.manifest["label_names"]
@@ -148,7 +164,7 @@ class Predictor:
 
     def records(self, texts: list[str | bytes], batch_size: int = 256) -> list[dict[str, Any]]:
         """One record per input, in order; only decodable non-blank texts reach the model."""
-        decoded: list[tuple[str, str]] = [_decode(t) for t in texts]
+        decoded: list[tuple[str, str]] = [_decode_input(t) for t in texts]
         todo = [i for i, (_, status) in enumerate(decoded)
                 if status in (STATUS_OK, STATUS_TRUNCATED)]
         scores = self.scores([decoded[i][0] for i in todo], batch_size) if todo else []
@@ -157,8 +173,10 @@ class Predictor:
         for i, (text, status) in enumerate(decoded):
             record = {"text": text, "label": None, "score": None, "status": status}
             if i in by_index:
-                score = float(by_index[i])
-                record["score"] = round(score, 6)
+                # The label is decided on the score as printed: a raw 0.4999997 shows as
+                # 0.5, which the default threshold calls positive.
+                score = round(float(by_index[i]), SCORE_DIGITS)
+                record["score"] = score
                 record["label"] = self.label_names[int(score >= self.threshold)]
             out.append(record)
         return out
@@ -206,7 +224,7 @@ def _capped(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
         yield line
 
 
-def _decode(item: str | bytes) -> tuple[str, str]:
+def _decode_input(item: str | bytes) -> tuple[str, str]:
     """(text, status) for one input; undecodable input is shown escaped, never scored."""
     status = STATUS_TRUNCATED if isinstance(item, _Truncated) else STATUS_OK
     if isinstance(item, bytes):
@@ -270,7 +288,8 @@ def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
                         known_labels=manifest["label_names"])
     predictor = Predictor.load(model_dir, device=device, engine=engine, threshold=threshold,
                                manifest=manifest)
-    scores = predictor.scores(data.texts)
+    with predictor:
+        scores = predictor.scores(data.texts)
     figures = round_figures(evaluate_scores(data.labels, scores, threshold=predictor.threshold))
     return figures, [*data.notes, data.summary(),
                      *(data.skipped_report() if show_skipped else [])]

@@ -21,25 +21,36 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from rnncli import artifacts
-from rnncli.errors import UsageError
+from rnncli import fsio, saving
+from rnncli.errors import UsageError, first_line
 
 STATE = "rnncli-resume.json"
 # Settings that may change on --resume: they do not change what an epoch does.
 FREE_SETTINGS = ("epochs", "patience")
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a run keeps its state (``backup``), what must not change before it is
+    resumed (``key``), and the interrupted run's state to continue from (or None)."""
+
+    backup: Path
+    key: dict[str, Any]
+    state: dict[str, Any] | None = None
+
+
 def resume_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.resume"
 
 
-def prepare(out: Path, key: dict[str, Any], resume: bool) -> tuple[Path, dict | None]:
-    """(state directory, the interrupted run's state to continue from, or None).
+def prepare(out: Path, key: dict[str, Any], resume: bool) -> Progress:
+    """Where to keep this run's state, and with ``resume`` the interrupted run's state.
 
     ``key``: what must not change between the interrupted run and its resumption.
     Without ``resume``, progress left by an earlier run is discarded.
@@ -47,7 +58,7 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> tuple[Path, dict | 
     backup = resume_dir(out)
     if not resume:
         shutil.rmtree(backup, ignore_errors=True)
-        return backup, None
+        return Progress(backup, key)
     path = backup / STATE
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
@@ -64,7 +75,7 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> tuple[Path, dict | 
         raise UsageError(f"--resume: the {', '.join(changed)} changed since the interrupted "
                          "run; give the same data and options, or train without --resume to "
                          "start over")
-    return backup, state
+    return Progress(backup, key, state)
 
 
 def _check_state(backup: Path, state: Any) -> None:
@@ -79,11 +90,16 @@ def _check_state(backup: Path, state: Any) -> None:
             raise ValueError(f"a weights file it names is missing ({name!r})")
     if not isinstance(state["best"]["epoch"], int) or not isinstance(state["precision"], str):
         raise ValueError("bad best epoch or precision")
+    losses = state["val_losses"]
+    if not (isinstance(losses, list) and len(losses) == len(history) and all(
+            loss is None or isinstance(loss, float) for loss in losses)):
+        raise ValueError("val_losses does not match the history")
 
 
-def restore(core, early_stopping, backup: Path, state: dict, precision: str) -> None:
+def restore(core, early_stopping, progress: Progress, precision: str) -> None:
     """Load the kept weights and optimizer state into ``core`` (compiled), and give early
     stopping the best epoch so far (its weights, loss and the epochs since)."""
+    backup, state = progress.backup, progress.state
     if state["precision"] != precision:
         raise UsageError(f"--resume: the interrupted run computed in {state['precision']}, "
                          f"this one would in {precision} (another device?); resume where "
@@ -103,25 +119,30 @@ def restore(core, early_stopping, backup: Path, state: dict, precision: str) -> 
                               state["best"]["epoch"] - 1, len(state["history"]))
 
 
-def finished(history: list[dict], epochs: int, patience: int) -> bool:
+def finished(state: dict, epochs: int, patience: int) -> bool:
     """Had the interrupted run already finished training (all epochs, or early stopping)?"""
-    best = _best(history)
-    waited = len(history) - best if best else 0
-    return len(history) >= epochs or (len(history) > 1 and waited >= max(1, patience))
+    done = len(state["history"])
+    best = best_epoch(state["val_losses"])
+    waited = done - best if best else 0
+    return done >= epochs or (done > 1 and waited >= max(1, patience))
 
 
-def _best(history: list[dict]) -> int:
-    """1-based epoch with the lowest finite validation loss (0 if none)."""
-    losses = [(h.get("val_loss"), h["epoch"]) for h in history
-              if isinstance(h.get("val_loss"), (int, float)) and math.isfinite(h["val_loss"])]
+def best_epoch(val_losses: list[float | None]) -> int:
+    """1-based epoch with the lowest finite validation loss (0 if none), the first of
+    equals. The losses are the unrounded ones EarlyStopping compares (the history's are
+    rounded for reading), so a resumed run restores the epoch an unbroken run would."""
+    losses = [(loss, i + 1) for i, loss in enumerate(val_losses)
+              if loss is not None and math.isfinite(loss)]
     return min(losses)[1] if losses else 0
 
 
-def callback(keras, backup: Path, key: dict[str, Any], state: dict | None, precision: str,
-             history: Callable[[], list[dict]], steps: int, note: Callable[[str], None]):
+def callback(keras, progress: Progress, precision: str, history: Callable[[], list[dict]],
+             steps: int, note: Callable[[str], None]):
     """Keeps the state after each finished epoch (all ``steps`` batches run). If it cannot
     be written (a full disk), training goes on without it, and says so through ``note``."""
+    backup, key, state = progress.backup, progress.key, progress.state
     before = state["history"] if state else []
+    losses = list(state["val_losses"]) if state else []
     best = dict(state["best"]) if state else None
 
     class Keep(keras.callbacks.Callback):
@@ -137,25 +158,28 @@ def callback(keras, backup: Path, key: dict[str, Any], state: dict | None, preci
             nonlocal best
             if self.failed or self.batches < steps:
                 return  # an epoch cut short is not a finished one
-            need = artifacts.weight_bytes(self.model, self.model.optimizer) * 2.5 + 2**20
-            free = artifacts.free_bytes(backup)
+            loss = float((logs or {}).get("val_loss", math.nan))
+            losses.append(loss if math.isfinite(loss) else None)
+            need = saving.weight_bytes(self.model, self.model.optimizer) * 2.5 + 2**20
+            free = fsio.free_bytes(backup)
             if free is not None and free < need:
                 return self._give_up(f"{free // 2**20} MB free, about {need // 2**20:.0f} MB "
                                      "needed")
             so_far = before + history()
-            improved = _best(so_far) == epoch + 1
+            improved = best_epoch(losses) == epoch + 1
             reason = None
             try:
                 backup.mkdir(parents=True, exist_ok=True)
                 weights = f"epoch-{epoch + 1}.weights.h5"
                 self.model.save_weights(backup / weights, overwrite=True)
                 if improved or best is None:
-                    best = {"epoch": epoch + 1, "val_loss": so_far[-1].get("val_loss"),
+                    best = {"epoch": epoch + 1, "val_loss": losses[-1],
                             "weights": f"best-{epoch + 1}.npz"}
                     with open(backup / best["weights"], "wb") as fh:
                         np.savez(fh, *self.model.get_weights())
-                text = json.dumps({"key": key, "history": so_far, "weights": weights,
-                                   "best": best, "precision": precision}, allow_nan=False)
+                text = json.dumps({"key": key, "history": so_far, "val_losses": losses,
+                                   "weights": weights, "best": best, "precision": precision},
+                                  allow_nan=False)
                 tmp = backup / (STATE + ".tmp")
                 tmp.write_text(text, encoding="utf-8")
                 os.replace(tmp, backup / STATE)  # the commit point
@@ -163,9 +187,9 @@ def callback(keras, backup: Path, key: dict[str, Any], state: dict | None, preci
                     if old.name not in (STATE, weights, best["weights"]):
                         old.unlink()
             except (OSError, RuntimeError, ValueError) as exc:  # h5py: either, full disk
-                reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+                reason = first_line(exc, 120)
             if reason is not None:
-                artifacts.collect_failed_writes()
+                saving.collect_failed_writes()
                 self._give_up(reason)
 
         def _give_up(self, reason: str) -> None:

@@ -1,7 +1,8 @@
 """HEAVY: TensorFlow import, device choice, seeds.
 
 Everything here imports TensorFlow, lazily, through :func:`import_tensorflow`; the light
-core and ``rnncli --help`` never reach this module.
+core and ``rnncli --help`` never reach this module (``--device`` syntax is checked by the
+light device_spec.py).
 """
 
 from __future__ import annotations
@@ -16,31 +17,12 @@ import warnings
 
 from dataclasses import dataclass
 
-from rnncli.errors import DeviceError, RnnCliError, UsageError
+from rnncli.device_spec import CPU_DEVICES_ENV, parse_device
+from rnncli.errors import DeviceError, RnnCliError, UsageError, first_line
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|gpu)(?::(all|\d+(?:,\d+)*))?$")
-# RNNCLI_CPU_DEVICES=N splits the CPU into N logical devices (cpu:0 ... cpu:N-1), so that
-# training on several devices (MirroredStrategy) can be tried and tested without GPUs.
-CPU_DEVICES_ENV = "RNNCLI_CPU_DEVICES"
 _chosen_devices: list[str] | None = None
 _chosen_labels: list[str] | None = None  # the same devices as --device names them
 _chosen_selection: tuple | None = None  # (kind, physical indexes, devices of that kind)
-
-
-def parse_device(spec: str) -> tuple[str, tuple[int, ...] | str | None]:
-    """'auto' | 'cpu' | 'gpu' | 'gpu:N' | 'gpu:N,M,...' | 'gpu:all' (also cpu:..., for
-    logical CPU devices) -> (kind, indexes or 'all' or None). Syntax only; probes nothing."""
-    match = _DEVICE_RE.match(spec.strip().lower())
-    usage = "use auto, cpu, gpu, gpu:N, gpu:N,M,... or gpu:all"
-    if not match or (match.group(1) == "auto" and match.group(2) is not None):
-        raise DeviceError(f"unknown device {spec!r}; {usage}")
-    kind, chosen = match.group(1), match.group(2)
-    if chosen is None or chosen == "all":
-        return kind, chosen
-    indexes = tuple(int(i) for i in chosen.split(","))
-    if len(set(indexes)) != len(indexes):
-        raise DeviceError(f"device {spec!r} names a device twice; {usage}")
-    return kind, indexes
 
 
 @contextlib.contextmanager
@@ -49,8 +31,12 @@ def stderr_to_file():
 
     TensorFlow 2.21 prints absl/oneDNN/CUDA lines during import even with
     TF_CPP_MIN_LOG_LEVEL=3; rnncli's stderr must carry only its own messages. If the
-    import fails, what was captured is replayed so the cause is not lost.
+    import fails, what was captured is replayed so the cause is not lost. With --debug
+    (RNNCLI_DEBUG) nothing is captured.
     """
+    if os.environ.get("RNNCLI_DEBUG"):  # --debug: the lines that say why no GPU was found
+        yield None
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
@@ -262,7 +248,11 @@ def multi_worker_strategy():
         return tf.distribute.MultiWorkerMirroredStrategy()
     except (ValueError, RuntimeError) as exc:
         raise DeviceError(f"cannot start training on several machines from TF_CONFIG "
-                          f"({str(exc).splitlines()[0][:200]})") from exc
+                          f"({first_line(exc)})") from exc
+
+
+# The Keras releases whose private trainer internals _patch_keras_for_multi_worker knows.
+PATCHED_KERAS = ((3, 15), (3, 15))
 
 
 def _patch_keras_for_multi_worker() -> None:
@@ -272,11 +262,26 @@ def _patch_keras_for_multi_worker() -> None:
     Only the shapes of a batch matter to the build, so one device's share is used; scalars
     are reduced without an axis. Applied only in a process that trains on several machines.
     """
+    import keras
+
+    version = tuple(int(part) for part in re.findall(r"\d+", keras.__version__)[:2])
+    if not PATCHED_KERAS[0] <= version <= PATCHED_KERAS[1]:
+        raise DeviceError(f"training on several machines (TF_CONFIG) needs a Keras "
+                          f"{PATCHED_KERAS[0][0]}.{PATCHED_KERAS[0][1]} to "
+                          f"{PATCHED_KERAS[1][0]}.{PATCHED_KERAS[1][1]} (rnncli mends a bug "
+                          f"inside those; this is {keras.__version__}); pip install "
+                          f"'keras<{PATCHED_KERAS[1][0]}.{PATCHED_KERAS[1][1] + 1}'")
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer
 
     if getattr(trainer, "_rnncli_multi_worker", False):
         return
+    for name in ("reduce_per_replica", "_collective_all_reduce_multi_worker",
+                 "_is_per_replica_instance"):
+        if not hasattr(trainer, name):
+            raise DeviceError(f"training on several machines (TF_CONFIG): Keras "
+                              f"{keras.__version__} lacks the internal {name} that rnncli "
+                              "mends; install another Keras 3 release")
     tf = import_tensorflow()
     reduce_per_replica = trainer.reduce_per_replica
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rnncli.config import TOKENIZERS
-from rnncli.errors import ModelError
+from rnncli.errors import ModelError, first_line
 
 VERSION = 2  # 2: the tokenizer and its "split" table; 1 (tokenizer "words") still reads
 MAX_BYTES = 2**30  # the file, and each member
@@ -68,7 +68,7 @@ def read_serving(path: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError,
             RecursionError, MemoryError, EOFError, zipfile.BadZipFile) as exc:
         detail = (f"no {exc} in it" if isinstance(exc, KeyError) else
-                  str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                  first_line(exc))
         raise ModelError(f"{path}: unreadable ({detail}); use --engine tf or retrain the "
                          "model") from exc
     return serving
@@ -87,7 +87,7 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 
 
 def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
-    text = json.loads(_decode(data["text"]))
+    text = json.loads(_utf8_text(data["text"]))
     if not isinstance(text, dict) or text.get("version") not in (1, VERSION):
         raise ValueError(f"not serving format 1 to {VERSION}")
     tokenizer = text["tokenizer"] if text["version"] > 1 else "words"
@@ -106,7 +106,7 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
     serving: dict[str, Any] = {
         "seq_len": seq_len, "max_chars": max_chars, "rnn_weight": float(weight),
         "start_token": start, "lower_from": lower_from, "lower_to": lower_to,
-        "tokens": _decode(data["tokens"]).split("\n"), "tokenizer": tokenizer,
+        "tokens": _utf8_text(data["tokens"]).split("\n"), "tokenizer": tokenizer,
         "split": _ranges(data["split"], "split") if tokenizer == "cjk-chars" else None,
         **{name: _ranges(data[name], name) for name in _RANGES},
     }
@@ -116,7 +116,7 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
             serving["split"] is not None and not len(serving["split"])):
         raise ValueError("empty character tables")
     if serving["rnn_weight"] < 1:
-        serving["ngrams"] = _decode(data["ngrams"]).split("\n")
+        serving["ngrams"] = _utf8_text(data["ngrams"]).split("\n")
         for name in _NGRAM_ARRAYS:
             array = data[name]
             if array.ndim != 1 or array.dtype != np.float32 or not np.all(np.isfinite(array)):
@@ -154,7 +154,7 @@ def _encode(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
 
-def _decode(array: np.ndarray) -> str:
+def _utf8_text(array: np.ndarray) -> str:
     if array.dtype != np.uint8 or array.ndim != 1:
         raise ValueError("text array of the wrong type")
     return array.tobytes().decode("utf-8")

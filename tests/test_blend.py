@@ -1,8 +1,10 @@
 """The blend weight between the RNN and the n-gram model (pure numpy, no TensorFlow)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 
-from rnncli.train import _blend
+from rnncli.blend import choose_blend
 
 RNG = np.random.default_rng(0)
 LABELS = RNG.integers(0, 2, 400)
@@ -11,7 +13,14 @@ NOISE = RNG.uniform(0.2, 0.8, 400)
 
 
 def ngram(val_scores, test_scores):
-    return {"ngrams": 10, "epochs": 3, "val_scores": val_scores, "test_scores": test_scores}
+    """What choose_blend reads of an ngrams.NgramFit."""
+    return SimpleNamespace(ngrams=10, epochs=3, val_scores=val_scores, test_scores=test_scores)
+
+
+def _blend(*args):
+    """choose_blend's result as the manifest records it, plus the blended scores."""
+    blend = choose_blend(*args)
+    return {**blend.record, "scores": (blend.val_scores, blend.test_scores)}
 
 
 def test_weight_goes_to_the_part_that_predicts():

@@ -249,12 +249,12 @@ def test_bad_data_exit_3_before_tensorflow(tmp_path):
 
 
 def test_second_training_into_the_same_directory_stops_at_once(tmp_path, tiny_csv):
-    from rnncli.artifacts import lock
+    from rnncli.fsio import lock
 
     out = tmp_path / "model"
     with lock(out):
         result = CliRunner().invoke(cli, ["train", str(tiny_csv), "-o", str(out)])
-    assert result.exit_code == 2 and "another rnncli train" in result.output
+    assert result.exit_code == 2 and "another rnncli command is writing there" in result.output
     assert not (tmp_path / ".model.lock").exists()  # released and removed
 
 
@@ -295,7 +295,7 @@ def test_bad_data_leaves_no_directories_behind(tmp_path):
     ("cpu:0,1", ("cpu", (0, 1))),
 ])
 def test_device_specs(spec, parsed):
-    from rnncli.runtime import parse_device
+    from rnncli.device_spec import parse_device
 
     assert parse_device(spec) == parsed
 
@@ -303,7 +303,7 @@ def test_device_specs(spec, parsed):
 @pytest.mark.parametrize("spec", ["tpu", "auto:1", "gpu:", "gpu:0,0", "gpu:-1", "gpu:1,all"])
 def test_bad_device_specs(spec):
     from rnncli.errors import DeviceError
-    from rnncli.runtime import parse_device
+    from rnncli.device_spec import parse_device
 
     with pytest.raises(DeviceError):
         parse_device(spec)

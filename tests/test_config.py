@@ -70,3 +70,35 @@ def test_manifests_from_before_the_tokenizer_read_as_words_without_token_pairs()
     old = TrainConfig.from_dict(settings)
     assert old.tokenizer == "words" and old.bigram_dim == 0
     assert TrainConfig().tokenizer == "cjk-chars" and TrainConfig().bigram_dim is None
+
+
+def test_the_cli_and_the_settings_object_allow_the_same_values():
+    """One rule per setting (config.RANGES): a value the option accepts is a valid
+    setting and the other way round, at and around every bound (--layers 9 included)."""
+    import click
+
+    from rnncli.cli import train
+    from rnncli.config import RANGES
+
+    options = {p.name: p for p in train.params}
+    for name, allowed in RANGES.items():
+        bounds = [b for b in (allowed.low, allowed.high) if b is not None]
+        probes = {v for b in bounds for v in (b - 1, b - 0.25, b, b + 0.25, b + 1)}
+        for value in sorted(probes):
+            value = int(value) if allowed.whole and float(value).is_integer() else value
+            if allowed.whole and not isinstance(value, int):
+                continue
+            try:
+                options[name].type.convert(value, options[name], None)
+                cli_ok = True
+            except click.BadParameter:
+                cli_ok = False
+            try:
+                TrainConfig(**{name: value})
+                config_ok = True
+            except UsageError:
+                config_ok = False
+            if name in ("val_split", "test_split") and cli_ok and not config_ok:
+                continue  # together they must leave 20% to train on: a rule of the pair
+            assert cli_ok == config_ok, (name, value, cli_ok, config_ok)
+    assert not RANGES["layers"].holds(9)

@@ -557,26 +557,37 @@ def _hashes(model_dir: Path) -> dict[str, str]:
     return {p.name: artifacts.sha256_file(p) for p in model_dir.iterdir()}
 
 
-@pytest.mark.parametrize("failure", ["write_manifest", "_exchange"])
+@pytest.mark.parametrize("failure", ["write_manifest", "_exchange", "h5py"])
 def test_failed_write_while_publishing_keeps_the_old_model(tmp_path, tiny_csv, train_model,
                                                           monkeypatch, failure):
-    """A full disk while the new model is written beside the old one (write_manifest), or
-    an I/O error at the swap itself (_exchange): exit 2, the old model as it was, nothing
-    left beside it."""
+    """A full disk while the new model is written beside the old one (write_manifest's
+    OSError, or h5py's RuntimeError while the weights are written), or an I/O error at the
+    swap itself (_exchange): exit 2, the old model as it was, nothing left beside it."""
     import errno
+
+    import keras
+
+    from rnncli import fsio
 
     out = train_model(tmp_path / "m", tiny_csv, "--no-ngrams")
     before = _hashes(out)
 
     def fail(*args, **kwargs):
+        if failure == "h5py":  # what h5py raises when the disk fills during a write
+            raise RuntimeError("Can't write data (file write failed: errno = 28, error "
+                               "message = 'No space left on device')")
         code = errno.ENOSPC if failure == "write_manifest" else errno.EIO
         raise OSError(code, os.strerror(code))
 
     (tmp_path / ".m.tmp-killed").mkdir()  # what a SIGKILLed run leaves: cleared under the lock
-    monkeypatch.setattr(artifacts, failure, fail)
+    where, name = {"write_manifest": (artifacts, "write_manifest"),
+                   "_exchange": (fsio, "_exchange"), "h5py": (keras.Model, "save")}[failure]
+    monkeypatch.setattr(where, name, fail)
     result = invoke("train", tiny_csv, "-o", out, *TINY, "--no-ngrams", "--seed", "7")
     assert result.exit_code == 2, result.output
     assert "cannot write the model" in result.output and "left as it was" in result.output
+    if failure == "h5py":
+        assert "No space left on device" in result.output
     assert _hashes(out) == before
     # no staging or lock debris; the trained state stays for --resume
     assert {p.name for p in tmp_path.iterdir()} <= {"m", ".m.resume"}
@@ -676,14 +687,14 @@ def test_word_vectors_from_a_file_and_from_unlabelled_texts(tmp_path, tiny_csv, 
 def test_length_batches_use_every_row_once_per_epoch_cut_to_their_longest():
     import tensorflow as tf
 
-    from rnncli.train import _length_batches
+    from rnncli.fitloop import length_batches
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 40, size=203)
     ids = np.zeros((203, 40), dtype=np.int32)
     for i, n in enumerate(lengths):
         ids[i, :n] = i + 2  # row i is recognisable by its token
-    data = _length_batches(tf, ids, np.arange(203) % 2, 16, seed=1, shuffle=True)
+    data = length_batches(ids, np.arange(203) % 2, 16, seed=1, shuffle=True)
     epochs = []
     for _ in range(2):
         seen = []

@@ -1,0 +1,65 @@
+"""The blend of the recurrent network and the n-gram model: the weight chosen on the
+validation split, and the record the manifest keeps. Light: numpy only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from rnncli.ngrams import NgramFit
+
+BLEND_TOLERANCE = 1e-4  # validation log loss
+BLEND_MIN_ROWS = 50
+
+
+@dataclass
+class Blend:
+    """The chosen weight of the recurrent network, and the blended scores."""
+
+    rnn_weight: float
+    record: dict[str, Any]  # what the manifest's "blend" section holds
+    val_scores: np.ndarray
+    test_scores: np.ndarray
+
+
+def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
+                 rnn_test: np.ndarray) -> Blend:
+    """Choose the RNN's weight in the blend of the two probabilities (the n-gram model
+    gets the rest): the weight in 0, 0.05, ..., 1 with the lowest validation log loss.
+
+    Losses within BLEND_TOLERANCE of the lowest count as ties, won by the weight nearest an
+    even blend; with fewer than BLEND_MIN_ROWS validation rows the blend is even, since
+    so few rows cannot tell the parts apart.
+    """
+    y_val = np.asarray(val_labels, np.float64)
+    weights = np.linspace(0.0, 1.0, 21)
+
+    def log_loss(p):
+        p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+        return float(-np.mean(y_val * np.log(p) + (1 - y_val) * np.log(1 - p)))
+
+    losses = np.array([log_loss(w * rnn_val + (1 - w) * ngram.val_scores) for w in weights])
+    near_best = np.flatnonzero(losses <= losses.min() + BLEND_TOLERANCE)
+    weight = round(float(weights[min(near_best, key=lambda i: abs(weights[i] - 0.5))]), 2)
+    if len(y_val) < BLEND_MIN_ROWS:
+        weight = 0.5
+
+    def accuracy(labels, scores):
+        return round(float(np.mean((scores >= 0.5) == np.asarray(labels))), 4)
+
+    record = {
+        "rnn_weight": weight,
+        "ngrams": ngram.ngrams,
+        "ngram_epochs": ngram.epochs,
+        "parts": {
+            "rnn": {"validation_accuracy": accuracy(val_labels, rnn_val),
+                    "test_accuracy": accuracy(test_labels, rnn_test)},
+            "ngram": {"validation_accuracy": accuracy(val_labels, ngram.val_scores),
+                      "test_accuracy": accuracy(test_labels, ngram.test_scores)},
+        },
+    }
+    return Blend(weight, record, weight * rnn_val + (1 - weight) * ngram.val_scores,
+                 weight * rnn_test + (1 - weight) * ngram.test_scores)

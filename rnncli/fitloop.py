@@ -1,0 +1,202 @@
+"""HEAVY: the recurrent network's training loop: early stopping, learning-rate decay,
+length-grouped tf.data batches, progress events, Ctrl-C and SIGTERM, and the state kept
+for ``--resume`` (resume.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+
+import numpy as np
+
+from rnncli import resume as resume_run
+from rnncli.config import TrainConfig
+from rnncli.errors import Terminated, UsageError
+from rnncli.model import keras, tf
+from rnncli.resume import Progress
+
+
+def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
+        replicas: int = 1, progress: Progress | None = None,
+        precision: str = "float32") -> list[dict[str, float]]:
+    """Train with early stopping (best weights restored) and learning-rate decay.
+
+    On several devices (``replicas``): Keras clips each device's share of the gradient
+    before they are summed, so the clipping norm is divided between the devices; training
+    batches are all full (the rows left over change each epoch), and every batch splits
+    evenly, as MirroredStrategy needs.
+    """
+    clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
+    core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
+                 loss="binary_crossentropy", metrics=["accuracy"])
+    early = resume_run.resumable_early_stopping(keras, monitor="val_loss",
+                                                patience=config.patience,
+                                                restore_best_weights=True)
+    callbacks = [early]
+    if config.lr_decay < 1:
+        # A worse validation loss first cuts the learning rate; only a second one in a
+        # row (with the default patience) stops training.
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=config.lr_decay, patience=0, min_lr=config.lr / 100))
+    full_only = replicas > 1
+    steps = len(x_train) // config.batch_size if full_only else -(-len(x_train)
+                                                                   // config.batch_size)
+    done = progress_callback(reporter, config.epochs, steps)
+    callbacks += [done, keras.callbacks.TerminateOnNaN()]
+    state = progress.state if progress else None
+    before = state["history"] if state else []
+    if progress is not None:  # after `done`, whose history it saves
+        callbacks.append(resume_run.callback(keras, progress, precision,
+                                             lambda: done.history, steps, reporter.message))
+    if state:
+        resume_run.restore(core, early, progress, precision)
+        if resume_run.finished(state, config.epochs, config.patience):
+            core.set_weights(early.resumed[1])  # what early stopping would have restored
+            return before
+    train_data = length_batches(x_train, y_train, config.batch_size, seed=config.seed,
+                                 shuffle=True, drop_remainder=full_only)
+    val_batch = config.batch_size
+    if full_only and len(x_val) < val_batch:  # the first batch must split evenly
+        val_batch = max(replicas, len(x_val) - len(x_val) % replicas)
+    val_data = length_batches(x_val, y_val, val_batch)
+    with stop_on_signals(core) as caught:
+        core.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                 initial_epoch=len(before), callbacks=callbacks, verbose=0)
+    if caught:
+        keep_progress(progress, reporter)
+        raise caught[0]
+    history = before + done.history
+    if not any(h.get("val_loss") is not None for h in history):
+        raise UsageError("training diverged in its first epoch (the loss is not finite); "
+                         "lower --lr or set --clipnorm")
+    # A later divergence is survivable: EarlyStopping has restored the best finite weights,
+    # and the scores are checked once more before anything is saved.
+    return history
+
+
+def keep_progress(progress: Progress | None, reporter) -> None:
+    """After an interruption: say how to continue, or leave no empty state behind."""
+    if progress is None:
+        return
+    backup = progress.backup
+    try:
+        finished = len(json.loads((backup / resume_run.STATE).read_text())["history"])
+    except (OSError, ValueError, KeyError):
+        resume_run.finish(backup)
+        return
+    reporter.message(f"kept the state after epoch {finished}: the same command with --resume "
+                     "continues from there")
+
+
+@contextlib.contextmanager
+def stop_on_signals(model):
+    """Ctrl-C / SIGTERM during fit: stop after the current batch, then raise.
+
+    An exception raised at an arbitrary point inside Keras's loop, while tf.data threads
+    run, has crashed the process (SIGSEGV) here; so the first signal only asks Keras to
+    stop, and the interrupt is raised once fit has returned. A second signal acts at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    caught: list[BaseException] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        caught.append(KeyboardInterrupt() if signum == signal.SIGINT else Terminated())
+        model.stop_training = True
+        signal.signal(signum, previous[signum])
+
+    for signum in previous:
+        signal.signal(signum, handler)
+    try:
+        yield caught
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def start_embedding(core, initial: np.ndarray) -> None:
+    """Copy the given rows into the embedding; rows that are all zero keep their random
+    initialisation (padding, [UNK], words without a vector)."""
+    layer = core.get_layer("embedding")
+    start = layer.get_weights()[0]
+    found = np.any(initial != 0, axis=1)
+    start[found] = initial[found]
+    layer.set_weights([start])
+
+
+def scores(core, ids: np.ndarray) -> np.ndarray:
+    return core.predict(ids, batch_size=256, verbose=0).reshape(-1)
+
+
+def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
+                    seed: int = 0, shuffle: bool = False, drop_remainder: bool = False):
+    """A tf.data pipeline of batches of similar length, each cut to its longest text.
+
+    Texts are right-padded to seq_len; a batch of short texts would otherwise run every
+    recurrent step over padding. Training rows are shuffled, sorted by length within
+    windows of 50 batches, batched, and the batches shuffled again, so each epoch sees
+    different neighbours. The masks make the result identical to full-length padding.
+    Only TensorFlow ops: no Python generator, in which Ctrl-C could be swallowed.
+    """
+    lengths = np.count_nonzero(ids, axis=1).astype(np.int32)
+    labels = labels.astype(np.float32)
+    if not shuffle:  # one pass in length order: the tightest batches
+        order = np.argsort(lengths, kind="stable")
+        ids, labels, lengths = ids[order], labels[order], lengths[order]
+    data = tf.data.Dataset.from_tensor_slices((ids, labels, lengths))
+    if shuffle:
+        def by_length(x, y, n):
+            order = tf.argsort(n, stable=True)
+            return tf.gather(x, order), tf.gather(y, order), tf.gather(n, order)
+
+        data = (data.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+                .batch(batch_size * 50).map(by_length).unbatch())
+    data = data.batch(batch_size, drop_remainder=drop_remainder)
+    if shuffle:
+        data = data.shuffle(50, seed=seed, reshuffle_each_iteration=True)
+
+    def trim(x, y, n):
+        return x[:, : tf.maximum(1, tf.reduce_max(n))], y
+
+    n_batches = len(ids) // batch_size if drop_remainder else -(-len(ids) // batch_size)
+    return (data.map(trim).apply(tf.data.experimental.assert_cardinality(n_batches))
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def progress_callback(reporter, epochs: int, steps: int):
+    class EpochProgress(keras.callbacks.Callback):
+        """Forwards Keras events to the reporter and keeps a clean per-epoch history."""
+
+        def __init__(self):
+            super().__init__()
+            self.history: list[dict[str, float]] = []
+            self._started = 0.0
+
+        def on_train_begin(self, logs=None):
+            reporter.train_begin(epochs, steps)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self._started
+            clean = {k: round(float(v), 5) if np.isfinite(float(v)) else None
+                     for k, v in (logs or {}).items()
+                     if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+            self.history.append({"epoch": epoch + 1, **clean, "seconds": round(seconds, 2)})
+            reporter.epoch_end(epoch + 1, clean, seconds)
+
+        def on_train_end(self, logs=None):
+            reporter.train_end()
+
+    if reporter.wants_batches:
+        def on_train_batch_end(self, batch, logs=None):
+            reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
+
+        EpochProgress.on_train_batch_end = on_train_batch_end
+    return EpochProgress()

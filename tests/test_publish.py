@@ -1,0 +1,214 @@
+"""Publishing a directory (fsio.publish) and checking an archive, on fake directories and
+direct calls: the target checked again just before the swap, fsync failures, staging
+permissions, a malformed config.json. The few tests that need a real model say so."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rnncli import artifacts, fsio
+from rnncli.cli import cli
+from rnncli.errors import ModelError, UsageError
+
+
+def _model_dir(path: Path, marker: str) -> Path:
+    path.mkdir()
+    (path / artifacts.MANIFEST).write_text("{}")
+    (path / "weights").write_text(marker)
+    return path
+
+
+def _staged(tmp_path: Path, target: Path, marker: str = "new") -> Path:
+    staged = tmp_path / f".{target.name}.tmp-test"
+    _model_dir(staged, marker)
+    (staged / "variables").mkdir()
+    (staged / "variables" / "data").write_text("w")
+    return staged
+
+
+def test_publish_swaps_in_the_new_directory(tmp_path):
+    target = _model_dir(tmp_path / "m", "old")
+    fsio.publish(_staged(tmp_path, target), target, artifacts.check_target)
+    assert (target / "weights").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_a_directory_put_at_the_target_meanwhile_is_not_destroyed(tmp_path):
+    """check_target ran when training began; someone then put their own files there."""
+    target = tmp_path / "m"
+    artifacts.check_target(target)  # nothing there yet: fine
+    target.mkdir()
+    (target / "thesis.tex").write_text("years of work")
+    staged = _staged(tmp_path, target)
+    with pytest.raises(UsageError, match="not an rnncli model directory"):
+        fsio.publish(staged, target, artifacts.check_target)
+    assert (target / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_model_put_at_the_target_meanwhile_is_replaced(tmp_path):
+    target = tmp_path / "m"
+    staged = _staged(tmp_path, target)
+    _model_dir(target, "other run")
+    fsio.publish(staged, target, artifacts.check_target)
+    assert (target / "weights").read_text() == "new"
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """Every path fsync is called on, in order."""
+    paths: list[str] = []
+    real_open, real_fsync = os.open, os.fsync
+    names: dict[int, str] = {}
+
+    def tracking_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        names[fd] = str(path)
+        return fd
+
+    def tracking_fsync(fd):
+        paths.append(names.get(fd, "?"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "open", tracking_open)
+    monkeypatch.setattr(os, "fsync", tracking_fsync)
+    return paths
+
+
+def test_every_file_and_subdirectory_is_fsynced(tmp_path, fsynced):
+    target = tmp_path / "m"
+    staged = _staged(tmp_path, target)
+    fsio.publish(staged, target, artifacts.check_target)
+    done = [Path(p).relative_to(tmp_path).as_posix() for p in fsynced]
+    inner = ".m.tmp-test/variables"
+    assert done.index(f"{inner}/data") < done.index(inner) < done.index(".m.tmp-test")
+    assert ".m.tmp-test/weights" in done
+    assert done[-1] == "."  # the parent, after the rename
+
+
+def test_eio_from_fsync_on_a_file_stops_the_publish(tmp_path, monkeypatch):
+    target = _model_dir(tmp_path / "m", "old")
+    staged = _staged(tmp_path, target)
+    real_fsync = os.fsync
+
+    def failing(fd):
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError) as caught:
+        fsio.publish(staged, target, artifacts.check_target)
+    assert caught.value.errno == errno.EIO
+    assert (target / "weights").read_text() == "old"
+
+
+def test_a_directory_that_cannot_be_fsynced_is_let_go(tmp_path, monkeypatch):
+    target = tmp_path / "m"
+    staged = _staged(tmp_path, target)
+    real_fsync = os.fsync
+
+    def no_dir_fsync(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_dir_fsync)
+    fsio.publish(staged, target, artifacts.check_target)
+    assert (target / "weights").read_text() == "new"
+
+
+def test_staging_never_touches_the_process_umask(tmp_path, monkeypatch):
+    mask = os.umask(0o027)
+    try:
+        def forbidden(*args):
+            raise AssertionError("os.umask called while other threads may be creating files")
+
+        monkeypatch.setattr(os, "umask", forbidden)
+        with fsio.staging(tmp_path / "m") as staged:
+            assert staged.stat().st_mode & 0o777 == 0o750
+        assert not staged.exists()
+    finally:
+        monkeypatch.undo()
+        os.umask(mask)
+
+
+def _archive(path: Path, config) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+        archive.writestr("metadata.json", "{}")
+    return path
+
+
+@pytest.mark.parametrize("layer_config", ["a string", ["a", "list"], 7])
+def test_a_layer_config_of_the_wrong_type_is_a_model_error(tmp_path, layer_config):
+    config = {"module": "keras.src.models.functional", "class_name": "Functional",
+              "config": {"layers": [{"module": "keras.layers",
+                                     "class_name": "TextVectorization",
+                                     "config": layer_config}]}}
+    with pytest.raises(ModelError, match="malformed"):
+        artifacts.check_archive(_archive(tmp_path / "model.keras", config))
+
+
+@pytest.mark.slow
+def test_a_directory_made_at_out_during_training_survives(tmp_path, tiny_csv, monkeypatch):
+    """End to end: the --out directory appears (someone else's files) while the network
+    trains; training ends with exit 2 and leaves those files as they were."""
+    from rnncli import fitloop
+
+    from conftest import TINY
+
+    out = tmp_path / "m"
+    real_fit = fitloop.fit
+
+    def fit_while_someone_writes(*args, **kwargs):
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(fitloop, "fit", fit_while_someone_writes)
+    result = CliRunner().invoke(cli, ["train", str(tiny_csv), "-o", str(out), *TINY,
+                                      "--no-ngrams"])
+    assert result.exit_code == 2, result.output
+    assert "not an rnncli model directory" in result.output
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.slow
+def test_export_force_rechecks_and_reports_a_full_disk(gru_model, tmp_path, monkeypatch):
+    """export --force: a directory that became something else during the export is left
+    alone (exit 2); a full disk is reported as such, not as a problem with stdout."""
+    import keras
+
+    dest = tmp_path / "served"
+    real_export = keras.Model.export
+
+    def export_while_someone_writes(self, path, *args, **kwargs):
+        real_export(self, path, *args, **kwargs)
+        dest.mkdir(exist_ok=True)
+        (dest / "notes.txt").write_text("mine")
+
+    monkeypatch.setattr(keras.Model, "export", export_while_someone_writes)
+    result = CliRunner().invoke(cli, ["export", "-m", str(gru_model), "-o", str(dest),
+                                      "--force"])
+    assert result.exit_code == 2 and "not a SavedModel directory" in result.output
+    assert [p.name for p in dest.iterdir()] == ["notes.txt"]
+
+    def full_disk(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(keras.Model, "export", full_disk)
+    result = CliRunner().invoke(cli, ["export", "-m", str(gru_model), "-o",
+                                      str(tmp_path / "new")])
+    assert result.exit_code == 2, result.output
+    assert "cannot write the SavedModel (No space left on device)" in result.output
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
