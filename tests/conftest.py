@@ -82,3 +82,38 @@ def lstm_model(tmp_path_factory, tiny_csv) -> Path:
 def train_model():
     """Train into a given directory (for tests that need their own copy)."""
     return _train
+
+
+@pytest.fixture
+def old_model(tmp_path, gru_model) -> Path:
+    """A good model directory at tmp_path/"m" (a copy of the session's GRU model), for
+    tests about what happens to an existing model: copying takes milliseconds, training
+    one takes seconds."""
+    import shutil
+
+    return Path(shutil.copytree(gru_model, tmp_path / "m"))
+
+
+@pytest.fixture
+def no_onnx(monkeypatch):
+    """Train without writing the ONNX engine's files, where they are not under test (the
+    export takes 1-3 s of a tiny training); the model is published as one whose export
+    failed is, with a note."""
+    from rnncli import saving
+
+    monkeypatch.setattr(saving, "_write_onnx",
+                        lambda staged, text_model, tokenizer: "skipped by the test")
+
+
+@pytest.fixture
+def no_fit(monkeypatch):
+    """Train without fitting the recurrent network, where fitting is not under test (the
+    network keeps its initial weights; a tiny fit costs 2-3 s, mostly tracing): reading,
+    the n-gram model, saving, verifying and publishing all run as usual."""
+    from rnncli import fitloop
+
+    def one_unfitted_epoch(core, config, *args, **kwargs):
+        return [{"epoch": 1, "loss": 0.69, "accuracy": 0.5, "val_loss": 0.69,
+                 "val_accuracy": 0.5, "seconds": 0.0}]
+
+    monkeypatch.setattr(fitloop, "fit", one_unfitted_epoch)

@@ -79,7 +79,7 @@ def zh_model(tmp_path_factory, train_model):
         fh.write("\n".join(lines) + "\n")
     out = tmp / "model"
     result = CliRunner().invoke(cli, ["train", str(data), "-o", str(out), "--epochs", "1",
-                                      "--units", "4", "--batch-size", "32",
+                                      "--units", "4", "--batch-size", "32", "--seq-len", "96",
                                       "--embeddings", str(vectors)])
     assert result.exit_code == 0, result.output
     return out, result.output
@@ -146,7 +146,7 @@ def test_predict_from_a_pipe_and_a_table_of_double_width_text(zh_model):
 
 
 @slow
-def test_unlabelled_texts_teach_character_vectors(tmp_path):
+def test_unlabelled_texts_teach_character_vectors(tmp_path, no_fit, no_onnx):
     """--unlabelled (and --word-vectors, the same learning from the training texts alone)
     learns vectors for the model's tokens: here Chinese characters."""
     rows = sample_rows(400, ZH_SAMPLE)
@@ -164,7 +164,7 @@ def test_unlabelled_texts_teach_character_vectors(tmp_path):
 
 
 @slow
-def test_training_says_thai_is_not_split(tmp_path):
+def test_training_says_thai_is_not_split(tmp_path, no_fit, no_onnx):
     words = ["โรงแรม", "ดีมาก", "สะอาด", "แย่", "เสียงดัง", "พนักงาน", "ใจดี", "ห้อง"]
     rng = np.random.default_rng(0)
     rows = [["".join(rng.choice(words, 4)), "positive" if i % 2 else "negative"]

@@ -382,7 +382,7 @@ def test_engine_option_errors(gru_model):
 
 @slow
 def test_failed_onnx_export_still_publishes_the_keras_model(tmp_path, tiny_csv, train_model,
-                                                            monkeypatch):
+                                                            monkeypatch, no_fit):
     from rnncli import export
 
     def broken(*args, **kwargs):

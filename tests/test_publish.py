@@ -157,7 +157,8 @@ def test_a_layer_config_of_the_wrong_type_is_a_model_error(tmp_path, layer_confi
 
 
 @pytest.mark.slow
-def test_a_directory_made_at_out_during_training_survives(tmp_path, tiny_csv, monkeypatch):
+def test_a_directory_made_at_out_during_training_survives(tmp_path, tiny_csv, monkeypatch,
+                                                          no_fit, no_onnx):
     """End to end: the --out directory appears (someone else's files) while the network
     trains; training ends with exit 2 and leaves those files as they were."""
     from rnncli import fitloop
@@ -165,7 +166,7 @@ def test_a_directory_made_at_out_during_training_survives(tmp_path, tiny_csv, mo
     from conftest import TINY
 
     out = tmp_path / "m"
-    real_fit = fitloop.fit
+    real_fit = fitloop.fit  # no_fit's: the directory appears where fitting would be
 
     def fit_while_someone_writes(*args, **kwargs):
         out.mkdir()
@@ -212,3 +213,29 @@ def test_export_force_rechecks_and_reports_a_full_disk(gru_model, tmp_path, monk
     assert "cannot write the SavedModel (No space left on device)" in result.output
     assert not (tmp_path / "new").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_without_renameat2_two_renames_swap_and_a_failure_puts_the_old_back(tmp_path,
+                                                                            monkeypatch):
+    """Where RENAME_EXCHANGE is missing (other kernels, filesystems, macOS) the old model
+    is renamed aside, the new one put in its place, then the old one removed; if the
+    second rename fails the old model goes back."""
+    monkeypatch.setattr(fsio, "_exchange", lambda a, b: False)
+    target = _model_dir(tmp_path / "m", "old")
+    fsio.publish(_staged(tmp_path, target), target, artifacts.check_target)
+    assert (target / "weights").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+    staged = _staged(tmp_path, target, "newer")
+    real_rename = os.rename
+
+    def second_rename_fails(src, dst):
+        if Path(src) == staged:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", second_rename_fails)
+    with pytest.raises(OSError):
+        fsio.publish(staged, target, artifacts.check_target)
+    assert (target / "weights").read_text() == "new"
+    assert not list(tmp_path.glob(".m.old-*"))
