@@ -1,8 +1,8 @@
 """Word vectors to start the embedding from: a GloVe/word2vec text file, or vectors learned
 from unlabelled texts (positive PMI + truncated SVD, a count-based cousin of word2vec).
 
-NumPy only; the tokens come from the model's own vectorizer, so the vectors line up with
-the vocabulary exactly.
+NumPy, and SciPy's sparse matrices for the co-occurrence counts; the tokens come from the
+model's own vectorizer, so the vectors line up with the vocabulary exactly.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 
 from rnncli.errors import DataError
 
-# Words (most frequent first) and contexts that learn_vectors counts: the count table is
-# LEARN_WORDS x CONTEXTS float32 (at most 2 GB); rarer words keep a random start.
+# Words (most frequent first) and contexts that learn_vectors counts, in a sparse table
+# (memory grows with the pairs seen, not with LEARN_WORDS x CONTEXTS); rarer words keep a
+# random start.
 LEARN_WORDS = 50_000
 CONTEXTS = 10_000
 
@@ -85,9 +86,11 @@ def learn_vectors(id_batches, vocab_size: int, dim: int, *, window: int = 4,
     Returns (vocab_size, dim) float32 scaled like Keras's default embedding initializer;
     rows it did not learn are zero (the caller keeps their random start).
     """
+    from scipy import sparse
+
     words = min(vocab_size, LEARN_WORDS)
     contexts = min(vocab_size, CONTEXTS)
-    counts = np.zeros(words * contexts, dtype=np.float32)
+    counts = sparse.csr_matrix((words, contexts), dtype=np.float32)
     pending: dict[int, list[np.ndarray]] = {}
     size = 0
     for ids in id_batches:
@@ -99,32 +102,40 @@ def learn_vectors(id_batches, vocab_size: int, dim: int, *, window: int = 4,
                 pending.setdefault(d, []).append(w[keep] * contexts + c[keep])
                 size += int(keep.sum())
         if size > flush_pairs:
-            _add_pairs(counts, pending)
+            counts = counts + _pair_counts(pending, words, contexts)
             pending, size = {}, 0
-    _add_pairs(counts, pending)
-    counts = counts.reshape(words, contexts)
-    total = float(counts.sum())
+    counts = (counts + _pair_counts(pending, words, contexts)).tocoo()
+    total = float(counts.data.sum())
     if total == 0:
         raise DataError("no word co-occurrences in the texts to learn word vectors from")
-    word_p = counts.sum(1, keepdims=True) / total
-    context_p = counts.sum(0, keepdims=True) ** 0.75
+    word_p = np.bincount(counts.row, weights=counts.data, minlength=words) / total
+    context_p = np.bincount(counts.col, weights=counts.data, minlength=contexts) ** 0.75
     context_p /= context_p.sum()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pmi = np.log(counts / total) - np.log(word_p) - np.log(context_p)
-    del counts
-    pmi[~np.isfinite(pmi) | (pmi < 0)] = 0  # in place: PPMI
-    vectors = _randomized_svd(pmi, dim, seed=seed)
+    # PMI of the pairs seen (an unseen pair's is -inf, clipped to 0 like every negative)
+    pmi = (np.log(counts.data / total) - np.log(word_p[counts.row])
+           - np.log(context_p[counts.col]))
+    keep = pmi > 0
+    ppmi = sparse.csr_matrix((pmi[keep].astype(np.float32),
+                              (counts.row[keep], counts.col[keep])), shape=(words, contexts))
+    del counts, pmi
+    vectors = _randomized_svd(ppmi, dim, seed=seed)
     out = np.zeros((vocab_size, dim), dtype=np.float32)
     # the spread of Keras's default Embedding initializer, uniform(-0.05, 0.05)
     out[2:words] = vectors[2:] * (0.029 / max(float(vectors[2:].std()), 1e-9))
     return out
 
 
-def _add_pairs(counts: np.ndarray, pending: dict[int, list[np.ndarray]]) -> None:
-    """counts[pair] += n / distance, by sorting (no dense temporary table)."""
+def _pair_counts(pending: dict[int, list[np.ndarray]], words: int, contexts: int):
+    """The pairs gathered so far as a sparse (words, contexts) table of n / distance."""
+    from scipy import sparse
+
+    table = sparse.csr_matrix((words, contexts), dtype=np.float32)
     for d, parts in pending.items():
         pairs, n = np.unique(np.concatenate(parts), return_counts=True)
-        counts[pairs] += (n / d).astype(np.float32)
+        table = table + sparse.csr_matrix(
+            ((n / d).astype(np.float32), (pairs // contexts, pairs % contexts)),
+            shape=(words, contexts))
+    return table
 
 
 def _randomized_svd(matrix: np.ndarray, rank: int, *, seed: int, oversample: int = 10,
@@ -136,7 +147,7 @@ def _randomized_svd(matrix: np.ndarray, rank: int, *, seed: int, oversample: int
     for _ in range(iterations):
         q, _ = np.linalg.qr(matrix.T @ q)
         q, _ = np.linalg.qr(matrix @ q)
-    u_small, s, _ = np.linalg.svd(q.T @ matrix, full_matrices=False)
+    u_small, s, _ = np.linalg.svd((matrix.T @ q).T, full_matrices=False)  # q.T @ matrix
     u = (q @ u_small)[:, :rank] * np.sqrt(s[:rank])
     if u.shape[1] < rank:  # tiny vocabularies: pad to the embedding size
         u = np.pad(u, ((0, 0), (0, rank - u.shape[1])))
