@@ -104,12 +104,11 @@ def _read_manifest(model_dir: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: model format {version} is newer than this rnncli "
                          f"understands ({FORMAT_VERSION}); upgrade rnncli")
     try:
-        manifest["config"] = TrainConfig.from_dict(manifest["settings"])
-        labels = manifest["labels"]
-        names = (str(labels["negative"]), str(labels["positive"]))
-        manifest["label_names"] = names
-        manifest["threshold"] = float(manifest["threshold"])
-        if not 0 <= manifest["threshold"] <= 1:  # NaN too
+        model_config(manifest)
+        label_names(manifest)
+        threshold = manifest["threshold"]
+        if (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)
+                or not 0 <= threshold <= 1):  # NaN too
             raise ValueError("threshold")
         files = manifest["files"]
         if not isinstance(files, dict) or MODEL_FILE not in files:
@@ -122,6 +121,17 @@ def _read_manifest(model_dir: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: manifest is incomplete ({detail}); retrain the model") \
             from exc
     return manifest
+
+
+def model_config(manifest: dict[str, Any]) -> TrainConfig:
+    """The settings the model was trained with (checked by :func:`read_manifest`)."""
+    return TrainConfig.from_dict(manifest["settings"])
+
+
+def label_names(manifest: dict[str, Any]) -> tuple[str, str]:
+    """(negative, positive) label names, as the training data spelled them."""
+    labels = manifest["labels"]
+    return str(labels["negative"]), str(labels["positive"])
 
 
 def verify_files(model_dir: Path, manifest: dict[str, Any], names=(MODEL_FILE,)) -> None:

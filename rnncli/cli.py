@@ -14,12 +14,12 @@ import sys
 import click
 
 from rnncli import __version__
-from rnncli.config import (CELLS, ENGINES, POOLINGS, PREDICT_FORMATS, RANGES, TrainConfig,
-                           default)
+from rnncli.cli_options import (DEFAULT_MODEL_DIR, Probability, data_options, device_option,
+                                engine_option, model_option, setting, train_device_option)
+from rnncli.config import CELLS, POOLINGS, PREDICT_FORMATS, TrainConfig, default
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
                            EXIT_USAGE, RnnCliError, Terminated, UsageError)
 
-DEFAULT_MODEL_DIR = "rnncli-model"
 _debug = False
 
 
@@ -113,94 +113,6 @@ def _error(message: str, exc: BaseException, code: int) -> int:
     return code
 
 
-class Probability(click.FloatRange):
-    """A threshold in [0, 1]; NaN (which FloatRange lets through) is refused."""
-
-    def __init__(self):
-        super().__init__(0, 1)
-
-    def convert(self, value, param, ctx):
-        value = super().convert(value, param, ctx)
-        if value != value:
-            self.fail("nan is not a number in [0, 1]", param, ctx)
-        return value
-
-
-class DeviceType(click.ParamType):
-    name = "device"
-
-    def __init__(self, several: bool = False):
-        self.several = several
-
-    def convert(self, value, param, ctx):
-        from rnncli.device_spec import parse_device  # light: syntax check only
-
-        try:
-            _, chosen = parse_device(value)
-        except RnnCliError as exc:
-            self.fail(exc.message, param, ctx)
-        if not self.several and (chosen == "all" or (chosen and len(chosen) > 1)):
-            self.fail(f"{value!r}: only 'rnncli train' runs on several devices; give one "
-                      "(for example gpu:0)", param, ctx)
-        return value.strip().lower()
-
-
-def model_option(f):
-    return click.option("-m", "--model", "model_dir", default=DEFAULT_MODEL_DIR,
-                        envvar="RNNCLI_MODEL", show_default=True, show_envvar=True,
-                        metavar="DIR", help="Model directory written by 'rnncli train'.")(f)
-
-
-def device_option(f):
-    return click.option("--device", type=DeviceType(), default="auto", show_default=True,
-                        metavar="auto|cpu|gpu|gpu:N", help="Where to run. 'auto' takes a GPU when one is visible; "
-                             "an absent GPU is an error, never a silent CPU fallback.")(f)
-
-
-def engine_option(f):
-    return click.option("--engine", type=click.Choice(ENGINES), default="auto",
-                        show_default=True, help="onnx: ONNX Runtime on the CPU, no TensorFlow "
-                        "(starts in a fraction of a second); tf: the Keras model in "
-                        "TensorFlow, the reference. auto: onnx unless --device asks for a "
-                        "GPU or the model has no ONNX files.")(f)
-
-
-def train_device_option(f):
-    return click.option("--device", type=DeviceType(several=True), default="auto",
-                        show_default=True, metavar="auto|cpu|gpu|gpu:N|gpu:N,M|gpu:all",
-                        help="Where to train. 'auto' takes a GPU when one is visible; an "
-                             "absent GPU is an error, never a silent CPU fallback. Several "
-                             "GPUs train together (MirroredStrategy); RNNCLI_CPU_DEVICES=N "
-                             "splits the CPU into cpu:0..N-1 to try it.")(f)
-
-
-def data_options(f):
-    f = click.option("--show-skipped", is_flag=True,
-                     help="List the line numbers of the rows skipped, by reason, on stderr.")(f)
-    f = click.option("--encoding", default=None, metavar="NAME",
-                     help="Text encoding of DATA [default: UTF-8, else detected (named on "
-                          "stderr)].")(f)
-    f = click.option("--label-col", default=None, metavar="NAME",
-                     help="Label column [default: detected: label, sentiment, ...].")(f)
-    f = click.option("--text-col", default=None, metavar="NAME",
-                     help="Text column [default: detected: text, review, sentence, ...].")(f)
-    return f
-
-
-def _setting(name: str, type_, help_: str, *, auto: bool = False):
-    """An option whose default is TrainConfig's (defaults live only there); ``type_`` None:
-    a number in config.RANGES[name]."""
-    value = default(name)
-    if type_ is None:
-        allowed = RANGES[name]
-        type_ = (click.IntRange(allowed.low, allowed.high) if allowed.whole else
-                 click.FloatRange(allowed.low, allowed.high, min_open=allowed.low_open,
-                                  max_open=allowed.high_open))
-    flag = "--" + name.replace("_", "-")
-    return click.option(flag, name, type=type_, default=value,
-                        show_default="auto" if auto else True, help=help_)
-
-
 @click.group(cls=RnnCliGroup,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="rnncli")
@@ -239,13 +151,13 @@ def cli(debug: bool) -> None:
 @click.option("-o", "--out", default=DEFAULT_MODEL_DIR, envvar="RNNCLI_MODEL",
               show_default=True, show_envvar=True, metavar="DIR",
               help="Model directory to write (replaced atomically when training succeeds).")
-@_setting("cell", click.Choice(CELLS), "Recurrent cell: GRU is lighter and faster, LSTM richer.")
-@_setting("units", None, "Units per direction in each recurrent layer.")
-@_setting("layers", None, "Stacked bidirectional layers.")
-@_setting("pooling", click.Choice(POOLINGS), "Recurrent states -> one vector: mask-aware max "
+@setting("cell", click.Choice(CELLS), "Recurrent cell: GRU is lighter and faster, LSTM richer.")
+@setting("units", None, "Units per direction in each recurrent layer.")
+@setting("layers", None, "Stacked bidirectional layers.")
+@setting("pooling", click.Choice(POOLINGS), "Recurrent states -> one vector: mask-aware max "
           "or mean over time, additive attention, or the last states.")
-@_setting("embed_dim", None, "Embedding size.")
-@_setting("bigram_dim", None, "Embedding size for each token's pair with the one "
+@setting("embed_dim", None, "Embedding size.")
+@setting("bigram_dim", None, "Embedding size for each token's pair with the one "
           "before it (hashed), beside the token's own; 0: none [auto: 32 when most tokens "
           "are Chinese or Japanese characters, else 0].", auto=True)
 @click.option("--word-vectors/--no-word-vectors", "word_vectors", default=default("word_vectors"),
@@ -254,25 +166,25 @@ def cli(debug: bool) -> None:
 @click.option("--ngrams/--no-ngrams", "ngrams", default=default("ngrams"), show_default=True,
               help="Also fit a logistic regression over token 1-2-gram TF-IDF and blend its "
               "probability with the RNN's (the weight is chosen on the validation split).")
-@_setting("max_tokens", None, "Vocabulary size, including padding and [UNK] "
+@setting("max_tokens", None, "Vocabulary size, including padding and [UNK] "
           "[auto: words seen twice, up to 20,000].", auto=True)
-@_setting("seq_len", None, "Tokens per text [auto: 95th percentile of lengths, "
+@setting("seq_len", None, "Tokens per text [auto: 95th percentile of lengths, "
           "16 to 800].", auto=True)
-@_setting("dropout", None, "Dropout on embeddings and "
+@setting("dropout", None, "Dropout on embeddings and "
           "before the head.")
-@_setting("epochs", None, "Most epochs to train.")
-@_setting("batch_size", None, "Training batch size.")
-@_setting("lr", None, "Adam learning rate.")
-@_setting("lr_decay", None, "Learning-rate factor applied "
+@setting("epochs", None, "Most epochs to train.")
+@setting("batch_size", None, "Training batch size.")
+@setting("lr", None, "Adam learning rate.")
+@setting("lr_decay", None, "Learning-rate factor applied "
           "when the validation loss gets worse (1: never).")
-@_setting("clipnorm", None, "Gradient clipping norm (0: off).")
-@_setting("patience", None, "Early stopping: epochs without a better "
+@setting("clipnorm", None, "Gradient clipping norm (0: off).")
+@setting("patience", None, "Early stopping: epochs without a better "
           "validation loss (best weights are restored).")
-@_setting("val_split", None,
+@setting("val_split", None,
           "Fraction of rows for validation.")
-@_setting("test_split", None,
+@setting("test_split", None,
           "Fraction of rows held out for 'rnncli evaluate'.")
-@_setting("seed", None, "Random seed for the split and the weights.")
+@setting("seed", None, "Random seed for the split and the weights.")
 @train_device_option
 @click.option("--mixed-precision", is_flag=True,
               help="Compute the recurrent network in float16 on GPUs (bfloat16 on CPUs), "

@@ -245,9 +245,8 @@ def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluatio
 
 
 def render_info(manifest: dict[str, Any], fmt: str) -> None:
-    public = {k: v for k, v in manifest.items() if k not in ("config", "label_names")}
     if fmt == "json":
-        sys.stdout.write(to_json(public, indent=2) + "\n")
+        sys.stdout.write(to_json(manifest, indent=2) + "\n")
         return
     s = manifest["settings"]
     data, training = manifest.get("data", {}), manifest.get("training", {})

@@ -135,7 +135,7 @@ class Predictor:
         if choose_engine(manifest, engine, device) == "onnx":
             from rnncli.engine import OnnxEngine
 
-            engine = OnnxEngine.load(model_dir, tokenizer=manifest["config"].tokenizer)
+            engine = OnnxEngine.load(model_dir, tokenizer=artifacts.model_config(manifest).tokenizer)
             return cls(model_dir, manifest, engine, threshold)
         from rnncli.runtime import select_device
 
@@ -157,7 +157,7 @@ class Predictor:
 
     @property
     def label_names(self) -> tuple[str, str]:
-        return self.manifest["label_names"]
+        return artifacts.label_names(self.manifest)
 
     def scores(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         return self.engine.scores(texts, batch_size)
@@ -285,7 +285,7 @@ def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
         artifacts.verify_files(model_dir, manifest, names=(artifacts.TEST_FILE,))
         text_col, label_col = "text", "label"
     data = load_dataset(data_path, text_col=text_col, label_col=label_col, encoding=encoding,
-                        known_labels=manifest["label_names"])
+                        known_labels=artifacts.label_names(manifest))
     predictor = Predictor.load(model_dir, device=device, engine=engine, threshold=threshold,
                                manifest=manifest)
     with predictor:

@@ -79,18 +79,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         f"{data.summary()}; positive label {data.positive_label!r}; "
         f"train/validation/test = {len(train_set.texts)}/{len(val_set.texts)}/"
         f"{len(test_set.texts)}")
-    source = {
-        "file": Path(data_path).name,
-        "fingerprint": f"sha256:{data.fingerprint}",
-        "text_col": data.text_col,
-        "label_col": data.label_col,
-        "rows_read": data.rows_read,
-        "rows_used": len(data.texts),
-        "skipped": data.skipped,
-        "positive_rate": round(float(np.mean(data.labels)), 4),
-        "split": {"train": len(train_set.texts), "validation": len(val_set.texts),
-                  "test": len(test_set.texts)},
-    }
+    source = _source(data_path, data, train_set, val_set, test_set)
     extra_texts = None
     if unlabelled is not None:
         extra_texts, notes = read_texts(unlabelled)
@@ -102,12 +91,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     with fsio.lock(out) if writes else contextlib.nullcontext():
         progress = None
         if role is None:
-            settings = {k: v for k, v in config.to_dict().items()
-                        if k not in resume_run.FREE_SETTINGS}
-            key = {"data": _content_key(data.texts, data.labels, data.label_names),
-                   "settings": settings,
-                   "word vectors": [_file_key(embeddings), _file_key(unlabelled)],
-                   "mixed precision": bool(mixed_precision)}
+            key = _resume_key(data, config, embeddings, unlabelled, mixed_precision)
             progress = resume_run.prepare(out, key, resume)
             if progress.state:
                 reporter.message(f"resuming after epoch {len(progress.state['history'])} of "
@@ -118,6 +102,34 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
                                device=device, mixed_precision=mixed_precision, role=role,
                                reporter=reporter, embeddings=embeddings,
                                unlabelled_texts=extra_texts, progress=progress)
+
+
+def _source(data_path: str | Path, data, train_set: Dataset, val_set: Dataset,
+            test_set: Dataset) -> dict[str, Any]:
+    """The manifest's "data" section: where the rows came from and how they were split."""
+    return {
+        "file": Path(data_path).name,
+        "fingerprint": f"sha256:{data.fingerprint}",
+        "text_col": data.text_col,
+        "label_col": data.label_col,
+        "rows_read": data.rows_read,
+        "rows_used": len(data.texts),
+        "skipped": data.skipped,
+        "positive_rate": round(float(np.mean(data.labels)), 4),
+        "split": {"train": len(train_set.texts), "validation": len(val_set.texts),
+                  "test": len(test_set.texts)},
+    }
+
+
+def _resume_key(data, config: TrainConfig, embeddings, unlabelled,
+                mixed_precision) -> dict[str, Any]:
+    """What must not change between an interrupted run and its --resume."""
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in resume_run.FREE_SETTINGS}
+    return {"data": _content_key(data.texts, data.labels, data.label_names),
+            "settings": settings,
+            "word vectors": [_file_key(embeddings), _file_key(unlabelled)],
+            "mixed precision": bool(mixed_precision)}
 
 
 def _content_key(texts: list[str], labels, label_names) -> str:
@@ -162,19 +174,14 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     from rnncli import fitloop, ngrams
     from rnncli import model as M
     from rnncli.blend import choose_blend
-    from rnncli.runtime import (chosen_labels, device_scope, dtype_policy, precision_policy,
-                                set_seed)
+    from rnncli.runtime import chosen_labels, precision_policy, set_seed
 
     device_names, strategy, replicas, where = _devices(device, role, config,
                                                        len(train_set.texts), reporter)
     precision = precision_policy(mixed_precision, device_names)
     set_seed(config.seed)
     config, vocab = _derive(config, train_set.texts, reporter)
-    if precision != "float32":
-        where = f"{where}, {precision.replace('_', ' ')} precision"
-    if precision == "mixed_bfloat16":
-        reporter.message("note: mixed precision is meant for GPUs; on a CPU (bfloat16) it is "
-                         "usually slower")
+    where = _precision_note(precision, where, reporter)
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
                      f"device {where}")
     vectorizer = M.build_vectorizer(config, vocab)
@@ -185,30 +192,20 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                                       train_set.texts, reporter)
     if embeddings is not None:
         source = {**source, "embeddings": {**source["embeddings"], "found": found}}
-    if initial is not None and initial.shape[1] != config.embed_dim:
-        reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
-        config = config.replace(embed_dim=int(initial.shape[1]))
+        if initial.shape[1] != config.embed_dim:
+            reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
+            config = config.replace(embed_dim=int(initial.shape[1]))
     with M.tf.device(device_names[0]):  # small and sparse: one device is enough
         ngram = (ngrams.fit_ngrams(config, train_set, val_set, test_set, reporter)
                  if config.ngrams else None)
-    with device_scope(device_names, strategy):
-        set_seed(config.seed)
-        with dtype_policy(precision):
-            core = M.build_core(config)
-        if initial is not None:
-            fitloop.start_embedding(core, initial)
-        history = fitloop.fit(core, config, x_train, train_set.labels, x_val, val_set.labels,
-                              reporter, replicas=replicas, progress=progress,
-                              precision=precision)
+    core, history = _fit_rnn(config, initial, (x_train, train_set.labels),
+                             (x_val, val_set.labels), device_names, strategy, reporter,
+                             replicas=replicas, progress=progress, precision=precision)
     if role is not None and not role.chief:
         reporter.message(f"{role}: training finished; the chief writes the model")
         return None
-    # Clean, uncompiled copies: the saved model carries no optimizer state or compile
-    # config (smaller, and nothing outside the loader's allowlist). Scores come from the
-    # copy, on one device.
-    serving_core = M.build_core(config)  # keras.models.clone_model would copy compile()
-    serving_core.set_weights(core.get_weights())
     with M.tf.device(device_names[0]):
+        serving_core = _serving_copy(config, core)
         val_scores = fitloop.scores(serving_core, x_val)
         test_scores = fitloop.scores(serving_core, x_test)
     if not (np.all(np.isfinite(val_scores)) and np.all(np.isfinite(test_scores))):
@@ -237,6 +234,45 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         resume_run.finish(progress.backup)
     reporter.message(f"saved model to {out}")
     return artifacts.read_manifest(out)
+
+
+def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val: tuple,
+             device_names: list[str], strategy, reporter: Reporter, *, replicas: int,
+             progress: resume_run.Progress | None, precision: str):
+    """Build the recurrent network on its devices, start its embedding from ``initial``
+    (if any) and fit it on (ids, labels) pairs; returns (network, history)."""
+    from rnncli import fitloop
+    from rnncli import model as M
+    from rnncli.runtime import device_scope, dtype_policy, set_seed
+
+    with device_scope(device_names, strategy):
+        set_seed(config.seed)
+        with dtype_policy(precision):
+            core = M.build_core(config)
+        if initial is not None:
+            fitloop.start_embedding(core, initial)
+        history = fitloop.fit(core, config, *train, *val, reporter, replicas=replicas,
+                              progress=progress, precision=precision)
+    return core, history
+
+
+def _serving_copy(config: TrainConfig, core):
+    """A clean, uncompiled copy of the trained network: the saved model carries no
+    optimizer state or compile config (smaller, and nothing outside the loader's
+    allowlist). keras.models.clone_model would copy compile()."""
+    from rnncli import model as M
+
+    copy = M.build_core(config)
+    copy.set_weights(core.get_weights())
+    return copy
+
+
+def _precision_note(precision: str, where: str, reporter: Reporter) -> str:
+    """The device description with the precision; a note when it will not pay."""
+    if precision == "mixed_bfloat16":
+        reporter.message("note: mixed precision is meant for GPUs; on a CPU (bfloat16) it is "
+                         "usually slower")
+    return where if precision == "float32" else f"{where}, {precision.replace('_', ' ')} precision"
 
 
 def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: Reporter):

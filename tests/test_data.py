@@ -21,17 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rnncli import errors
-from rnncli.data import (
-    Dataset,
-    Table,
-    choose_columns,
-    load_dataset,
-    map_labels,
-    normalize_label,
-    read_table,
-    split_dataset,
-    write_split,
-)
+from rnncli.columns import choose_columns, map_labels, normalize_label
+from rnncli.data import Dataset, Table, load_dataset, read_table, split_dataset, write_split
 from rnncli.errors import DataError
 
 DATA = Path(__file__).parent / "data"

@@ -153,7 +153,8 @@ def test_unexpected_errors_exit_1_without_traceback(tmp_path, tiny_csv, monkeypa
     assert result.exit_code == 1
     assert "unexpected RuntimeError: disk on fire" in result.output
     assert "Traceback" not in result.output
-    monkeypatch.delenv("RNNCLI_DEBUG", raising=False)  # --debug sets it: undone after
+    # --debug sets RNNCLI_DEBUG in this process; set here first, monkeypatch undoes it
+    monkeypatch.setenv("RNNCLI_DEBUG", "1")
     result = invoke("--debug", "train", tiny_csv, "-o", tmp_path / "m")
     assert result.exit_code == 1 and "Traceback" in result.output
 

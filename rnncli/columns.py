@@ -1,0 +1,138 @@
+"""Which columns of a table hold the texts and the labels, and which label is positive:
+the names rnncli recognises (English, Chinese, Japanese) and the mistakes it refuses.
+Light: NumPy and the standard library."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rnncli.errors import DataError
+
+if TYPE_CHECKING:
+    from rnncli.data import Table
+
+TEXT_COLUMNS = ("text", "review", "sentence", "content", "body", "comment", "document",
+                "tweet", "message", "review_text", "phrase",
+                "评论", "内容", "文本", "评价", "評論", "內容", "評價",  # Chinese
+                "テキスト", "本文", "レビュー")  # Japanese
+LABEL_COLUMNS = ("label", "sentiment", "polarity", "class", "target", "labels", "y",
+                 "标签", "情感", "类别", "极性", "標籤", "類別", "極性",  # Chinese
+                 "ラベル", "感情")  # Japanese
+# English, Chinese (simplified and traditional) and Japanese spellings.
+POSITIVE_NAMES = frozenset({"positive", "pos", "1", "true", "yes", "y", "+1", "+",
+                            "正面", "积极", "積極", "好评", "好評", "正向", "ポジティブ"})
+NEGATIVE_NAMES = frozenset({"negative", "neg", "0", "false", "no", "n", "-1", "-",
+                            "负面", "負面", "消极", "消極", "差评", "差評", "负向", "負向",
+                            "ネガティブ"})
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def choose_columns(table: Table, text_col: str | None, label_col: str | None,
+                   *, need_label: bool = True) -> tuple[str, str | None, list[str]]:
+    """Return (text column, label column, notes). Raises DataError listing the columns."""
+    notes = []
+    found = ", ".join(repr(c) for c in table.header)
+    chosen = {}
+    for role, given, candidates, option in (
+        ("text", text_col, TEXT_COLUMNS, "--text-col"),
+        ("label", label_col, LABEL_COLUMNS, "--label-col"),
+    ):
+        if role == "label" and not need_label and given is None:
+            chosen[role] = None
+            continue
+        if given is not None:
+            if given not in table.header:
+                raise DataError(f"{table.path}: no column named {given!r}; columns found: {found}")
+            chosen[role] = given
+            continue
+        matches = [c for c in table.header if c.lower() in candidates]
+        if len(matches) != 1:
+            what = "no" if not matches else "more than one"
+            raise DataError(f"{table.path}: {what} {role} column found among {found}; "
+                            f"name it with {option}")
+        chosen[role] = matches[0]
+        notes.append(f"{role} column: {matches[0]!r} (detected; set {option} to override)")
+    if chosen["label"] is not None and chosen["text"] == chosen["label"]:
+        raise DataError(f"{table.path}: text and label cannot both be column {chosen['text']!r}")
+    return chosen["text"], chosen["label"], notes
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def normalize_label(value: str) -> str:
+    """Spelling-insensitive key: ' Pos' -> 'pos', '1.0' -> '1'."""
+    value = value.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        return value.lower()
+    if math.isfinite(number) and number == int(number):
+        return str(int(number))
+    return value.lower()
+
+
+def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
+               known: tuple[str, str] | None = None) -> tuple[np.ndarray, tuple[str, str]]:
+    """Map raw label strings to 0/1. ``known`` = a trained model's (negative, positive)."""
+    keys = [normalize_label(v) for v in raw]
+    counts = Counter(keys)
+    if known is not None:
+        lookup = {normalize_label(name): i for i, name in enumerate(known)}
+        unknown = [k for k in counts if k not in lookup]
+        if unknown:
+            raise DataError(f"{path}: labels {_quote(unknown)} are not the model's labels "
+                            f"({known[0]!r}, {known[1]!r})")
+        return np.array([lookup[k] for k in keys], dtype=np.int8), known
+    if len(counts) != 2:
+        listed = ", ".join(f"{k!r} ({n} rows)" for k, n in counts.most_common(10))
+        if len(counts) < 2:
+            raise DataError(f"{path}: only one label value ({listed}); a classifier needs rows of "
+                            "two classes")
+        raise DataError(f"{path}: {len(counts)} distinct labels ({listed}); rnncli trains a "
+                        "binary classifier: keep two label values")
+    spelled = {}
+    for value, key in zip(raw, keys):
+        spelled.setdefault(key, Counter())[value.strip()] += 1
+    names = {key: spellings.most_common(1)[0][0] for key, spellings in spelled.items()}
+    positive = _positive_key(path, list(counts), positive_label)
+    negative = next(k for k in counts if k != positive)
+    labels = np.array([1 if k == positive else 0 for k in keys], dtype=np.int8)
+    return labels, (names[negative], names[positive])
+
+
+def _positive_key(path: Path, keys: list[str], positive_label: str | None) -> str:
+    if positive_label is not None:
+        key = normalize_label(positive_label)
+        if key not in keys:
+            raise DataError(f"{path}: --positive-label {positive_label!r} is not one of the "
+                            f"labels {_quote(keys)}")
+        return key
+    positives = [k for k in keys if k in POSITIVE_NAMES]
+    if len(positives) == 1:
+        other = next(k for k in keys if k != positives[0])
+        # With two numbers, '1' is positive only against 0 or -1: with 1 and 2 (star
+        # ratings) it is the negative one, and a wrong guess would invert the model.
+        if not (_is_numeric_label(positives[0]) and _is_numeric_label(other)) or other in NEGATIVE_NAMES:
+            return positives[0]
+    raise DataError(f"{path}: cannot tell which of the labels {_quote(keys)} is positive; "
+                    "name it with --positive-label")
+
+
+def _is_numeric_label(key: str) -> bool:
+    try:
+        float(key)
+    except ValueError:
+        return False
+    return True
+
+
+def _quote(values) -> str:
+    return ", ".join(repr(v) for v in values)
