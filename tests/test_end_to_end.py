@@ -306,6 +306,11 @@ def test_predict_invalid_utf8_is_marked_and_exit_3(gru_model):
     assert result.exit_code == 3
     assert [r["status"] for r in records] == ["ok", "invalid_utf8", "ok"]
     assert records[2]["text"] == "also fine"
+    # Across many windows: the count of all, the numbers of the first five
+    many = CliRunner().invoke(cli, ["predict", "-m", str(gru_model), "--batch-size", "1"],
+                              input=b"ok\n\xff\n" * 8)
+    assert many.exit_code == 3 and len(jsonl(many.stdout)) == 16
+    assert "8 input line(s) not valid UTF-8 (line 2, 4, 6, 8, 10, ...)" in many.stderr
 
 
 def test_non_utf8_arguments_are_marked_not_crashed(gru_model):
