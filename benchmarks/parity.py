@@ -103,11 +103,11 @@ def main() -> int:
 
     onnx = Predictor.load(args.model, engine="onnx").engine
     keras = Predictor.load(args.model, engine="tf", device="cpu").engine
-    from rnncli.artifacts import read_manifest
+    from rnncli.artifacts import model_config, read_manifest
     from rnncli.model import STANDARDIZERS
     import tensorflow as tf
 
-    standardize = STANDARDIZERS[read_manifest(args.model)["config"].tokenizer]
+    standardize = STANDARDIZERS[model_config(read_manifest(args.model)).tokenizer]
 
     print(f"{'texts from':<34} {'n':>7} {'max diff':>10} {'> 1e-4':>7} {'tokens≠':>9} "
           f"{'onnx s':>8} {'tf s':>8}")

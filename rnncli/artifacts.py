@@ -1,4 +1,5 @@
-"""The model directory contract: manifest, atomic publish, safe loading.
+"""The model directory contract: manifest, hashes, the archive check, safe loading (the
+atomic publish is fsio.py's, the writing saving.py's).
 
 A model directory holds:
     rnncli.json     the manifest (format version, versions, settings, labels, threshold,

@@ -21,13 +21,14 @@ from rnncli.resume import Progress
 
 def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         replicas: int = 1, progress: Progress | None = None,
-        precision: str = "float32") -> list[dict[str, float]]:
+        precision: str = "float32") -> tuple[list[dict[str, float]], int]:
     """Train with early stopping (best weights restored) and learning-rate decay.
 
     On several devices (``replicas``): Keras clips each device's share of the gradient
     before they are summed, so the clipping norm is divided between the devices; training
     batches are all full (the rows left over change each epoch), and every batch splits
-    evenly, as MirroredStrategy needs.
+    evenly, as MirroredStrategy needs. Returns (history, best epoch): the 1-based epoch
+    whose weights early stopping restored, chosen on the unrounded validation losses.
     """
     clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
     core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
@@ -55,7 +56,7 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         resume_run.restore(core, early, progress, precision)
         if resume_run.finished(state, config.epochs, config.patience):
             core.set_weights(early.resumed[1])  # what early stopping would have restored
-            return before
+            return before, resume_run.best_epoch(state["val_losses"])
     train_data = length_batches(x_train, y_train, config.batch_size, seed=config.seed,
                                  shuffle=True, drop_remainder=full_only)
     val_batch = config.batch_size
@@ -69,12 +70,13 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         keep_progress(progress, reporter)
         raise caught[0]
     history = before + done.history
+    losses = (state["val_losses"] if state else []) + done.val_losses
     if not any(h.get("val_loss") is not None for h in history):
         raise UsageError("training diverged in its first epoch (the loss is not finite); "
                          "lower --lr or set --clipnorm")
     # A later divergence is survivable: EarlyStopping has restored the best finite weights,
     # and the scores are checked once more before anything is saved.
-    return history
+    return history, resume_run.best_epoch(losses)
 
 
 def keep_progress(progress: Progress | None, reporter) -> None:
@@ -175,6 +177,7 @@ def progress_callback(reporter, epochs: int, steps: int):
         def __init__(self):
             super().__init__()
             self.history: list[dict[str, float]] = []
+            self.val_losses: list[float | None] = []  # unrounded, as early stopping saw them
             self._started = 0.0
 
         def on_train_begin(self, logs=None):
@@ -189,6 +192,8 @@ def progress_callback(reporter, epochs: int, steps: int):
                      for k, v in (logs or {}).items()
                      if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
             self.history.append({"epoch": epoch + 1, **clean, "seconds": round(seconds, 2)})
+            loss = float((logs or {}).get("val_loss", np.nan))
+            self.val_losses.append(loss if np.isfinite(loss) else None)
             reporter.epoch_end(epoch + 1, clean, seconds)
 
         def on_train_end(self, logs=None):

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -20,6 +21,9 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 from rnncli.errors import UsageError
+
+STAGING_HEX = 12  # a staging directory is .<target>.tmp-<this many hex digits>
+_STAGING = re.compile(rf"\.tmp-[0-9a-f]{{{STAGING_HEX}}}")
 
 
 def resolve_output(path: str | Path) -> Path:
@@ -109,7 +113,8 @@ def _remove_leftovers(target: Path) -> None:
     """Staging directories of a run that was killed (SIGKILL, power loss) before it could
     clean up; safe under the lock, since no other run writes beside ``target``."""
     for stale in target.parent.glob(f".{glob_escape(target.name)}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if _STAGING.fullmatch(stale.name[len(target.name) + 1:]):  # not ".m.tmp-x"'s own
+            shutil.rmtree(stale, ignore_errors=True)
     for stale in target.parent.glob(f".{glob_escape(target.name)}.old-*"):
         if target.is_dir():  # the swap finished; the old model is no longer needed
             shutil.rmtree(stale, ignore_errors=True)
@@ -127,7 +132,7 @@ def staging(target: Path):
     with writable(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(6)}"
+            tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(STAGING_HEX // 2)}"
             try:
                 os.mkdir(tmp, 0o777)
                 break
@@ -161,7 +166,10 @@ def publish(staged: Path, target: Path, check: Callable[[Path], None]) -> None:
             os.rename(old, target)  # put the old model back before reporting the failure
             raise
         shutil.rmtree(old, ignore_errors=True)
-    _fsync(target.parent, directory=True)
+    # The new directory is in place and the old one gone: from here a failure must not be
+    # reported as one that left the old model. Flushing the rename is best effort.
+    with contextlib.suppress(OSError):
+        _fsync(target.parent, directory=True)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -192,11 +200,16 @@ def _fsync_tree(root: Path) -> None:
 
 def _fsync(path: Path, *, directory: bool) -> None:
     """fsync one path. A failure on a file (EIO: the data may not be on the disk) raises;
-    a directory that cannot be opened or fsynced at all (Windows, some filesystems: EINVAL,
-    ENOTSUP) is let go, since its entries are as safe as that filesystem makes them."""
+    a directory that cannot be fsynced (Windows, where directories cannot be opened at
+    all; some filesystems: EINVAL, ENOTSUP) is let go, since its entries are as safe as
+    that filesystem makes them."""
     if directory and os.name == "nt":
         return
-    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    if directory:
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    else:  # Windows flushes (FlushFileBuffers) only through a handle open for writing
+        flags = os.O_RDWR if os.name == "nt" else os.O_RDONLY
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     except OSError as exc:

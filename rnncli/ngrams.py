@@ -1,8 +1,7 @@
-"""HEAVY: the n-gram model (logistic regression over token 1-2-gram TF-IDF) and its blend
-with the recurrent network.
+"""HEAVY: fitting the n-gram model (logistic regression over token 1-2-gram TF-IDF).
 
 The graph pieces (vectorizer, NgramLogistic) are built by model.py; this module fits
-them and chooses the blend weight on the validation split.
+them. Its blend with the recurrent network is chosen in blend.py.
 """
 
 from __future__ import annotations

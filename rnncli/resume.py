@@ -90,7 +90,8 @@ def _check_state(backup: Path, state: Any) -> None:
             raise ValueError(f"a weights file it names is missing ({name!r})")
     if not isinstance(state["best"]["epoch"], int) or not isinstance(state["precision"], str):
         raise ValueError("bad best epoch or precision")
-    losses = state["val_losses"]
+    # A state kept by rnncli 0.x before val_losses existed: the history's rounded losses.
+    losses = state.setdefault("val_losses", [h.get("val_loss") for h in history])
     if not (isinstance(losses, list) and len(losses) == len(history) and all(
             loss is None or isinstance(loss, float) for loss in losses)):
         raise ValueError("val_losses does not match the history")

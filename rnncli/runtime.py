@@ -58,7 +58,8 @@ def import_tensorflow():
     if "tensorflow" in sys.modules and "keras" in sys.modules:
         return sys.modules["tensorflow"]
     _root_case_mapping()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not os.environ.get("RNNCLI_DEBUG"):  # --debug: TensorFlow's own log lines too
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if os.environ["KERAS_BACKEND"] != "tensorflow":
         raise RnnCliError(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}: rnncli needs the "

@@ -29,19 +29,16 @@ VERIFY_PROBES = ["", "!!!", "a wonderful, moving film", "NOT bad at all?!", "1/1
                  "tab\tand\u0085nel\u2028line", "x" * 3000 + " end", "ＡＢＣ１２３！？",
                  "这款iPhone很好用", "ｻｰﾋﾞｽ最悪", "＜ｂ＞好", "サポートがbad"]
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int8": 1, "uint8": 1}
-# What a full disk raises while writing: OSError from Python and TensorFlow's file
-# functions, RuntimeError from h5py (model.keras's weights), ValueError from zipfile.
-WRITE_ERRORS = (OSError, RuntimeError)
 
 
 def manifest(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set: Dataset,
              val_scores, test_scores, *, source: dict, device: str, history: list[dict],
-             versions: dict[str, str], precision: str = "float32", replicas: int = 1,
+             best_epoch: int, versions: dict[str, str], precision: str = "float32", replicas: int = 1,
              workers: int = 1, seconds: float, threshold: float = 0.5,
              blend: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything rnncli.json records about a trained model (files are added on save).
-    ``versions``: keras_version and tensorflow_version."""
-    val_losses = [h["val_loss"] if h.get("val_loss") is not None else np.inf for h in history]
+    ``versions``: keras_version and tensorflow_version; ``best_epoch``: the epoch whose
+    weights were kept (fitloop.fit)."""
     return {
         "format_version": artifacts.FORMAT_VERSION,
         "rnncli_version": __version__,
@@ -53,7 +50,7 @@ def manifest(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set
         "data": source,
         "training": {"device": device, "precision": precision, "replicas": replicas,
                      "workers": workers, "epochs_run": len(history),
-                     "best_epoch": int(np.argmin(val_losses)) + 1,
+                     "best_epoch": best_epoch,
                      "stopped_early": len(history) < config.epochs,
                      "seconds": round(seconds, 1), "history": history},
         "blend": blend,
@@ -81,7 +78,7 @@ def publish_model(out: Path, text_model, test_set: Dataset, manifest: dict[str, 
     failure = None
     try:
         with fsio.staging(out) as staged:
-            text_model.save(staged / artifacts.MODEL_FILE)
+            _save_keras(text_model, staged / artifacts.MODEL_FILE)
             write_split(staged / artifacts.TEST_FILE, test_set)
             onnx_error = _write_onnx(staged, text_model, manifest["settings"]["tokenizer"])
             artifacts.write_manifest(staged, manifest)
@@ -95,11 +92,22 @@ def publish_model(out: Path, text_model, test_set: Dataset, manifest: dict[str, 
                 reporter.message(f"note: no ONNX engine for this model ({onnx_error}); "
                                  "predict will use TensorFlow")
             fsio.publish(staged, out, artifacts.check_target)
-    except WRITE_ERRORS as exc:
-        failure = (exc.strerror if isinstance(exc, OSError) else None) or first_line(exc)
+    except OSError as exc:
+        failure = exc.strerror or first_line(exc)
     if failure is not None:
         collect_failed_writes()
         raise unwritable(out, failure)
+
+
+def _save_keras(text_model, path: Path) -> None:
+    """``Model.save``; a failed write is an OSError whatever raised it (h5py raises
+    RuntimeError when the disk fills while it writes the weights)."""
+    try:
+        text_model.save(path)
+    except RuntimeError as exc:
+        if "write" not in str(exc).lower() and "errno" not in str(exc).lower():
+            raise  # not a failed write: a bug to report
+        raise OSError(first_line(exc)) from exc
 
 
 def unwritable(out: Path, reason: str) -> UsageError:

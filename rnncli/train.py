@@ -198,7 +198,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     with M.tf.device(device_names[0]):  # small and sparse: one device is enough
         ngram = (ngrams.fit_ngrams(config, train_set, val_set, test_set, reporter)
                  if config.ngrams else None)
-    core, history = _fit_rnn(config, initial, (x_train, train_set.labels),
+    core, history, best_epoch = _fit_rnn(config, initial, (x_train, train_set.labels),
                              (x_val, val_set.labels), device_names, strategy, reporter,
                              replicas=replicas, progress=progress, precision=precision)
     if role is not None and not role.chief:
@@ -222,7 +222,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     manifest = saving.manifest(
         config, train_set, val_set, test_set, val_scores, test_scores, source=source,
         device=",".join(chosen_labels()), precision=precision, replicas=replicas,
-        workers=role.workers if role else 1, history=history,
+        workers=role.workers if role else 1, history=history, best_epoch=best_epoch,
         versions={"keras_version": M.keras.__version__,
                   "tensorflow_version": M.tf.__version__},
         seconds=time.perf_counter() - started, blend=blend.record if blend else None)
@@ -240,7 +240,7 @@ def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val:
              device_names: list[str], strategy, reporter: Reporter, *, replicas: int,
              progress: resume_run.Progress | None, precision: str):
     """Build the recurrent network on its devices, start its embedding from ``initial``
-    (if any) and fit it on (ids, labels) pairs; returns (network, history)."""
+    (if any) and fit it on (ids, labels) pairs; returns (network, history, best epoch)."""
     from rnncli import fitloop
     from rnncli import model as M
     from rnncli.runtime import device_scope, dtype_policy, set_seed
@@ -251,9 +251,10 @@ def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val:
             core = M.build_core(config)
         if initial is not None:
             fitloop.start_embedding(core, initial)
-        history = fitloop.fit(core, config, *train, *val, reporter, replicas=replicas,
-                              progress=progress, precision=precision)
-    return core, history
+        history, best_epoch = fitloop.fit(core, config, *train, *val, reporter,
+                                          replicas=replicas, progress=progress,
+                                          precision=precision)
+    return core, history, best_epoch
 
 
 def _serving_copy(config: TrainConfig, core):

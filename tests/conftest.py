@@ -114,6 +114,6 @@ def no_fit(monkeypatch):
 
     def one_unfitted_epoch(core, config, *args, **kwargs):
         return [{"epoch": 1, "loss": 0.69, "accuracy": 0.5, "val_loss": 0.69,
-                 "val_accuracy": 0.5, "seconds": 0.0}]
+                 "val_accuracy": 0.5, "seconds": 0.0}], 1
 
     monkeypatch.setattr(fitloop, "fit", one_unfitted_epoch)

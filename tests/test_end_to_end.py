@@ -619,7 +619,7 @@ def test_failed_write_while_publishing_keeps_the_old_model(tmp_path, tiny_csv, o
         code = errno.ENOSPC if failure == "write_manifest" else errno.EIO
         raise OSError(code, os.strerror(code))
 
-    (tmp_path / ".m.tmp-killed").mkdir()  # what a SIGKILLed run leaves: cleared under the lock
+    (tmp_path / ".m.tmp-0123456789ab").mkdir()  # a SIGKILLed run's: cleared under the lock
     where, name = {"write_manifest": (artifacts, "write_manifest"),
                    "_exchange": (fsio, "_exchange"), "h5py": (keras.Model, "save")}[failure]
     monkeypatch.setattr(where, name, fail)

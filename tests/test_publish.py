@@ -239,3 +239,33 @@ def test_without_renameat2_two_renames_swap_and_a_failure_puts_the_old_back(tmp_
         fsio.publish(staged, target, artifacts.check_target)
     assert (target / "weights").read_text() == "new"
     assert not list(tmp_path.glob(".m.old-*"))
+
+
+def test_a_failed_flush_after_the_swap_is_not_reported_as_a_failed_publish(tmp_path,
+                                                                           monkeypatch):
+    """Once the new directory is in place the old one is gone: saying "the old model was
+    left as it was" would be false. The parent's fsync after the rename is best effort."""
+    target = _model_dir(tmp_path / "m", "old")
+    staged = _staged(tmp_path, target)
+    real_fsync = os.fsync
+
+    def parent_fails(fd):
+        if os.path.samefile(f"/proc/self/fd/{fd}", tmp_path):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", parent_fails)
+    fsio.publish(staged, target, artifacts.check_target)
+    assert (target / "weights").read_text() == "new"
+
+
+def test_leftovers_of_another_target_are_not_touched(tmp_path):
+    """A killed run's staging directory is cleared under the lock; one of a target whose
+    name merely starts like this one's (m.tmp-x) belongs to another lock."""
+    mine = tmp_path / f".m.tmp-{'a1' * (fsio.STAGING_HEX // 2)}"
+    theirs = tmp_path / f".m.tmp-x.tmp-{'b2' * (fsio.STAGING_HEX // 2)}"
+    mine.mkdir()
+    theirs.mkdir()
+    with fsio.lock(tmp_path / "m"):
+        pass
+    assert not mine.exists() and theirs.exists()

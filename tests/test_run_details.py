@@ -57,7 +57,7 @@ class _Scores:
     (0.5, 0.5, "pos"),
 ])
 def test_the_label_goes_with_the_printed_score(raw, score, label):
-    predictor = Predictor(Path("m"), {"label_names": ("neg", "pos")},
+    predictor = Predictor(Path("m"), {"labels": {"negative": "neg", "positive": "pos"}},
                           _Scores([np.float64(raw)]), 0.5)
     predictor.engine.values = np.asarray([raw], np.float64)
     [record] = predictor.records(["text"])
@@ -134,14 +134,18 @@ def test_debug_shows_what_tensorflow_prints_while_it_starts(debug):
 def test_the_onnx_engine_releases_its_threads(gru_model):
     from rnncli.engine import OnnxEngine
 
+    others = set(threading.enumerate())  # other tests' engines may hold threads
+
     def workers():
-        return [t for t in threading.enumerate() if t.name.startswith("rnncli-onnx")]
+        return [t for t in threading.enumerate()
+                if t.name.startswith("rnncli-onnx") and t not in others]
 
     with OnnxEngine.load(gru_model) as engine:
         engine.scores(["a fine film"] * 300)
         assert workers()
     assert not workers()
-    assert engine.scores(["usable again"]).shape == (1,)
+    assert engine.scores(["usable again"] * 300).shape == (300,)
+    assert workers()
     engine.close()
     assert not workers()
 
@@ -157,3 +161,23 @@ def test_keras_internals_are_mended_only_where_known(monkeypatch, version):
     monkeypatch.setattr(keras, "__version__", version)
     with pytest.raises(DeviceError, match=r"pip install 'keras<3\.16'"):
         runtime._patch_keras_for_multi_worker()
+
+
+def test_a_state_kept_before_val_losses_existed_still_resumes(tmp_path):
+    """State written by an earlier rnncli has no val_losses: the history's (rounded)
+    losses stand in, as they did then."""
+    import json
+
+    backup = resume.resume_dir(tmp_path / "m")
+    backup.mkdir()
+    for name in ("epoch-2.weights.h5", "best-1.npz"):
+        (backup / name).write_bytes(b"x")
+    key = {"data": "d"}
+    state = {"key": key, "history": [{"epoch": 1, "val_loss": 0.3},
+                                     {"epoch": 2, "val_loss": 0.4}],
+             "weights": "epoch-2.weights.h5", "precision": "float32",
+             "best": {"epoch": 1, "val_loss": 0.3, "weights": "best-1.npz"}}
+    (backup / resume.STATE).write_text(json.dumps(state))
+    progress = resume.prepare(tmp_path / "m", key, resume=True)
+    assert progress.state["val_losses"] == [0.3, 0.4]
+    assert resume.finished(progress.state, epochs=10, patience=1)
