@@ -63,7 +63,10 @@ def writable(target: Path):
 
 @contextlib.contextmanager
 def lock(target: Path):
-    """Hold an exclusive lock on ``target`` for a whole training run."""
+    """Hold an exclusive lock on ``target`` while a command writes it (a whole training
+    run, an export). The lock file beside it is removed on release: unlinked while still
+    locked, and a waiter checks that it locked the file now at the path (filelock keeps
+    its Unix lock files for this reason; rnncli leaves nothing beside a model)."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; publishing is still atomic

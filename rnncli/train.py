@@ -198,9 +198,9 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     with M.tf.device(device_names[0]):  # small and sparse: one device is enough
         ngram = (ngrams.fit_ngrams(config, train_set, val_set, test_set, reporter)
                  if config.ngrams else None)
-    core, history, best_epoch = _fit_rnn(config, initial, (x_train, train_set.labels),
-                             (x_val, val_set.labels), device_names, strategy, reporter,
-                             replicas=replicas, progress=progress, precision=precision)
+    core, history, best_epoch = _fit_rnn(
+        config, initial, (x_train, train_set.labels), (x_val, val_set.labels), device_names,
+        strategy, reporter, replicas=replicas, progress=progress, precision=precision)
     if role is not None and not role.chief:
         reporter.message(f"{role}: training finished; the chief writes the model")
         return None
