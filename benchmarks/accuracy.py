@@ -5,19 +5,23 @@
 
 Every system sees the same split and the same test rows:
 - without --test-file, `rnncli train DATA` makes its own stratified split (seeded); the
-  baselines train on rnncli's train + validation rows and all three are scored on the
-  test split rnncli saved (its validation rows only choose the epoch; nothing is tuned
-  on the test rows);
+  linear baselines choose their regularization C on rnncli's validation rows (the
+  lowest log loss over C_GRID), then refit on train + validation with it; fastText
+  trains on train + validation; all are scored on the test split rnncli saved (rnncli's
+  validation rows choose its epoch and blend weight; nothing is tuned on the test rows);
 - with --test-file, rnncli trains on DATA as a user would (its own validation and test
-  splits take 10% each, so it fits on 80% of DATA), the baselines train on all of DATA,
-  and all are scored on FILE;
+  splits take 10% each, so it fits on 80% of DATA); the linear baselines choose C on a
+  stratified 10% of DATA and refit on all of it, fastText trains on all of it; all are
+  scored on FILE;
 - with --split-from-data (no rnncli model: --systems may not name rnncli), the columns are
   detected and the split made here as `rnncli train DATA` would make it with its default
   seed and split sizes, calling rnncli's own reader and split.
 
-Systems: rnncli (the installed command, defaults unless --rnncli-args), TF-IDF 1-2-grams +
-logistic regression (scikit-learn), fastText supervised with bigrams (wordNgrams=2) and 10
-epochs. --tokens sets the baselines' tokens:
+Systems: rnncli (the installed command, defaults unless --rnncli-args); TF-IDF 1-2-grams +
+logistic regression (scikit-learn); NBSVM-bi (Wang & Manning 2012): binary 1-2-gram
+features scaled by their Naive Bayes log-count ratios, into logistic regression (the
+NBLR form of NBSVM); fastText supervised with bigrams (wordNgrams=2) and 10 epochs.
+--tokens sets the baselines' tokens:
 - `words`: lower-cased, HTML tags dropped, split at spaces and around punctuation (fastText
   keeps the punctuation marks as tokens; TF-IDF's default pattern keeps words of two or
   more letters or digits);
@@ -70,8 +74,8 @@ def main() -> None:
                              "train DATA' would make with its defaults")
     parser.add_argument("--workdir", default=None, help="keep files here (default: temp)")
     args = parser.parse_args()
-    systems = (args.systems or ("tfidf,fasttext" if args.split_from_data
-                                else "rnncli,tfidf,fasttext")).split(",")
+    systems = (args.systems or ("tfidf,nbsvm,fasttext" if args.split_from_data
+                                else "rnncli,tfidf,nbsvm,fasttext")).split(",")
     if args.split_from_data and "rnncli" in systems:
         parser.error("--split-from-data runs the baselines alone; "
                      "leave rnncli out of --systems")
@@ -86,12 +90,12 @@ def main() -> None:
                  "(its split and columns are reused), or pass --split-from-data")
     split = _baseline_split(args.data, model, args.test_file)
     tokens, why = _choose_tokens(args.tokens, [text for text, _ in split.train])
-    train_file, test_file = _write_rows(work, split)
-    for system in ("tfidf", "fasttext"):
+    files = _write_rows(work, split)
+    for system in ("tfidf", "nbsvm", "fasttext"):
         if system in systems:
             row = _run_child([sys.executable, str(HERE), "_baseline", system, tokens,
-                              str(train_file), str(test_file)], system)
-            rows.append({**row, "detail": _PEER_DETAIL[system, tokens]})
+                              *map(str, files)], system)
+            rows.append({**row, "detail": _PEER_DETAIL[system, tokens].format(**row)})
     _print_table(rows, args.data, split.source, f"baselines' tokens: {tokens} ({why})")
 
 
@@ -127,9 +131,12 @@ def _blend_detail(manifest: dict) -> str:
 
 @dataclass(frozen=True)
 class Split:
-    """The baselines' rows as (text, label 0/1), and where the test rows come from."""
+    """The baselines' rows as (text, label 0/1), and where the test rows come from.
+    ``val``: the rows their regularization is chosen on (rnncli's validation rows); they
+    are then refitted on train + val with the chosen value."""
 
     train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
     test: list[tuple[str, int]]
     source: str
 
@@ -152,18 +159,34 @@ def _baseline_split(data: str, model: Path | None, test_file: str | None) -> Spl
     data_set = load_dataset(data, **columns)
     if test_file:
         test_set = load_dataset(test_file, known_labels=data_set.label_names)
-        return Split(_pairs(data_set), _pairs(test_set), f"from {test_file}")
+        # all of DATA to train on; 10% of it (stratified, seeded) to choose C on first
+        train, val = _carve(_pairs(data_set), 0.1, s["seed"])
+        return Split(train, val, _pairs(test_set), f"from {test_file}")
     train, val, test = split_dataset(data_set, val_split=s["val_split"],
                                      test_split=s["test_split"], seed=s["seed"])
     if model is None:
-        return Split(_pairs(train) + _pairs(val), _pairs(test),
+        return Split(_pairs(train), _pairs(val), _pairs(test),
                      f"split as 'rnncli train' makes it: seed {s['seed']}, validation "
                      f"{s['val_split']}, test {s['test_split']}, stratified; no rnncli run")
     with gzip.open(model / "test.jsonl.gz", "rt", encoding="utf-8") as fh:
         saved = [json.loads(line)["text"] for line in fh if line.strip()]
     assert saved == test.texts, "the baselines' test rows differ from rnncli's"
-    return Split(_pairs(train) + _pairs(val), _pairs(test),
+    return Split(_pairs(train), _pairs(val), _pairs(test),
                  "held out by rnncli, same for all")
+
+
+def _carve(pairs: list[tuple[str, int]], share: float, seed: int):
+    """(rest, a stratified ``share`` of the rows), seeded."""
+    import random
+
+    rng = random.Random(seed)
+    held = set()
+    for label in (0, 1):
+        index = [i for i, (_, y) in enumerate(pairs) if y == label]
+        rng.shuffle(index)
+        held.update(index[:round(len(index) * share)])
+    return ([r for i, r in enumerate(pairs) if i not in held],
+            [r for i, r in enumerate(pairs) if i in held])
 
 
 def _pairs(data_set) -> list[tuple[str, int]]:
@@ -171,9 +194,9 @@ def _pairs(data_set) -> list[tuple[str, int]]:
 
 
 def _write_rows(work: Path, split: Split) -> list[Path]:
-    """Write the baselines' train and test rows as JSON lines (text, label 0/1)."""
+    """Write the baselines' train, validation and test rows as JSON lines (text, label)."""
     paths = []
-    for name, rows in (("train", split.train), ("test", split.test)):
+    for name, rows in (("train", split.train), ("val", split.val), ("test", split.test)):
         path = work / f"{name}.jsonl"
         with open(path, "w", encoding="utf-8") as fh:
             for text, label in rows:
@@ -194,11 +217,17 @@ _LETTER = re.compile(r"[^\W\d_]")
 CHARS_SHARE = 0.2  # English text with quoted Chinese names stays far below, Chinese or
 #                    Japanese with English brand names far above
 _PEER_DETAIL = {
-    ("tfidf", "words"): "word 1-2-grams, min_df 2, LR C=4",
-    ("tfidf", "chars"): "char-token 1-2-grams, min_df 2, LR C=4",
+    ("tfidf", "words"): "word 1-2-grams, min_df 2, LR C={C:g} (chosen on validation)",
+    ("tfidf", "chars"): "char-token 1-2-grams, min_df 2, LR C={C:g} (chosen on validation)",
+    ("nbsvm", "words"): "NB log-count ratios of binary word 1-2-grams, LR C={C:g} (chosen "
+                        "on validation)",
+    ("nbsvm", "chars"): "NB log-count ratios of binary char-token 1-2-grams, LR C={C:g} "
+                        "(chosen on validation)",
     ("fasttext", "words"): "word tokens, wordNgrams 2, 10 epochs",
     ("fasttext", "chars"): "char tokens, wordNgrams 2, 10 epochs",
 }
+# The linear peers' inverse regularization strengths, tried on the validation rows.
+C_GRID = (0.03, 0.06, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 
 
 def _choose_tokens(mode: str, texts: list[str]) -> tuple[str, str]:
@@ -221,15 +250,18 @@ def _char_tokens(text: str) -> list[str]:
 # --------------------------------------------------------------------------- baselines
 
 
-def _baseline(system: str, tokens: str, train_path: str, test_path: str) -> None:
-    train = [json.loads(line) for line in open(train_path, encoding="utf-8")]
-    test = [json.loads(line) for line in open(test_path, encoding="utf-8")]
+def _baseline(system: str, tokens: str, train_path: str, val_path: str,
+              test_path: str) -> None:
+    def read(path):
+        return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+    train, val, test = read(train_path), read(val_path), read(test_path)
     started = time.perf_counter()
-    if system == "tfidf":
-        predict = _train_tfidf([r["text"] for r in train], [r["label"] for r in train],
-                               tokens)
+    extra = {}
+    if system in ("tfidf", "nbsvm"):
+        predict, extra["C"] = _train_linear(system, train, val, tokens)
     else:
-        predict = _train_fasttext(train, tokens)
+        predict = _train_fasttext(train + val, tokens)
     seconds = time.perf_counter() - started
     predicted = predict([r["text"] for r in test])
     labels = [r["label"] for r in test]
@@ -239,7 +271,7 @@ def _baseline(system: str, tokens: str, train_path: str, test_path: str) -> None
     accuracy = sum(p == y for p, y in zip(predicted, labels)) / len(labels)
     f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     print(json.dumps({"accuracy": round(accuracy, 4), "f1": round(f1, 4), "n": len(labels),
-                      "train_seconds": round(seconds, 1)}))
+                      "train_seconds": round(seconds, 1), **extra}))
 
 
 def _clean(text: str) -> str:
@@ -247,20 +279,68 @@ def _clean(text: str) -> str:
     return re.sub(r"([^\w\s'])", r" \1 ", text)
 
 
-def _train_tfidf(texts, labels, tokens: str):
-    from sklearn.feature_extraction.text import TfidfVectorizer
+def _features(system: str, tokens: str):
+    """A fresh scikit-learn vectorizer: sublinear TF-IDF (tfidf) or binary counts (nbsvm,
+    as Wang & Manning 2012 binarize), of token 1-2-grams."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    words = ({"tokenizer": _char_tokens, "token_pattern": None, "lowercase": False}
+             if tokens == "chars" else {"preprocessor": _clean})
+    if system == "tfidf":
+        return TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, **words)
+    return CountVectorizer(ngram_range=(1, 2), binary=True, **words)
+
+
+def _nb_ratios(x, y, alpha: float = 1.0):
+    """NBSVM's log-count ratio r = log((p / |p|1) / (q / |q|1)), p and q the smoothed
+    feature counts of the positive and negative rows."""
+    import numpy as np
+
+    y = np.asarray(y)
+    p = alpha + np.asarray(x[y == 1].sum(0)).ravel()
+    q = alpha + np.asarray(x[y == 0].sum(0)).ravel()
+    return np.log((p / p.sum()) / (q / q.sum()))
+
+
+def _fit_linear(system: str, tokens: str, rows, C: float):
+    """(fitted vectorizer, per-feature scale or None, classifier) on ``rows``."""
+    import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
-    if tokens == "chars":
-        vectorizer = TfidfVectorizer(tokenizer=_char_tokens, token_pattern=None,
-                                     lowercase=False, ngram_range=(1, 2), min_df=2,
-                                     sublinear_tf=True)
-    else:
-        vectorizer = TfidfVectorizer(preprocessor=_clean, ngram_range=(1, 2), min_df=2,
-                                     sublinear_tf=True)
-    classifier = LogisticRegression(C=4.0, max_iter=2000)
-    classifier.fit(vectorizer.fit_transform(texts), labels)
-    return lambda new: list(classifier.predict(vectorizer.transform(new)))
+    vectorizer = _features(system, tokens)
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    x = vectorizer.fit_transform(texts)
+    scale = _nb_ratios(x, labels) if system == "nbsvm" else None
+    if scale is not None:
+        x = x @ sp.diags(scale)
+    classifier = LogisticRegression(C=C, max_iter=5000).fit(x, labels)
+    return vectorizer, scale, classifier
+
+
+def _linear_scores(model, texts):
+    import scipy.sparse as sp
+
+    vectorizer, scale, classifier = model
+    x = vectorizer.transform(texts)
+    if scale is not None:
+        x = x @ sp.diags(scale)
+    return classifier.predict_proba(x)[:, 1]
+
+
+def _train_linear(system: str, train, val, tokens: str):
+    """C chosen on the validation rows (lowest log loss; ties go to the smaller C), then
+    refitted on train + validation with it; returns (predict, C)."""
+    from sklearn.metrics import log_loss
+
+    labels = [r["label"] for r in val]
+    losses = []
+    for C in C_GRID:
+        scores = _linear_scores(_fit_linear(system, tokens, train, C),
+                                [r["text"] for r in val])
+        losses.append(log_loss(labels, scores, labels=[0, 1]))
+    best = min(range(len(C_GRID)), key=lambda i: (round(losses[i], 6), C_GRID[i]))
+    model = _fit_linear(system, tokens, train + val, C_GRID[best])
+    return (lambda new: [int(p >= 0.5) for p in _linear_scores(model, new)]), C_GRID[best]
 
 
 def _train_fasttext(rows, tokens: str):
