@@ -1,4 +1,4 @@
-"""Accuracy benchmark: rnncli with its defaults against two classical baselines.
+"""Accuracy benchmark: rnncli with its defaults against three classical baselines.
 
     python benchmarks/accuracy.py DATA [--test-file FILE] [--rnncli-args "--cell lstm"]
     python benchmarks/accuracy.py DATA --split-from-data      # the baselines alone
@@ -227,7 +227,7 @@ _PEER_DETAIL = {
     ("fasttext", "chars"): "char tokens, wordNgrams 2, 10 epochs",
 }
 # The linear peers' inverse regularization strengths, tried on the validation rows.
-C_GRID = (0.03, 0.06, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+C_GRID = (0.03, 0.06, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def _choose_tokens(mode: str, texts: list[str]) -> tuple[str, str]:
