@@ -124,9 +124,13 @@ def _blend_detail(manifest: dict) -> str:
     if not blend:
         return ", no n-gram model"
     parts = blend["parts"]
-    return (f", blend {blend['rnn_weight']:.2f} x rnn + n-gram (own validation split: rnn "
-            f"{parts['rnn']['validation_accuracy']:.4f}, n-gram "
-            f"{parts['ngram']['validation_accuracy']:.4f})")
+    # the parts on rnncli's own validation and test splits (its test split is this
+    # table's test rows unless --test-file gave others)
+    return (f", blend {blend['rnn_weight']:.2f} x rnn + n-gram (own validation / test "
+            f"split: rnn {parts['rnn']['validation_accuracy']:.4f} / "
+            f"{parts['rnn']['test_accuracy']:.4f}, n-gram "
+            f"{parts['ngram']['validation_accuracy']:.4f} / "
+            f"{parts['ngram']['test_accuracy']:.4f})")
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,7 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                     + f", dropout {s['dropout']}"),
         ("vocabulary", f"{s['max_tokens']} tokens ({_tokens(s)}), sequence length "
                        f"{s['seq_len']}"),
-        ("n-gram model", _blend_row(manifest.get("blend"), s)),
+        ("n-gram model", _blend_row(manifest.get("blend"), s, manifest)),
         ("labels", f"negative {manifest['labels']['negative']!r}, "
                    f"positive {manifest['labels']['positive']!r}, threshold "
                    f"{manifest['threshold']}"),
@@ -307,7 +307,10 @@ def _training_extras(training: dict[str, Any]) -> str:
     return f" ({', '.join(extras)})" if extras else ""
 
 
-def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any]) -> str:
+def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
+               figures: dict[str, Any]) -> str:
+    """What each part and the blend score on the same validation and test rows
+    (``figures``: the manifest, whose validation and test sections are the blend's)."""
     if not blend:
         return "none (RNN alone)"
     parts = blend.get("parts", {})
@@ -316,9 +319,12 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any]) -> str:
             f"; output = {_fmt(w, 2)} x "
             f"{settings['cell'].upper()} + {_fmt(1 - w if w is not None else None, 2)} x "
             "n-gram; "
-            f"validation accuracy {settings['cell'].upper()} "
-            f"{_fmt(parts.get('rnn', {}).get('validation_accuracy'))}, n-gram "
-            f"{_fmt(parts.get('ngram', {}).get('validation_accuracy'))}")
+            + "; ".join(
+                f"{split} accuracy {settings['cell'].upper()} "
+                f"{_fmt(parts.get('rnn', {}).get(f'{split}_accuracy'))}, n-gram "
+                f"{_fmt(parts.get('ngram', {}).get(f'{split}_accuracy'))}, both "
+                f"{_fmt((figures.get(split) or {}).get('accuracy'))}"
+                for split in ("validation", "test")))
 
 
 def render_rows(rows: list[dict[str, str]], fmt: str) -> None:

@@ -498,8 +498,13 @@ def test_info(gru_model):
     assert table.exit_code == 0 and "Bidirectional GRU" in table.output
     shown = " ".join(table.output.split())  # however the table wraps
     assert "1-2-grams of words, and Chinese and Japanese characters" in shown
-    weight = json.loads((gru_model / "rnncli.json").read_text())["blend"]["rnn_weight"]
+    manifest = json.loads((gru_model / "rnncli.json").read_text())
+    weight, parts = manifest["blend"]["rnn_weight"], manifest["blend"]["parts"]
     assert f"output = {weight:.2f} x GRU" in shown
+    # each part and the blend on the same rows, validation and test
+    assert (f"test accuracy GRU {parts['rnn']['test_accuracy']:.4f}, n-gram "
+            f"{parts['ngram']['test_accuracy']:.4f}, both "
+            f"{manifest['test']['accuracy']:.4f}") in shown
     data = json.loads(invoke("info", "-m", gru_model, "-f", "json").stdout)
     assert data["settings"]["cell"] == "gru"
 
