@@ -42,7 +42,7 @@ def test_format2_info_names_its_tokenizer():
     assert manifest["format_version"] == 2 and "tokenizer" not in manifest["settings"]
     table = CliRunner().invoke(cli, ["info", "-m", str(FORMAT2), "-f", "table"])
     shown = " ".join(table.output.split())
-    assert "300 tokens (words)" in shown and "1-2-grams of words (TF-IDF); output = 0.50 x GRU" in shown
+    assert "300 tokens (words)" in shown and "1-2-grams of words; output = 0.50 x GRU" in shown
 
 
 def test_a_manifest_that_disagrees_with_serving_npz_is_refused(tmp_path):
