@@ -28,11 +28,9 @@ from rnncli import fsio
 from rnncli.config import TrainConfig
 from rnncli.errors import ModelError, RnnCliError, UsageError, first_line
 
-# 4: settings.ngram_features ("nb": NBSVM's features), the n-gram model refitted on
-# training + validation rows (blend.ngram_C); 3: settings.tokenizer ("cjk-chars": Chinese
-# and Japanese characters are tokens); 2: the n-gram model and blend (settings.ngrams,
-# manifest.blend). 1 to 3 still load.
-FORMAT_VERSION = 4
+# 3: settings.tokenizer ("cjk-chars": Chinese and Japanese characters are tokens);
+# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 and 2 still load.
+FORMAT_VERSION = 3
 MANIFEST = "rnncli.json"
 MODEL_FILE = "model.keras"
 TEST_FILE = "test.jsonl.gz"

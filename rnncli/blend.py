@@ -17,18 +17,12 @@ BLEND_MIN_ROWS = 50
 
 @dataclass
 class Blend:
-    """The chosen weight of the recurrent network, and the blended scores.
-
-    ``val_scores`` blend the n-gram model fitted on training rows alone (the validation
-    figures; nothing in them has seen those rows); ``saved_val_scores`` blend the one
-    refitted on training + validation rows, which is saved (what the saved model must
-    reproduce)."""
+    """The chosen weight of the recurrent network, and the blended scores."""
 
     rnn_weight: float
     record: dict[str, Any]  # what the manifest's "blend" section holds
     val_scores: np.ndarray
     test_scores: np.ndarray
-    saved_val_scores: np.ndarray
 
 
 def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
@@ -59,7 +53,7 @@ def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
     record = {
         "rnn_weight": weight,
         "ngrams": ngram.ngrams,
-        "ngram_C": ngram.C,  # chosen on the validation rows, then refitted with them
+        "ngram_epochs": ngram.epochs,
         "parts": {
             "rnn": {"validation_accuracy": accuracy(val_labels, rnn_val),
                     "test_accuracy": accuracy(test_labels, rnn_test)},
@@ -68,5 +62,4 @@ def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
         },
     }
     return Blend(weight, record, weight * rnn_val + (1 - weight) * ngram.val_scores,
-                 weight * rnn_test + (1 - weight) * ngram.test_scores,
-                 weight * rnn_val + (1 - weight) * ngram.final_val_scores)
+                 weight * rnn_test + (1 - weight) * ngram.test_scores)

@@ -16,8 +16,7 @@ import click
 from rnncli import __version__
 from rnncli.cli_options import (DEFAULT_MODEL_DIR, Probability, data_options, device_option,
                                 engine_option, model_option, setting, train_device_option)
-from rnncli.config import (CELLS, NGRAM_FEATURES, POOLINGS, PREDICT_FORMATS, TrainConfig,
-                           default)
+from rnncli.config import CELLS, POOLINGS, PREDICT_FORMATS, TrainConfig, default
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
                            EXIT_USAGE, RnnCliError, Terminated, UsageError)
 
@@ -167,9 +166,6 @@ def cli(debug: bool) -> None:
 @click.option("--ngrams/--no-ngrams", "ngrams", default=default("ngrams"), show_default=True,
               help="Also fit a logistic regression over token 1-2-gram TF-IDF and blend its "
               "probability with the RNN's (the weight is chosen on the validation split).")
-@setting("ngram_features", click.Choice(list(NGRAM_FEATURES)), "What the n-gram model reads: "
-         "nb, each 1-2-gram present weighs its Naive Bayes log-count ratio (NBSVM); tfidf, "
-         "sublinear TF-IDF rows of unit length.")
 @setting("max_tokens", None, "Vocabulary size, including padding and [UNK] "
           "[auto: words seen twice, up to 20,000].", auto=True)
 @setting("seq_len", None, "Tokens per text [auto: 95th percentile of lengths, "

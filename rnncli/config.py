@@ -22,11 +22,6 @@ POOLINGS = ("last", "max", "mean", "attention")
 # punctuation (models of format 2 and older); "cjk-chars" also makes every Chinese and
 # Japanese character a token and reads full-width forms as ASCII (model.STANDARDIZERS).
 TOKENIZERS = {"cjk-chars": "words, and Chinese and Japanese characters", "words": "words"}
-# What the n-gram model reads (layers.NgramLogistic): "nb", NBSVM's features (Wang &
-# Manning 2012: each token 1-2-gram present in a text weighs its Naive Bayes log-count
-# ratio); "tfidf", sublinear TF-IDF rows of unit length (models of format 3 and older).
-NGRAM_FEATURES = {"nb": "Naive Bayes log-count ratios of the 1-2-grams present",
-                  "tfidf": "sublinear TF-IDF of the 1-2-grams, unit-length rows"}
 # `rnncli predict --format` choices; here so that `--help` need not import Rich.
 PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")
 # `--engine` choices for predict and evaluate (see predict.choose_engine).
@@ -92,7 +87,6 @@ class TrainConfig:
     bigram_dim: int | None = None
     word_vectors: bool = False
     ngrams: bool = True
-    ngram_features: str = "nb"
     tokenizer: str = "cjk-chars"
     max_tokens: int | None = None
     seq_len: int | None = None
@@ -114,9 +108,6 @@ class TrainConfig:
         for name in ("word_vectors", "ngrams"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, not {getattr(self, name)!r}")
-        if not isinstance(self.ngram_features, str) or self.ngram_features not in NGRAM_FEATURES:
-            problems.append(f"ngram_features must be one of {', '.join(NGRAM_FEATURES)}, not "
-                            f"{self.ngram_features!r}")
         if not isinstance(self.tokenizer, str) or self.tokenizer not in TOKENIZERS:
             problems.append(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not "
                             f"{self.tokenizer!r}")
@@ -142,8 +133,7 @@ class TrainConfig:
         one trained before ``tokenizer`` existed split at spaces ("words") and had no
         token-pair embedding.
         """
-        data = {"ngrams": False, "tokenizer": "words", "bigram_dim": 0,
-                "ngram_features": "tfidf", **data}
+        data = {"ngrams": False, "tokenizer": "words", "bigram_dim": 0, **data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

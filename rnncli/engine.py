@@ -143,7 +143,6 @@ class OnnxEngine:
         self._ngrams = ({t: i for i, t in enumerate(serving["ngrams"])}
                         if self.rnn_weight < 1 else {})
         self._idf = serving.get("ngram_idf")
-        self._nb = serving["ngram_features"] == "nb"
         self._kernel = serving.get("ngram_kernel")
         self._bias = serving.get("ngram_bias")
         self._executor: ThreadPoolExecutor | None = None
@@ -232,9 +231,8 @@ class OnnxEngine:
         return self._executor
 
     def ngram_scores(self, tokens: list[list[str]]) -> np.ndarray:
-        """The n-gram model (``layers.NgramLogistic``) on tokenized texts: NB log-count
-        ratios of the token 1-2-grams present (or, in older models, sublinear TF-IDF with
-        unit-length rows), logistic regression."""
+        """The n-gram model (``layers.NgramLogistic``) on tokenized texts: sublinear TF-IDF
+        of token 1-2-grams, rows scaled to unit length, logistic regression."""
         rows, cols = [], []
         lookup = self._ngrams.get
         for row, toks in enumerate(tokens):
@@ -245,12 +243,9 @@ class OnnxEngine:
         rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
         pairs, counts = np.unique(rows * len(self._idf) + cols, return_counts=True)
         rows, cols = pairs // len(self._idf), pairs % len(self._idf)
-        if self._nb:  # present or not: the NB log-count ratio
-            values = self._idf[cols].astype(np.float32)
-        else:
-            values = (1.0 + np.log(counts.astype(np.float32))) * self._idf[cols]
-            norms = np.bincount(rows, weights=values * values, minlength=len(tokens))
-            values = values / np.sqrt(norms[rows] + 1e-12)
+        values = (1.0 + np.log(counts.astype(np.float32))) * self._idf[cols]
+        norms = np.bincount(rows, weights=values * values, minlength=len(tokens))
+        values = values / np.sqrt(norms[rows] + 1e-12)
         logits = np.bincount(rows, weights=values * self._kernel[cols],
                              minlength=len(tokens)) + self._bias
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)

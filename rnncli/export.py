@@ -90,7 +90,7 @@ def write_onnx(model_dir: Path, text_model, *, tokenizer: str) -> None:
         logistic = text_model.get_layer("ngram").get_layer("ngram_logistic")
         ngrams = {"ngrams": text_model.get_layer("ngram_vectorizer").get_vocabulary(),
                   "idf": logistic.idf.numpy(), "kernel": logistic.kernel.numpy(),
-                  "bias": logistic.bias.numpy(), "features": logistic.features}
+                  "bias": logistic.bias.numpy()}
     write_serving(model_dir / artifacts.SERVING_FILE,
                   tokens=text_model.get_layer("vectorizer").get_vocabulary(),
                   seq_len=text_model.get_layer("truncate").length, rnn_weight=weight,

@@ -140,20 +140,17 @@ class AttentionPooling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="rnncli")
 class NgramLogistic(keras.layers.Layer):
-    """Logistic regression over token 1-2-gram features: sparse counts (batch, size) ->
-    probability (batch, 1).
+    """Logistic regression over n-gram TF-IDF: sparse counts (batch, size) -> probability
+    (batch, 1).
 
-    ``features`` "nb" (NBSVM's, Wang & Manning 2012): each n-gram present weighs its Naive
-    Bayes log-count ratio, held in ``idf``. "tfidf": as scikit-learn's
-    ``TfidfVectorizer(sublinear_tf=True)``, (1 + log count) * idf, each row scaled to unit
-    L2 length. ``idf`` is fixed (set from the training texts); column 0 ([UNK]) has 0 and
-    so no weight. The counts stay sparse throughout.
+    Features as scikit-learn's ``TfidfVectorizer(sublinear_tf=True)``: (1 + log count) *
+    idf, each row scaled to unit L2 length. ``idf`` is fixed (set from the training texts);
+    column 0 ([UNK]) has idf 0 and so no weight. The counts stay sparse throughout.
     """
 
-    def __init__(self, size: int, features: str = "tfidf", **kwargs):
+    def __init__(self, size: int, **kwargs):
         super().__init__(**kwargs)
         self.size = size
-        self.features = features  # config.NGRAM_FEATURES; "tfidf" in models of format <= 3
         # XLA has no sparse matmul kernel; Keras's jit_compile="auto" turns XLA on whenever
         # a GPU is present (even with --device cpu) unless a layer opts out.
         self.supports_jit = False
@@ -168,15 +165,12 @@ class NgramLogistic(keras.layers.Layer):
         if not isinstance(counts, tf.SparseTensor):
             counts = tf.sparse.from_dense(counts)
         column = counts.indices[:, 1]
-        weights = tf.gather(tf.cast(self.idf, "float32"), column)
-        if self.features == "nb":  # present or not, times its NB log-count ratio
-            values = weights
-        else:
-            values = (1.0 + tf.math.log(tf.cast(counts.values, "float32"))) * weights
-            row = counts.indices[:, 0]
-            norms = tf.math.unsorted_segment_sum(tf.square(values), row,
-                                                 tf.cast(counts.dense_shape[0], "int32"))
-            values = values * tf.math.rsqrt(tf.gather(norms, row) + 1e-12)
+        values = (1.0 + tf.math.log(tf.cast(counts.values, "float32"))) * tf.gather(
+            tf.cast(self.idf, "float32"), column)
+        row = counts.indices[:, 0]
+        norms = tf.math.unsorted_segment_sum(tf.square(values), row,
+                                             tf.cast(counts.dense_shape[0], "int32"))
+        values = values * tf.math.rsqrt(tf.gather(norms, row) + 1e-12)
         tfidf = tf.SparseTensor(counts.indices, values, counts.dense_shape)
         logits = tf.sparse.sparse_dense_matmul(tfidf, tf.cast(self.kernel, "float32"))
         return tf.sigmoid(logits + tf.cast(self.bias, "float32"))
@@ -185,7 +179,7 @@ class NgramLogistic(keras.layers.Layer):
         return (input_shape[0], 1)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "features": self.features}
+        return {**super().get_config(), "size": self.size}
 
 
 @keras.saving.register_keras_serializable(package="rnncli")

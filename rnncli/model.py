@@ -272,11 +272,10 @@ def ngram_counts(vectorizer, texts: list[str], batch: int = 1024):
     return tf.sparse.concat(0, parts) if len(parts) > 1 else parts[0]
 
 
-def build_ngram_model(size: int, idf: np.ndarray | None = None, features: str = "nb"):
-    """Sparse n-gram counts (batch, size) -> probability (batch, 1); ``idf``: the fixed
-    per-n-gram weights (NB log-count ratios or idf, by ``features``)."""
+def build_ngram_model(size: int, idf: np.ndarray | None = None):
+    """Sparse n-gram counts (batch, size) -> probability (batch, 1)."""
     counts = keras.Input(shape=(size,), sparse=True, name="ngram_counts")
-    layer = NgramLogistic(size, features=features, name="ngram_logistic")
+    layer = NgramLogistic(size, name="ngram_logistic")
     model = keras.Model(counts, layer(counts), name="ngram")
     if idf is not None:
         layer.idf.assign(idf)

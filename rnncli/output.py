@@ -315,10 +315,7 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
         return "none (RNN alone)"
     parts = blend.get("parts", {})
     w = blend.get("rnn_weight")
-    read = {"nb": "NB log-count ratios", "tfidf": "TF-IDF"}.get(
-        settings.get("ngram_features", "tfidf"), "?")
-    penalty = f", C={blend['ngram_C']:g}" if isinstance(blend.get("ngram_C"), (int, float)) else ""
-    return (f"{blend.get('ngrams')} 1-2-grams of {_tokens(settings)} ({read}{penalty})"
+    return (f"{blend.get('ngrams')} 1-2-grams of {_tokens(settings)}"
             f"; output = {_fmt(w, 2)} x "
             f"{settings['cell'].upper()} + {_fmt(1 - w if w is not None else None, 2)} x "
             "n-gram; "

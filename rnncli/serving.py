@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from rnncli.config import NGRAM_FEATURES, TOKENIZERS
+from rnncli.config import TOKENIZERS
 from rnncli.errors import ModelError, first_line
 
-VERSION = 3  # 3: ngram_features; 2: the tokenizer and its "split" table (2 reads as
-#               "tfidf" n-gram features, 1 as those and tokenizer "words")
+VERSION = 2  # 2: the tokenizer and its "split" table; 1 (tokenizer "words") still reads
 MAX_BYTES = 2**30  # the file, and each member
 MAX_CODEPOINT = 0x10FFFF
 _RANGES = ("keep", "cased", "ignorable")
@@ -42,12 +41,11 @@ _MEMBERS = {"text", "tokens", "lower_from", "ngrams", "split", *_RANGES, *_NGRAM
 
 def write_serving(path: Path, *, tokens: list[str], seq_len: int, rnn_weight: float,
                   tokenizer: str, tables: dict[str, Any], ngrams: list[str] | None = None,
-                  idf=None, kernel=None, bias=None, features: str = "nb") -> None:
+                  idf=None, kernel=None, bias=None) -> None:
     """Write ``serving.npz`` (``tables``: ``model.standardize_tables()``)."""
     text = {"version": VERSION, "seq_len": int(seq_len), "rnn_weight": float(rnn_weight),
             "max_chars": int(tables["max_chars"]), "start_token": tables["start_token"],
-            "lower_to": list(tables["lower_to"]), "tokenizer": tokenizer,
-            "ngram_features": features}
+            "lower_to": list(tables["lower_to"]), "tokenizer": tokenizer}
     arrays = {"text": _encode(json.dumps(text, ensure_ascii=False)),
               "tokens": _encode("\n".join(tokens)),
               "lower_from": np.asarray(tables["lower_from"], np.int32)}
@@ -90,11 +88,8 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 
 def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
     text = json.loads(_utf8_text(data["text"]))
-    if not isinstance(text, dict) or text.get("version") not in (1, 2, VERSION):
+    if not isinstance(text, dict) or text.get("version") not in (1, VERSION):
         raise ValueError(f"not serving format 1 to {VERSION}")
-    features = text["ngram_features"] if text["version"] > 2 else "tfidf"
-    if features not in NGRAM_FEATURES:
-        raise ValueError(f"unknown n-gram features {features!r}")
     tokenizer = text["tokenizer"] if text["version"] > 1 else "words"
     if not isinstance(tokenizer, str) or tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}")
@@ -112,7 +107,6 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
         "seq_len": seq_len, "max_chars": max_chars, "rnn_weight": float(weight),
         "start_token": start, "lower_from": lower_from, "lower_to": lower_to,
         "tokens": _utf8_text(data["tokens"]).split("\n"), "tokenizer": tokenizer,
-        "ngram_features": features,
         "split": _ranges(data["split"], "split") if tokenizer == "cjk-chars" else None,
         **{name: _ranges(data[name], name) for name in _RANGES},
     }

@@ -211,11 +211,10 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     if not (np.all(np.isfinite(val_scores)) and np.all(np.isfinite(test_scores))):
         raise UsageError("training diverged (the model outputs NaN); lower --lr or set "
                          "--clipnorm")
-    blend, ngram_parts, saved_val = None, None, val_scores
+    blend, ngram_parts = None, None
     if ngram is not None:
         blend = choose_blend(ngram, val_set.labels, test_set.labels, val_scores, test_scores)
         val_scores, test_scores = blend.val_scores, blend.test_scores
-        saved_val = blend.saved_val_scores
         ngram_parts = ngram.serving_parts(blend.rnn_weight)
         reporter.message(f"blend: {blend.rnn_weight:.2f} x {config.cell.upper()} + "
                          f"{1 - blend.rnn_weight:.2f} x n-gram model (chosen on the "
@@ -230,7 +229,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     text_model = M.build_text_model(config, vectorizer, serving_core, ngram_parts)
     saving.publish_model(out, text_model, test_set, manifest,
                          val_set.texts[:saving.VERIFY_ROWS],
-                         saved_val[:saving.VERIFY_ROWS], reporter)
+                         val_scores[:saving.VERIFY_ROWS], reporter)
     if progress is not None:
         resume_run.finish(progress.backup)
     reporter.message(f"saved model to {out}")

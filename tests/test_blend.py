@@ -14,8 +14,7 @@ NOISE = RNG.uniform(0.2, 0.8, 400)
 
 def ngram(val_scores, test_scores):
     """What choose_blend reads of an ngrams.NgramFit."""
-    return SimpleNamespace(ngrams=10, C=1.0, val_scores=val_scores, test_scores=test_scores,
-                           final_val_scores=val_scores)
+    return SimpleNamespace(ngrams=10, epochs=3, val_scores=val_scores, test_scores=test_scores)
 
 
 def _blend(*args):

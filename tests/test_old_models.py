@@ -58,20 +58,3 @@ def test_a_manifest_that_disagrees_with_serving_npz_is_refused(tmp_path):
     result = CliRunner().invoke(cli, ["predict", "-m", str(model), "--engine", "onnx", "好"])
     assert result.exit_code == 4
     assert "tokenizes as 'words' where the manifest says 'cjk-chars'" in result.output
-
-
-FORMAT3 = MODELS / "format3"
-EXPECTED3 = json.loads((MODELS / "format3.expected.json").read_text(encoding="utf-8"))
-
-
-@pytest.mark.parametrize("engine", ["onnx", pytest.param("tf", marks=pytest.mark.slow)])
-def test_format3_scores_as_before(engine):
-    """Format 3: the n-gram model reads sublinear TF-IDF (format 4 reads NB ratios by
-    default); both engines must still read it that way."""
-    predictor = Predictor.load(FORMAT3, engine=engine, device="cpu")
-    assert predictor.engine.name == engine
-    np.testing.assert_allclose(predictor.scores(EXPECTED3["texts"]),
-                               EXPECTED3["scores"][engine], atol=1e-6, rtol=0)
-    if engine == "tf":
-        layer = predictor.engine.keras_model.get_layer("ngram").get_layer("ngram_logistic")
-        assert layer.features == "tfidf"
