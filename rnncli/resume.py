@@ -62,6 +62,10 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> Progress:
     path = backup / STATE
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(state, dict) and isinstance(state.get("history"), list):
+            # kept before val_losses existed: the history's rounded losses stand in
+            state.setdefault("val_losses", [h.get("val_loss") if isinstance(h, dict) else None
+                                            for h in state["history"]])
         _check_state(backup, state)
     except FileNotFoundError as exc:
         raise UsageError(f"{out}: no interrupted training to resume (nothing at {backup}); "
@@ -90,8 +94,7 @@ def _check_state(backup: Path, state: Any) -> None:
             raise ValueError(f"a weights file it names is missing ({name!r})")
     if not isinstance(state["best"]["epoch"], int) or not isinstance(state["precision"], str):
         raise ValueError("bad best epoch or precision")
-    # A state kept by rnncli 0.x before val_losses existed: the history's rounded losses.
-    losses = state.setdefault("val_losses", [h.get("val_loss") for h in history])
+    losses = state["val_losses"]
     if not (isinstance(losses, list) and len(losses) == len(history) and all(
             loss is None or isinstance(loss, float) for loss in losses)):
         raise ValueError("val_losses does not match the history")
