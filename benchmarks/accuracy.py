@@ -130,7 +130,17 @@ def _blend_detail(manifest: dict) -> str:
             f"split: rnn {parts['rnn']['validation_accuracy']:.4f} / "
             f"{parts['rnn']['test_accuracy']:.4f}, n-gram "
             f"{parts['ngram']['validation_accuracy']:.4f} / "
-            f"{parts['ngram']['test_accuracy']:.4f})")
+            f"{parts['ngram']['test_accuracy']:.4f}"
+            + _refit_detail(blend.get("ngram_refit")) + ")")
+
+
+def _refit_detail(refit: dict | None) -> str:
+    """The n-gram part's refit on train + validation rows, and the test accuracy before it."""
+    if not refit:
+        return ""
+    before = refit["before"]
+    return (f"; n-gram refit on {refit['rows']} rows; before the refit: n-gram test "
+            f"{before['ngram_test_accuracy']:.4f}, blend test {before['test_accuracy']:.4f}")
 
 
 @dataclass(frozen=True)

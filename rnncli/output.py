@@ -324,7 +324,20 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
                 f"{_fmt(parts.get('rnn', {}).get(f'{split}_accuracy'))}, n-gram "
                 f"{_fmt(parts.get('ngram', {}).get(f'{split}_accuracy'))}, both "
                 f"{_fmt((figures.get(split) or {}).get('accuracy'))}"
-                for split in ("validation", "test")))
+                for split in ("validation", "test"))
+            + _refit_note(blend.get("ngram_refit")))
+
+
+def _refit_note(refit: dict[str, Any] | None) -> str:
+    """The n-gram part's refit on training + validation rows, and the test figures of the
+    fit before it (the validation figures above are that fit's: it never saw those rows)."""
+    if not refit:
+        return ""
+    before = refit.get("before", {})
+    return (f"; n-gram part refit on the {refit.get('rows')} training + validation rows "
+            f"({refit.get('epochs')} epochs; before it: test accuracy n-gram "
+            f"{_fmt(before.get('ngram_test_accuracy'))}, both "
+            f"{_fmt(before.get('test_accuracy'))})")
 
 
 def render_rows(rows: list[dict[str, str]], fmt: str) -> None:

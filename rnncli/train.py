@@ -211,9 +211,16 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     if not (np.all(np.isfinite(val_scores)) and np.all(np.isfinite(test_scores))):
         raise UsageError("training diverged (the model outputs NaN); lower --lr or set "
                          "--clipnorm")
-    blend, ngram_parts = None, None
+    blend, ngram_parts, served_val = None, None, val_scores
     if ngram is not None:
         blend = choose_blend(ngram, val_set.labels, test_set.labels, val_scores, test_scores)
+        refit = ngram.refit_record(test_set.labels, test_scores, blend.rnn_weight)
+        if refit:
+            blend.record["ngram_refit"] = refit
+        # what the served model gives on the validation rows (its n-gram part was refit
+        # on them), which the check of the saved model compares with
+        served_val = (blend.rnn_weight * val_scores
+                      + (1 - blend.rnn_weight) * ngram.served_val_scores)
         val_scores, test_scores = blend.val_scores, blend.test_scores
         ngram_parts = ngram.serving_parts(blend.rnn_weight)
         reporter.message(f"blend: {blend.rnn_weight:.2f} x {config.cell.upper()} + "
@@ -229,7 +236,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     text_model = M.build_text_model(config, vectorizer, serving_core, ngram_parts)
     saving.publish_model(out, text_model, test_set, manifest,
                          val_set.texts[:saving.VERIFY_ROWS],
-                         val_scores[:saving.VERIFY_ROWS], reporter)
+                         served_val[:saving.VERIFY_ROWS], reporter)
     if progress is not None:
         resume_run.finish(progress.backup)
     reporter.message(f"saved model to {out}")

@@ -505,6 +505,10 @@ def test_info(gru_model):
     assert (f"test accuracy GRU {parts['rnn']['test_accuracy']:.4f}, n-gram "
             f"{parts['ngram']['test_accuracy']:.4f}, both "
             f"{manifest['test']['accuracy']:.4f}") in shown
+    refit = manifest["blend"]["ngram_refit"]
+    assert (f"n-gram part refit on the {refit['rows']} training + validation rows "
+            f"({refit['epochs']} epochs; before it: test accuracy n-gram "
+            f"{refit['before']['ngram_test_accuracy']:.4f}") in shown
     data = json.loads(invoke("info", "-m", gru_model, "-f", "json").stdout)
     assert data["settings"]["cell"] == "gru"
 
@@ -771,6 +775,9 @@ def test_saved_model_serves_the_recorded_blend(gru_model):
     assert 0 <= blend["rnn_weight"] <= 1 and blend["ngrams"] > 0
     for part in ("rnn", "ngram"):
         assert set(blend["parts"][part]) == {"validation_accuracy", "test_accuracy"}
+    split = manifest["data"]["split"]
+    assert blend["ngram_refit"]["rows"] == split["train"] + split["validation"]
+    assert 1 <= blend["ngram_refit"]["epochs"] <= blend["ngram_epochs"]
     model = artifacts.load_keras_model(gru_model)
     texts = tf.constant(["a great movie", "dull, dull, dull", "", "<br />?!"])
     ids = model.get_layer("truncate")(model.get_layer("vectorizer")(texts))
