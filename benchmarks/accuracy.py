@@ -126,7 +126,8 @@ def _blend_detail(manifest: dict) -> str:
     parts = blend["parts"]
     # the parts on rnncli's own validation and test splits (its test split is this
     # table's test rows unless --test-file gave others)
-    return (f", blend {blend['rnn_weight']:.2f} x rnn + n-gram (own validation / test "
+    c = f" (C={blend['ngram_c']:g})" if blend.get("ngram_c") else ""
+    return (f", blend {blend['rnn_weight']:.2f} x rnn + n-gram{c} (own validation / test "
             f"split: rnn {parts['rnn']['validation_accuracy']:.4f} / "
             f"{parts['rnn']['test_accuracy']:.4f}, n-gram "
             f"{parts['ngram']['validation_accuracy']:.4f} / "

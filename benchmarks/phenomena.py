@@ -9,9 +9,10 @@ every row with the recurrent network alone, the n-gram model alone and the serve
 single out what word order carries:
 
 - negation: a negator (English not, n't, no, never, nothing, without, ...; Chinese and
-  Japanese 不, 没, 无, 别, 未, 非, ない, ません);
+  Japanese 不, 没, 无, 别, 未, 非, ない, ません, less the words they only start or end,
+  such as 非常, 特别, 无线, 少ない);
 - contrast: a contrast word (but, however, although, though, yet, despite, ...;
-  但, 可是, 不过, 然而, 却, 虽然, けど, しかし);
+  但, 可是, 不过, 然而, 却, 虽然, けど, しかし, でも);
 - both, and neither;
 - length: the shortest third and the longest third of the rows, by tokens;
 - the rows where the two parts disagree, and which part was right there.
@@ -31,12 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
+# Whole words: single characters such as 非, 别 and 无 would match 非常 ("very"), 特别
+# ("especially") and 无线 ("wireless"), and ない would match 少ない ("few").
 NEGATION = re.compile(
     r"\b(?:not|no|never|nothing|nobody|none|neither|nor|nowhere|without|hardly|barely|"
-    r"cannot)\b|n't|[不没無无别未非]|ない|ません", re.IGNORECASE)
+    r"cannot)\b|n['\u2019]t\b|不(?!过)|没|(?<!特)别(?![的人])|未|无(?!线|论)|非(?!常)|"
+    r"(?<![少危])ない|ません", re.IGNORECASE)
 CONTRAST = re.compile(
     r"\b(?:but|however|although|though|yet|despite|nevertheless|nonetheless|whereas|"
-    r"otherwise)\b|但|可是|不过|然而|却|虽然|けど|しかし|でも", re.IGNORECASE)
+    r"otherwise)\b|但|可是|不过|然而|却|虽然|けど|しかし|(?<![こどな])でも", re.IGNORECASE)
 
 
 def main() -> None:
@@ -65,7 +69,7 @@ def groups(model_dir: Path) -> dict:
     """Each part's and the blend's accuracy on groups of the model's test rows."""
     from rnncli import artifacts
 
-    manifest = artifacts.check_model_dir(model_dir)
+    manifest = artifacts.check_model_dir(model_dir, extra=(artifacts.TEST_FILE,))
     if not manifest.get("blend"):
         raise SystemExit(f"{model_dir}: has no n-gram model (trained with --no-ngrams); "
                          "nothing to compare")
@@ -110,7 +114,7 @@ def _scores(model, texts: list[str]):
         batch = tf.constant(texts[i:i + 256])
         tokens = model.get_layer("vectorizer")(batch)
         ids = model.get_layer("truncate")(tokens)
-        lengths.append(np.count_nonzero(tokens.numpy(), axis=1))
+        lengths.append(np.count_nonzero(tokens.numpy(), axis=1) - 1)  # less the start marker
         rnn.append(model.get_layer("core")(ids).numpy().reshape(-1))
         ngram.append(model.get_layer("ngram")(model.get_layer("ngram_vectorizer")(batch))
                      .numpy().reshape(-1))

@@ -28,9 +28,12 @@ from rnncli import fsio
 from rnncli.config import TrainConfig
 from rnncli.errors import ModelError, RnnCliError, UsageError, first_line
 
+# 4: settings.ngram_order and ngram_solver (the n-gram model's longest n-grams, and Adam
+#    or the exact fit with C chosen on validation), its refit on training + validation
+#    rows (manifest.blend: ngram_solver, ngram_c or ngram_epochs, ngram_refit);
 # 3: settings.tokenizer ("cjk-chars": Chinese and Japanese characters are tokens);
-# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 and 2 still load.
-FORMAT_VERSION = 3
+# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 3 still load.
+FORMAT_VERSION = 4
 MANIFEST = "rnncli.json"
 MODEL_FILE = "model.keras"
 TEST_FILE = "test.jsonl.gz"

@@ -53,7 +53,7 @@ def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
     record = {
         "rnn_weight": weight,
         "ngrams": ngram.ngrams,
-        "ngram_epochs": ngram.epochs,
+        **ngram.solver,
         "parts": {
             "rnn": {"validation_accuracy": accuracy(val_labels, rnn_val),
                     "test_accuracy": accuracy(test_labels, rnn_test)},

@@ -16,7 +16,7 @@ import click
 from rnncli import __version__
 from rnncli.cli_options import (DEFAULT_MODEL_DIR, Probability, data_options, device_option,
                                 engine_option, model_option, setting, train_device_option)
-from rnncli.config import CELLS, POOLINGS, PREDICT_FORMATS, TrainConfig, default
+from rnncli.config import CELLS, NGRAM_SOLVERS, POOLINGS, PREDICT_FORMATS, TrainConfig, default
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
                            EXIT_USAGE, RnnCliError, Terminated, UsageError)
 
@@ -164,8 +164,14 @@ def cli(debug: bool) -> None:
               show_default=True, help="Start the embedding from word vectors learned from the "
               "training texts by PPMI + SVD, not at random (--unlabelled always does).")
 @click.option("--ngrams/--no-ngrams", "ngrams", default=default("ngrams"), show_default=True,
-              help="Also fit a logistic regression over token 1-2-gram TF-IDF and blend its "
+              help="Also fit a logistic regression over token n-gram TF-IDF and blend its "
               "probability with the RNN's (the weight is chosen on the validation split).")
+@setting("ngram_order", None, "Longest n-grams of the n-gram model [auto: 3 (1-3-grams) "
+          "when most tokens are Chinese or Japanese characters, else 2].", auto=True)
+@setting("ngram_solver", click.Choice(NGRAM_SOLVERS), "How the n-gram model is fitted: Adam "
+          "with early stopping, or the exact L2-regularized logistic regression with C chosen "
+          "on the validation split [auto: lbfgs when most tokens are Chinese or Japanese "
+          "characters, else adam].", auto=True)
 @setting("max_tokens", None, "Vocabulary size, including padding and [UNK] "
           "[auto: words seen twice, up to 20,000].", auto=True)
 @setting("seq_len", None, "Tokens per text [auto: 95th percentile of lengths, "

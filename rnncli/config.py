@@ -3,7 +3,7 @@
 Defaults live here and only here; the CLI reads them. The object validates itself and
 round-trips through JSON inside the model directory, so evaluate, predict and export read
 back exactly what train used. Settings that depend on the data (``max_tokens``,
-``seq_len``, ``bigram_dim``) may be ``None`` here, meaning "derive from the training
+``seq_len``, ``bigram_dim``, ``ngram_order``, ``ngram_solver``) may be ``None`` here, meaning "derive from the training
 data"; the model directory always records the resolved values.
 """
 
@@ -18,6 +18,9 @@ from rnncli.errors import UsageError
 
 CELLS = ("gru", "lstm")
 POOLINGS = ("last", "max", "mean", "attention")
+# How the n-gram model is fitted (ngrams.py): Adam with early stopping, or the exact
+# L2-regularized logistic regression with C chosen on validation (L-BFGS).
+NGRAM_SOLVERS = ("adam", "lbfgs")
 # How texts become tokens, and what each makes a token of: "words" splits at spaces and
 # punctuation (models of format 2 and older); "cjk-chars" also makes every Chinese and
 # Japanese character a token and reads full-width forms as ASCII (model.STANDARDIZERS).
@@ -62,6 +65,7 @@ RANGES = {
     "layers": Range(1, 8, whole=True),
     "embed_dim": Range(1, whole=True),
     "bigram_dim": Range(0, whole=True),
+    "ngram_order": Range(1, 3, whole=True),
     "max_tokens": Range(3, whole=True),
     "seq_len": Range(2, whole=True),
     "dropout": Range(0, 1, high_open=True),
@@ -87,6 +91,8 @@ class TrainConfig:
     bigram_dim: int | None = None
     word_vectors: bool = False
     ngrams: bool = True
+    ngram_order: int | None = None
+    ngram_solver: str | None = None
     tokenizer: str = "cjk-chars"
     max_tokens: int | None = None
     seq_len: int | None = None
@@ -111,6 +117,9 @@ class TrainConfig:
         if not isinstance(self.tokenizer, str) or self.tokenizer not in TOKENIZERS:
             problems.append(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not "
                             f"{self.tokenizer!r}")
+        if self.ngram_solver is not None and self.ngram_solver not in NGRAM_SOLVERS:
+            problems.append(f"ngram_solver must be one of {', '.join(NGRAM_SOLVERS)}, not "
+                            f"{self.ngram_solver!r}")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         for name, allowed in RANGES.items():
@@ -131,9 +140,11 @@ class TrainConfig:
 
         A model trained before the n-gram model existed has no ``ngrams`` key: it has none;
         one trained before ``tokenizer`` existed split at spaces ("words") and had no
-        token-pair embedding.
+        token-pair embedding; one trained before ``ngram_order`` existed (format 3 and
+        older) had token 1-2-grams fitted by Adam.
         """
-        data = {"ngrams": False, "tokenizer": "words", "bigram_dim": 0, **data}
+        data = {"ngrams": False, "tokenizer": "words", "bigram_dim": 0, "ngram_order": 2,
+                "ngram_solver": "adam", **data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -142,6 +142,7 @@ class OnnxEngine:
         self._ids = {t: i for i, t in enumerate(serving["tokens"])}
         self._ngrams = ({t: i for i, t in enumerate(serving["ngrams"])}
                         if self.rnn_weight < 1 else {})
+        self._order = serving.get("ngram_order", 2)
         self._idf = serving.get("ngram_idf")
         self._kernel = serving.get("ngram_kernel")
         self._bias = serving.get("ngram_bias")
@@ -232,11 +233,13 @@ class OnnxEngine:
 
     def ngram_scores(self, tokens: list[list[str]]) -> np.ndarray:
         """The n-gram model (``layers.NgramLogistic``) on tokenized texts: sublinear TF-IDF
-        of token 1-2-grams, rows scaled to unit length, logistic regression."""
+        of token 1- to ngram_order-grams, rows scaled to unit length, logistic regression."""
         rows, cols = [], []
         lookup = self._ngrams.get
         for row, toks in enumerate(tokens):
-            grams = toks + [f"{a} {b}" for a, b in zip(toks, toks[1:])]
+            grams = list(toks)
+            for n in range(2, self._order + 1):  # TextVectorization joins them with a space
+                grams += [" ".join(toks[i:i + n]) for i in range(len(toks) - n + 1)]
             found = [i for i in map(lookup, grams) if i]  # unknown n-grams (and [UNK]) weigh 0
             cols.extend(found)
             rows.extend([row] * len(found))

@@ -88,7 +88,9 @@ def write_onnx(model_dir: Path, text_model, *, tokenizer: str) -> None:
     if "blend" in names:
         weight = text_model.get_layer("blend").weight
         logistic = text_model.get_layer("ngram").get_layer("ngram_logistic")
-        ngrams = {"ngrams": text_model.get_layer("ngram_vectorizer").get_vocabulary(),
+        vectorizer = text_model.get_layer("ngram_vectorizer")
+        order = vectorizer.get_config()["ngrams"]  # 2 (1-2-grams) or 3; a tuple never
+        ngrams = {"ngrams": vectorizer.get_vocabulary(), "ngram_order": int(order),
                   "idf": logistic.idf.numpy(), "kernel": logistic.kernel.numpy(),
                   "bias": logistic.bias.numpy()}
     write_serving(model_dir / artifacts.SERVING_FILE,

@@ -315,8 +315,10 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
         return "none (RNN alone)"
     parts = blend.get("parts", {})
     w = blend.get("rnn_weight")
-    return (f"{blend.get('ngrams')} 1-2-grams of {_tokens(settings)}"
-            f"; output = {_fmt(w, 2)} x "
+    return (f"{blend.get('ngrams')} 1-{settings.get('ngram_order') or 2}-grams of "
+            f"{_tokens(settings)}"
+            + (f" (C={blend['ngram_c']:g}, chosen on validation)" if blend.get("ngram_c") else "")
+            + f"; output = {_fmt(w, 2)} x "
             f"{settings['cell'].upper()} + {_fmt(1 - w if w is not None else None, 2)} x "
             "n-gram; "
             + "; ".join(
@@ -335,7 +337,7 @@ def _refit_note(refit: dict[str, Any] | None) -> str:
         return ""
     before = refit.get("before", {})
     return (f"; n-gram part refit on the {refit.get('rows')} training + validation rows "
-            f"({refit.get('epochs')} epochs; before it: test accuracy n-gram "
+            f"(before it: test accuracy n-gram "
             f"{_fmt(before.get('ngram_test_accuracy'))}, both "
             f"{_fmt(before.get('test_accuracy'))})")
 

@@ -31,7 +31,9 @@ import numpy as np
 from rnncli.config import TOKENIZERS
 from rnncli.errors import ModelError, first_line
 
-VERSION = 2  # 2: the tokenizer and its "split" table; 1 (tokenizer "words") still reads
+# 3: "ngram_order" (the n-gram model's longest n-grams; 2 before it); 2: the tokenizer and
+# its "split" table; 1 (tokenizer "words"); all still read
+VERSION = 3
 MAX_BYTES = 2**30  # the file, and each member
 MAX_CODEPOINT = 0x10FFFF
 _RANGES = ("keep", "cased", "ignorable")
@@ -41,11 +43,12 @@ _MEMBERS = {"text", "tokens", "lower_from", "ngrams", "split", *_RANGES, *_NGRAM
 
 def write_serving(path: Path, *, tokens: list[str], seq_len: int, rnn_weight: float,
                   tokenizer: str, tables: dict[str, Any], ngrams: list[str] | None = None,
-                  idf=None, kernel=None, bias=None) -> None:
+                  idf=None, kernel=None, bias=None, ngram_order: int = 2) -> None:
     """Write ``serving.npz`` (``tables``: ``model.standardize_tables()``)."""
     text = {"version": VERSION, "seq_len": int(seq_len), "rnn_weight": float(rnn_weight),
             "max_chars": int(tables["max_chars"]), "start_token": tables["start_token"],
-            "lower_to": list(tables["lower_to"]), "tokenizer": tokenizer}
+            "lower_to": list(tables["lower_to"]), "tokenizer": tokenizer,
+            "ngram_order": int(ngram_order)}
     arrays = {"text": _encode(json.dumps(text, ensure_ascii=False)),
               "tokens": _encode("\n".join(tokens)),
               "lower_from": np.asarray(tables["lower_from"], np.int32)}
@@ -88,7 +91,7 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 
 def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
     text = json.loads(_utf8_text(data["text"]))
-    if not isinstance(text, dict) or text.get("version") not in (1, VERSION):
+    if not isinstance(text, dict) or text.get("version") not in range(1, VERSION + 1):
         raise ValueError(f"not serving format 1 to {VERSION}")
     tokenizer = text["tokenizer"] if text["version"] > 1 else "words"
     if not isinstance(tokenizer, str) or tokenizer not in TOKENIZERS:
@@ -110,6 +113,10 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
         "split": _ranges(data["split"], "split") if tokenizer == "cjk-chars" else None,
         **{name: _ranges(data[name], name) for name in _RANGES},
     }
+    order = text.get("ngram_order", 2) if text["version"] > 2 else 2
+    if not (_whole(order) and order <= 3):
+        raise ValueError(f"bad ngram_order {order!r}")
+    serving["ngram_order"] = order
     if len(serving["tokens"]) < 3:
         raise ValueError("vocabulary too small")
     if not all(len(serving[name]) for name in _RANGES) or (

@@ -196,7 +196,9 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
             reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
             config = config.replace(embed_dim=int(initial.shape[1]))
     with M.tf.device(device_names[0]):  # small and sparse: one device is enough
-        ngram = (ngrams.fit_ngrams(config, train_set, val_set, test_set, reporter)
+        # a worker other than the chief publishes nothing: no refit there
+        ngram = (ngrams.fit_ngrams(config, train_set, val_set, test_set, reporter,
+                                   refit=role is None or role.chief)
                  if config.ngrams else None)
     core, history, best_epoch = _fit_rnn(
         config, initial, (x_train, train_set.labels), (x_val, val_set.labels), device_names,

@@ -91,6 +91,9 @@ def test_character_vectors_apply(zh_model):
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["settings"]["tokenizer"] == "cjk-chars"
     assert manifest["settings"]["bigram_dim"] == 32  # auto: the tokens are characters
+    assert manifest["settings"]["ngram_order"] == 3  # auto: character 1-3-grams
+    assert manifest["settings"]["ngram_solver"] == "lbfgs"  # auto, for characters
+    assert manifest["blend"]["ngram_c"] == 16  # too few validation rows to choose C on
     info = invoke("info", "-m", out, "-f", "table")
     assert "embedding 8 + 32 for token pairs" in " ".join(info.output.split())
     assert manifest["data"]["text_col"] == "评论" and manifest["data"]["label_col"] == "标签"
@@ -110,6 +113,7 @@ def test_engines_agree_on_chinese_japanese_and_mixed_text(zh_model):
     reference = Predictor.load(out, engine="tf", device="cpu")
     assert [onnx.engine.name, reference.engine.name] == ["onnx", "tf"]
     np.testing.assert_allclose(onnx.scores(texts), reference.scores(texts), atol=1e-4, rtol=0)
+    assert any(gram.count(" ") == 2 for gram in onnx.engine._ngrams)  # 3-grams are served
     assert onnx.engine.tokens("这款ＩＰＨＯＮＥ很好用！") == [
         "xxbos", "这", "款", "iphone", "很", "好", "用", "!"]
 

@@ -507,7 +507,7 @@ def test_info(gru_model):
             f"{manifest['test']['accuracy']:.4f}") in shown
     refit = manifest["blend"]["ngram_refit"]
     assert (f"n-gram part refit on the {refit['rows']} training + validation rows "
-            f"({refit['epochs']} epochs; before it: test accuracy n-gram "
+            f"(before it: test accuracy n-gram "
             f"{refit['before']['ngram_test_accuracy']:.4f}") in shown
     data = json.loads(invoke("info", "-m", gru_model, "-f", "json").stdout)
     assert data["settings"]["cell"] == "gru"
@@ -777,7 +777,9 @@ def test_saved_model_serves_the_recorded_blend(gru_model):
         assert set(blend["parts"][part]) == {"validation_accuracy", "test_accuracy"}
     split = manifest["data"]["split"]
     assert blend["ngram_refit"]["rows"] == split["train"] + split["validation"]
-    assert 1 <= blend["ngram_refit"]["epochs"] <= blend["ngram_epochs"]
+    # words: Adam with early stopping (and 1-2-grams), as "auto" chooses for them
+    assert manifest["settings"]["ngram_solver"] == "adam" and blend["ngram_epochs"] >= 1
+    assert manifest["settings"]["ngram_order"] == 2
     model = artifacts.load_keras_model(gru_model)
     texts = tf.constant(["a great movie", "dull, dull, dull", "", "<br />?!"])
     ids = model.get_layer("truncate")(model.get_layer("vectorizer")(texts))

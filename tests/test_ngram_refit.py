@@ -1,6 +1,7 @@
-"""The n-gram model's refit on training + validation rows (ngrams.fit_ngrams): the served
-model has seen the validation rows, while the blend is chosen and reported on the scores
-of the fit that had not."""
+"""The n-gram model (ngrams.fit_ngrams): the exact regularized logistic regression, C
+chosen on validation, and the refit on training + validation rows: the served model has
+seen the validation rows, while the blend is chosen and reported on the scores of the fit
+that had not."""
 
 import numpy as np
 import pytest
@@ -32,27 +33,72 @@ def _splits():
         return texts, labels
 
     # "zesty" appears only in validation texts (in several), so only the refit knows it
-    return (_dataset(*rows(120)), _dataset(*rows(40, "zesty")), _dataset(*rows(30)))
+    return (_dataset(*rows(120)), _dataset(*rows(60, "zesty")), _dataset(*rows(30)))
 
 
-def test_the_served_model_is_refit_on_training_and_validation_rows():
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_the_served_model_is_refit_on_training_and_validation_rows(solver):
     from rnncli import ngrams
 
     train, val, test = _splits()
-    config = TrainConfig(tokenizer="words")
+    config = TrainConfig(tokenizer="words", ngram_solver=solver)
     fit = ngrams.fit_ngrams(config, train, val, test, Quiet())
-    assert fit.refit_rows == 160 and 1 <= fit.best_epochs <= fit.epochs
+    assert fit.refit_rows == 180 and fit.solver["ngram_solver"] == solver
+    assert (fit.solver["ngram_c"] in ngrams.C_GRID if solver == "lbfgs"
+            else 1 <= fit.solver["ngram_epochs"] <= ngrams.NGRAM_EPOCHS)
     assert "zesty" in fit.vectorizer.get_vocabulary()
     alone = ngrams.fit_ngrams(config, train, val, test, Quiet(), refit=False)
     assert "zesty" not in alone.vectorizer.get_vocabulary() and alone.refit_rows == 0
     # the blend is chosen on scores of the fit that never saw the validation rows: the
-    # same as the fit without a refit
-    np.testing.assert_allclose(fit.val_scores, alone.val_scores, atol=1e-6)
-    np.testing.assert_allclose(fit.selection_test_scores, alone.test_scores, atol=1e-6)
+    # same as the fit without a refit (Adam's shuffles are seeded)
+    np.testing.assert_allclose(fit.val_scores, alone.val_scores, atol=1e-5)
+    np.testing.assert_allclose(fit.selection_test_scores, alone.test_scores, atol=1e-5)
     # the served model's own scores are not the selection fit's
     assert not np.allclose(fit.served_val_scores, fit.val_scores, atol=1e-3)
     record = fit.refit_record(test.labels, np.full(len(test.texts), 0.5, np.float32), 0.0)
-    assert record["rows"] == 160 and record["epochs"] == fit.best_epochs
+    assert record["rows"] == 180
     assert record["before"]["ngram_test_accuracy"] == round(
         float(np.mean((alone.test_scores >= 0.5) == test.labels)), 4)
     assert record["before"]["test_accuracy"] == record["before"]["ngram_test_accuracy"]
+
+
+def test_no_refit_with_fewer_than_50_validation_rows():
+    from rnncli import ngrams
+
+    train, val, test = _splits()
+    few = _dataset(val.texts[:49], val.labels[:49])
+    fit = ngrams.fit_ngrams(TrainConfig(tokenizer="words", ngram_solver="lbfgs"), train, few,
+                            test, Quiet())
+    assert fit.refit_rows == 0 and fit.refit_record(test.labels, fit.test_scores, 0.5) is None
+    assert fit.solver["ngram_c"] == ngrams.DEFAULT_C  # too few rows to choose C on
+    assert "zesty" not in fit.vectorizer.get_vocabulary()
+
+
+def test_the_fit_is_scikit_learns_logistic_regression():
+    """_logistic minimizes the objective of LogisticRegression(C=c), whose solution on
+    the same features it matches; scikit-learn is only a benchmark dependency."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    import scipy.sparse as sp
+
+    from rnncli import ngrams
+
+    rng = np.random.default_rng(1)
+    x = sp.random(300, 40, density=0.1, random_state=2, format="csr")
+    y = (x @ rng.normal(size=40) + rng.normal(0, 0.3, 300) > 0).astype(np.float64)
+    for c in (0.5, 8.0):
+        w, b = ngrams._logistic(x, y, c)
+        peer = sklearn.LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(x, y)
+        np.testing.assert_allclose(w, peer.coef_[0], atol=2e-3)
+        assert abs(b - peer.intercept_[0]) < 2e-3
+
+
+def test_the_served_keras_model_gives_the_fitted_scores():
+    import tensorflow as tf
+
+    from rnncli import ngrams
+
+    train, val, test = _splits()
+    fit = ngrams.fit_ngrams(TrainConfig(tokenizer="words", ngram_solver="lbfgs"), train, val,
+                            test, Quiet())
+    served = fit.model(fit.vectorizer(tf.constant(test.texts))).numpy().reshape(-1)
+    np.testing.assert_allclose(served, fit.test_scores, atol=1e-5)
