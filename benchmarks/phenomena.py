@@ -1,9 +1,11 @@
 """Where the recurrent network helps: each part of a trained model on groups of its test rows.
 
-    python benchmarks/phenomena.py MODEL_DIR [MODEL_DIR ...] [--format json]
+    python benchmarks/phenomena.py MODEL_DIR [MODEL_DIR ...] [--test-file FILE] [--format json]
 
 For each model directory (trained by `rnncli train`, n-gram model on), reads the held-out
-test split the model saved (`test.jsonl.gz`; nothing here was tuned on it) and scores
+test split the model saved (`test.jsonl.gz`; nothing here was tuned on it), or FILE (a
+labelled file with the model's label spellings, read as `rnncli evaluate` reads it), and
+scores
 every row with the recurrent network alone, the n-gram model alone and the served blend
 (the sub-models of `model.keras`). It prints their accuracy on groups of rows that
 single out what word order carries:
@@ -46,9 +48,10 @@ CONTRAST = re.compile(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+")
+    parser.add_argument("--test-file", default=None, help="score these labelled rows instead")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args()
-    results = [groups(Path(m)) for m in args.models]
+    results = [groups(Path(m), args.test_file) for m in args.models]
     if args.format == "json":
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -56,16 +59,16 @@ def main() -> None:
     for result in results:
         print(f"\n{result['model']}: {result['rows']} test rows, blend weight "
               f"{result['rnn_weight']:.2f} x RNN")
-        print(f"{'rows':<28}{'n':>6}  {'RNN':>7}  {'n-gram':>7}  {'blend':>7}")
+        print(f"{'rows':<32}{'n':>6}  {'RNN':>7}  {'n-gram':>7}  {'blend':>7}")
         for name, g in result["groups"].items():
-            print(f"{name:<28}{g['n']:>6}  {_f(g['rnn'])}  {_f(g['ngram'])}  {_f(g['blend'])}")
+            print(f"{name:<32}{g['n']:>6}  {_f(g['rnn'])}  {_f(g['ngram'])}  {_f(g['blend'])}")
 
 
 def _f(value: float | None) -> str:
     return f"{value:>7.4f}" if value is not None else f"{'-':>7}"
 
 
-def groups(model_dir: Path) -> dict:
+def groups(model_dir: Path, test_file: str | None = None) -> dict:
     """Each part's and the blend's accuracy on groups of the model's test rows."""
     from rnncli import artifacts
 
@@ -75,10 +78,16 @@ def groups(model_dir: Path) -> dict:
                          "nothing to compare")
     model = artifacts.load_keras_model(model_dir)
     positive = artifacts.label_names(manifest)[1]
-    with gzip.open(model_dir / artifacts.TEST_FILE, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    texts = [r["text"] for r in rows]
-    labels = np.array([str(r["label"]) == positive for r in rows])
+    if test_file:
+        from rnncli.data import load_dataset
+
+        data = load_dataset(test_file, known_labels=artifacts.label_names(manifest))
+        texts, labels = list(data.texts), np.asarray(data.labels) == 1
+    else:
+        with gzip.open(model_dir / artifacts.TEST_FILE, "rt", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        texts = [r["text"] for r in rows]
+        labels = np.array([str(r["label"]) == positive for r in rows])
     rnn, ngram, blend, lengths = _scores(model, texts)
     right = {name: (s >= 0.5) == labels for name, s in
              (("rnn", rnn), ("ngram", ngram), ("blend", blend))}
@@ -101,7 +110,8 @@ def groups(model_dir: Path) -> dict:
         n = int(mask.sum())
         out[name] = {"n": n, **{k: (round(float(v[mask].mean()), 4) if n else None)
                                 for k, v in right.items()}}
-    return {"model": str(model_dir), "rows": len(texts),
+    return {"model": str(model_dir), "test": test_file or artifacts.TEST_FILE,
+            "rows": len(texts),
             "rnn_weight": manifest["blend"]["rnn_weight"], "groups": out}
 
 

@@ -74,8 +74,12 @@ class NgramFit:
     selection_test_scores: np.ndarray | None = None  # the first fit's
 
     def serving_parts(self, rnn_weight: float) -> tuple[Any, Any, float]:
-        """(vectorizer, the Keras model, weight): what model.build_text_model takes."""
-        return self.vectorizer, self.model, rnn_weight
+        """(vectorizer, a clean uncompiled copy of the model, weight): what
+        model.build_text_model takes (a compiled model would save its optimizer, which
+        the archive check refuses)."""
+        clean = M.build_ngram_model(self.ngrams + 1)
+        clean.set_weights(self.model.get_weights())
+        return self.vectorizer, clean, rnn_weight
 
     def refit_record(self, test_labels, rnn_test: np.ndarray, rnn_weight: float) -> dict | None:
         """What the manifest keeps of the refit: its rows, and the test accuracy of the
