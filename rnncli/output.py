@@ -315,7 +315,8 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
         return "none (RNN alone)"
     parts = blend.get("parts", {})
     w = blend.get("rnn_weight")
-    return (f"{blend.get('ngrams')} 1-{settings.get('ngram_order') or 2}-grams of "
+    order = settings.get("ngram_order") or 2
+    return (f"{blend.get('ngrams')} {f'1-{order}-grams' if order > 1 else '1-grams'} of "
             f"{_tokens(settings)}"
             + (f" (C={blend['ngram_c']:g}, chosen on validation)" if blend.get("ngram_c") else "")
             + f"; output = {_fmt(w, 2)} x "

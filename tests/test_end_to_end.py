@@ -800,6 +800,26 @@ def test_the_ngram_refit_is_recorded_and_shown(tmp_path, tiny_csv, no_onnx, no_f
             f" both {refit['before']['test_accuracy']:.4f})") in shown
 
 
+def test_unigrams_fitted_exactly_serve_the_same_scores_in_both_engines(tmp_path, tiny_csv,
+                                                                       no_fit):
+    """--ngram-order 1 --ngram-solver lbfgs on English words: recorded, shown, and the ONNX
+    engine's n-grams match TextVectorization's."""
+    from rnncli.predict import Predictor
+
+    out = tmp_path / "model"
+    result = invoke("train", tiny_csv, "-o", out, *TINY, "--ngram-order", "1",
+                    "--ngram-solver", "lbfgs")
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "rnncli.json").read_text())["settings"]
+    assert (settings["ngram_order"], settings["ngram_solver"]) == (1, "lbfgs")
+    assert "1-grams of words" in " ".join(invoke("info", "-m", out, "-f", "table")
+                                          .output.split())
+    texts = ["a great film", "not good, not good at all", "", "dull dull dull"]
+    onnx = Predictor.load(out, engine="onnx")
+    tf = Predictor.load(out, engine="tf", device="cpu")
+    np.testing.assert_allclose(onnx.scores(texts), tf.scores(texts), atol=1e-4, rtol=0)
+
+
 def test_ngram_features_are_unit_length_sublinear_tfidf():
     """NgramLogistic's features, checked against the formula computed by hand."""
     import tensorflow as tf
