@@ -36,20 +36,12 @@ def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
     """
     y_val = np.asarray(val_labels, np.float64)
     weights = np.linspace(0.0, 1.0, 21)
-
-    def log_loss(p):
-        p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
-        return float(-np.mean(y_val * np.log(p) + (1 - y_val) * np.log(1 - p)))
-
-    losses = np.array([log_loss(w * rnn_val + (1 - w) * ngram.val_scores) for w in weights])
+    losses = np.array([log_loss(y_val, w * rnn_val + (1 - w) * ngram.val_scores)
+                       for w in weights])
     near_best = np.flatnonzero(losses <= losses.min() + BLEND_TOLERANCE)
     weight = round(float(weights[min(near_best, key=lambda i: abs(weights[i] - 0.5))]), 2)
     if len(y_val) < BLEND_MIN_ROWS:
         weight = 0.5
-
-    def accuracy(labels, scores):
-        return round(float(np.mean((scores >= 0.5) == np.asarray(labels))), 4)
-
     record = {
         "rnn_weight": weight,
         "ngrams": ngram.ngrams,
@@ -63,3 +55,16 @@ def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
     }
     return Blend(weight, record, weight * rnn_val + (1 - weight) * ngram.val_scores,
                  weight * rnn_test + (1 - weight) * ngram.test_scores)
+
+
+def log_loss(labels, scores: np.ndarray) -> float:
+    """Mean binary log loss of probabilities ``scores`` (clipped to [1e-7, 1 - 1e-7])."""
+    y = np.asarray(labels, np.float64)
+    p = np.clip(np.asarray(scores, np.float64), 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def accuracy(labels, scores: np.ndarray) -> float | None:
+    """Accuracy at 0.5, rounded to 4 decimals as the manifest keeps it; None for no rows."""
+    labels = np.asarray(labels)
+    return round(float(np.mean((scores >= 0.5) == labels)), 4) if len(labels) else None

@@ -3,8 +3,9 @@
 Defaults live here and only here; the CLI reads them. The object validates itself and
 round-trips through JSON inside the model directory, so evaluate, predict and export read
 back exactly what train used. Settings that depend on the data (``max_tokens``,
-``seq_len``, ``bigram_dim``, ``ngram_order``, ``ngram_solver``) may be ``None`` here, meaning "derive from the training
-data"; the model directory always records the resolved values.
+``seq_len``, ``bigram_dim``, ``ngram_order``, ``ngram_solver``) may be ``None`` here,
+meaning "derive from the training data"; the model directory always records the resolved
+values.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ class OnnxEngine:
         self._ids = {t: i for i, t in enumerate(serving["tokens"])}
         self._ngrams = ({t: i for i, t in enumerate(serving["ngrams"])}
                         if self.rnn_weight < 1 else {})
-        self._order = serving.get("ngram_order", 2)
+        self._order = serving["ngram_order"]
         self._idf = serving.get("ngram_idf")
         self._kernel = serving.get("ngram_kernel")
         self._bias = serving.get("ngram_bias")
@@ -150,15 +150,21 @@ class OnnxEngine:
         self.path = ""
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, tokenizer: str | None = None) -> OnnxEngine:
+    def load(cls, model_dir: str | Path, *, tokenizer: str | None = None,
+             ngram_order: int | None = None) -> OnnxEngine:
         """Read ``core.onnx`` and ``serving.npz`` (hash-checked by the caller);
-        ``tokenizer``: the manifest's, which ``serving.npz`` must share."""
+        ``tokenizer`` and ``ngram_order``: the manifest's, which ``serving.npz`` must share."""
         model_dir = Path(model_dir)
         serving = read_serving(model_dir / SERVING_FILE)
         if tokenizer is not None and serving["tokenizer"] != tokenizer:
             raise ModelError(f"{model_dir / SERVING_FILE}: tokenizes as {serving['tokenizer']!r}"
                              f" where the manifest says {tokenizer!r}; use --engine tf or "
                              "retrain the model")
+        if (ngram_order is not None and serving["rnn_weight"] < 1
+                and serving["ngram_order"] != ngram_order):
+            raise ModelError(f"{model_dir / SERVING_FILE}: holds 1-{serving['ngram_order']}-"
+                             f"grams where the manifest says 1-{ngram_order}; use --engine tf "
+                             "or retrain the model")
         path = model_dir / ONNX_FILE
         if path.stat().st_size > MAX_ONNX_BYTES:
             raise ModelError(f"{path}: implausibly large; refusing to load")

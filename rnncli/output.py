@@ -318,7 +318,8 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
     order = settings.get("ngram_order") or 2
     return (f"{blend.get('ngrams')} {f'1-{order}-grams' if order > 1 else '1-grams'} of "
             f"{_tokens(settings)}"
-            + (f" (C={blend['ngram_c']:g}, chosen on validation)" if blend.get("ngram_c") else "")
+            + (f" (C={blend['ngram_c']:g}, chosen on validation)"
+               if isinstance(blend.get("ngram_c"), (int, float)) else "")
             + f"; output = {_fmt(w, 2)} x "
             f"{settings['cell'].upper()} + {_fmt(1 - w if w is not None else None, 2)} x "
             "n-gram; "
@@ -334,9 +335,10 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
 def _refit_note(refit: dict[str, Any] | None) -> str:
     """The n-gram part's refit on training + validation rows, and the test figures of the
     fit before it (the validation figures above are that fit's: it never saw those rows)."""
-    if not refit:
+    if not isinstance(refit, dict):
         return ""
-    before = refit.get("before", {})
+    before = refit.get("before")
+    before = before if isinstance(before, dict) else {}
     return (f"; n-gram part refit on the {refit.get('rows')} training + validation rows "
             f"(before it: test accuracy n-gram "
             f"{_fmt(before.get('ngram_test_accuracy'))}, both "

@@ -135,7 +135,9 @@ class Predictor:
         if choose_engine(manifest, engine, device) == "onnx":
             from rnncli.engine import OnnxEngine
 
-            engine = OnnxEngine.load(model_dir, tokenizer=artifacts.model_config(manifest).tokenizer)
+            config = artifacts.model_config(manifest)
+            engine = OnnxEngine.load(model_dir, tokenizer=config.tokenizer,
+                                     ngram_order=config.ngram_order)
             return cls(model_dir, manifest, engine, threshold)
         from rnncli.runtime import select_device
 

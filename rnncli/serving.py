@@ -7,7 +7,8 @@ a ModelError (exit 4), never in an exception the user cannot act on.
 Members:
     text          UTF-8 JSON: version, seq_len, rnn_weight (the blend), max_chars,
                   start_token, lower_to (what each ``lower_from`` character becomes),
-                  tokenizer (version 2; version 1 files are "words")
+                  tokenizer (version 2; version 1 files are "words"), ngram_order
+                  (version 3: the n-gram model's longest n-grams; 2 before it)
     tokens        the RNN vocabulary, newline-separated (index = line)
     keep          (n, 2) codepoint ranges standardization keeps (RE2's classes)
     lower_from    codepoints ICU's lower-casing changes
@@ -113,7 +114,7 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
         "split": _ranges(data["split"], "split") if tokenizer == "cjk-chars" else None,
         **{name: _ranges(data[name], name) for name in _RANGES},
     }
-    order = text.get("ngram_order", 2) if text["version"] > 2 else 2
+    order = text["ngram_order"] if text["version"] > 2 else 2
     if not (_whole(order) and order <= 3):
         raise ValueError(f"bad ngram_order {order!r}")
     serving["ngram_order"] = order

@@ -125,6 +125,11 @@ def _edit_text(arrays, **changes):
 
 @pytest.mark.parametrize("change", [
     lambda a: _edit_text(a, version=99),
+    lambda a: _edit_text(a, ngram_order=0),
+    lambda a: _edit_text(a, ngram_order=4),
+    lambda a: _edit_text(a, ngram_order=True),
+    lambda a: _edit_text(a, ngram_order="3"),
+    lambda a: _edit_text(a, ngram_order=None),
     lambda a: _edit_text(a, tokenizer="bpe"),
     lambda a: _edit_text(a, tokenizer=None),
     lambda a: a.pop("split"),
