@@ -89,7 +89,7 @@ def write_onnx(model_dir: Path, text_model, *, tokenizer: str) -> None:
         weight = text_model.get_layer("blend").weight
         logistic = text_model.get_layer("ngram").get_layer("ngram_logistic")
         vectorizer = text_model.get_layer("ngram_vectorizer")
-        order = vectorizer.get_config()["ngrams"]  # 2 (1-2-grams) or 3; a tuple never
+        order = vectorizer.get_config()["ngrams"]  # 1 to 3 (rnncli never passes a tuple)
         ngrams = {"ngrams": vectorizer.get_vocabulary(), "ngram_order": int(order),
                   "idf": logistic.idf.numpy(), "kernel": logistic.kernel.numpy(),
                   "bias": logistic.bias.numpy()}
