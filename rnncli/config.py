@@ -156,6 +156,11 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def ngram_span(order: int) -> str:
+    """How messages and `info` name the n-grams of an ``ngram_order``: "1-3-grams"."""
+    return f"1-{order}-grams" if order > 1 else "1-grams"
+
+
 def default(name: str) -> Any:
     """The default of one TrainConfig field (for CLI help texts)."""
     return TrainConfig.__dataclass_fields__[name].default

@@ -32,7 +32,7 @@ import numpy as np
 
 from rnncli import model as M
 from rnncli.blend import BLEND_MIN_ROWS, accuracy, log_loss
-from rnncli.config import TrainConfig
+from rnncli.config import TrainConfig, ngram_span
 from rnncli.data import Dataset
 from rnncli.errors import UsageError
 from rnncli.fitloop import stop_on_signals
@@ -94,10 +94,6 @@ class NgramFit:
                            "test_accuracy": accuracy(y, blended)}}
 
 
-def _grams(order: int) -> str:
-    return f"1-{order}-grams" if order > 1 else "1-grams"
-
-
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -114,7 +110,7 @@ def fit_ngrams(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_s
     if first is None:
         reporter.message("n-gram model skipped: no token or token pair occurs in two texts")
         return None
-    reporter.message(f"n-gram model: {first.size} token {_grams(order)} seen in 2+ texts")
+    reporter.message(f"n-gram model: {first.size} token {ngram_span(order)} seen in 2+ texts")
     y_train = np.asarray(train_set.labels, np.float64)
     y_val = np.asarray(val_set.labels, np.float64)
     enough = len(val_set.texts) >= BLEND_MIN_ROWS
@@ -133,7 +129,7 @@ def fit_ngrams(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_s
     both = _Features.derive(texts, config.tokenizer, order)
     model = fit.again(both, texts, np.concatenate([y_train, y_val]))
     reporter.message(f"n-gram model: refit on the {len(texts)} training and validation rows "
-                     f"({fit.short()}), {both.size} {_grams(order)} "
+                     f"({fit.short()}), {both.size} {ngram_span(order)} "
                      f"({time.perf_counter() - started:.0f}s)")
     return NgramFit(both.vectorizer, model, both.size, fit.record(), val_scores,
                     both.scores(model, test_set.texts), both.scores(model, val_set.texts),

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from rnncli.config import TOKENIZERS
+from rnncli.config import TOKENIZERS, ngram_span
 from rnncli.predict import SCORE_DIGITS
 
 RECORD_FIELDS = ("text", "label", "score", "status")
@@ -315,8 +315,7 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
         return "none (RNN alone)"
     parts = blend.get("parts", {})
     w = blend.get("rnn_weight")
-    order = settings.get("ngram_order") or 2
-    return (f"{blend.get('ngrams')} {f'1-{order}-grams' if order > 1 else '1-grams'} of "
+    return (f"{blend.get('ngrams')} {ngram_span(settings.get('ngram_order') or 2)} of "
             f"{_tokens(settings)}"
             + (f" (C={blend['ngram_c']:g}, chosen on validation)"
                if isinstance(blend.get("ngram_c"), (int, float)) else "")
