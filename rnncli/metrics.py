@@ -8,19 +8,56 @@ import numpy as np
 
 METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n",
                "confusion_matrix")
+# appended after METRIC_KEYS for two classes, so readers of the old keys see no change
+CLASS_KEYS = ("classes", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
+              "weighted_recall", "weighted_f1", "per_class")
+MULTI_METRIC_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1",
+                     "weighted_precision", "weighted_recall", "weighted_f1", "roc_auc", "loss",
+                     "n", "confusion_matrix", "classes", "per_class")
 _EPS = 1e-7  # Keras's epsilon for binary cross-entropy
+_FIGURES = ("precision", "recall", "f1")
 
 
-def evaluate_scores(labels, scores, *, threshold: float = 0.5) -> dict:
-    """Accuracy, precision, recall, F1, ROC AUC, log loss, n, [[tn, fp], [fn, tp]].
+def evaluate_scores(labels, scores, *, threshold: float = 0.5, class_names=None) -> dict:
+    """Evaluation figures for two classes (1-D scores) or more (2-D scores).
 
-    Figures that are undefined for the data (precision with no positive prediction,
-    ROC AUC with one class only) are ``None``, never a made-up 0.
+    Two classes: ``scores`` holds the positive-class probability (an (n, 1) array counts
+    as 1-D) and ``labels`` are 0/1. The keys are METRIC_KEYS (accuracy, precision, recall,
+    F1 and ROC AUC of the positive class, log loss, n, [[tn, fp], [fn, tp]]), then
+    CLASS_KEYS; a row is predicted positive when its score >= ``threshold``.
+
+    More classes: ``scores`` has shape (n, k), one row of class probabilities per label,
+    and ``labels`` are class indexes 0..k-1. The keys are MULTI_METRIC_KEYS; the predicted
+    class is the argmax (ties to the lowest index) and ``threshold`` is ignored. ROC AUC is
+    one-vs-rest, averaged over the classes that occur in ``labels`` (None with fewer than
+    two); the loss is categorical cross-entropy with probabilities clipped to
+    [1e-7, 1 - 1e-7]. The confusion matrix has actual classes as rows, predicted as columns.
+
+    ``classes`` is ``class_names`` as strings, or "0", "1", ... when None; ``per_class``
+    lists {"class", "precision", "recall", "f1", "support"} in class order.
+
+    Figures that are undefined for the data (precision of a class never predicted, recall
+    of a class absent from the labels, F1 when either is undefined, ROC AUC with one class
+    only) are ``None``, never a made-up 0. Macro averages are over the classes where the
+    figure is defined (None if none is); weighted averages weight those same classes by
+    their support. This differs from scikit-learn, whose ``zero_division`` counts an
+    undefined figure as 0 (or 1) and keeps it in the average; the two agree whenever every
+    class is both present and predicted.
+
+    Raises ValueError when labels and scores differ in length, when a 2-D ``scores`` is not
+    as wide as ``class_names``, or when a label is not a class index.
     """
     y = np.asarray(labels, dtype=np.int64).ravel()
-    p = np.asarray(scores, dtype=np.float64).ravel()
+    p = np.asarray(scores, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] != 1:
+        return _evaluate_classes(y, p, class_names)
+    return _evaluate_binary(y, p.ravel(), threshold, class_names)
+
+
+def _evaluate_binary(y: np.ndarray, p: np.ndarray, threshold: float, class_names) -> dict:
     if y.shape != p.shape:
         raise ValueError(f"{y.size} labels but {p.size} scores")
+    names = _class_names(class_names, 2)
     pred = p >= threshold
     tp = int(np.sum(pred & (y == 1)))
     fp = int(np.sum(pred & (y == 0)))
@@ -29,20 +66,86 @@ def evaluate_scores(labels, scores, *, threshold: float = 0.5) -> dict:
     n = int(y.size)
     precision = _ratio(tp, tp + fp)
     recall = _ratio(tp, tp + fn)
-    f1 = (None if precision is None or recall is None
-          else (0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)))
     clipped = np.clip(p, _EPS, 1 - _EPS)
     loss = float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))) if n else None
-    return {
+    values = {
         "accuracy": _ratio(tp + tn, n),
         "precision": precision,
         "recall": recall,
-        "f1": f1,
+        "f1": _f1(precision, recall),
         "roc_auc": roc_auc(y, p),
         "loss": loss,
         "n": n,
         "confusion_matrix": [[tn, fp], [fn, tp]],
+        "classes": names,
+        **_class_figures(np.array([[tn, fp], [fn, tp]]), names),
     }
+    return {key: values[key] for key in METRIC_KEYS + CLASS_KEYS}
+
+
+def _evaluate_classes(y: np.ndarray, p: np.ndarray, class_names) -> dict:
+    n, k = p.shape
+    if y.size != n:
+        raise ValueError(f"{y.size} labels but {n} score rows")
+    if k == 0:
+        raise ValueError("scores have no class columns")
+    names = _class_names(class_names, k)
+    if n and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"labels must be class indexes 0..{k - 1}, found {int(y.min())}.."
+                         f"{int(y.max())}")
+    pred = np.argmax(p, axis=1) if n else np.zeros(0, dtype=np.int64)
+    matrix = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    aucs = [roc_auc((y == c).astype(np.int64), p[:, c]) for c in range(k)]
+    aucs = [a for a in aucs if a is not None]
+    picked = np.clip(p[np.arange(n), y], _EPS, 1 - _EPS)
+    values = {
+        "accuracy": _ratio(int(np.trace(matrix)), n),
+        "roc_auc": sum(aucs) / len(aucs) if aucs else None,
+        "loss": float(-np.mean(np.log(picked))) if n else None,
+        "n": int(n),
+        "confusion_matrix": matrix.tolist(),
+        "classes": names,
+        **_class_figures(matrix, names),
+    }
+    return {key: values[key] for key in MULTI_METRIC_KEYS}
+
+
+def _class_names(class_names, k: int) -> list[str]:
+    if class_names is None:
+        return [str(i) for i in range(k)]
+    names = [str(name) for name in class_names]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names but scores for {k} classes")
+    return names
+
+
+def _class_figures(matrix: np.ndarray, names: list[str]) -> dict:
+    """Per-class, macro and weighted figures from a confusion matrix (rows actual)."""
+    per_class = []
+    for i, name in enumerate(names):
+        tp, support = int(matrix[i, i]), int(matrix[i].sum())
+        precision = _ratio(tp, int(matrix[:, i].sum()))
+        recall = _ratio(tp, support)
+        per_class.append({"class": name, "precision": precision, "recall": recall,
+                          "f1": _f1(precision, recall), "support": support})
+    out: dict = {"per_class": per_class}
+    for figure in _FIGURES:
+        defined = [row for row in per_class if row[figure] is not None]
+        values = [row[figure] for row in defined]
+        out[f"macro_{figure}"] = _mean(values, [1] * len(defined))
+        out[f"weighted_{figure}"] = _mean(values, [row["support"] for row in defined])
+    return out
+
+
+def _mean(values: list[float], weights: list[int]) -> float | None:
+    total = sum(weights)
+    return None if total == 0 else sum(v * w for v, w in zip(values, weights)) / total
+
+
+def _f1(precision: float | None, recall: float | None) -> float | None:
+    if precision is None or recall is None:
+        return None
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
 def roc_auc(labels, scores) -> float | None:
@@ -69,10 +172,15 @@ def _ratio(num: int, den: int) -> float | None:
 
 
 def round_figures(figures: dict, digits: int = 4) -> dict:
-    """Copy with floats rounded for display and JSON (NaN becomes None)."""
-    out = {}
-    for key, value in figures.items():
-        if isinstance(value, float):
-            value = None if math.isnan(value) else round(value, digits)
-        out[key] = value
-    return out
+    """Copy with floats rounded for display and JSON, nested ones too (NaN becomes None)."""
+    return {key: _rounded(value, digits) for key, value in figures.items()}
+
+
+def _rounded(value, digits: int):
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, digits)
+    if isinstance(value, dict):
+        return {key: _rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item, digits) for item in value]
+    return value

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from rnncli.metrics import METRIC_KEYS, evaluate_scores, roc_auc, round_figures
+from rnncli.metrics import (CLASS_KEYS, METRIC_KEYS, MULTI_METRIC_KEYS, evaluate_scores,
+                            roc_auc, round_figures)
 
 
 def test_hand_computed_figures():
@@ -21,7 +22,8 @@ def test_hand_computed_figures():
     expected_loss = -np.mean([math.log(s) if y else math.log(1 - s) for y, s in zip(labels, scores)])
     assert f["loss"] == pytest.approx(expected_loss)
     assert f["n"] == 8
-    assert tuple(f) == METRIC_KEYS
+    assert tuple(f)[:len(METRIC_KEYS)] == METRIC_KEYS
+    assert tuple(f) == METRIC_KEYS + CLASS_KEYS
 
 
 def test_threshold_moves_the_decision():
@@ -53,3 +55,140 @@ def test_round_figures():
 def test_mismatched_lengths():
     with pytest.raises(ValueError):
         evaluate_scores([1, 0], [0.5])
+
+
+# --------------------------------------------------------------------------- per class
+
+
+def test_binary_per_class_figures_use_the_threshold():
+    labels = [1, 1, 1, 0, 0, 0, 0, 1]
+    scores = [0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.4, 0.7]
+    f = evaluate_scores(labels, scores, class_names=["neg", "pos"])
+    assert f["classes"] == ["neg", "pos"]
+    neg, pos = f["per_class"]
+    assert pos == {"class": "pos", "precision": f["precision"], "recall": f["recall"],
+                   "f1": f["f1"], "support": 4}
+    # negatives: tn=3 of 4 predicted negative, 3 of 4 actual negatives
+    assert neg == {"class": "neg", "precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4}
+    assert f["macro_f1"] == pytest.approx(0.75) and f["weighted_recall"] == pytest.approx(0.75)
+    f = evaluate_scores(labels, scores, threshold=0.95)  # nothing predicted positive
+    assert f["classes"] == ["0", "1"]
+    assert f["per_class"][1]["precision"] is None and f["per_class"][1]["f1"] is None
+    assert f["macro_precision"] == pytest.approx(4 / 8)  # class 0 only: 4 of 8 right
+
+
+def test_hand_computed_three_classes():
+    labels = [0, 0, 1, 1, 1, 2]
+    scores = [[0.6, 0.3, 0.1],  # 0 -> 0
+              [0.2, 0.5, 0.3],  # 0 -> 1
+              [0.1, 0.8, 0.1],  # 1 -> 1
+              [0.4, 0.4, 0.2],  # 1 -> 0 (tie goes to the lowest index)
+              [0.1, 0.2, 0.7],  # 1 -> 2
+              [0.2, 0.1, 0.7]]  # 2 -> 2
+    f = evaluate_scores(labels, scores, class_names=["a", "b", "c"], threshold=0.99)
+    assert tuple(f) == MULTI_METRIC_KEYS
+    assert f["confusion_matrix"] == [[1, 1, 0], [1, 1, 1], [0, 0, 1]]
+    assert f["accuracy"] == pytest.approx(3 / 6)
+    assert f["n"] == 6 and f["classes"] == ["a", "b", "c"]
+    # precision a 1/2, b 1/2, c 1/2; recall a 1/2, b 1/3, c 1/1
+    f1 = [0.5, 2 * 0.5 * (1 / 3) / (0.5 + 1 / 3), 2 * 0.5 / 1.5]
+    assert [r["f1"] for r in f["per_class"]] == pytest.approx(f1)
+    assert [r["support"] for r in f["per_class"]] == [2, 3, 1]
+    assert f["macro_precision"] == pytest.approx(0.5)
+    assert f["macro_recall"] == pytest.approx((1 / 2 + 1 / 3 + 1) / 3)
+    assert f["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert f["weighted_recall"] == pytest.approx(3 / 6)  # equals accuracy
+    assert f["weighted_f1"] == pytest.approx((2 * f1[0] + 3 * f1[1] + f1[2]) / 6)
+    # one-vs-rest: a: positives .6 .2 vs .1 .4 .1 .2 -> (4 + 2.5) / 8;
+    # b: .8 .4 .2 vs .3 .5 .1 -> (3 + 2 + 1) / 9; c: .7 vs .1 .3 .1 .2 .7 -> 4.5 / 5
+    assert f["roc_auc"] == pytest.approx((6.5 / 8 + 6 / 9 + 4.5 / 5) / 3)
+    picked = [0.6, 0.2, 0.8, 0.4, 0.2, 0.7]
+    assert f["loss"] == pytest.approx(-np.mean(np.log(picked)))
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_agrees_with_sklearn(k):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(k)
+    n = 300
+    labels = rng.integers(0, k, size=n)
+    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[labels]  # better than chance
+    scores = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    f = evaluate_scores(labels, scores)
+    pred = scores.argmax(axis=1)
+    assert f["accuracy"] == pytest.approx(metrics.accuracy_score(labels, pred))
+    for average in ("macro", "weighted"):
+        p, r, f1, _ = metrics.precision_recall_fscore_support(labels, pred, average=average)
+        assert (f[f"{average}_precision"], f[f"{average}_recall"], f[f"{average}_f1"]) == (
+            pytest.approx((p, r, f1)))
+    p, r, f1, support = metrics.precision_recall_fscore_support(labels, pred)
+    assert [row["precision"] for row in f["per_class"]] == pytest.approx(p)
+    assert [row["recall"] for row in f["per_class"]] == pytest.approx(r)
+    assert [row["f1"] for row in f["per_class"]] == pytest.approx(f1)
+    assert [row["support"] for row in f["per_class"]] == support.tolist()
+    assert f["roc_auc"] == pytest.approx(
+        metrics.roc_auc_score(labels, scores, multi_class="ovr", average="macro"))
+    assert f["loss"] == pytest.approx(metrics.log_loss(labels, scores), rel=1e-6)
+    assert f["confusion_matrix"] == metrics.confusion_matrix(labels, pred).tolist()
+
+
+def test_class_absent_from_the_labels():
+    labels = [0, 0, 1, 1]
+    scores = [[0.7, 0.2, 0.1], [0.2, 0.1, 0.7], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1]]
+    f = evaluate_scores(labels, scores)
+    assert f["confusion_matrix"] == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
+    absent = f["per_class"][2]
+    # predicted once, never right: precision 0; recall undefined, so F1 too
+    assert absent == {"class": "2", "precision": 0.0, "recall": None, "f1": None, "support": 0}
+    assert f["macro_precision"] == pytest.approx((1 + 1 + 0) / 3)
+    assert f["macro_recall"] == pytest.approx((1 / 2 + 1) / 2)  # over classes 0 and 1 only
+    assert f["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert f["weighted_precision"] == pytest.approx(1.0)  # the absent class weighs 0
+    # one-vs-rest over the classes present only: 0: .7 .2 vs .1 .3 -> 3 / 4; 1: 4 / 4
+    assert f["roc_auc"] == pytest.approx((3 / 4 + 1) / 2)
+
+
+def test_multi_class_undefined_figures_are_none():
+    f = evaluate_scores([1, 1], [[0.1, 0.9, 0.0], [0.2, 0.7, 0.1]])
+    assert f["roc_auc"] is None  # one class only
+    assert f["per_class"][0]["precision"] is None  # never predicted, never present
+    assert f["per_class"][0]["f1"] is None
+    assert f["accuracy"] == 1.0 and f["macro_f1"] == 1.0
+    empty = evaluate_scores([], np.zeros((0, 3)))
+    assert empty["n"] == 0 and empty["accuracy"] is None and empty["loss"] is None
+    assert empty["macro_precision"] is None and empty["weighted_f1"] is None
+    assert empty["confusion_matrix"] == [[0, 0, 0]] * 3
+
+
+def test_multi_class_loss_is_finite_for_extreme_scores():
+    f = evaluate_scores([0, 1, 2], [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert math.isfinite(f["loss"]) and f["loss"] > 10
+
+
+def test_column_vector_scores_are_binary():
+    f = evaluate_scores([0, 1], [[0.2], [0.7]])
+    assert tuple(f) == METRIC_KEYS + CLASS_KEYS and f["accuracy"] == 1.0
+
+
+def test_round_figures_nested():
+    figures = {"a": 0.123456, "b": float("nan"), "n": 3, "confusion_matrix": [[1, 2], [3, 4]],
+               "classes": ["x"], "per_class": [{"class": "x", "precision": 2 / 3,
+                                                "recall": float("nan"), "f1": None,
+                                                "support": 5}]}
+    assert round_figures(figures) == {
+        "a": 0.1235, "b": None, "n": 3, "confusion_matrix": [[1, 2], [3, 4]], "classes": ["x"],
+        "per_class": [{"class": "x", "precision": 0.6667, "recall": None, "f1": None,
+                       "support": 5}]}
+    assert figures["per_class"][0]["precision"] == 2 / 3  # a copy, the input is untouched
+
+
+@pytest.mark.parametrize("labels, scores, names", [
+    ([0, 1], [[0.5, 0.3, 0.2]], None),  # 2 labels, 1 row
+    ([0, 1], [[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], ["a", "b"]),  # 3 columns, 2 names
+    ([0, 3], [[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], None),  # label 3 of 3 classes
+    ([0, -1], [[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], None),
+    ([0, 1], [0.2, 0.7], ["a", "b", "c"]),  # two classes, three names
+])
+def test_wrong_shapes_raise(labels, scores, names):
+    with pytest.raises(ValueError):
+        evaluate_scores(labels, scores, class_names=names)

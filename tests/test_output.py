@@ -3,7 +3,7 @@ import io
 import json
 
 from rnncli.output import RecordWriter, render_figures
-from rnncli.metrics import evaluate_scores
+from rnncli.metrics import CLASS_KEYS, METRIC_KEYS, evaluate_scores, round_figures
 
 RECORDS = [
     {"text": "good, \"really\"", "label": "pos", "score": 0.9, "status": "ok"},
@@ -44,14 +44,27 @@ def test_label_keeps_one_line_per_input():
 def test_figures_json_has_exactly_the_documented_keys(capsys):
     render_figures(evaluate_scores([0, 1], [0.2, 0.7]), "json")
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n",
-                        "confusion_matrix"}
+    assert list(out) == list(METRIC_KEYS + CLASS_KEYS)
 
 
 def test_figures_table_for_people(capsys):
     render_figures(evaluate_scores([0, 1], [0.2, 0.7]), "table")
     out = capsys.readouterr().out
     assert "accuracy" in out and "confusion matrix" in out
+    assert "per class" in out and "predicted positive" in out
+
+
+def test_multi_class_table_prints_class_names_literally(capsys):
+    scores = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.5, 0.4, 0.1]]
+    figures = round_figures(evaluate_scores([0, 1, 2, 1], scores,
+                                            class_names=["[red]x", "neutral", "[bold]"]))
+    render_figures(figures, "table", title="eval [on] data")
+    out = capsys.readouterr().out
+    for text in ("[red]x", "neutral", "actual [red]x", "predicted [bold]", "actual neutral",
+                 "macro F1", "weighted precision", "one-vs-rest", "per class",
+                 "confusion matrix", "eval [on] data"):
+        assert text in out, text
+    assert "predicted positive" not in out
 
 
 def test_table_prints_texts_literally_never_as_markup():
