@@ -21,6 +21,11 @@ Systems: rnncli (the installed command, defaults unless --rnncli-args); TF-IDF 1
 logistic regression (scikit-learn); NBSVM-bi (Wang & Manning 2012): binary 1-2-gram
 features scaled by their Naive Bayes log-count ratios, into logistic regression (the
 NBLR form of NBSVM); fastText supervised with bigrams (wordNgrams=2) and 10 epochs.
+Three or more label values (classes as rnncli's reader makes them) work too: the TF-IDF
+model is then a multinomial logistic regression (C on the validation log loss over all
+classes, the class of highest probability predicted), fastText as before, and NBSVM,
+whose log-count ratios set one positive class against one negative, is skipped with a
+note; F1 (of the positive class) is then '-', and the header names the classes.
 --tokens sets the baselines' tokens:
 - `words`: lower-cased, HTML tags dropped, split at spaces and around punctuation (fastText
   keeps the punctuation marks as tokens; TF-IDF's default pattern keeps words of two or
@@ -31,7 +36,8 @@ NBLR form of NBSVM); fastText supervised with bigrams (wordNgrams=2) and 10 epoc
   digits stay words, and each other mark is a token;
 - `auto` (the default): chars when Han and kana make up at least CHARS_SHARE (20%) of the
   letters in the baselines' training texts, else words.
-Each system runs in its own process; the table gives accuracy, F1, train seconds and that
+Each system runs in its own process; the table gives accuracy, F1, macro-F1 (the mean of
+the classes' F1, by rnncli.metrics' rule for all systems), train seconds and that
 process's peak RSS, and says which tokens the baselines used. Train seconds: for rnncli the
 whole 'rnncli train' command (start-up, reading, tokenizing, fitting, saving and
 verifying); for the baselines only their fit.
@@ -91,12 +97,16 @@ def main() -> None:
     split = _baseline_split(args.data, model, args.test_file)
     tokens, why = _choose_tokens(args.tokens, [text for text, _ in split.train])
     files = _write_rows(work, split)
+    notes = []
     for system in ("tfidf", "nbsvm", "fasttext"):
-        if system in systems:
+        if system == "nbsvm" and system in systems and not split.binary:
+            notes.append(f"nbsvm: skipped, binary only ({len(split.label_names)} classes "
+                         "here; its log-count ratios set one class against one other)")
+        elif system in systems:
             row = _run_child([sys.executable, str(HERE), "_baseline", system, tokens,
-                              *map(str, files)], system)
+                              str(len(split.label_names)), *map(str, files)], system)
             rows.append({**row, "detail": _PEER_DETAIL[system, tokens].format(**row)})
-    _print_table(rows, args.data, split.source, f"baselines' tokens: {tokens} ({why})")
+    _print_table(rows, args.data, split, f"baselines' tokens: {tokens} ({why})", notes)
 
 
 # --------------------------------------------------------------------------- rnncli
@@ -110,7 +120,9 @@ def _run_rnncli(data: str, model: Path, extra: str, test_file: str | None) -> di
     figures = json.loads(subprocess.run(evaluate, check=True, capture_output=True,
                                         text=True).stdout)
     manifest = json.loads((model / "rnncli.json").read_text())
-    row.update(accuracy=figures["accuracy"], f1=figures["f1"], n=figures["n"],
+    binary = "classes" not in manifest["labels"]
+    row.update(accuracy=figures["accuracy"], f1=figures["f1"] if binary else None,
+               macro_f1=figures.get("macro_f1"), n=figures["n"],
                detail=f"{manifest['settings']['cell']}, pooling "
                       f"{manifest['settings']['pooling']}, seq_len "
                       f"{manifest['settings']['seq_len']}, vocab "
@@ -146,14 +158,20 @@ def _refit_detail(refit: dict | None) -> str:
 
 @dataclass(frozen=True)
 class Split:
-    """The baselines' rows as (text, label 0/1), and where the test rows come from.
+    """The baselines' rows as (text, class index), and where the test rows come from.
     ``val``: the rows their regularization is chosen on (rnncli's validation rows); they
-    are then refitted on train + val with the chosen value."""
+    are then refitted on train + val with the chosen value. ``label_names``: the class
+    names by index, (negative, positive) for two."""
 
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
     test: list[tuple[str, int]]
     source: str
+    label_names: tuple[str, ...]
+
+    @property
+    def binary(self) -> bool:
+        return len(self.label_names) == 2
 
 
 def _baseline_split(data: str, model: Path | None, test_file: str | None) -> Split:
@@ -165,29 +183,35 @@ def _baseline_split(data: str, model: Path | None, test_file: str | None) -> Spl
     if model is None:
         d = TrainConfig()
         columns, s = {}, {"val_split": d.val_split, "test_split": d.test_split, "seed": d.seed}
+        classes = None
     else:
         manifest = json.loads((model / "rnncli.json").read_text())
         columns = {"text_col": manifest["data"]["text_col"],
-                   "label_col": manifest["data"]["label_col"],
-                   "positive_label": manifest["labels"]["positive"]}
+                   "label_col": manifest["data"]["label_col"]}
+        classes = manifest["labels"].get("classes")
+        if classes is None:  # two classes; more have no positive one
+            columns["positive_label"] = manifest["labels"]["positive"]
         s = manifest["settings"]
     data_set = load_dataset(data, **columns)
+    names = data_set.label_names
+    assert classes in (None, list(names)), "the baselines' classes differ from rnncli's"
     if test_file:
-        test_set = load_dataset(test_file, known_labels=data_set.label_names)
+        test_set = load_dataset(test_file, known_labels=names)
         # all of DATA to train on; 10% of it (stratified, seeded) to choose C on first
         train, val = _carve(_pairs(data_set), 0.1, s["seed"])
-        return Split(train, val, _pairs(test_set), f"from {test_file}")
+        return Split(train, val, _pairs(test_set), f"from {test_file}", names)
     train, val, test = split_dataset(data_set, val_split=s["val_split"],
                                      test_split=s["test_split"], seed=s["seed"])
     if model is None:
         return Split(_pairs(train), _pairs(val), _pairs(test),
                      f"split as 'rnncli train' makes it: seed {s['seed']}, validation "
-                     f"{s['val_split']}, test {s['test_split']}, stratified; no rnncli run")
+                     f"{s['val_split']}, test {s['test_split']}, stratified; no rnncli run",
+                     names)
     with gzip.open(model / "test.jsonl.gz", "rt", encoding="utf-8") as fh:
         saved = [json.loads(line)["text"] for line in fh if line.strip()]
     assert saved == test.texts, "the baselines' test rows differ from rnncli's"
     return Split(_pairs(train), _pairs(val), _pairs(test),
-                 "held out by rnncli, same for all")
+                 "held out by rnncli, same for all", names)
 
 
 def _carve(pairs: list[tuple[str, int]], share: float, seed: int):
@@ -196,7 +220,7 @@ def _carve(pairs: list[tuple[str, int]], share: float, seed: int):
 
     rng = random.Random(seed)
     held = set()
-    for label in (0, 1):
+    for label in sorted({y for _, y in pairs}):
         index = [i for i, (_, y) in enumerate(pairs) if y == label]
         rng.shuffle(index)
         held.update(index[:round(len(index) * share)])
@@ -265,16 +289,17 @@ def _char_tokens(text: str) -> list[str]:
 # --------------------------------------------------------------------------- baselines
 
 
-def _baseline(system: str, tokens: str, train_path: str, val_path: str,
+def _baseline(system: str, tokens: str, classes: str, train_path: str, val_path: str,
               test_path: str) -> None:
     def read(path):
         return [json.loads(line) for line in open(path, encoding="utf-8")]
 
     train, val, test = read(train_path), read(val_path), read(test_path)
+    k = int(classes)
     started = time.perf_counter()
     extra = {}
     if system in ("tfidf", "nbsvm"):
-        predict, extra["C"] = _train_linear(system, train, val, tokens)
+        predict, extra["C"] = _train_linear(system, train, val, tokens, k)
     else:
         predict = _train_fasttext(train + val, tokens)
     seconds = time.perf_counter() - started
@@ -284,9 +309,25 @@ def _baseline(system: str, tokens: str, train_path: str, val_path: str,
     fp = sum(p == 1 and y == 0 for p, y in zip(predicted, labels))
     fn = sum(p == 0 and y == 1 for p, y in zip(predicted, labels))
     accuracy = sum(p == y for p, y in zip(predicted, labels)) / len(labels)
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    print(json.dumps({"accuracy": round(accuracy, 4), "f1": round(f1, 4), "n": len(labels),
-                      "train_seconds": round(seconds, 1), **extra}))
+    f1 = round(2 * tp / (2 * tp + fp + fn) if tp else 0.0, 4) if k == 2 else None
+    macro_f1 = _macro_f1(labels, predicted, k)
+    print(json.dumps({"accuracy": round(accuracy, 4), "f1": f1,
+                      "macro_f1": None if macro_f1 is None else round(macro_f1, 4),
+                      "n": len(labels), "train_seconds": round(seconds, 1), **extra}))
+
+
+def _macro_f1(labels: list[int], predicted: list[int], k: int) -> float | None:
+    """rnncli's own macro F1 (rnncli.metrics), so that all rows of the table agree on it:
+    a class never predicted, or absent from the test rows, is left out of the mean."""
+    import numpy as np
+
+    sys.path.insert(0, str(HERE.parent.parent))
+    from rnncli.metrics import evaluate_scores
+
+    predicted = np.asarray(predicted, dtype=np.int64)
+    # the predicted class as a score: 0/1 for two classes, else one-hot rows
+    scores = predicted if k == 2 else np.eye(k)[predicted]
+    return evaluate_scores(labels, scores)["macro_f1"]
 
 
 def _clean(text: str) -> str:
@@ -332,30 +373,43 @@ def _fit_linear(system: str, tokens: str, rows, C: float):
     return vectorizer, scale, classifier
 
 
-def _linear_scores(model, texts):
+def _linear_scores(model, texts, k: int):
+    """Class probabilities, one column per class 0..k-1 (0 for a class absent in training)."""
+    import numpy as np
     import scipy.sparse as sp
 
     vectorizer, scale, classifier = model
     x = vectorizer.transform(texts)
     if scale is not None:
         x = x @ sp.diags(scale)
-    return classifier.predict_proba(x)[:, 1]
+    scores = np.zeros((x.shape[0], k))
+    scores[:, classifier.classes_] = classifier.predict_proba(x)
+    return scores
 
 
-def _train_linear(system: str, train, val, tokens: str):
+def _train_linear(system: str, train, val, tokens: str, k: int):
     """C chosen on the validation rows (lowest log loss; ties go to the smaller C), then
-    refitted on train + validation with it; returns (predict, C)."""
+    refitted on train + validation with it; returns (predict, C). With k > 2 classes the
+    lbfgs logistic regression is multinomial and predicts the most probable class."""
     from sklearn.metrics import log_loss
 
     labels = [r["label"] for r in val]
     losses = []
     for C in C_GRID:
         scores = _linear_scores(_fit_linear(system, tokens, train, C),
-                                [r["text"] for r in val])
-        losses.append(log_loss(labels, scores, labels=[0, 1]))
+                                [r["text"] for r in val], k)
+        losses.append(log_loss(labels, scores[:, 1] if k == 2 else scores,
+                               labels=list(range(k))))
     best = min(range(len(C_GRID)), key=lambda i: (round(losses[i], 6), C_GRID[i]))
     model = _fit_linear(system, tokens, train + val, C_GRID[best])
-    return (lambda new: [int(p >= 0.5) for p in _linear_scores(model, new)]), C_GRID[best]
+
+    def predict(new):
+        scores = _linear_scores(model, new, k)
+        if k == 2:  # the positive class from 0.5 up, as rnncli's default threshold
+            return [int(p >= 0.5) for p in scores[:, 1]]
+        return [int(i) for i in scores.argmax(axis=1)]
+
+    return predict, C_GRID[best]
 
 
 def _train_fasttext(rows, tokens: str):
@@ -403,14 +457,30 @@ def _run_child(command: list[str], name: str, parse: bool = True) -> dict:
     return row
 
 
-def _print_table(rows: list[dict], data: str, source: str, tokens: str) -> None:
-    print(f"data: {data}; test rows: {rows[0].get('n')} ({source})")
+def _print_table(rows: list[dict], data: str, split: Split, tokens: str,
+                 notes: list[str]) -> None:
+    classes = ""
+    if not split.binary:
+        counts = [0] * len(split.label_names)
+        for _, label in split.test:
+            counts[label] += 1
+        classes = (f"; {len(counts)} classes (test rows): "
+                   + ", ".join(f"{name} {n}" for name, n in zip(split.label_names, counts)))
+    print(f"data: {data}; test rows: {len(split.test)} ({split.source}){classes}")
     print(tokens)
-    print(f"{'system':<34} {'accuracy':>8} {'F1':>7} {'train s':>8} {'peak MB':>8}  detail")
+    print(f"{'system':<34} {'accuracy':>8} {'F1':>7} {'macro-F1':>8} {'train s':>8} "
+          f"{'peak MB':>8}  detail")
     # baselines: train seconds = fit time in their process; rnncli: the whole command
     for r in rows:
-        print(f"{r['system']:<34} {r['accuracy']:>8.4f} {r['f1']:>7.4f} "
-              f"{r['train_seconds']:>8.1f} {r['peak_mb']:>8}  {r.get('detail', '')}")
+        print(f"{r['system']:<34} {r['accuracy']:>8.4f} {_figure(r['f1']):>7} "
+              f"{_figure(r.get('macro_f1')):>8} {r['train_seconds']:>8.1f} "
+              f"{r['peak_mb']:>8}  {r.get('detail', '')}")
+    for note in notes:
+        print(note)
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 if __name__ == "__main__":
