@@ -4,7 +4,8 @@ atomic publish is fsio.py's, the writing saving.py's).
 A model directory holds:
     rnncli.json     the manifest (format version, versions, settings, labels, threshold,
                     history, figures, data fingerprint, sha256 of every other file)
-    model.keras     Keras model: raw strings in, positive-class probability out
+    model.keras     Keras model: raw strings in, the positive-class probability out (or
+                    every class's, for more than two classes)
     test.jsonl.gz   the held-out test split (``text``, ``label``), for ``rnncli evaluate``
     core.onnx       the recurrent network for the ONNX engine (``engine.py``), and
     serving.npz     what that engine needs around it; both absent in older models
@@ -28,12 +29,14 @@ from rnncli import fsio
 from rnncli.config import TrainConfig
 from rnncli.errors import ModelError, RnnCliError, UsageError, first_line
 
+# 5: more than two classes (settings.classes, labels.classes, threshold null, the heads
+#    give every class's probability), settings.class_weight, data.class_counts;
 # 4: settings.ngram_order and ngram_solver (the n-gram model's longest n-grams, and Adam
 #    or the exact fit with C chosen on validation), its refit on training + validation
 #    rows (manifest.blend: ngram_solver, ngram_c or ngram_epochs, ngram_refit);
 # 3: settings.tokenizer ("cjk-chars": Chinese and Japanese characters are tokens);
-# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 3 still load.
-FORMAT_VERSION = 4
+# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 4 still load.
+FORMAT_VERSION = 5
 MANIFEST = "rnncli.json"
 MODEL_FILE = "model.keras"
 TEST_FILE = "test.jsonl.gz"
@@ -108,11 +111,16 @@ def _read_manifest(model_dir: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: model format {version} is newer than this rnncli "
                          f"understands ({FORMAT_VERSION}); upgrade rnncli")
     try:
-        model_config(manifest)
-        label_names(manifest)
+        config = model_config(manifest)
+        names = label_names(manifest)
+        if len(names) != (config.classes or 2):
+            raise ValueError("labels (their number is not settings.classes)")
         threshold = manifest["threshold"]
-        if (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)
-                or not 0 <= threshold <= 1):  # NaN too
+        if len(names) > 2 and threshold is not None:
+            raise ValueError("threshold (a model of more than two classes has none)")
+        if len(names) == 2 and (not isinstance(threshold, (int, float))
+                                or isinstance(threshold, bool)
+                                or not 0 <= threshold <= 1):  # NaN too
             raise ValueError("threshold")
         files = manifest["files"]
         if not isinstance(files, dict) or MODEL_FILE not in files:
@@ -132,10 +140,21 @@ def model_config(manifest: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(manifest["settings"])
 
 
-def label_names(manifest: dict[str, Any]) -> tuple[str, str]:
-    """(negative, positive) label names, as the training data spelled them."""
+def label_names(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The class names in class order, as the training data spelled them: (negative,
+    positive) for a binary model."""
     labels = manifest["labels"]
-    return str(labels["negative"]), str(labels["positive"])
+    if "classes" not in labels:
+        return str(labels["negative"]), str(labels["positive"])
+    names = labels["classes"]
+    if (not isinstance(names, list) or len(names) < 3
+            or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
+        raise ValueError("labels.classes")
+    return tuple(names)
+
+
+def is_binary(manifest: dict[str, Any]) -> bool:
+    return len(label_names(manifest)) == 2
 
 
 def verify_files(model_dir: Path, manifest: dict[str, Any], names=(MODEL_FILE,)) -> None:

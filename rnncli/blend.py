@@ -26,17 +26,18 @@ class Blend:
 
 
 def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
-                 rnn_test: np.ndarray) -> Blend:
+                 rnn_test: np.ndarray, val_weights: np.ndarray | None = None) -> Blend:
     """Choose the RNN's weight in the blend of the two probabilities (the n-gram model
     gets the rest): the weight in 0, 0.05, ..., 1 with the lowest validation log loss.
 
     Losses within BLEND_TOLERANCE of the lowest count as ties, won by the weight nearest an
     even blend; with fewer than BLEND_MIN_ROWS validation rows the blend is even, since
-    so few rows cannot tell the parts apart.
+    so few rows cannot tell the parts apart. Scores are positive-class probabilities (two
+    classes) or rows of class probabilities; ``val_weights``: the rows' class weights.
     """
-    y_val = np.asarray(val_labels, np.float64)
+    y_val = np.asarray(val_labels)
     weights = np.linspace(0.0, 1.0, 21)
-    losses = np.array([log_loss(y_val, w * rnn_val + (1 - w) * ngram.val_scores)
+    losses = np.array([log_loss(y_val, w * rnn_val + (1 - w) * ngram.val_scores, val_weights)
                        for w in weights])
     near_best = np.flatnonzero(losses <= losses.min() + BLEND_TOLERANCE)
     weight = round(float(weights[min(near_best, key=lambda i: abs(weights[i] - 0.5))]), 2)
@@ -57,14 +58,31 @@ def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
                  weight * rnn_test + (1 - weight) * ngram.test_scores)
 
 
-def log_loss(labels, scores: np.ndarray) -> float:
-    """Mean binary log loss of probabilities ``scores`` (clipped to [1e-7, 1 - 1e-7])."""
-    y = np.asarray(labels, np.float64)
+def log_loss(labels, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean log loss of probabilities ``scores`` (clipped to [1e-7, 1 - 1e-7]): binary for
+    a vector (the positive class's), categorical for rows of class probabilities;
+    ``weights``: one per row (class weights), else all 1."""
+    y = np.asarray(labels)
     p = np.clip(np.asarray(scores, np.float64), 1e-7, 1 - 1e-7)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    if p.ndim == 2:
+        losses = -np.log(p[np.arange(len(y)), y.astype(np.int64)])
+    else:
+        y = y.astype(np.float64)
+        losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(np.average(losses, weights=weights)) if len(y) else 0.0
+
+
+def predicted(scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Class indexes: the positive class at ``threshold`` for a vector of positive-class
+    probabilities, the most probable class for rows of class probabilities."""
+    scores = np.asarray(scores)
+    if scores.ndim == 2:
+        return np.argmax(scores, axis=1)
+    return (scores >= threshold).astype(np.int64)
 
 
 def accuracy(labels, scores: np.ndarray) -> float | None:
-    """Accuracy at 0.5, rounded to 4 decimals as the manifest keeps it; None for no rows."""
+    """Accuracy (at 0.5 for two classes), rounded to 4 decimals as the manifest keeps it;
+    None for no rows."""
     labels = np.asarray(labels)
-    return round(float(np.mean((scores >= 0.5) == labels)), 4) if len(labels) else None
+    return round(float(np.mean(predicted(scores) == labels)), 4) if len(labels) else None

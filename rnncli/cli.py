@@ -16,7 +16,8 @@ import click
 from rnncli import __version__
 from rnncli.cli_options import (DEFAULT_MODEL_DIR, Probability, data_options, device_option,
                                 engine_option, model_option, setting, train_device_option)
-from rnncli.config import CELLS, NGRAM_SOLVERS, POOLINGS, PREDICT_FORMATS, TrainConfig, default
+from rnncli.config import (CELLS, CLASS_WEIGHTS, NGRAM_SOLVERS, POOLINGS, PREDICT_FORMATS,
+                           TrainConfig, default)
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
                            EXIT_USAGE, RnnCliError, Terminated, UsageError)
 
@@ -191,6 +192,8 @@ def cli(debug: bool) -> None:
 @setting("test_split", None,
           "Fraction of rows held out for 'rnncli evaluate'.")
 @setting("seed", None, "Random seed for the split and the weights.")
+@setting("class_weight", click.Choice(CLASS_WEIGHTS), "Weight each class in the losses: "
+          "none, or balanced (rows / (classes x rows of the class)) for skewed data.")
 @train_device_option
 @click.option("--mixed-precision", is_flag=True,
               help="Compute the recurrent network in float16 on GPUs (bfloat16 on CPUs), "
@@ -231,7 +234,7 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
               show_default=True, help="auto: a table on a terminal, JSON lines when piped.")
 @click.option("--threshold", type=Probability(), default=None,
               help="Score at or above which the positive label is given [default: the "
-                   "model's].")
+                   "model's]; two-class models only.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Lines scored together when reading stdin.")
 @device_option
@@ -243,7 +246,8 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
 
     One record per input line, in order; blank lines get status "empty" and undecodable
     ones "invalid_utf8" (then the exit code is 3). Records: text, label, score (the
-    positive-class probability), status.
+    positive-class probability; with more than two classes, the label's), status, and
+    scores (every class's probability).
     """
     from rnncli import output
     from rnncli.predict import FAILED, Predictor
@@ -252,7 +256,7 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
     if from_stdin and output.is_terminal(sys.stdin) and not quiet:
         output.err_console().print("reading texts from stdin, one per line (Ctrl-D to end)")
     predictor = Predictor.load(model_dir, device=device, engine=engine, threshold=threshold)
-    writer = output.RecordWriter(output.resolve_format(fmt))
+    writer = output.RecordWriter(output.resolve_format(fmt), classes=predictor.label_names)
     progress = output.StreamProgress(
         from_stdin and not quiet and output.is_terminal(sys.stderr)
         and not output.is_terminal(sys.stdout))
@@ -288,7 +292,7 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
 @model_option
 @data_options
 @click.option("--threshold", type=Probability(), default=None,
-              help="Decision threshold [default: the model's].")
+              help="Decision threshold [default: the model's]; two-class models only.")
 @click.option("-f", "--format", "fmt", type=click.Choice(["auto", "table", "json"]),
               default="auto", show_default=True,
               help="auto: a table on a terminal, JSON when piped.")
@@ -296,7 +300,8 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
 @engine_option
 def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, threshold, fmt,
              device, engine):
-    """Accuracy, precision, recall, F1, ROC AUC, loss and confusion matrix.
+    """Accuracy, precision, recall, F1, ROC AUC, loss and confusion matrix (per class,
+    macro and weighted averages too).
 
     On DATA when given (same columns and options as train), else on the test split
     held out when the model was trained.
@@ -326,7 +331,9 @@ def export(model_dir, dest, force):
     """Export a TensorFlow SavedModel for TF Serving.
 
     Its 'serve' endpoint and 'serving_default' signature take a flat batch of raw strings
-    (shape [n]) and return the positive-class probability (shape [n, 1]).
+    (shape [n]) and return the positive-class probability (shape [n, 1]), or for a model
+    of k > 2 classes every class's probability (shape [n, k], in the order 'rnncli info'
+    lists the classes).
     """
     from rnncli import output
     from rnncli.export import export_saved_model

@@ -29,6 +29,8 @@ POSITIVE_NAMES = frozenset({"positive", "pos", "1", "true", "yes", "y", "+1", "+
 NEGATIVE_NAMES = frozenset({"negative", "neg", "0", "false", "no", "n", "-1", "-",
                             "负面", "負面", "消极", "消極", "差评", "差評", "负向", "負向",
                             "ネガティブ"})
+# More distinct label values than this is a text or id column picked by mistake.
+MAX_CLASSES = 100
 
 
 # --------------------------------------------------------------------------- columns
@@ -80,8 +82,13 @@ def normalize_label(value: str) -> str:
 
 
 def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
-               known: tuple[str, str] | None = None) -> tuple[np.ndarray, tuple[str, str]]:
-    """Map raw label strings to 0/1. ``known`` = a trained model's (negative, positive)."""
+               known: tuple[str, ...] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Map raw label strings to class indexes; returns (indexes, class names).
+
+    Two values: a binary classifier, (negative, positive) as 0/1. Three or more: one class
+    per value, numbers in numeric order (1 < 2 < 10), other names in alphabetical order,
+    each spelled as most rows spell it. ``known``: a trained model's class names.
+    """
     keys = [normalize_label(v) for v in raw]
     counts = Counter(keys)
     if known is not None:
@@ -89,23 +96,57 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
         unknown = [k for k in counts if k not in lookup]
         if unknown:
             raise DataError(f"{path}: labels {_quote(unknown)} are not the model's labels "
-                            f"({known[0]!r}, {known[1]!r})")
-        return np.array([lookup[k] for k in keys], dtype=np.int8), known
-    if len(counts) != 2:
+                            f"({_quote(known)})")
+        return np.array([lookup[k] for k in keys], dtype=_label_dtype(len(known))), known
+    if len(counts) < 2:
         listed = ", ".join(f"{k!r} ({n} rows)" for k, n in counts.most_common(10))
-        if len(counts) < 2:
-            raise DataError(f"{path}: only one label value ({listed}); a classifier needs rows of "
-                            "two classes")
-        raise DataError(f"{path}: {len(counts)} distinct labels ({listed}); rnncli trains a "
-                        "binary classifier: keep two label values")
+        raise DataError(f"{path}: only one label value ({listed}); a classifier needs rows of "
+                        "two or more classes")
     spelled = {}
     for value, key in zip(raw, keys):
         spelled.setdefault(key, Counter())[value.strip()] += 1
     names = {key: spellings.most_common(1)[0][0] for key, spellings in spelled.items()}
+    if len(counts) > 2:
+        if positive_label is not None:
+            raise DataError(f"{path}: --positive-label applies to two label values; this file "
+                            f"has {len(counts)} ({_examples(counts)}), so every class is "
+                            "learnt: drop --positive-label")
+        _check_class_count(path, counts, len(keys))
+        order = sorted(counts, key=_class_order)
+        lookup = {key: i for i, key in enumerate(order)}
+        return (np.array([lookup[k] for k in keys], dtype=_label_dtype(len(order))),
+                tuple(names[k] for k in order))
     positive = _positive_key(path, list(counts), positive_label)
     negative = next(k for k in counts if k != positive)
     labels = np.array([1 if k == positive else 0 for k in keys], dtype=np.int8)
     return labels, (names[negative], names[positive])
+
+
+def _label_dtype(classes: int):
+    return np.int8 if classes <= 127 else np.int16
+
+
+def _class_order(key: str):
+    """Numbers first, in numeric order; then names, alphabetically (case-insensitively)."""
+    if _is_numeric_label(key):
+        return (0, float(key), key)
+    return (1, key.casefold(), key)
+
+
+def _check_class_count(path: Path, counts: Counter, rows: int) -> None:
+    """Refuse a column that cannot hold labels: more than MAX_CLASSES values, or (from
+    three) fewer than two rows per value on average, as an id or text column has."""
+    if len(counts) <= MAX_CLASSES and 2 * len(counts) <= rows:
+        return
+    raise DataError(f"{path}: the label column has {len(counts)} distinct values in {rows} "
+                    f"rows ({_examples(counts)}); so many values for so few rows look like a "
+                    "text or id column, not labels: name the label column with --label-col "
+                    f"(a classifier takes at most {MAX_CLASSES} classes, each in several rows)")
+
+
+def _examples(counts: Counter, shown: int = 5) -> str:
+    listed = ", ".join(f"{k!r} ({n} rows)" for k, n in counts.most_common(shown))
+    return listed + (", ..." if len(counts) > shown else "")
 
 
 def _positive_key(path: Path, keys: list[str], positive_label: str | None) -> str:

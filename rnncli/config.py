@@ -3,9 +3,9 @@
 Defaults live here and only here; the CLI reads them. The object validates itself and
 round-trips through JSON inside the model directory, so evaluate, predict and export read
 back exactly what train used. Settings that depend on the data (``max_tokens``,
-``seq_len``, ``bigram_dim``, ``ngram_order``, ``ngram_solver``) may be ``None`` here,
-meaning "derive from the training data"; the model directory always records the resolved
-values.
+``seq_len``, ``bigram_dim``, ``ngram_order``, ``ngram_solver``, ``classes``) may be
+``None`` here, meaning "derive from the training data"; the model directory always
+records the resolved values.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ POOLINGS = ("last", "max", "mean", "attention")
 # How the n-gram model is fitted (ngrams.py): Adam with early stopping, or the exact
 # L2-regularized logistic regression with C chosen on validation (L-BFGS).
 NGRAM_SOLVERS = ("adam", "lbfgs")
+# Per-class weights in both parts' losses: none, or "balanced" (rows / (classes x rows of
+# the class), as scikit-learn's class_weight="balanced"), for skewed data.
+CLASS_WEIGHTS = ("none", "balanced")
 # How texts become tokens, and what each makes a token of: "words" splits at spaces and
 # punctuation (models of format 2 and older); "cjk-chars" also makes every Chinese and
 # Japanese character a token and reads full-width forms as ASCII (model.STANDARDIZERS).
@@ -107,6 +110,8 @@ class TrainConfig:
     val_split: float = 0.1
     test_split: float = 0.1
     seed: int = 42
+    class_weight: str = "none"
+    classes: int | None = None  # from the labels: 2 (sigmoid head) or more (softmax)
 
     def __post_init__(self) -> None:
         problems = []
@@ -121,6 +126,11 @@ class TrainConfig:
         if self.ngram_solver is not None and self.ngram_solver not in NGRAM_SOLVERS:
             problems.append(f"ngram_solver must be one of {', '.join(NGRAM_SOLVERS)}, not "
                             f"{self.ngram_solver!r}")
+        if self.classes is not None and not (_is_int(self.classes) and self.classes >= 2):
+            problems.append(f"classes must be a whole number >= 2, not {self.classes!r}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            problems.append(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, not "
+                            f"{self.class_weight!r}")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         for name, allowed in RANGES.items():
@@ -142,10 +152,11 @@ class TrainConfig:
         A model trained before the n-gram model existed has no ``ngrams`` key: it has none;
         one trained before ``tokenizer`` existed split at spaces ("words") and had no
         token-pair embedding; one trained before ``ngram_order`` existed (format 3 and
-        older) had token 1-2-grams fitted by Adam.
+        older) had token 1-2-grams fitted by Adam; one trained before ``classes`` existed
+        (format 4 and older) was binary, with no class weights.
         """
         data = {"ngrams": False, "tokenizer": "words", "bigram_dim": 0, "ngram_order": 2,
-                "ngram_solver": "adam", **data}
+                "ngram_solver": "adam", "classes": 2, "class_weight": "none", **data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -47,11 +47,11 @@ class Table:
 
 @dataclass
 class Dataset:
-    """Texts with 0/1 labels, and how they were obtained."""
+    """Texts with class labels, and how they were obtained."""
 
     texts: list[str]
-    labels: np.ndarray  # int8, 1 = positive
-    label_names: tuple[str, str]  # (negative, positive)
+    labels: np.ndarray  # class indexes (int8): with two classes 0 negative, 1 positive
+    label_names: tuple[str, ...]  # class names by index: (negative, positive) for two
     text_col: str
     label_col: str
     fingerprint: str
@@ -63,6 +63,15 @@ class Dataset:
     @property
     def positive_label(self) -> str:
         return self.label_names[1]
+
+    @property
+    def binary(self) -> bool:
+        return len(self.label_names) == 2
+
+    def class_counts(self) -> dict[str, int]:
+        """Rows of each class, in class order."""
+        counts = np.bincount(self.labels, minlength=len(self.label_names))
+        return {name: int(n) for name, n in zip(self.label_names, counts)}
 
     def subset(self, index: np.ndarray) -> Dataset:
         return Dataset(
@@ -281,7 +290,7 @@ def _name(delimiter: str) -> str:
 
 def load_dataset(path: str | Path, *, text_col: str | None = None, label_col: str | None = None,
                  positive_label: str | None = None, encoding: str | None = None,
-                 known_labels: tuple[str, str] | None = None) -> Dataset:
+                 known_labels: tuple[str, ...] | None = None) -> Dataset:
     """Read a labelled file. Rows with an empty text or label are skipped and counted."""
     table = read_table(path, encoding=encoding)
     text_col, label_col, notes = choose_columns(table, text_col, label_col)
@@ -331,28 +340,55 @@ def split_dataset(data: Dataset, *, val_split: float, test_split: float,
     """Stratified train/validation/test split, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[], [], []]
-    for cls in (0, 1):
+    classes = len(data.label_names)
+    if classes > 2:
+        _check_rare_classes(data, val_split, test_split)
+    for cls in range(classes):
         index = np.flatnonzero(data.labels == cls)
         rng.shuffle(index)
-        n_test = int(round(len(index) * test_split))
-        n_val = int(round(len(index) * val_split))
+        n_test, n_val = _held_out(len(index), val_split, test_split)
         parts[2].extend(index[:n_test])
         parts[1].extend(index[n_test:n_test + n_val])
         parts[0].extend(index[n_test + n_val:])
     sizes = [len(p) for p in parts]
-    counts = np.bincount(data.labels, minlength=2)
+    counts = np.bincount(data.labels, minlength=classes)
     if min(sizes[1:]) < 2 or sizes[0] < 4 or counts.min() < 3:
+        kinds = (f"{counts[1]} positive, {counts[0]} negative" if classes == 2 else
+                 ", ".join(f"{n} {name!r}" for name, n in zip(data.label_names, counts)))
         raise DataError(
-            f"too few rows to split: {len(data.texts)} rows ({counts[1]} positive, "
-            f"{counts[0]} negative) give train/validation/test = {sizes[0]}/{sizes[1]}/"
-            f"{sizes[2]}; add rows or raise --val-split/--test-split"
-            + (f" ({data.summary()})" if data.skipped else ""))
+            f"too few rows to split: {len(data.texts)} rows ({kinds}) give "
+            f"train/validation/test = {sizes[0]}/{sizes[1]}/{sizes[2]}; add rows or raise "
+            "--val-split/--test-split" + (f" ({data.summary()})" if data.skipped else ""))
     out = []
     for part in parts:
         index = np.array(part, dtype=np.int64)
         rng.shuffle(index)
         out.append(data.subset(index))
     return out[0], out[1], out[2]
+
+
+def _held_out(rows: int, val_split: float, test_split: float) -> tuple[int, int]:
+    """(test rows, validation rows) of a class with ``rows`` rows."""
+    return int(round(rows * test_split)), int(round(rows * val_split))
+
+
+def _check_rare_classes(data: Dataset, val_split: float, test_split: float) -> None:
+    """With three or more classes, every class needs a row in each of the three parts."""
+    def enough(rows: int) -> bool:
+        n_test, n_val = _held_out(rows, val_split, test_split)
+        return n_test >= 1 and n_val >= 1 and rows - n_test - n_val >= 1
+
+    rare = {name: n for name, n in data.class_counts().items() if not enough(n)}
+    if not rare:
+        return
+    need = next(n for n in range(3, 10**6) if enough(n) and enough(n + 1))
+    listed = ", ".join(f"{name!r} ({n} row{'s' if n != 1 else ''})" for name, n in rare.items())
+    raise DataError(
+        f"{len(rare)} class{'es' if len(rare) > 1 else ''} too rare for a stratified split "
+        f"with --val-split {val_split:g} and --test-split {test_split:g}: {listed}; each "
+        f"class needs at least {need} rows: add rows, merge or drop "
+        f"{'these classes' if len(rare) > 1 else 'this class'}, or raise "
+        "--val-split/--test-split")
 
 
 def write_split(path: Path, data: Dataset) -> None:

@@ -6,7 +6,8 @@ Light: imports numpy and (when a model is loaded) onnxruntime, never TensorFlow 
 ``rnncli predict "great movie"`` costs a fraction of the ~4 s ``import tensorflow`` takes.
 
 Training writes two files beside ``model.keras`` (see ``export.write_onnx``):
-    core.onnx     the recurrent network: token ids (batch, time) -> probability (batch, 1)
+    core.onnx     the recurrent network: token ids (batch, time) -> probability (batch, 1),
+                  or class probabilities (batch, k) for k > 2 classes
     serving.npz   what reproduces the Keras text model around it (``serving.py``)
 The standardization tables record what TensorFlow's standardization (ICU lower-casing
 and its context rule for capital sigma, RE2 character classes) does to every
@@ -134,6 +135,7 @@ class OnnxEngine:
         self._input = session.get_inputs()[0].name
         self.seq_len = serving["seq_len"]
         self.rnn_weight = serving["rnn_weight"]
+        self.outputs = serving["outputs"]  # 1: the positive class's probability
         self.standardize = Standardizer(
             keep=serving["keep"], lower_from=serving["lower_from"],
             lower_to=serving["lower_to"], cased=serving["cased"],
@@ -151,15 +153,20 @@ class OnnxEngine:
 
     @classmethod
     def load(cls, model_dir: str | Path, *, tokenizer: str | None = None,
-             ngram_order: int | None = None) -> OnnxEngine:
+             ngram_order: int | None = None, classes: int | None = None) -> OnnxEngine:
         """Read ``core.onnx`` and ``serving.npz`` (hash-checked by the caller);
-        ``tokenizer`` and ``ngram_order``: the manifest's, which ``serving.npz`` must share."""
+        ``tokenizer``, ``ngram_order`` and ``classes``: the manifest's, which
+        ``serving.npz`` must share."""
         model_dir = Path(model_dir)
         serving = read_serving(model_dir / SERVING_FILE)
         if tokenizer is not None and serving["tokenizer"] != tokenizer:
             raise ModelError(f"{model_dir / SERVING_FILE}: tokenizes as {serving['tokenizer']!r}"
                              f" where the manifest says {tokenizer!r}; use --engine tf or "
                              "retrain the model")
+        if classes is not None and serving["outputs"] != (1 if classes == 2 else classes):
+            raise ModelError(f"{model_dir / SERVING_FILE}: gives {serving['outputs']} "
+                             f"output(s) where the manifest has {classes} classes; use "
+                             "--engine tf or retrain the model")
         if (ngram_order is not None and serving["rnn_weight"] < 1
                 and serving["ngram_order"] != ngram_order):
             raise ModelError(f"{model_dir / SERVING_FILE}: holds 1-{serving['ngram_order']}-"
@@ -171,7 +178,7 @@ class OnnxEngine:
         graph = path.read_bytes()
         _check_graph(path, graph)
         session = _session(path, graph)
-        _check_signature(path, session)
+        _check_signature(path, session, serving["outputs"])
         engine = cls(session, serving)
         engine.path = str(path)
         return engine
@@ -180,14 +187,16 @@ class OnnxEngine:
         return self.standardize(text).split()
 
     def scores(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        """Positive-class probabilities in input order.
+        """Positive-class probabilities (n,), or class probabilities (n, k), in input
+        order.
 
         Texts of similar length are scored together (each batch is padded to its longest
         text only), and the batches run in parallel, one per core: ONNX Runtime runs the
         recurrent loop one step at a time, which one core cannot speed up. The n-gram
         model is computed meanwhile.
         """
-        out = np.zeros(len(texts), dtype=np.float32)
+        out = np.zeros((len(texts),) if self.outputs == 1 else (len(texts), self.outputs),
+                       dtype=np.float32)
         if not texts:
             return out
         tokens = [self.tokens(t) for t in texts]
@@ -213,11 +222,13 @@ class OnnxEngine:
         except Exception as exc:  # onnxruntime's own types
             raise ModelError(f"{self.path}: ONNX Runtime failed to run it ({first_line(exc, with_type=True)});"
                              " use --engine tf or retrain the model") from exc
-        out = np.asarray(out, dtype=np.float32).reshape(-1)
-        if out.shape != (len(batch),) or not np.all((out >= 0) & (out <= 1)):
-            raise ModelError(f"{self.path}: gave something other than one probability per "
-                             "text; use --engine tf or retrain the model")
-        return out
+        out = np.asarray(out, dtype=np.float32)
+        if out.shape != (len(batch), self.outputs) or not np.all((out >= 0) & (out <= 1)):
+            what = ("one probability" if self.outputs == 1
+                    else f"{self.outputs} class probabilities")
+            raise ModelError(f"{self.path}: gave something other than {what} per text; use "
+                             "--engine tf or retrain the model")
+        return out.reshape(-1) if self.outputs == 1 else out
 
     def close(self) -> None:
         """Stop the worker threads (started on first use). The engine may be used again
@@ -255,9 +266,14 @@ class OnnxEngine:
         values = (1.0 + np.log(counts.astype(np.float32))) * self._idf[cols]
         norms = np.bincount(rows, weights=values * values, minlength=len(tokens))
         values = values / np.sqrt(norms[rows] + 1e-12)
-        logits = np.bincount(rows, weights=values * self._kernel[cols],
-                             minlength=len(tokens)) + self._bias
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        logits = np.stack([np.bincount(rows, weights=values * self._kernel[cols, j],
+                                       minlength=len(tokens))
+                           for j in range(self.outputs)], axis=1) + self._bias
+        if self.outputs == 1:
+            return (1.0 / (1.0 + np.exp(-logits[:, 0]))).astype(np.float32)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _workers() -> int:
@@ -313,11 +329,16 @@ def _check_graph(path: Path, graph: bytes) -> None:
         raise ModelError(f"{path}: refers to data outside the file; refusing to load it")
 
 
-def _check_signature(path: Path, session) -> None:
-    """One input of token ids (batch, time), one probability per text out."""
+def _check_signature(path: Path, session, width: int = 1) -> None:
+    """One input of token ids (batch, time); ``width`` probabilities per text out (one, or
+    one per class)."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if not (len(inputs) == 1 and inputs[0].type == "tensor(int64)"
+    fits = (len(inputs) == 1 and inputs[0].type == "tensor(int64)"
             and len(inputs[0].shape) == 2 and outputs
-            and outputs[0].type == "tensor(float)" and len(outputs[0].shape) == 2):
-        raise ModelError(f"{path}: not the network rnncli exports (token ids in, one "
-                         "probability per text out); use --engine tf or retrain the model")
+            and outputs[0].type == "tensor(float)" and len(outputs[0].shape) == 2)
+    if fits and isinstance(outputs[0].shape[1], int):  # a fixed width must be ``width``
+        fits = outputs[0].shape[1] == width
+    if not fits:
+        what = "one probability" if width == 1 else f"{width} class probabilities"
+        raise ModelError(f"{path}: not the network rnncli exports (token ids in, {what} "
+                         "per text out); use --engine tf or retrain the model")

@@ -20,7 +20,8 @@ _PROBES = ["a wonderful, moving film", "dull and far too long", "", "not bad at 
 
 def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool = False) -> Path:
     """Write a SavedModel whose ``serve`` / ``serving_default`` take a flat batch of raw
-    strings and return the positive-class probability, shape (n, 1).
+    strings and return the positive-class probability, shape (n, 1), or for a model of k
+    > 2 classes every class's probability, shape (n, k), in the manifest's class order.
 
     Under the lock beside ``dest``, checked again just before the swap; a failed write
     (a full disk) leaves an existing ``dest`` as it was."""
@@ -36,7 +37,7 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
     predictor = Predictor.load(model_dir, device="cpu", engine="tf")
     import tensorflow as tf
 
-    expected = predictor.scores(_PROBES)
+    expected = predictor.scores(_PROBES).reshape(-1)
     failure = None
     with fsio.lock(dest):
         try:
@@ -96,7 +97,8 @@ def write_onnx(model_dir: Path, text_model, *, tokenizer: str) -> None:
     write_serving(model_dir / artifacts.SERVING_FILE,
                   tokens=text_model.get_layer("vectorizer").get_vocabulary(),
                   seq_len=text_model.get_layer("truncate").length, rnn_weight=weight,
-                  tokenizer=tokenizer, tables=M.standardize_tables(), **ngrams)
+                  tokenizer=tokenizer, tables=M.standardize_tables(),
+                  outputs=int(text_model.output.shape[-1]), **ngrams)
 
 
 @contextlib.contextmanager

@@ -16,12 +16,13 @@ from rnncli import resume as resume_run
 from rnncli.config import TrainConfig
 from rnncli.errors import Terminated, UsageError
 from rnncli.model import keras, tf
+from rnncli.predict import as_scores
 from rnncli.resume import Progress
 
 
 def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
-        replicas: int = 1, progress: Progress | None = None,
-        precision: str = "float32") -> tuple[list[dict[str, float]], int]:
+        replicas: int = 1, progress: Progress | None = None, precision: str = "float32",
+        class_weights: np.ndarray | None = None) -> tuple[list[dict[str, float]], int]:
     """Train with early stopping (best weights restored) and learning-rate decay.
 
     On several devices (``replicas``): Keras clips each device's share of the gradient
@@ -29,10 +30,14 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     batches are all full (the rows left over change each epoch), and every batch splits
     evenly, as MirroredStrategy needs. Returns (history, best epoch): the 1-based epoch
     whose weights early stopping restored, chosen on the unrounded validation losses.
+    ``class_weights``: one weight per class, applied to the rows' losses (training and
+    validation, so early stopping reads the same loss), or None.
     """
     clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
+    binary = (config.classes or 2) == 2
     core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
-                 loss="binary_crossentropy", metrics=["accuracy"])
+                 loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+                 metrics=["accuracy"])
     early = resume_run.resumable_early_stopping(keras, monitor="val_loss",
                                                 patience=config.patience,
                                                 restore_best_weights=True)
@@ -58,11 +63,12 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
             core.set_weights(early.resumed[1])  # what early stopping would have restored
             return before, resume_run.best_epoch(state["val_losses"])
     train_data = length_batches(x_train, y_train, config.batch_size, seed=config.seed,
-                                 shuffle=True, drop_remainder=full_only)
+                                 shuffle=True, drop_remainder=full_only,
+                                 class_weights=class_weights)
     val_batch = config.batch_size
     if full_only and len(x_val) < val_batch:  # the first batch must split evenly
         val_batch = max(replicas, len(x_val) - len(x_val) % replicas)
-    val_data = length_batches(x_val, y_val, val_batch)
+    val_data = length_batches(x_val, y_val, val_batch, class_weights=class_weights)
     with stop_on_signals(core) as caught:
         core.fit(train_data, validation_data=val_data, epochs=config.epochs,
                  initial_epoch=len(before), callbacks=callbacks, verbose=0)
@@ -132,11 +138,13 @@ def start_embedding(core, initial: np.ndarray) -> None:
 
 
 def scores(core, ids: np.ndarray) -> np.ndarray:
-    return core.predict(ids, batch_size=256, verbose=0).reshape(-1)
+    """Positive-class probabilities (n,), or class probabilities (n, k)."""
+    return as_scores(core.predict(ids, batch_size=256, verbose=0))
 
 
 def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
-                    seed: int = 0, shuffle: bool = False, drop_remainder: bool = False):
+                   seed: int = 0, shuffle: bool = False, drop_remainder: bool = False,
+                   class_weights: np.ndarray | None = None):
     """A tf.data pipeline of batches of similar length, each cut to its longest text.
 
     Texts are right-padded to seq_len; a batch of short texts would otherwise run every
@@ -144,17 +152,21 @@ def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
     windows of 50 batches, batched, and the batches shuffled again, so each epoch sees
     different neighbours. The masks make the result identical to full-length padding.
     Only TensorFlow ops: no Python generator, in which Ctrl-C could be swallowed.
+    ``class_weights``: each row's loss is weighted by its class's weight (Keras's
+    sample weights), or None.
     """
     lengths = np.count_nonzero(ids, axis=1).astype(np.int32)
+    weights = (np.ones(len(labels), np.float32) if class_weights is None
+               else np.asarray(class_weights, np.float32)[np.asarray(labels, np.int64)])
     labels = labels.astype(np.float32)
     if not shuffle:  # one pass in length order: the tightest batches
         order = np.argsort(lengths, kind="stable")
-        ids, labels, lengths = ids[order], labels[order], lengths[order]
-    data = tf.data.Dataset.from_tensor_slices((ids, labels, lengths))
+        ids, labels, lengths, weights = ids[order], labels[order], lengths[order], weights[order]
+    data = tf.data.Dataset.from_tensor_slices((ids, labels, lengths, weights))
     if shuffle:
-        def by_length(x, y, n):
+        def by_length(x, y, n, w):
             order = tf.argsort(n, stable=True)
-            return tf.gather(x, order), tf.gather(y, order), tf.gather(n, order)
+            return tuple(tf.gather(t, order) for t in (x, y, n, w))
 
         data = (data.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
                 .batch(batch_size * 50).map(by_length).unbatch())
@@ -162,8 +174,9 @@ def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
     if shuffle:
         data = data.shuffle(50, seed=seed, reshuffle_each_iteration=True)
 
-    def trim(x, y, n):
-        return x[:, : tf.maximum(1, tf.reduce_max(n))], y
+    def trim(x, y, n, w):
+        x = x[:, : tf.maximum(1, tf.reduce_max(n))]
+        return (x, y) if class_weights is None else (x, y, w)
 
     n_batches = len(ids) // batch_size if drop_remainder else -(-len(ids) // batch_size)
     return (data.map(trim).apply(tf.data.experimental.assert_cardinality(n_batches))

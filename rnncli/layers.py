@@ -141,16 +141,18 @@ class AttentionPooling(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="rnncli")
 class NgramLogistic(keras.layers.Layer):
     """Logistic regression over n-gram TF-IDF: sparse counts (batch, size) -> probability
-    (batch, 1).
+    (batch, 1); with ``outputs`` k > 1, the multinomial (softmax) regression's k class
+    probabilities (batch, k).
 
     Features as scikit-learn's ``TfidfVectorizer(sublinear_tf=True)``: (1 + log count) *
     idf, each row scaled to unit L2 length. ``idf`` is fixed (set from the training texts);
     column 0 ([UNK]) has idf 0 and so no weight. The counts stay sparse throughout.
     """
 
-    def __init__(self, size: int, **kwargs):
+    def __init__(self, size: int, outputs: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.size = size
+        self.outputs = outputs
         # XLA has no sparse matmul kernel; Keras's jit_compile="auto" turns XLA on whenever
         # a GPU is present (even with --device cpu) unless a layer opts out.
         self.supports_jit = False
@@ -158,8 +160,9 @@ class NgramLogistic(keras.layers.Layer):
     def build(self, input_shape):
         self.idf = self.add_weight(name="idf", shape=(self.size,), initializer="zeros",
                                    trainable=False)
-        self.kernel = self.add_weight(name="kernel", shape=(self.size, 1), initializer="zeros")
-        self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
+        self.kernel = self.add_weight(name="kernel", shape=(self.size, self.outputs),
+                                      initializer="zeros")
+        self.bias = self.add_weight(name="bias", shape=(self.outputs,), initializer="zeros")
 
     def call(self, counts):
         if not isinstance(counts, tf.SparseTensor):
@@ -173,19 +176,23 @@ class NgramLogistic(keras.layers.Layer):
         values = values * tf.math.rsqrt(tf.gather(norms, row) + 1e-12)
         tfidf = tf.SparseTensor(counts.indices, values, counts.dense_shape)
         logits = tf.sparse.sparse_dense_matmul(tfidf, tf.cast(self.kernel, "float32"))
-        return tf.sigmoid(logits + tf.cast(self.bias, "float32"))
+        logits = logits + tf.cast(self.bias, "float32")
+        return tf.sigmoid(logits) if self.outputs == 1 else tf.nn.softmax(logits, axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], 1)
+        return (input_shape[0], self.outputs)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size}
+        config = {**super().get_config(), "size": self.size}
+        if self.outputs != 1:  # a binary model's config stays as older rnncli wrote it
+            config["outputs"] = self.outputs
+        return config
 
 
 @keras.saving.register_keras_serializable(package="rnncli")
 class Blend(keras.layers.Layer):
-    """``weight`` * the recurrent model's probability + (1 - ``weight``) * the n-gram
-    model's; the weight is chosen on the validation split."""
+    """``weight`` * the recurrent model's probability (or class probabilities) + (1 -
+    ``weight``) * the n-gram model's; the weight is chosen on the validation split."""
 
     def __init__(self, weight: float, **kwargs):
         super().__init__(**kwargs)

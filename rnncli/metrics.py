@@ -37,12 +37,15 @@ def evaluate_scores(labels, scores, *, threshold: float = 0.5, class_names=None)
     lists {"class", "precision", "recall", "f1", "support"} in class order.
 
     Figures that are undefined for the data (precision of a class never predicted, recall
-    of a class absent from the labels, F1 when either is undefined, ROC AUC with one class
-    only) are ``None``, never a made-up 0. Macro averages are over the classes where the
-    figure is defined (None if none is); weighted averages weight those same classes by
-    their support. This differs from scikit-learn, whose ``zero_division`` counts an
-    undefined figure as 0 (or 1) and keeps it in the average; the two agree whenever every
-    class is both present and predicted.
+    of a class absent from the labels, ROC AUC with one class only) are ``None``, never a
+    made-up 0. A class's F1 is 2tp / (2tp + fp + fn): 0 for a class that occurs but is
+    never predicted, None only for a class neither in the labels nor predicted (the
+    binary ``f1`` key keeps its older rule: None when precision or recall is). Macro
+    averages are over the classes where the figure is defined (None if none is); weighted
+    averages weight those same classes by their support. Macro F1 is then scikit-learn's
+    whenever every class occurs in the labels or the predictions; macro precision differs
+    from it for a class never predicted, which scikit-learn's ``zero_division`` counts as
+    0 and which is left out here.
 
     Raises ValueError when labels and scores differ in length, when a 2-D ``scores`` is not
     as wide as ``class_names``, or when a label is not a class index.
@@ -126,8 +129,11 @@ def _class_figures(matrix: np.ndarray, names: list[str]) -> dict:
         tp, support = int(matrix[i, i]), int(matrix[i].sum())
         precision = _ratio(tp, int(matrix[:, i].sum()))
         recall = _ratio(tp, support)
+        # 2tp / (2tp + fp + fn): 0, not undefined, for a class present but never predicted
+        # (its recall is 0 whatever the precision), so macro F1 counts it as a miss
+        f1 = _ratio(2 * tp, 2 * tp + int(matrix[:, i].sum()) - tp + support - tp)
         per_class.append({"class": name, "precision": precision, "recall": recall,
-                          "f1": _f1(precision, recall), "support": support})
+                          "f1": f1, "support": support})
     out: dict = {"per_class": per_class}
     for figure in _FIGURES:
         defined = [row for row in per_class if row[figure] is not None]

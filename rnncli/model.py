@@ -288,18 +288,27 @@ def ngram_counts(vectorizer, texts: list[str], batch: int = 1024):
     return tf.sparse.concat(0, parts) if len(parts) > 1 else parts[0]
 
 
-def build_ngram_model(size: int, idf: np.ndarray | None = None):
-    """Sparse n-gram counts (batch, size) -> probability (batch, 1)."""
+def build_ngram_model(size: int, idf: np.ndarray | None = None, outputs: int = 1):
+    """Sparse n-gram counts (batch, size) -> probability (batch, 1), or with ``outputs``
+    k > 1 the k class probabilities (batch, k)."""
     counts = keras.Input(shape=(size,), sparse=True, name="ngram_counts")
-    layer = NgramLogistic(size, name="ngram_logistic")
+    layer = NgramLogistic(size, outputs=outputs, name="ngram_logistic")
     model = keras.Model(counts, layer(counts), name="ngram")
     if idf is not None:
         layer.idf.assign(idf)
     return model
 
 
+def outputs(config: TrainConfig) -> int:
+    """Width of the heads: 1 (the positive class's probability) for two classes, else
+    one probability per class."""
+    classes = config.classes or 2
+    return 1 if classes == 2 else classes
+
+
 def build_core(config: TrainConfig):
-    """Token ids (batch, time) -> positive-class probability (batch, 1)."""
+    """Token ids (batch, time) -> positive-class probability (batch, 1), or the class
+    probabilities (batch, k) of a model of k > 2 classes (softmax)."""
     cell = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
     ids = keras.Input(shape=(None,), dtype="int64", name="ids")
     x = keras.layers.Embedding(config.max_tokens, config.embed_dim, mask_zero=True,
@@ -323,12 +332,15 @@ def build_core(config: TrainConfig):
         x = AttentionPooling(config.units, name="attention_pool")(x)
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, name="dropout")(x)
-    prob = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="head")(x)
+    width = outputs(config)
+    prob = keras.layers.Dense(width, activation="sigmoid" if width == 1 else "softmax",
+                              dtype="float32", name="head")(x)
     return keras.Model(ids, prob, name="core")
 
 
 def build_text_model(config: TrainConfig, vectorizer, core, ngrams=None):
-    """Raw strings (batch,) -> probability (batch, 1); what is saved and exported.
+    """Raw strings (batch,) -> probability (batch, 1), or (batch, k) class probabilities;
+    what is saved and exported.
 
     ``ngrams``: (n-gram vectorizer, n-gram model, weight of the RNN), or None for the
     recurrent model alone.

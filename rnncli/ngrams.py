@@ -36,6 +36,7 @@ from rnncli.config import TrainConfig, ngram_span
 from rnncli.data import Dataset
 from rnncli.errors import UsageError
 from rnncli.fitloop import stop_on_signals
+from rnncli.predict import as_scores
 
 # Adam: a higher learning rate than the RNN's, since the weights on unit-length TF-IDF rows
 # must grow large, and enough steps an epoch (see _Adam) to reach the logistic
@@ -78,7 +79,8 @@ class NgramFit:
         """(vectorizer, a clean uncompiled copy of the model, weight): what
         model.build_text_model takes (a compiled model would save its optimizer, which
         the archive check refuses)."""
-        clean = M.build_ngram_model(self.ngrams + 1)
+        outputs = self.model.get_layer("ngram_logistic").outputs
+        clean = M.build_ngram_model(self.ngrams + 1, outputs=outputs)
         clean.set_weights(self.model.get_weights())
         return self.vectorizer, clean, rnn_weight
 
@@ -99,11 +101,14 @@ def _fmt(value: float | None) -> str:
 
 
 def fit_ngrams(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set: Dataset,
-               reporter, *, refit: bool = True) -> NgramFit | None:
+               reporter, *, refit: bool = True,
+               class_weights: np.ndarray | None = None) -> NgramFit | None:
     """Fit the n-gram model on the training rows with ``config.ngram_solver`` (see the top
     of this module), then (with ``refit`` and at least BLEND_MIN_ROWS validation rows) fit
     the served model on the training and validation rows with what the first fit chose.
-    None when the training texts share no n-gram."""
+    None when the training texts share no n-gram. With more than two classes the model is
+    the multinomial (softmax) regression; ``class_weights``: one weight per class for the
+    rows' losses, or None."""
     started = time.perf_counter()
     order, solver = config.ngram_order or 2, config.ngram_solver or "adam"
     first = _Features.derive(train_set.texts, config.tokenizer, order)
@@ -111,15 +116,14 @@ def fit_ngrams(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_s
         reporter.message("n-gram model skipped: no token or token pair occurs in two texts")
         return None
     reporter.message(f"n-gram model: {first.size} token {ngram_span(order)} seen in 2+ texts")
-    y_train = np.asarray(train_set.labels, np.float64)
-    y_val = np.asarray(val_set.labels, np.float64)
+    y_train, y_val = _Labels(train_set, class_weights), _Labels(val_set, class_weights)
     enough = len(val_set.texts) >= BLEND_MIN_ROWS
     fit = (_Exact if solver == "lbfgs" else _Adam)(config, len(train_set.texts), enough)
     model = fit.first(first, train_set.texts, y_train, val_set.texts, y_val)
     val_scores = first.scores(model, val_set.texts)
     test_scores = first.scores(model, test_set.texts)
     reporter.message(f"n-gram model: {fit.chosen()}, validation accuracy "
-                     f"{_fmt(accuracy(y_val, val_scores))} "
+                     f"{_fmt(accuracy(y_val.y, val_scores))} "
                      f"({time.perf_counter() - started:.0f}s)")
     if not refit or not enough:
         return NgramFit(first.vectorizer, model, first.size, fit.record(), val_scores,
@@ -127,7 +131,7 @@ def fit_ngrams(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_s
     started = time.perf_counter()
     texts = list(train_set.texts) + list(val_set.texts)
     both = _Features.derive(texts, config.tokenizer, order)
-    model = fit.again(both, texts, np.concatenate([y_train, y_val]))
+    model = fit.again(both, texts, y_train.join(y_val))
     reporter.message(f"n-gram model: refit on the {len(texts)} training and validation rows "
                      f"({fit.short()}), {both.size} {ngram_span(order)} "
                      f"({time.perf_counter() - started:.0f}s)")
@@ -136,24 +140,56 @@ def fit_ngrams(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_s
                     len(texts), test_scores)
 
 
+@dataclass
+class _Labels:
+    """A split's class indexes, the number of classes, and each row's class weight (None:
+    all 1)."""
+
+    y: np.ndarray
+    classes: int
+    weights: np.ndarray | None = None
+
+    def __init__(self, data: Dataset | None = None, class_weights: np.ndarray | None = None,
+                 *, y=None, classes: int = 2, weights=None):
+        if data is not None:
+            y, classes = np.asarray(data.labels, np.int64), len(data.label_names)
+            weights = (None if class_weights is None
+                       else np.asarray(class_weights, np.float64)[y])
+        self.y, self.classes, self.weights = np.asarray(y, np.int64), classes, weights
+
+    @property
+    def outputs(self) -> int:
+        return 1 if self.classes == 2 else self.classes
+
+    def join(self, other: _Labels) -> _Labels:
+        weights = (None if self.weights is None
+                   else np.concatenate([self.weights, other.weights]))
+        return _Labels(y=np.concatenate([self.y, other.y]), classes=self.classes,
+                       weights=weights)
+
+    def loss(self, scores: np.ndarray) -> float:
+        return log_loss(self.y, scores, self.weights)
+
+
 class _Exact:
-    """The exact L2-regularized logistic regression, C chosen on validation log loss."""
+    """The exact L2-regularized logistic regression (multinomial with more than two
+    classes), C chosen on validation log loss."""
 
     def __init__(self, config: TrainConfig, train_rows: int, choose: bool):
         self.choose, self.c = choose, DEFAULT_C
 
-    def first(self, features, texts, y, val_texts, y_val):
+    def first(self, features, texts, y: _Labels, val_texts, y_val: _Labels):
         x, x_val = features.matrix(texts), features.matrix(val_texts)
         best, start = None, None
         for value in (C_GRID if self.choose else (DEFAULT_C,)):  # each starts from the last
             start = _logistic(x, y, value, start=start)
-            loss = log_loss(y_val, _predict(x_val, start)) if self.choose else 0.0
+            loss = y_val.loss(_predict(x_val, start)) if self.choose else 0.0
             if best is None or loss < best[0]:
                 best = (loss, value, start)
         _, self.c, solution = best
         return features.keras_model(solution)
 
-    def again(self, features, texts, y):
+    def again(self, features, texts, y: _Labels):
         return features.keras_model(_logistic(features.matrix(texts), y, self.c))
 
     def chosen(self) -> str:
@@ -177,7 +213,7 @@ class _Adam:
         # At least ~160 steps an epoch, so a small dataset does not need hundreds of epochs.
         self.batch_size = int(np.clip(train_rows // 160, 16, NGRAM_BATCH))
 
-    def first(self, features, texts, y, val_texts, y_val):
+    def first(self, features, texts, y: _Labels, val_texts, y_val: _Labels):
         model, history, stop = self._fit(features, texts, y, NGRAM_EPOCHS,
                                          (val_texts, y_val) if len(val_texts) else None)
         self.epochs = len(history["loss"])
@@ -185,18 +221,24 @@ class _Adam:
         self.best = stop.best_epoch + 1 if stop is not None else self.epochs
         return model
 
-    def again(self, features, texts, y):
+    def again(self, features, texts, y: _Labels):
         return self._fit(features, texts, y, self.best, None)[0]
 
-    def _fit(self, features, texts, y, epochs: int, val):
+    def _fit(self, features, texts, y: _Labels, epochs: int, val):
         keras, tf = M.keras, M.tf
-        model = M.build_ngram_model(features.size + 1, features.idf.astype(np.float32))
-        model.compile(optimizer=keras.optimizers.Adam(NGRAM_LR), loss="binary_crossentropy",
+        model = M.build_ngram_model(features.size + 1, features.idf.astype(np.float32),
+                                    outputs=y.outputs)
+        model.compile(optimizer=keras.optimizers.Adam(NGRAM_LR),
+                      loss=("binary_crossentropy" if y.outputs == 1
+                            else "sparse_categorical_crossentropy"),
                       jit_compile=False)  # no XLA kernel for sparse ops
 
-        def batches(texts, y):
-            return tf.data.Dataset.from_tensor_slices(
-                (M.ngram_counts(features.vectorizer, texts), np.asarray(y, np.float32)))
+        def batches(texts, labels: _Labels):
+            parts = (M.ngram_counts(features.vectorizer, texts),
+                     labels.y.astype(np.float32 if labels.outputs == 1 else np.int32))
+            if labels.weights is not None:
+                parts += (labels.weights.astype(np.float32),)
+            return tf.data.Dataset.from_tensor_slices(parts)
 
         data = batches(texts, y).shuffle(len(texts), seed=self.seed,
                                          reshuffle_each_iteration=True)
@@ -254,56 +296,101 @@ class _Features:
                              shape=(len(texts), self.size + 1))
 
     def scores(self, model, texts: list[str]) -> np.ndarray:
-        """The model's probabilities (Keras, as served)."""
+        """The model's probabilities (Keras, as served): (n,) or (n, k)."""
+        outputs = model.get_layer("ngram_logistic").outputs
         if not texts:
-            return np.zeros(0, np.float32)
+            return np.zeros((0,) if outputs == 1 else (0, outputs), np.float32)
         data = M.tf.data.Dataset.from_tensor_slices(
             M.ngram_counts(self.vectorizer, texts)).batch(1024)
-        scores = model.predict(data, verbose=0).reshape(-1)
+        scores = as_scores(model.predict(data, verbose=0))
         if not np.all(np.isfinite(scores)):
             raise UsageError("the n-gram model diverged (its outputs are NaN); try "
                              "--no-ngrams")
         return scores
 
-    def keras_model(self, solution: tuple[np.ndarray, float]):
+    def keras_model(self, solution: tuple[np.ndarray, np.ndarray]):
         """The served n-gram model (model.build_ngram_model) with these weights."""
-        model = M.build_ngram_model(self.size + 1, self.idf.astype(np.float32))
+        weights, bias = solution
+        outputs = 1 if weights.ndim == 1 else weights.shape[1]
+        model = M.build_ngram_model(self.size + 1, self.idf.astype(np.float32),
+                                    outputs=outputs)
         layer = model.get_layer("ngram_logistic")
-        layer.kernel.assign(solution[0].astype(np.float32).reshape(-1, 1))
-        layer.bias.assign(np.array([solution[1]], np.float32))
+        layer.kernel.assign(weights.astype(np.float32).reshape(-1, outputs))
+        layer.bias.assign(np.asarray(bias, np.float32).reshape(outputs))
         return model
 
 
-def _logistic(x, y: np.ndarray, c: float, start: tuple[np.ndarray, float] | None = None):
-    """(weights, bias) minimizing c x sum of log losses + |weights|^2 / 2 (L-BFGS)."""
+def _logistic(x, y: _Labels, c: float, start: tuple | None = None):
+    """(weights, bias) minimizing c x the sum of the rows' (weighted) log losses +
+    |weights|^2 / 2, by L-BFGS: binary for two classes ((d,) weights, a float bias), else
+    multinomial ((d, k) weights, (k,) biases), as scikit-learn's LogisticRegression."""
     from scipy.optimize import minimize
 
     rows, columns = x.shape
-    sign = 2.0 * y - 1.0
+    k = y.outputs
     xt = x.T.tocsr()
+    weights = np.ones(rows) if y.weights is None else y.weights
+    objective = (_binary_objective(x, xt, y.y, weights, c) if k == 1
+                 else _softmax_objective(x, xt, y.y, weights, c, k))
+    theta = (np.zeros((columns + 1) * k) if start is None
+             else np.concatenate([np.reshape(start[0], -1), np.reshape(start[1], -1)]))
+    result = minimize(objective, theta, jac=True, method="L-BFGS-B",
+                      options={"maxiter": MAX_ITERATIONS,
+                               "gtol": TOLERANCE * c * float(np.sum(weights))})
+    if not np.all(np.isfinite(result.x)):
+        raise UsageError("the n-gram model diverged (its weights are not finite); try "
+                         "--no-ngrams")
+    if k == 1:
+        return result.x[:-1], float(result.x[-1])
+    return result.x[:-k].reshape(columns, k), result.x[-k:]
+
+
+def _binary_objective(x, xt, y: np.ndarray, weights: np.ndarray, c: float):
+    sign = 2.0 * y - 1.0
 
     def objective(theta):
         w, b = theta[:-1], theta[-1]
         margin = sign * (x @ w + b)
-        loss = c * np.sum(np.logaddexp(0.0, -margin)) + 0.5 * w @ w
-        residual = -c * sign * _sigmoid(-margin)  # d loss / d logit, per row
+        loss = c * np.sum(weights * np.logaddexp(0.0, -margin)) + 0.5 * w @ w
+        residual = -c * weights * sign * _sigmoid(-margin)  # d loss / d logit, per row
         return loss, np.concatenate([xt @ residual + w, [residual.sum()]])
 
-    theta = (np.zeros(columns + 1) if start is None
-             else np.concatenate([start[0], [start[1]]]))
-    result = minimize(objective, theta, jac=True, method="L-BFGS-B",
-                      options={"maxiter": MAX_ITERATIONS, "gtol": TOLERANCE * c * rows})
-    if not np.all(np.isfinite(result.x)):
-        raise UsageError("the n-gram model diverged (its weights are not finite); try "
-                         "--no-ngrams")
-    return result.x[:-1], float(result.x[-1])
+    return objective
+
+
+def _softmax_objective(x, xt, y: np.ndarray, weights: np.ndarray, c: float, k: int):
+    columns = x.shape[1]
+    onehot = np.eye(k)[y]
+
+    def objective(theta):
+        w, b = theta[:-k].reshape(columns, k), theta[-k:]
+        logits = x @ w + b
+        log_norm = _logsumexp(logits)
+        loss = (c * np.sum(weights * (log_norm - np.sum(logits * onehot, axis=1)))
+                + 0.5 * np.sum(w * w))
+        residual = c * weights[:, None] * (np.exp(logits - log_norm[:, None]) - onehot)
+        return loss, np.concatenate([(xt @ residual + w).reshape(-1), residual.sum(0)])
+
+    return objective
+
+
+def _logsumexp(logits: np.ndarray) -> np.ndarray:
+    top = logits.max(axis=1)
+    return top + np.log(np.sum(np.exp(logits - top[:, None]), axis=1))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -z))
 
 
-def _predict(x, solution: tuple[np.ndarray, float]) -> np.ndarray:
+def _predict(x, solution: tuple) -> np.ndarray:
+    """Probabilities of rows ``x``: the positive class's (n,), or every class's (n, k)."""
+    weights, bias = solution
+    if weights.ndim == 1:
+        if x.shape[0] == 0:
+            return np.zeros(0, np.float32)
+        return _sigmoid(x @ weights + bias).astype(np.float32)
+    logits = x @ weights + bias
     if x.shape[0] == 0:
-        return np.zeros(0, np.float32)
-    return _sigmoid(x @ solution[0] + solution[1]).astype(np.float32)
+        return np.zeros((0, weights.shape[1]), np.float32)
+    return np.exp(logits - _logsumexp(logits)[:, None]).astype(np.float32)

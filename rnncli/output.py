@@ -22,6 +22,7 @@ from rnncli.config import TOKENIZERS, ngram_span
 from rnncli.predict import SCORE_DIGITS
 
 RECORD_FIELDS = ("text", "label", "score", "status")
+TOP_CLASSES = 3  # classes a table shows for each text of a multi-class model
 
 
 _LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -73,20 +74,25 @@ class RecordWriter:
 
     Every format writes each batch when it is done (a table too: one table per batch),
     so a person typing gets each answer at once and memory stays flat on a long stream.
+    ``classes``: the model's class names; with more than two, CSV has a column
+    ``score_<class>`` per class after the usual ones (a binary model's CSV stays as it
+    always was) and a table shows the most probable classes.
     """
 
-    def __init__(self, fmt: str, stream: IO | None = None):
+    def __init__(self, fmt: str, stream: IO | None = None, classes: tuple[str, ...] = ()):
         self.fmt = fmt
         self.stream = stream or sys.stdout
+        self.classes = tuple(classes) if len(classes) > 2 else ()
         self._count = 0
         self._csv = csv.writer(self.stream, lineterminator="\n") if fmt == "csv" else None
         if fmt == "csv":
-            self._csv.writerow(RECORD_FIELDS)
+            self._csv.writerow(RECORD_FIELDS + tuple(f"score_{c}" for c in self.classes))
 
     def write(self, records: list[dict[str, Any]]) -> None:
         if self.fmt == "table":
             if records:
-                Console(file=self.stream, highlight=False).print(_records_table(records))
+                Console(file=self.stream, highlight=False).print(
+                    _records_table(records, bool(self.classes)))
             self._count += len(records)
         for record in records if self.fmt != "table" else ():
             if self.fmt == "jsonl":
@@ -94,7 +100,9 @@ class RecordWriter:
             elif self.fmt == "json":
                 self.stream.write(("[\n" if self._count == 0 else ",\n") + to_json(record))
             elif self.fmt == "csv":
-                self._csv.writerow(["" if record[k] is None else record[k] for k in RECORD_FIELDS])
+                scores = record.get("scores") or {}
+                self._csv.writerow(["" if record[k] is None else record[k] for k in RECORD_FIELDS]
+                                   + [scores.get(c, "") for c in self.classes])
             elif self.fmt == "label":
                 self.stream.write((record["label"] or "") + "\n")
             self._count += 1
@@ -106,11 +114,13 @@ class RecordWriter:
         self.stream.flush()
 
 
-def _records_table(records: list[dict[str, Any]]) -> Table:
+def _records_table(records: list[dict[str, Any]], classes: bool = False) -> Table:
     table = Table(show_edge=False, header_style="bold")
     table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=60)
     table.add_column("label")
     table.add_column("score", justify="right")
+    if classes:
+        table.add_column(f"top {TOP_CLASSES} classes")
     show_status = any(r["status"] != "ok" for r in records)
     if show_status:
         table.add_column("status")
@@ -118,10 +128,20 @@ def _records_table(records: list[dict[str, Any]]) -> Table:
         # Text objects: a review is never read as Rich markup ('[/]' would crash it)
         # the score as every other format gives it, on whose value the label was decided
         cells = [Text(r["text"]), Text(r["label"] or "-"), _fmt(r["score"], SCORE_DIGITS)]
+        if classes:
+            cells.append(Text(_top_classes(r.get("scores"))))
         if show_status:
             cells.append(r["status"])
         table.add_row(*cells)
     return table
+
+
+def _top_classes(scores: dict[str, float] | None) -> str:
+    """"positive 0.71  neutral 0.22  negative 0.07": the most probable classes first."""
+    if not scores:
+        return "-"
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:TOP_CLASSES]
+    return "  ".join(f"{name} {p:.2f}" for name, p in ranked)
 
 
 class StreamProgress:
@@ -224,9 +244,20 @@ def _metrics_text(logs: dict[str, float | None]) -> str:
 
 
 def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluation") -> None:
+    """Figures from metrics.evaluate_scores: two classes or more (told by the keys)."""
     if fmt == "json":
         sys.stdout.write(json.dumps(figures, allow_nan=False) + "\n")
         return
+    if "macro_f1" in figures and "precision" not in figures:
+        tables = _multi_class_tables(figures, title)
+    else:
+        tables = _binary_tables(figures, title)
+    console = out_console()
+    for table in tables:
+        console.print(table)
+
+
+def _binary_tables(figures: dict[str, Any], title: str) -> list[Table]:
     table = Table(title=escape(title), show_edge=False, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -239,9 +270,43 @@ def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluatio
     matrix.add_column("predicted positive", justify="right")
     matrix.add_row("actual negative", str(tn), str(fp))
     matrix.add_row("actual positive", str(fn), str(tp))
-    console = out_console()
-    console.print(table)
-    console.print(matrix)
+    # figures saved before per-class figures existed have no "per_class"
+    return [table, matrix] + ([_per_class_table(figures)] if "per_class" in figures else [])
+
+
+_MULTI_CLASS_ROWS = (("accuracy", "accuracy"), ("macro_precision", "macro precision"),
+                     ("macro_recall", "macro recall"), ("macro_f1", "macro F1"),
+                     ("weighted_precision", "weighted precision"),
+                     ("weighted_recall", "weighted recall"), ("weighted_f1", "weighted F1"),
+                     ("roc_auc", "roc_auc (one-vs-rest, macro)"), ("loss", "loss"), ("n", "n"))
+
+
+def _multi_class_tables(figures: dict[str, Any], title: str) -> list[Table]:
+    table = Table(title=escape(title), show_edge=False, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, name in _MULTI_CLASS_ROWS:
+        table.add_row(name, _fmt(figures.get(key)))
+    # class names come from the data: Text keeps "[bold]" literal instead of markup
+    names = figures["classes"]
+    matrix = Table(title="confusion matrix", show_edge=False, header_style="bold")
+    matrix.add_column("")
+    for name in names:
+        matrix.add_column(Text(f"predicted {name}"), justify="right")
+    for name, row in zip(names, figures["confusion_matrix"]):
+        matrix.add_row(Text(f"actual {name}"), *(str(count) for count in row))
+    return [table, _per_class_table(figures), matrix]
+
+
+def _per_class_table(figures: dict[str, Any]) -> Table:
+    table = Table(title="per class", show_edge=False, header_style="bold")
+    table.add_column("class")
+    for name in ("precision", "recall", "F1", "support"):
+        table.add_column(name, justify="right")
+    for row in figures["per_class"]:
+        table.add_row(Text(str(row["class"])), _fmt(row["precision"]), _fmt(row["recall"]),
+                      _fmt(row["f1"]), _fmt(row["support"]))
+    return table
 
 
 def render_info(manifest: dict[str, Any], fmt: str) -> None:
@@ -258,9 +323,7 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
         ("vocabulary", f"{s['max_tokens']} tokens ({_tokens(s)}), sequence length "
                        f"{s['seq_len']}"),
         ("n-gram model", _blend_row(manifest.get("blend"), s, manifest)),
-        ("labels", f"negative {manifest['labels']['negative']!r}, "
-                   f"positive {manifest['labels']['positive']!r}, threshold "
-                   f"{manifest['threshold']}"),
+        ("labels", _labels_row(manifest)),
         ("data", f"{data.get('file')} ({data.get('rows_used')} rows used; columns "
                  f"{data.get('text_col')!r}/{data.get('label_col')!r}; "
                  f"{data.get('fingerprint', '')[:19]}...)"),
@@ -271,7 +334,9 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     ]
     for part in ("validation", "test"):
         f = manifest.get(part) or {}
-        rows.append((part, f"accuracy {_fmt(f.get('accuracy'))}, F1 {_fmt(f.get('f1'))}, "
+        f1 = (f"F1 {_fmt(f.get('f1'))}" if "labels" not in manifest
+              or "classes" not in manifest["labels"] else f"macro F1 {_fmt(f.get('macro_f1'))}")
+        rows.append((part, f"accuracy {_fmt(f.get('accuracy'))}, {f1}, "
                            f"ROC AUC {_fmt(f.get('roc_auc'))}, n {f.get('n')}"))
     from rnncli.artifacts import ONNX_FILE, SERVING_FILE
 
@@ -289,6 +354,23 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     for key, value in rows:
         table.add_row(key, Text(value))
     out_console().print(table)
+
+
+def _labels_row(manifest: dict[str, Any]) -> str:
+    """The classes, with the rows of each in the training file (models of format 5 on)."""
+    labels = manifest["labels"]
+    counts = (manifest.get("data") or {}).get("class_counts")
+    counts = counts if isinstance(counts, dict) else {}
+
+    def name(n) -> str:
+        return f"{n!r}" + (f" ({counts[n]} rows)" if n in counts else "")
+
+    if "classes" in labels:
+        return (f"{len(labels['classes'])} classes: "
+                + ", ".join(name(n) for n in labels["classes"])
+                + "; each text gets the most probable")
+    return (f"negative {name(labels['negative'])}, positive {name(labels['positive'])}, "
+            f"threshold {manifest['threshold']}")
 
 
 def _tokens(settings: dict[str, Any]) -> str:

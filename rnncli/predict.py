@@ -43,8 +43,9 @@ def serving_function(keras_model):
 
 
 def score_texts(serve, texts: list[str], batch_size: int = 256) -> np.ndarray:
-    """Positive-class probabilities for raw texts, through a :func:`serving_function`, in
-    the order given.
+    """Positive-class probabilities (n,) for raw texts, or class probabilities (n, k) for
+    a model of more than two classes, through a :func:`serving_function`, in the order
+    given.
 
     Texts are scored in batches of similar length (each batch is padded only to its
     longest text, and the masks make a score independent of its neighbours), so short
@@ -53,10 +54,20 @@ def score_texts(serve, texts: list[str], batch_size: int = 256) -> np.ndarray:
     from rnncli.runtime import import_tensorflow
 
     tf = import_tensorflow()
-    out = np.zeros(len(texts), dtype=np.float32)
+    out = None
     for chosen in length_chunks([len(t) for t in texts], batch_size):
-        out[chosen] = serve(tf.constant([texts[j] for j in chosen])).numpy().reshape(-1)
-    return out
+        got = serve(tf.constant([texts[j] for j in chosen])).numpy()
+        if out is None:
+            out = np.zeros((len(texts), got.shape[1]), dtype=np.float32)
+        out[chosen] = got
+    return np.zeros(0, np.float32) if out is None else as_scores(out)
+
+
+def as_scores(outputs: np.ndarray) -> np.ndarray:
+    """A model's outputs (n, 1) -> a vector of positive-class probabilities; (n, k) rows of
+    class probabilities as they are."""
+    outputs = np.asarray(outputs)
+    return outputs.reshape(-1) if outputs.ndim < 2 or outputs.shape[1] == 1 else outputs
 
 
 def length_chunks(lengths: list[int], size: int) -> list[np.ndarray]:
@@ -117,7 +128,7 @@ class Predictor:
     model_dir: Path
     manifest: dict[str, Any]
     engine: Any  # KerasEngine or engine.OnnxEngine: .scores(texts, batch_size)
-    threshold: float
+    threshold: float | None  # None for a model of more than two classes
 
     @classmethod
     def load(cls, model_dir: str | Path, *, device: str = "auto", engine: str = "auto",
@@ -131,13 +142,14 @@ class Predictor:
         if manifest is None:
             manifest = artifacts.read_manifest(model_dir)
             check_files(model_dir, manifest, engine, device)
+        check_threshold(manifest, threshold)
         threshold = manifest["threshold"] if threshold is None else threshold
         if choose_engine(manifest, engine, device) == "onnx":
             from rnncli.engine import OnnxEngine
 
             config = artifacts.model_config(manifest)
             engine = OnnxEngine.load(model_dir, tokenizer=config.tokenizer,
-                                     ngram_order=config.ngram_order)
+                                     ngram_order=config.ngram_order, classes=config.classes)
             return cls(model_dir, manifest, engine, threshold)
         from rnncli.runtime import select_device
 
@@ -158,7 +170,7 @@ class Predictor:
         self.close()
 
     @property
-    def label_names(self) -> tuple[str, str]:
+    def label_names(self) -> tuple[str, ...]:
         return artifacts.label_names(self.manifest)
 
     def scores(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
@@ -173,15 +185,30 @@ class Predictor:
         by_index = dict(zip(todo, scores))
         out = []
         for i, (text, status) in enumerate(decoded):
-            record = {"text": text, "label": None, "score": None, "status": status}
+            record = {"text": text, "label": None, "score": None, "status": status,
+                      "scores": None}
             if i in by_index:
-                # The label is decided on the score as printed: a raw 0.4999997 shows as
-                # 0.5, which the default threshold calls positive.
-                score = round(float(by_index[i]), SCORE_DIGITS)
-                record["score"] = score
-                record["label"] = self.label_names[int(score >= self.threshold)]
+                record.update(self._labelled(by_index[i]))
             out.append(record)
         return out
+
+    def _labelled(self, scores) -> dict[str, Any]:
+        """label, score and scores (every class's probability, in class order) of one text.
+
+        Two classes: ``score`` is the positive class's probability, and the label is
+        decided on it as printed (a raw 0.4999997 shows as 0.5, which the default threshold
+        calls positive). More: ``score`` is the probability of the most probable class,
+        the label.
+        """
+        names = self.label_names
+        if len(names) == 2:
+            score = round(float(scores), SCORE_DIGITS)
+            return {"label": names[int(score >= self.threshold)], "score": score,
+                    "scores": {names[0]: round(1.0 - score, SCORE_DIGITS), names[1]: score}}
+        rounded = [round(float(p), SCORE_DIGITS) for p in scores]
+        best = int(np.argmax(scores))
+        return {"label": names[best], "score": rounded[best],
+                "scores": dict(zip(names, rounded))}
 
     def stream(self, lines: Iterable[str | bytes], *, batch_size: int = 256,
                on_batch: Callable[[int], None] | None = None) -> Iterator[list[dict[str, Any]]]:
@@ -199,6 +226,16 @@ class Predictor:
             done += len(lines_read)
             if on_batch:
                 on_batch(done)
+
+
+def check_threshold(manifest: dict[str, Any], threshold: float | None) -> None:
+    """``--threshold`` is for two-class models; a model of more classes labels a text
+    with its most probable class."""
+    if threshold is not None and not artifacts.is_binary(manifest):
+        names = artifacts.label_names(manifest)
+        raise UsageError(f"--threshold applies to two-class models; this one has "
+                         f"{len(names)} classes ({', '.join(names)}) and labels each text "
+                         "with its most probable class: drop --threshold")
 
 
 class _Truncated(bytes):
@@ -282,6 +319,7 @@ def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
     model_dir = Path(model_dir)
     manifest = artifacts.read_manifest(model_dir)
     check_files(model_dir, manifest, engine, device)  # a bad model fails before the data
+    check_threshold(manifest, threshold)
     if data_path is None:
         data_path = model_dir / artifacts.TEST_FILE
         artifacts.verify_files(model_dir, manifest, names=(artifacts.TEST_FILE,))
@@ -292,6 +330,8 @@ def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
                                manifest=manifest)
     with predictor:
         scores = predictor.scores(data.texts)
-    figures = round_figures(evaluate_scores(data.labels, scores, threshold=predictor.threshold))
+    figures = round_figures(evaluate_scores(
+        data.labels, scores, threshold=predictor.threshold if predictor.threshold is not None
+        else 0.5, class_names=data.label_names))
     return figures, [*data.notes, data.summary(),
                      *(data.skipped_report() if show_skipped else [])]

@@ -45,8 +45,8 @@ def manifest(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set
         **versions,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": config.to_dict(),
-        "labels": {"negative": train_set.label_names[0], "positive": train_set.label_names[1]},
-        "threshold": threshold,
+        "labels": labels_section(train_set.label_names),
+        "threshold": threshold if train_set.binary else None,
         "data": source,
         "training": {"device": device, "precision": precision, "replicas": replicas,
                      "workers": workers, "epochs_run": len(history),
@@ -55,10 +55,20 @@ def manifest(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set
                      "seconds": round(seconds, 1), "history": history},
         "blend": blend,
         "validation": round_figures(evaluate_scores(val_set.labels, val_scores,
-                                                    threshold=threshold)),
+                                                    threshold=threshold,
+                                                    class_names=train_set.label_names)),
         "test": round_figures(evaluate_scores(test_set.labels, test_scores,
-                                              threshold=threshold)),
+                                              threshold=threshold,
+                                              class_names=train_set.label_names)),
     }
+
+
+def labels_section(names: tuple[str, ...]) -> dict[str, Any]:
+    """The manifest's "labels": {negative, positive} for two classes (as every older
+    rnncli wrote it), else {classes: [names in class order]}."""
+    if len(names) == 2:
+        return {"negative": names[0], "positive": names[1]}
+    return {"classes": list(names)}
 
 
 def publish_model(out: Path, text_model, test_set: Dataset, manifest: dict[str, Any],

@@ -8,7 +8,9 @@ Members:
     text          UTF-8 JSON: version, seq_len, rnn_weight (the blend), max_chars,
                   start_token, lower_to (what each ``lower_from`` character becomes),
                   tokenizer (version 2; version 1 files are "words"), ngram_order
-                  (version 3: the n-gram model's longest n-grams; 2 before it)
+                  (version 3: the n-gram model's longest n-grams; 2 before it),
+                  outputs (version 4: 1 for a binary model's positive-class
+                  probability, else the number of classes; 1 before it)
     tokens        the RNN vocabulary, newline-separated (index = line)
     keep          (n, 2) codepoint ranges standardization keeps (RE2's classes)
     lower_from    codepoints ICU's lower-casing changes
@@ -16,7 +18,9 @@ Members:
     ignorable     (n, 2) ranges of its case-ignorable ones     } capital sigma
     split         (n, 2) ranges of the characters that are tokens of their own
                   (tokenizer "cjk-chars" only)
-    ngrams, ngram_idf, ngram_kernel, ngram_bias   the n-gram model (when blended)
+    ngrams, ngram_idf, ngram_kernel, ngram_bias   the n-gram model (when blended); the
+                  kernel is (n-grams x outputs) flattened row by row, the bias one per
+                  output
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ import numpy as np
 from rnncli.config import TOKENIZERS
 from rnncli.errors import ModelError, first_line
 
-# 3: "ngram_order" (the n-gram model's longest n-grams; 2 before it); 2: the tokenizer and
-# its "split" table; 1 (tokenizer "words"); all still read
-VERSION = 3
+# 4: "outputs" (more than two classes: one probability per class); 3: "ngram_order" (the
+# n-gram model's longest n-grams; 2 before it); 2: the tokenizer and its "split" table; 1
+# (tokenizer "words"); all still read
+VERSION = 4
 MAX_BYTES = 2**30  # the file, and each member
 MAX_CODEPOINT = 0x10FFFF
 _RANGES = ("keep", "cased", "ignorable")
@@ -44,12 +49,13 @@ _MEMBERS = {"text", "tokens", "lower_from", "ngrams", "split", *_RANGES, *_NGRAM
 
 def write_serving(path: Path, *, tokens: list[str], seq_len: int, rnn_weight: float,
                   tokenizer: str, tables: dict[str, Any], ngrams: list[str] | None = None,
-                  idf=None, kernel=None, bias=None, ngram_order: int = 2) -> None:
+                  idf=None, kernel=None, bias=None, ngram_order: int = 2,
+                  outputs: int = 1) -> None:
     """Write ``serving.npz`` (``tables``: ``model.standardize_tables()``)."""
     text = {"version": VERSION, "seq_len": int(seq_len), "rnn_weight": float(rnn_weight),
             "max_chars": int(tables["max_chars"]), "start_token": tables["start_token"],
             "lower_to": list(tables["lower_to"]), "tokenizer": tokenizer,
-            "ngram_order": int(ngram_order)}
+            "ngram_order": int(ngram_order), "outputs": int(outputs)}
     arrays = {"text": _encode(json.dumps(text, ensure_ascii=False)),
               "tokens": _encode("\n".join(tokens)),
               "lower_from": np.asarray(tables["lower_from"], np.int32)}
@@ -118,6 +124,10 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
     if not (_whole(order) and order <= 3):
         raise ValueError(f"bad ngram_order {order!r}")
     serving["ngram_order"] = order
+    outputs = text["outputs"] if text["version"] > 3 else 1
+    if not (_whole(outputs) and outputs != 2 and outputs <= 10**4):
+        raise ValueError(f"bad outputs {outputs!r}")
+    serving["outputs"] = outputs
     if len(serving["tokens"]) < 3:
         raise ValueError("vocabulary too small")
     if not all(len(serving[name]) for name in _RANGES) or (
@@ -131,9 +141,11 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
                 raise ValueError(f"{name} is not a finite float32 vector")
             serving[name] = array
         size = len(serving["ngrams"])
-        if not (len(serving["ngram_idf"]) == len(serving["ngram_kernel"]) == size
-                and len(serving["ngram_bias"]) == 1):
+        if not (len(serving["ngram_idf"]) == size
+                and len(serving["ngram_kernel"]) == size * outputs
+                and len(serving["ngram_bias"]) == outputs):
             raise ValueError("n-gram arrays do not match the n-gram list")
+        serving["ngram_kernel"] = serving["ngram_kernel"].reshape(size, outputs)
     return serving
 
 

@@ -76,7 +76,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     train_set, val_set, test_set = split_dataset(
         data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
     reporter.message(
-        f"{data.summary()}; positive label {data.positive_label!r}; "
+        f"{data.summary()}; {_classes_note(data)}; "
         f"train/validation/test = {len(train_set.texts)}/{len(val_set.texts)}/"
         f"{len(test_set.texts)}")
     source = _source(data_path, data, train_set, val_set, test_set)
@@ -104,6 +104,23 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
                                unlabelled_texts=extra_texts, progress=progress)
 
 
+def _classes_note(data: Dataset) -> str:
+    if data.binary:
+        return f"positive label {data.positive_label!r}"
+    counts = ", ".join(f"{name!r} {n}" for name, n in data.class_counts().items())
+    return f"{len(data.label_names)} classes ({counts} rows)"
+
+
+def _class_weights(config: TrainConfig, train_set: Dataset) -> np.ndarray | None:
+    """One weight per class for the losses: with ``class_weight`` "balanced", rows /
+    (classes x rows of the class) over the training rows (scikit-learn's rule), else
+    None."""
+    if config.class_weight != "balanced":
+        return None
+    counts = np.bincount(train_set.labels, minlength=len(train_set.label_names))
+    return len(train_set.labels) / (len(counts) * np.maximum(counts, 1))
+
+
 def _source(data_path: str | Path, data, train_set: Dataset, val_set: Dataset,
             test_set: Dataset) -> dict[str, Any]:
     """The manifest's "data" section: where the rows came from and how they were split."""
@@ -115,7 +132,8 @@ def _source(data_path: str | Path, data, train_set: Dataset, val_set: Dataset,
         "rows_read": data.rows_read,
         "rows_used": len(data.texts),
         "skipped": data.skipped,
-        "positive_rate": round(float(np.mean(data.labels)), 4),
+        **({"positive_rate": round(float(np.mean(data.labels)), 4)} if data.binary else {}),
+        "class_counts": data.class_counts(),
         "split": {"train": len(train_set.texts), "validation": len(val_set.texts),
                   "test": len(test_set.texts)},
     }
@@ -179,6 +197,8 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     device_names, strategy, replicas, where = _devices(device, role, config,
                                                        len(train_set.texts), reporter)
     precision = precision_policy(mixed_precision, device_names)
+    config = config.replace(classes=len(train_set.label_names))
+    weights = _class_weights(config, train_set)
     set_seed(config.seed)
     config, vocab = _derive(config, train_set.texts, reporter)
     where = _precision_note(precision, where, reporter)
@@ -198,11 +218,12 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     with M.tf.device(device_names[0]):  # small and sparse: one device is enough
         # a worker other than the chief publishes nothing: no refit there
         ngram = (ngrams.fit_ngrams(config, train_set, val_set, test_set, reporter,
-                                   refit=role is None or role.chief)
+                                   refit=role is None or role.chief, class_weights=weights)
                  if config.ngrams else None)
     core, history, best_epoch = _fit_rnn(
         config, initial, (x_train, train_set.labels), (x_val, val_set.labels), device_names,
-        strategy, reporter, replicas=replicas, progress=progress, precision=precision)
+        strategy, reporter, replicas=replicas, progress=progress, precision=precision,
+        class_weights=weights)
     if role is not None and not role.chief:
         reporter.message(f"{role}: training finished; the chief writes the model")
         return None
@@ -215,7 +236,8 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                          "--clipnorm")
     blend, ngram_parts, served_val = None, None, val_scores
     if ngram is not None:
-        blend = choose_blend(ngram, val_set.labels, test_set.labels, val_scores, test_scores)
+        blend = choose_blend(ngram, val_set.labels, test_set.labels, val_scores, test_scores,
+                             None if weights is None else weights[val_set.labels])
         refit = ngram.refit_record(test_set.labels, test_scores, blend.rnn_weight)
         if refit:
             blend.record["ngram_refit"] = refit
@@ -247,7 +269,8 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
 
 def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val: tuple,
              device_names: list[str], strategy, reporter: Reporter, *, replicas: int,
-             progress: resume_run.Progress | None, precision: str):
+             progress: resume_run.Progress | None, precision: str,
+             class_weights: np.ndarray | None = None):
     """Build the recurrent network on its devices, start its embedding from ``initial``
     (if any) and fit it on (ids, labels) pairs; returns (network, history, best epoch)."""
     from rnncli import fitloop
@@ -262,7 +285,7 @@ def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val:
             fitloop.start_embedding(core, initial)
         history, best_epoch = fitloop.fit(core, config, *train, *val, reporter,
                                           replicas=replicas, progress=progress,
-                                          precision=precision)
+                                          precision=precision, class_weights=class_weights)
     return core, history, best_epoch
 
 

@@ -54,3 +54,18 @@ def test_a_tiny_validation_split_gives_an_even_blend():
     result = _blend(ngram(NOISE[few], NOISE[few]), LABELS[few], LABELS[few], GOOD[few],
                     GOOD[few])
     assert result["rnn_weight"] == 0.5
+
+
+def test_the_blend_works_over_class_probabilities():
+    """Three classes: the parts give rows of class probabilities, and the weight still goes
+    to the part that predicts; class weights count in the validation log loss."""
+    labels = RNG.integers(0, 3, 300)
+    good = np.full((300, 3), 0.1)
+    good[np.arange(300), labels] = 0.8
+    noise = RNG.dirichlet([1, 1, 1], 300)
+    blend = choose_blend(ngram(noise, noise), labels, labels, good, good)
+    assert blend.rnn_weight == 1.0 and blend.record["parts"]["rnn"]["test_accuracy"] == 1.0
+    assert blend.val_scores.shape == (300, 3)
+    weighted = choose_blend(ngram(good, good), labels, labels, noise, noise,
+                            np.where(labels == 0, 5.0, 1.0))
+    assert weighted.rnn_weight == 0.0

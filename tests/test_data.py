@@ -76,6 +76,8 @@ def test_golden(path: Path, expected: dict):
     assert data.skipped == expected.get("skipped", {})
     if "positive" in expected:
         assert data.positive_label == expected["positive"]
+    if "class_order" in expected:
+        assert list(data.label_names) == expected["class_order"]
     if "columns" in expected:
         assert [data.text_col, data.label_col] == expected["columns"]
     if "skipped_lines" in expected:
@@ -154,9 +156,13 @@ def test_map_labels_positive_label_not_present():
 
 @pytest.mark.parametrize(("raw", "match"), [
     (["pos", "pos"], r"only one label value \('pos' \(2 rows\)\)"),
-    (["a", "b", "c", "a"], r"3 distinct labels \('a' \(2 rows\), 'b' \(1 rows\), 'c' \(1 rows\)\)"),
+    (["a", "b", "c", "a"], r"3 distinct values in 4 rows \('a' \(2 rows\), 'b' \(1 rows\), "
+                           r"'c' \(1 rows\)\); so many values for so few rows look like a text "
+                           r"or id column, not labels: name the label column with --label-col"),
+    ([str(i) for i in range(101)] * 3, r"101 distinct values in 303 rows \('0' \(3 rows\), "
+                                       r"'1' \(3 rows\), .*, \.\.\.\); .*at most 100 classes"),
 ])
-def test_map_labels_needs_exactly_two_values(raw, match):
+def test_map_labels_refuses_one_value_or_a_column_of_ids(raw, match):
     with pytest.raises(DataError, match=match):
         map_labels(P, raw)
 
@@ -551,3 +557,53 @@ def test_property_normalize_label_is_idempotent_and_stripped(value):
     key = normalize_label(value)
     assert normalize_label(key) == key
     assert key == key.strip()
+
+
+# --------------------------------------------------------------------------- classes
+
+
+def test_three_or_more_values_are_classes_numbers_in_numeric_order():
+    got, names = map_labels(P, ["10", "2", "1", "2", "10", "1.0"])
+    assert names == ("1", "2", "10")
+    assert got.tolist() == [2, 1, 0, 1, 2, 0]
+
+
+def test_class_names_keep_the_spelling_most_rows_use():
+    _, names = map_labels(P, ["Neutral", "neutral", "Neutral", "pos", "neg", "POS", "neg"])
+    assert names == ("neg", "Neutral", "pos")
+
+
+def test_positive_label_is_refused_for_three_classes():
+    with pytest.raises(DataError, match=r"--positive-label applies to two label values; this "
+                                         r"file has 3 .*drop --positive-label"):
+        map_labels(P, ["a", "b", "c"] * 3, positive_label="a")
+
+
+def test_known_classes_map_by_name():
+    got, names = map_labels(P, ["Neutral", "neg"], known=("neg", "neutral", "pos"))
+    assert names == ("neg", "neutral", "pos") and got.tolist() == [1, 0]
+    with pytest.raises(DataError, match=r"labels 'meh' are not the model's labels "
+                                         r"\('neg', 'neutral', 'pos'\)"):
+        map_labels(P, ["meh", "neg"], known=("neg", "neutral", "pos"))
+
+
+def _classes(counts: dict[str, int]) -> Dataset:
+    labels = np.concatenate([[i] * n for i, n in enumerate(counts.values())]).astype(np.int8)
+    return Dataset(texts=[f"t{i}" for i in range(len(labels))], labels=labels,
+                   label_names=tuple(counts), text_col="text", label_col="label",
+                   fingerprint="", rows_read=len(labels), skipped={}, skipped_lines={})
+
+
+def test_a_class_too_rare_for_the_split_is_named_with_its_count():
+    data = _classes({"neg": 40, "neutral": 4, "pos": 40, "mixed": 1})
+    with pytest.raises(DataError, match=r"2 classes too rare for a stratified split with "
+                                         r"--val-split 0.1 and --test-split 0.1: 'neutral' "
+                                         r"\(4 rows\), 'mixed' \(1 row\); each class needs at "
+                                         r"least 6 rows: add rows, merge or drop these classes"):
+        split_dataset(data, val_split=0.1, test_split=0.1, seed=0)
+    # a larger share held out makes room for them: 0.25 of 4 rows is one row
+    data = _classes({"neg": 40, "neutral": 4, "pos": 40})
+    train, val, test = split_dataset(data, val_split=0.25, test_split=0.25, seed=0)
+    for part in (train, val, test):
+        assert set(part.labels.tolist()) == {0, 1, 2}
+    assert data.class_counts() == {"neg": 40, "neutral": 4, "pos": 40}

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from rnncli import artifacts
 from rnncli.cli import cli
-from rnncli.metrics import METRIC_KEYS
+from rnncli.metrics import CLASS_KEYS, METRIC_KEYS
 
 from conftest import TINY, sample_rows, write_csv
 
@@ -56,7 +56,7 @@ def test_model_directory_contract(gru_model):
     assert manifest["settings"]["seq_len"] == 32 and manifest["settings"]["max_tokens"] <= 2000
     assert manifest["data"]["fingerprint"].startswith("sha256:")
     assert len(manifest["training"]["history"]) == manifest["training"]["epochs_run"] == 1
-    assert set(manifest["test"]) == set(METRIC_KEYS)
+    assert tuple(manifest["test"]) == METRIC_KEYS + CLASS_KEYS
     for name, digest in manifest["files"].items():
         assert artifacts.sha256_file(gru_model / name) == digest
     # nothing left beside it: no staging or lock debris other than the lock file
@@ -424,7 +424,7 @@ def test_evaluate_saved_split(gru_model):
     result = invoke("evaluate", "-m", gru_model, "-f", "json")
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
-    assert tuple(figures) == METRIC_KEYS
+    assert tuple(figures) == METRIC_KEYS + CLASS_KEYS  # today's keys first, unchanged
     manifest = json.loads((gru_model / "rnncli.json").read_text())
     assert figures["n"] == manifest["data"]["split"]["test"]
     (tn, fp), (fn, tp) = figures["confusion_matrix"]

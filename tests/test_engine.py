@@ -84,11 +84,21 @@ def test_serving_file_round_trip(tmp_path):
     assert read["tokens"] == ["", "[UNK]", "xxbos", "good"]
     assert read["ngrams"] == ["[UNK]", "good"]
     assert read["rnn_weight"] == 0.25 and read["seq_len"] == 8
-    np.testing.assert_array_equal(read["ngram_kernel"], [0.0, 2.0])
+    np.testing.assert_array_equal(read["ngram_kernel"], [[0.0], [2.0]])
+    assert read["outputs"] == 1
     assert read["tokenizer"] == "cjk-chars"
     np.testing.assert_array_equal(read["split"], [[0x4E00, 0x9FFF]])
     words = serving.read_serving(_write(tmp_path / "words.npz", tokenizer="words"))
     assert words["tokenizer"] == "words" and words["split"] is None
+
+
+def test_serving_file_of_a_three_class_model(tmp_path):
+    """One kernel column and one bias per class, read back as (n-grams, classes)."""
+    read = serving.read_serving(_write(tmp_path / "serving.npz", outputs=3,
+                                       kernel=[[0, 0, 0], [1, 2, 3]], bias=[0.1, 0.2, 0.3]))
+    assert read["outputs"] == 3
+    np.testing.assert_array_equal(read["ngram_kernel"], [[0, 0, 0], [1, 2, 3]])
+    np.testing.assert_allclose(read["ngram_bias"], [0.1, 0.2, 0.3])
 
 
 def test_serving_file_of_version_1_reads_as_words(tmp_path):
@@ -130,6 +140,11 @@ def _edit_text(arrays, **changes):
     lambda a: _edit_text(a, ngram_order=True),
     lambda a: _edit_text(a, ngram_order="3"),
     lambda a: _edit_text(a, ngram_order=None),
+    lambda a: _edit_text(a, outputs=2),  # two classes are one output
+    lambda a: _edit_text(a, outputs=0),
+    lambda a: _edit_text(a, outputs="3"),
+    lambda a: _edit_text(a, outputs=None),
+    lambda a: _edit_text(a, outputs=3),  # the kernel holds one column
     lambda a: _edit_text(a, tokenizer="bpe"),
     lambda a: _edit_text(a, tokenizer=None),
     lambda a: a.pop("split"),

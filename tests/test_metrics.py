@@ -73,7 +73,8 @@ def test_binary_per_class_figures_use_the_threshold():
     assert f["macro_f1"] == pytest.approx(0.75) and f["weighted_recall"] == pytest.approx(0.75)
     f = evaluate_scores(labels, scores, threshold=0.95)  # nothing predicted positive
     assert f["classes"] == ["0", "1"]
-    assert f["per_class"][1]["precision"] is None and f["per_class"][1]["f1"] is None
+    assert f["per_class"][1]["precision"] is None and f["per_class"][1]["f1"] == 0.0
+    assert f["f1"] is None  # the binary key keeps its older rule
     assert f["macro_precision"] == pytest.approx(4 / 8)  # class 0 only: 4 of 8 right
 
 
@@ -138,11 +139,12 @@ def test_class_absent_from_the_labels():
     f = evaluate_scores(labels, scores)
     assert f["confusion_matrix"] == [[1, 0, 1], [0, 2, 0], [0, 0, 0]]
     absent = f["per_class"][2]
-    # predicted once, never right: precision 0; recall undefined, so F1 too
-    assert absent == {"class": "2", "precision": 0.0, "recall": None, "f1": None, "support": 0}
+    # predicted once, never right: precision 0, recall undefined, F1 = 2tp / (2tp + fp + fn)
+    # = 0 (as scikit-learn's)
+    assert absent == {"class": "2", "precision": 0.0, "recall": None, "f1": 0.0, "support": 0}
     assert f["macro_precision"] == pytest.approx((1 + 1 + 0) / 3)
     assert f["macro_recall"] == pytest.approx((1 / 2 + 1) / 2)  # over classes 0 and 1 only
-    assert f["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert f["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert f["weighted_precision"] == pytest.approx(1.0)  # the absent class weighs 0
     # one-vs-rest over the classes present only: 0: .7 .2 vs .1 .3 -> 3 / 4; 1: 4 / 4
     assert f["roc_auc"] == pytest.approx((3 / 4 + 1) / 2)

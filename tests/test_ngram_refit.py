@@ -84,12 +84,38 @@ def test_the_fit_is_scikit_learns_logistic_regression():
 
     rng = np.random.default_rng(1)
     x = sp.random(300, 40, density=0.1, random_state=2, format="csr")
-    y = (x @ rng.normal(size=40) + rng.normal(0, 0.3, 300) > 0).astype(np.float64)
+    y = (x @ rng.normal(size=40) + rng.normal(0, 0.3, 300) > 0).astype(np.int64)
     for c in (0.5, 8.0):
-        w, b = ngrams._logistic(x, y, c)
+        w, b = ngrams._logistic(x, ngrams._Labels(y=y), c)
         peer = sklearn.LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(x, y)
         np.testing.assert_allclose(w, peer.coef_[0], atol=2e-3)
         assert abs(b - peer.intercept_[0]) < 2e-3
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_the_multinomial_fit_is_scikit_learns(balanced):
+    """With more than two classes (and with class weights) the exact fit is scikit-learn's
+    multinomial LogisticRegression, and _predict gives its probabilities."""
+    import sklearn.linear_model as sklearn
+    import scipy.sparse as sp
+
+    from rnncli import ngrams
+
+    rng = np.random.default_rng(3)
+    x = sp.random(400, 30, density=0.15, random_state=4, format="csr")
+    y = np.argmax(x @ rng.normal(size=(30, 4)) + rng.normal(0, 0.3, (400, 4))
+                  + [0, 0, 0, -0.8], axis=1)  # the last class rarer
+    counts = np.bincount(y, minlength=4)
+    per_class = len(y) / (4 * counts) if balanced else np.ones(4)
+    labels = ngrams._Labels(y=y, classes=4, weights=per_class[y] if balanced else None)
+    w, b = ngrams._logistic(x, labels, 4.0)
+    peer = sklearn.LogisticRegression(C=4.0, tol=1e-10, max_iter=10_000,
+                                      class_weight="balanced" if balanced else None).fit(x, y)
+    # softmax weights are defined up to a shift shared by the classes; both fix it by
+    # the L2 penalty (the weights of each feature sum to 0), the biases are compared
+    # through the probabilities
+    np.testing.assert_allclose(w, peer.coef_.T, atol=2e-3)
+    np.testing.assert_allclose(ngrams._predict(x, (w, b)), peer.predict_proba(x), atol=1e-3)
 
 
 def test_the_served_keras_model_gives_the_fitted_scores():

@@ -1,0 +1,232 @@
+"""Models of three or more classes: a softmax head, the multinomial n-gram model, every
+class's probability in predict, evaluate, the ONNX engine and the export; class weights.
+
+One tiny three-class model (real reviews, labels negative / neutral / positive, where
+"neutral" is every third row: the figures mean nothing) serves most tests; they assert on
+shapes, keys, round trips and exit codes, never on accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rnncli import artifacts
+from rnncli.cli import cli
+from rnncli.metrics import MULTI_METRIC_KEYS
+
+from conftest import TINY, sample_rows, write_csv
+
+pytestmark = pytest.mark.slow
+CLASSES = ["negative", "neutral", "positive"]
+# Texts the two engines must agree on: English, Chinese, Japanese, odd input.
+PROBES = ["a wonderful, moving film", "dull and far too long", "NOT bad at all?!", "",
+          "这款iPhone很好用", "ｻｰﾋﾞｽ最悪", "x" * 3000, "naïve café — 東京 😀"]
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def jsonl(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def three_class_rows(n: int = 300) -> list[list[str]]:
+    return [[text, "neutral" if i % 3 == 0 else label]
+            for i, (text, label) in enumerate(sample_rows(n))]
+
+
+@pytest.fixture(scope="module")
+def three_csv(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "three.csv", three_class_rows())
+
+
+@pytest.fixture(scope="module")
+def three_model(tmp_path_factory, three_csv, train_model) -> Path:
+    return train_model(tmp_path_factory.mktemp("models") / "three", three_csv)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_the_manifest_records_the_classes_and_their_counts(three_model):
+    manifest = artifacts.read_manifest(three_model)
+    assert manifest["format_version"] == artifacts.FORMAT_VERSION
+    assert manifest["labels"] == {"classes": CLASSES}
+    assert manifest["threshold"] is None
+    assert manifest["settings"]["classes"] == 3
+    assert manifest["settings"]["class_weight"] == "none"
+    counts = manifest["data"]["class_counts"]
+    assert list(counts) == CLASSES and sum(counts.values()) == 300
+    assert "positive_rate" not in manifest["data"]
+    assert tuple(manifest["test"]) == MULTI_METRIC_KEYS
+    assert np.array(manifest["test"]["confusion_matrix"]).shape == (3, 3)
+    # the ONNX engine reproduced the Keras model at training time, or it would be absent
+    assert {"core.onnx", "serving.npz"} <= set(manifest["files"])
+    assert manifest["blend"]["parts"]["ngram"]["test_accuracy"] is not None
+
+
+def test_info_shows_the_classes_with_their_counts(three_model):
+    result = invoke("info", "-m", three_model, "-f", "table")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "3 classes: 'negative' (" in text and "'neutral' (100 rows)" in text
+    assert "macro F1" in text
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_records_give_every_class_probability_in_class_order(three_model):
+    result = invoke("predict", "-m", three_model, "-f", "jsonl", "great movie", "awful", "")
+    assert result.exit_code == 0, result.output
+    records = jsonl(result.stdout)
+    assert len(records) == 3
+    for record in records[:2]:
+        assert list(record) == ["text", "label", "score", "status", "scores"]
+        assert list(record["scores"]) == CLASSES
+        assert sum(record["scores"].values()) == pytest.approx(1, abs=1e-5)
+        assert record["label"] == max(record["scores"], key=record["scores"].get)
+        assert record["score"] == record["scores"][record["label"]]
+    assert records[2] == {"text": "", "label": None, "score": None, "status": "empty",
+                          "scores": None}
+
+
+def test_csv_has_a_column_per_class_and_label_prints_the_label(three_model):
+    result = invoke("predict", "-m", three_model, "-f", "csv", "great movie", "")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("text,label,score,status,score_negative,score_neutral,"
+                        "score_positive")
+    cells = lines[1].split(",")
+    assert cells[1] in CLASSES and len(cells) == 7
+    assert sum(map(float, cells[4:])) == pytest.approx(1, abs=1e-5)
+    assert lines[2] == ",,,empty,,,"
+    labels = invoke("predict", "-m", three_model, "-f", "label", "great movie", "bad")
+    assert [line in CLASSES for line in labels.stdout.splitlines()] == [True, True]
+
+
+def test_the_table_shows_the_top_classes(three_model):
+    result = invoke("predict", "-m", three_model, "-f", "table", "great movie")
+    assert result.exit_code == 0, result.output
+    assert "top 3 classes" in result.stdout
+    assert all(name in result.stdout for name in CLASSES)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_threshold_is_a_usage_error_on_a_multi_class_model(three_model, command):
+    result = invoke(command, "-m", three_model, "--threshold", "0.3",
+                    *(["some text"] if command == "predict" else []))
+    assert result.exit_code == 2
+    assert ("--threshold applies to two-class models; this one has 3 classes (negative, "
+            "neutral, positive)") in result.output
+
+
+def test_both_engines_give_the_same_class_probabilities(three_model):
+    from rnncli.predict import Predictor
+
+    with Predictor.load(three_model, engine="onnx") as onnx:
+        fast = onnx.scores(PROBES)
+    with Predictor.load(three_model, engine="tf") as tf:
+        reference = tf.scores(PROBES)
+    assert fast.shape == reference.shape == (len(PROBES), 3)
+    np.testing.assert_allclose(fast, reference, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_gives_the_multi_class_figures(three_model, three_csv):
+    result = invoke("evaluate", "-m", three_model, "-f", "json")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert tuple(figures) == MULTI_METRIC_KEYS
+    assert figures["classes"] == CLASSES
+    assert [c["class"] for c in figures["per_class"]] == CLASSES
+    assert sum(map(sum, figures["confusion_matrix"])) == figures["n"] == 30
+    table = invoke("evaluate", "-m", three_model, "-f", "table")
+    assert "actual neutral" in table.stdout and "predicted positive" in table.stdout
+    on_file = invoke("evaluate", str(three_csv), "-m", three_model, "-f", "json")
+    assert json.loads(on_file.stdout)["n"] == 300
+
+
+def test_evaluate_refuses_labels_the_model_does_not_know(three_model, tmp_path):
+    data = write_csv(tmp_path / "other.csv", [["fine", "mixed"], ["bad", "negative"]])
+    result = invoke("evaluate", str(data), "-m", three_model)
+    assert result.exit_code == 3
+    assert "labels 'mixed' are not the model's labels ('negative', 'neutral', 'positive')" \
+        in result.output
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_the_saved_model_gives_every_class_probability(three_model, tmp_path):
+    import tensorflow as tf
+
+    from rnncli.predict import Predictor
+
+    result = invoke("export", "-m", three_model, "-o", tmp_path / "saved")
+    assert result.exit_code == 0, result.output
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))  # owns the variables: keep it
+    served = loaded.serve(tf.constant(PROBES)).numpy()
+    with Predictor.load(three_model, engine="tf") as predictor:
+        expected = predictor.scores(PROBES)
+    assert served.shape == (len(PROBES), 3)
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- n-grams
+
+
+def test_the_exact_multinomial_n_gram_model_is_served_by_both_engines(
+        tmp_path, three_csv, train_model, no_fit):
+    """--ngram-solver lbfgs with three classes: the softmax regression, C chosen on 60
+    validation rows, refit, and its weights in the ONNX engine's file."""
+    out = train_model(tmp_path / "m", three_csv, "--ngram-solver", "lbfgs",
+                      "--val-split", "0.2")
+    manifest = artifacts.read_manifest(out)
+    assert manifest["blend"]["ngram_solver"] == "lbfgs"
+    assert manifest["blend"]["ngram_refit"]["rows"] == 300 - 30
+    assert "core.onnx" in manifest["files"]  # ONNX/Keras parity held at training
+    from rnncli.serving import read_serving
+
+    serving = read_serving(out / "serving.npz")
+    assert serving["outputs"] == 3 and serving["ngram_kernel"].shape[1] == 3
+
+
+def test_class_weight_balanced_on_a_skewed_binary_file(tmp_path, train_model, no_fit):
+    """Two classes, 1 negative in 5: the setting is recorded and both parts train with it
+    (the balanced weights are scikit-learn's)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from rnncli.data import load_dataset
+    from rnncli.train import _class_weights
+    from rnncli.config import TrainConfig
+
+    rows = [r for r in sample_rows(400) if r[1] == "positive"][:160]
+    rows += [r for r in sample_rows(400) if r[1] == "negative"][:40]
+    data = write_csv(tmp_path / "skewed.csv", rows)
+    out = train_model(tmp_path / "m", data, "--class-weight", "balanced")
+    manifest = artifacts.read_manifest(out)
+    assert manifest["settings"]["class_weight"] == "balanced"
+    assert manifest["data"]["class_counts"] == {"negative": 40, "positive": 160}
+    dataset = load_dataset(data)
+    np.testing.assert_allclose(
+        _class_weights(TrainConfig(class_weight="balanced"), dataset),
+        compute_class_weight("balanced", classes=np.array([0, 1]), y=dataset.labels))
+    assert _class_weights(TrainConfig(), dataset) is None
+
+
+def test_star_ratings_train_in_numeric_order(tmp_path, train_model, no_fit, no_onnx):
+    """Labels 1, 2, 10 are classes in that order (not "1" < "10" < "2")."""
+    stars = {"negative": "1", "positive": "10"}
+    rows = [[text, "2" if i % 3 == 0 else stars[label]]
+            for i, (text, label) in enumerate(sample_rows(240))]
+    out = train_model(tmp_path / "m", write_csv(tmp_path / "stars.csv", rows))
+    assert artifacts.read_manifest(out)["labels"] == {"classes": ["1", "2", "10"]}
