@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rnncli import fsio
+from rnncli.columns import normalize_label
 from rnncli.config import TrainConfig
 from rnncli.errors import ModelError, RnnCliError, UsageError, first_line
 
@@ -111,28 +112,38 @@ def _read_manifest(model_dir: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: model format {version} is newer than this rnncli "
                          f"understands ({FORMAT_VERSION}); upgrade rnncli")
     try:
-        config = model_config(manifest)
-        names = label_names(manifest)
-        if len(names) != (config.classes or 2):
-            raise ValueError("labels (their number is not settings.classes)")
-        threshold = manifest["threshold"]
-        if len(names) > 2 and threshold is not None:
-            raise ValueError("threshold (a model of more than two classes has none)")
-        if len(names) == 2 and (not isinstance(threshold, (int, float))
-                                or isinstance(threshold, bool)
-                                or not 0 <= threshold <= 1):  # NaN too
-            raise ValueError("threshold")
+        _check_labels(path, model_config(manifest), label_names(manifest),
+                      manifest["threshold"])
         files = manifest["files"]
         if not isinstance(files, dict) or MODEL_FILE not in files:
             raise KeyError("files")
         for section in ("data", "training", "blend", "validation", "test"):
             if not isinstance(manifest.get(section) or {}, dict):
                 raise TypeError(section)
+    except ModelError:
+        raise
     except (KeyError, TypeError, ValueError, RnnCliError) as exc:
         detail = exc.message if isinstance(exc, RnnCliError) else f"missing or bad {exc}"
         raise ModelError(f"{path}: manifest is incomplete ({detail}); retrain the model") \
             from exc
     return manifest
+
+
+def _check_labels(path: Path, config: TrainConfig, names: tuple[str, ...], threshold) -> None:
+    """The classes, their number in the settings and the threshold must agree (a
+    hand-edited manifest may not)."""
+    if len(names) != (config.classes or 2):
+        raise ModelError(f"{path}: manifest is inconsistent: it names {len(names)} classes but "
+                         f"settings.classes is {config.classes}; restore the manifest or "
+                         "retrain the model")
+    if len(names) > 2 and threshold is not None:
+        raise ModelError(f"{path}: manifest is inconsistent: a model of {len(names)} classes "
+                         f"has no threshold, but it says {threshold!r}; set \"threshold\" to "
+                         "null or retrain the model")
+    if len(names) == 2 and (not isinstance(threshold, (int, float))
+                            or isinstance(threshold, bool)
+                            or not 0 <= threshold <= 1):  # NaN too
+        raise ValueError("threshold")
 
 
 def model_config(manifest: dict[str, Any]) -> TrainConfig:
@@ -144,12 +155,15 @@ def label_names(manifest: dict[str, Any]) -> tuple[str, ...]:
     """The class names in class order, as the training data spelled them: (negative,
     positive) for a binary model."""
     labels = manifest["labels"]
+    if not isinstance(labels, dict):
+        raise TypeError("labels")
     if "classes" not in labels:
         return str(labels["negative"]), str(labels["positive"])
     names = labels["classes"]
     if (not isinstance(names, list) or len(names) < 3
-            or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
-        raise ValueError("labels.classes")
+            or not all(isinstance(n, str) for n in names)
+            or len({normalize_label(n) for n in names}) != len(names)):
+        raise ValueError("labels.classes (three or more distinct names)")
     return tuple(names)
 
 

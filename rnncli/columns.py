@@ -136,16 +136,20 @@ def _class_order(key: str):
 def _check_class_count(path: Path, counts: Counter, rows: int) -> None:
     """Refuse a column that cannot hold labels: more than MAX_CLASSES values, or (from
     three) fewer than two rows per value on average, as an id or text column has."""
-    if len(counts) <= MAX_CLASSES and 2 * len(counts) <= rows:
-        return
-    raise DataError(f"{path}: the label column has {len(counts)} distinct values in {rows} "
-                    f"rows ({_examples(counts)}); so many values for so few rows look like a "
-                    "text or id column, not labels: name the label column with --label-col "
-                    f"(a classifier takes at most {MAX_CLASSES} classes, each in several rows)")
+    found = f"the label column has {len(counts)} distinct values in {rows} rows"
+    if len(counts) > MAX_CLASSES:
+        raise DataError(f"{path}: {found} ({_examples(counts)}); rnncli learns at most "
+                        f"{MAX_CLASSES} classes, so this looks like a text or id column: "
+                        "name the label column with --label-col, or merge classes")
+    if 2 * len(counts) > rows:
+        raise DataError(f"{path}: {found} ({_examples(counts)}); so many values for so few "
+                        "rows look like a text or id column, not labels: name the label "
+                        "column with --label-col (each class needs several rows)")
 
 
 def _examples(counts: Counter, shown: int = 5) -> str:
-    listed = ", ".join(f"{k!r} ({n} rows)" for k, n in counts.most_common(shown))
+    listed = ", ".join(f"{k!r} ({n} row{'s' if n != 1 else ''})"
+                       for k, n in counts.most_common(shown))
     return listed + (", ..." if len(counts) > shown else "")
 
 
@@ -168,11 +172,11 @@ def _positive_key(path: Path, keys: list[str], positive_label: str | None) -> st
 
 
 def _is_numeric_label(key: str) -> bool:
+    """A finite number ("nan" and "inf" are names: they have no place in numeric order)."""
     try:
-        float(key)
+        return math.isfinite(float(key))
     except ValueError:
         return False
-    return True
 
 
 def _quote(values) -> str:

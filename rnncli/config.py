@@ -167,6 +167,13 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def output_width(classes: int | None) -> int:
+    """How many probabilities a model gives per text: one (the positive class's) for two
+    classes, else one per class."""
+    classes = classes or 2
+    return 1 if classes == 2 else classes
+
+
 def ngram_span(order: int) -> str:
     """How messages and `info` name the n-grams of an ``ngram_order``: "1-3-grams"."""
     return f"1-{order}-grams" if order > 1 else "1-grams"

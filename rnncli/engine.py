@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnncli.artifacts import ONNX_FILE, SERVING_FILE
+from rnncli.config import output_width
 from rnncli.errors import ModelError, first_line
 from rnncli.predict import length_chunks
 from rnncli.onnxwire import MalformedGraph, scan_model
@@ -163,7 +164,7 @@ class OnnxEngine:
             raise ModelError(f"{model_dir / SERVING_FILE}: tokenizes as {serving['tokenizer']!r}"
                              f" where the manifest says {tokenizer!r}; use --engine tf or "
                              "retrain the model")
-        if classes is not None and serving["outputs"] != (1 if classes == 2 else classes):
+        if classes is not None and serving["outputs"] != output_width(classes):
             raise ModelError(f"{model_dir / SERVING_FILE}: gives {serving['outputs']} "
                              f"output(s) where the manifest has {classes} classes; use "
                              "--engine tf or retrain the model")

@@ -37,7 +37,7 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
     predictor = Predictor.load(model_dir, device="cpu", engine="tf")
     import tensorflow as tf
 
-    expected = predictor.scores(_PROBES).reshape(-1)
+    expected = predictor.scores(_PROBES)
     failure = None
     with fsio.lock(dest):
         try:
@@ -46,7 +46,11 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
                 predictor.engine.keras_model.export(str(target), format="tf_saved_model",
                                                     verbose=False)
                 loaded = tf.saved_model.load(str(target))  # owns the variables: keep it
-                got = np.asarray(loaded.serve(tf.constant(_PROBES))).reshape(-1)
+                got = np.asarray(loaded.serve(tf.constant(_PROBES)))
+                got = got.reshape(-1) if expected.ndim == 1 else got  # (n, 1) vs (n,)
+                if got.shape != expected.shape:
+                    raise ModelError(f"the exported SavedModel gives shape {got.shape} where "
+                                     f"the model gives {expected.shape}")
                 if not np.allclose(got, expected, atol=1e-4):
                     raise ModelError("the exported SavedModel does not reproduce the model's "
                                      f"scores (max difference "

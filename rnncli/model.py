@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnncli.config import MAX_TEXT_CHARS, TrainConfig
+from rnncli.config import MAX_TEXT_CHARS, TrainConfig, output_width
 from rnncli.runtime import import_tensorflow
 from rnncli.scripts import FULLWIDTH_OFFSET, FULLWIDTH_RANGES, LONG_TOKEN, SPLIT_MARKS
 
@@ -299,13 +299,6 @@ def build_ngram_model(size: int, idf: np.ndarray | None = None, outputs: int = 1
     return model
 
 
-def outputs(config: TrainConfig) -> int:
-    """Width of the heads: 1 (the positive class's probability) for two classes, else
-    one probability per class."""
-    classes = config.classes or 2
-    return 1 if classes == 2 else classes
-
-
 def build_core(config: TrainConfig):
     """Token ids (batch, time) -> positive-class probability (batch, 1), or the class
     probabilities (batch, k) of a model of k > 2 classes (softmax)."""
@@ -332,7 +325,7 @@ def build_core(config: TrainConfig):
         x = AttentionPooling(config.units, name="attention_pool")(x)
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, name="dropout")(x)
-    width = outputs(config)
+    width = output_width(config.classes)
     prob = keras.layers.Dense(width, activation="sigmoid" if width == 1 else "softmax",
                               dtype="float32", name="head")(x)
     return keras.Model(ids, prob, name="core")

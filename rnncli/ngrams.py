@@ -32,7 +32,7 @@ import numpy as np
 
 from rnncli import model as M
 from rnncli.blend import BLEND_MIN_ROWS, accuracy, log_loss
-from rnncli.config import TrainConfig, ngram_span
+from rnncli.config import TrainConfig, ngram_span, output_width
 from rnncli.data import Dataset
 from rnncli.errors import UsageError
 from rnncli.fitloop import stop_on_signals
@@ -159,7 +159,7 @@ class _Labels:
 
     @property
     def outputs(self) -> int:
-        return 1 if self.classes == 2 else self.classes
+        return output_width(self.classes)
 
     def join(self, other: _Labels) -> _Labels:
         weights = (None if self.weights is None

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from rnncli import artifacts
-from rnncli.config import MAX_TEXT_CHARS
+from rnncli.config import MAX_TEXT_CHARS, output_width
 from rnncli.errors import ModelError, UsageError
 
 SCORE_DIGITS = 6  # a record's score is rounded to this many decimals
@@ -154,8 +154,14 @@ class Predictor:
         from rnncli.runtime import select_device
 
         select_device(device)
-        engine = KerasEngine(artifacts.load_keras_model(model_dir))
-        return cls(model_dir, manifest, engine, threshold)
+        keras_model = artifacts.load_keras_model(model_dir)
+        classes = len(artifacts.label_names(manifest))
+        if keras_model.output.shape[-1] != output_width(classes):
+            raise ModelError(f"{Path(model_dir) / artifacts.MODEL_FILE}: gives "
+                             f"{keras_model.output.shape[-1]} output(s) where the manifest "
+                             f"has {classes} classes; restore the directory or retrain the "
+                             "model")
+        return cls(model_dir, manifest, KerasEngine(keras_model), threshold)
 
     def close(self) -> None:
         """Release the engine's worker threads (the ONNX engine has some)."""

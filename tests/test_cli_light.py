@@ -179,6 +179,8 @@ VOCABULARY_PATH_CONFIG = {
 NESTED_CONFIG = '{"a": ' * 5000 + "null" + "}" * 5000  # deeper than Python's recursion limit
 
 
+THREE_CLASSES = {"settings": {"cell": "gru", "classes": 3},
+                 "labels": {"classes": ["neg", "neutral", "pos"]}, "threshold": None}
 MANIFEST_CASES = [
     (lambda t: t / "absent", "no model directory"),
     (lambda t: t / ("x" * 300), "cannot be read"),  # a name too long for the filesystem
@@ -193,6 +195,19 @@ MANIFEST_CASES = [
      "newer than this rnncli"),
     (lambda t: _model_dir(t, manifest=_manifest(settings={"cell": "gru", "x": 1})),
      "incomplete"),
+    # hand-edited classes: a threshold on three, counts that disagree, odd names
+    (lambda t: _model_dir(t, manifest=_manifest(**{**THREE_CLASSES, "threshold": 0.5})),
+     "a model of 3 classes has no threshold, but it says 0.5; set \"threshold\" to null"),
+    (lambda t: _model_dir(t, manifest=_manifest(**{**THREE_CLASSES, "settings": {
+        "cell": "gru", "classes": 4}})), "names 3 classes but settings.classes is 4"),
+    (lambda t: _model_dir(t, manifest=_manifest(
+        **{**THREE_CLASSES, "labels": {"classes": ["a", "b"]}})), "labels.classes"),
+    (lambda t: _model_dir(t, manifest=_manifest(
+        **{**THREE_CLASSES, "labels": {"classes": ["Pos", "pos", "neg"]}})), "labels.classes"),
+    (lambda t: _model_dir(t, manifest=_manifest(
+        **{**THREE_CLASSES, "labels": {"classes": ["a", 1, "b"]}})), "labels.classes"),
+    (lambda t: _model_dir(t, manifest=_manifest(labels="classes")), "labels"),
+    (lambda t: _model_dir(t, manifest=_manifest(threshold=None)), "threshold"),
 ]
 ARCHIVE_CASES = [
     (lambda t: _model_dir(t), "missing from the model directory"),

@@ -156,11 +156,12 @@ def test_map_labels_positive_label_not_present():
 
 @pytest.mark.parametrize(("raw", "match"), [
     (["pos", "pos"], r"only one label value \('pos' \(2 rows\)\)"),
-    (["a", "b", "c", "a"], r"3 distinct values in 4 rows \('a' \(2 rows\), 'b' \(1 rows\), "
-                           r"'c' \(1 rows\)\); so many values for so few rows look like a text "
+    (["a", "b", "c", "a"], r"3 distinct values in 4 rows \('a' \(2 rows\), 'b' \(1 row\), "
+                           r"'c' \(1 row\)\); so many values for so few rows look like a text "
                            r"or id column, not labels: name the label column with --label-col"),
     ([str(i) for i in range(101)] * 3, r"101 distinct values in 303 rows \('0' \(3 rows\), "
-                                       r"'1' \(3 rows\), .*, \.\.\.\); .*at most 100 classes"),
+                                       r"'1' \(3 rows\), .*, \.\.\.\); rnncli learns at most "
+                                       r"100 classes, so this looks like a text or id column"),
 ])
 def test_map_labels_refuses_one_value_or_a_column_of_ids(raw, match):
     with pytest.raises(DataError, match=match):
@@ -566,6 +567,12 @@ def test_three_or_more_values_are_classes_numbers_in_numeric_order():
     got, names = map_labels(P, ["10", "2", "1", "2", "10", "1.0"])
     assert names == ("1", "2", "10")
     assert got.tolist() == [2, 1, 0, 1, 2, 0]
+
+
+def test_nan_and_inf_labels_are_names_not_numbers():
+    """The class order does not depend on where such a label first appears."""
+    rows = ["nan", "1", "2", "inf"] * 2
+    assert map_labels(P, rows)[1] == map_labels(P, rows[::-1])[1] == ("1", "2", "inf", "nan")
 
 
 def test_class_names_keep_the_spelling_most_rows_use():

@@ -19,7 +19,7 @@ from rnncli import artifacts
 from rnncli.cli import cli
 from rnncli.metrics import MULTI_METRIC_KEYS
 
-from conftest import TINY, sample_rows, write_csv
+from conftest import sample_rows, write_csv
 
 pytestmark = pytest.mark.slow
 CLASSES = ["negative", "neutral", "positive"]
@@ -230,3 +230,18 @@ def test_star_ratings_train_in_numeric_order(tmp_path, train_model, no_fit, no_o
             for i, (text, label) in enumerate(sample_rows(240))]
     out = train_model(tmp_path / "m", write_csv(tmp_path / "stars.csv", rows))
     assert artifacts.read_manifest(out)["labels"] == {"classes": ["1", "2", "10"]}
+
+
+# --------------------------------------------------------------------------- binary
+
+
+def test_binary_records_keep_their_fields_and_add_scores(gru_model):
+    """A two-class model's records are today's (score: the positive class's probability),
+    plus "scores" last; its CSV keeps exactly the old columns."""
+    records = jsonl(invoke("predict", "-m", gru_model, "-f", "jsonl", "great", "").stdout)
+    assert list(records[0]) == ["text", "label", "score", "status", "scores"]
+    assert records[0]["scores"] == {"negative": round(1 - records[0]["score"], 6),
+                                    "positive": records[0]["score"]}
+    assert records[1]["scores"] is None
+    csv_out = invoke("predict", "-m", gru_model, "-f", "csv", "great").stdout
+    assert csv_out.splitlines()[0] == "text,label,score,status"
