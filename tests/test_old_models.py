@@ -58,3 +58,29 @@ def test_a_manifest_that_disagrees_with_serving_npz_is_refused(tmp_path):
     result = CliRunner().invoke(cli, ["predict", "-m", str(model), "--engine", "onnx", "好"])
     assert result.exit_code == 4
     assert "tokenizes as 'words' where the manifest says 'cjk-chars'" in result.output
+
+
+FORMAT4 = MODELS / "format4"
+EXPECTED4 = json.loads((MODELS / "format4.expected.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("engine", ["onnx", pytest.param("tf", marks=pytest.mark.slow)])
+def test_format4_scores_as_before(engine):
+    """A binary model of the last format before more than two classes: one output, no
+    "classes" setting, serving.npz version 3."""
+    with Predictor.load(FORMAT4, engine=engine, device="cpu") as predictor:
+        assert predictor.label_names == ("negative", "positive")
+        np.testing.assert_allclose(predictor.scores(EXPECTED4["texts"]),
+                                   EXPECTED4["scores"][engine], atol=1e-6, rtol=0)
+        records = predictor.records(["a wonderful, moving film"])
+    assert records[0]["label"] == ("positive" if records[0]["score"] >= 0.5 else "negative")
+
+
+def test_format4_info_and_evaluate():
+    result = CliRunner().invoke(cli, ["info", "-m", str(FORMAT4), "-f", "table"])
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert "negative 'negative', positive 'positive', threshold 0.5" in shown
+    figures = CliRunner().invoke(cli, ["evaluate", "-m", str(FORMAT4), "-f", "json"])
+    assert figures.exit_code == 0, figures.output
+    assert json.loads(figures.stdout)["confusion_matrix"][0][0] >= 0
