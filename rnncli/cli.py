@@ -306,7 +306,7 @@ def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, thres
     On DATA when given (same columns and options as train), else on the test split
     held out when the model was trained.
     """
-    from rnncli import output
+    from rnncli import output, tables
     from rnncli.predict import evaluate as run_evaluate
 
     if data is None and (text_col or label_col or encoding):
@@ -318,7 +318,7 @@ def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, thres
     console = output.err_console()
     for note in notes:
         console.print(note, markup=False)
-    output.render_figures(figures, output.resolve_format(fmt, piped="json"),
+    tables.render_figures(figures, output.resolve_format(fmt, piped="json"),
                           title=f"evaluation on {data or 'the held-out test split'}")
 
 
@@ -349,10 +349,10 @@ def export(model_dir, dest, force):
               default="auto", show_default=True)
 def info(model_dir, fmt):
     """What a model is: network, vocabulary, labels, data and figures."""
-    from rnncli import artifacts, output
+    from rnncli import artifacts, output, tables
 
     manifest = artifacts.check_model_dir(model_dir)  # a broken model.keras is exit 4 here too
-    output.render_info(manifest, output.resolve_format(fmt, piped="json"))
+    tables.render_info(manifest, output.resolve_format(fmt, piped="json"))
 
 
 @cli.command()
@@ -360,10 +360,10 @@ def info(model_dir, fmt):
               default="auto", show_default=True)
 def devices(fmt):
     """List the devices TensorFlow can run on, with their --device names."""
-    from rnncli import output
+    from rnncli import output, tables
     from rnncli.runtime import list_devices
 
-    output.render_rows(list_devices(), output.resolve_format(fmt, piped="json"))
+    tables.render_rows(list_devices(), output.resolve_format(fmt, piped="json"))
 
 
 def main(argv: list[str] | None = None) -> None:

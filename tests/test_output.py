@@ -2,7 +2,8 @@ import csv
 import io
 import json
 
-from rnncli.output import RecordWriter, render_figures
+from rnncli.output import RecordWriter
+from rnncli.tables import render_figures
 from rnncli.metrics import CLASS_KEYS, METRIC_KEYS, evaluate_scores, round_figures
 
 RECORDS = [

@@ -1,0 +1,214 @@
+"""Renderers for what a model is and how it scores (stdout): evaluation figures, the
+model's info, the device list; a Rich table on a terminal, JSON when piped (the
+commands resolve the format with ``output.resolve_format``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from rnncli.config import TOKENIZERS, ngram_span
+from rnncli.output import fmt_value as _fmt, out_console, to_json
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluation") -> None:
+    """Figures from metrics.evaluate_scores: two classes or more (told by the keys)."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(figures, allow_nan=False) + "\n")
+        return
+    if "macro_f1" in figures and "precision" not in figures:
+        tables = _multi_class_tables(figures, title)
+    else:
+        tables = _binary_tables(figures, title)
+    console = out_console()
+    for table in tables:
+        console.print(table)
+
+
+def _binary_tables(figures: dict[str, Any], title: str) -> list[Table]:
+    table = Table(title=escape(title), show_edge=False, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n"):
+        table.add_row(key, _fmt(figures.get(key)))
+    (tn, fp), (fn, tp) = figures["confusion_matrix"]
+    matrix = Table(title="confusion matrix", show_edge=False, header_style="bold")
+    matrix.add_column("")
+    matrix.add_column("predicted negative", justify="right")
+    matrix.add_column("predicted positive", justify="right")
+    matrix.add_row("actual negative", str(tn), str(fp))
+    matrix.add_row("actual positive", str(fn), str(tp))
+    # figures saved before per-class figures existed have no "per_class"
+    return [table, matrix] + ([_per_class_table(figures)] if "per_class" in figures else [])
+
+
+_MULTI_CLASS_ROWS = (("accuracy", "accuracy"), ("macro_precision", "macro precision"),
+                     ("macro_recall", "macro recall"), ("macro_f1", "macro F1"),
+                     ("weighted_precision", "weighted precision"),
+                     ("weighted_recall", "weighted recall"), ("weighted_f1", "weighted F1"),
+                     ("roc_auc", "roc_auc (one-vs-rest, macro)"), ("loss", "loss"), ("n", "n"))
+
+
+def _multi_class_tables(figures: dict[str, Any], title: str) -> list[Table]:
+    table = Table(title=escape(title), show_edge=False, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, name in _MULTI_CLASS_ROWS:
+        table.add_row(name, _fmt(figures.get(key)))
+    # class names come from the data: Text keeps "[bold]" literal instead of markup
+    names = figures["classes"]
+    matrix = Table(title="confusion matrix", show_edge=False, header_style="bold")
+    matrix.add_column("")
+    for name in names:
+        matrix.add_column(Text(f"predicted {name}"), justify="right")
+    for name, row in zip(names, figures["confusion_matrix"]):
+        matrix.add_row(Text(f"actual {name}"), *(str(count) for count in row))
+    return [table, _per_class_table(figures), matrix]
+
+
+def _per_class_table(figures: dict[str, Any]) -> Table:
+    table = Table(title="per class", show_edge=False, header_style="bold")
+    table.add_column("class")
+    for name in ("precision", "recall", "F1", "support"):
+        table.add_column(name, justify="right")
+    for row in figures["per_class"]:
+        table.add_row(Text(str(row["class"])), _fmt(row["precision"]), _fmt(row["recall"]),
+                      _fmt(row["f1"]), _fmt(row["support"]))
+    return table
+
+
+def render_info(manifest: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.write(to_json(manifest, indent=2) + "\n")
+        return
+    s = manifest["settings"]
+    data, training = manifest.get("data", {}), manifest.get("training", {})
+    rows = [
+        ("network", f"Bidirectional {s['cell'].upper()} x{s['layers']}, {s['units']} units, "
+                    f"{s['pooling']} pooling, embedding {s['embed_dim']}"
+                    + (f" + {s['bigram_dim']} for token pairs" if s.get("bigram_dim") else "")
+                    + f", dropout {s['dropout']}"),
+        ("vocabulary", f"{s['max_tokens']} tokens ({_tokens(s)}), sequence length "
+                       f"{s['seq_len']}"),
+        ("n-gram model", _blend_row(manifest.get("blend"), s, manifest)),
+        ("labels", _labels_row(manifest)),
+        ("data", f"{data.get('file')} ({data.get('rows_used')} rows used; columns "
+                 f"{data.get('text_col')!r}/{data.get('label_col')!r}; "
+                 f"{data.get('fingerprint', '')[:19]}...)"),
+        ("split", " / ".join(f"{k} {v}" for k, v in data.get("split", {}).items())),
+        ("training", f"{training.get('epochs_run')} epochs (best {training.get('best_epoch')}), "
+                     f"{training.get('seconds')} s on {training.get('device')}"
+                     + _training_extras(training)),
+    ]
+    for part in ("validation", "test"):
+        f = manifest.get(part) or {}
+        f1 = (f"F1 {_fmt(f.get('f1'))}" if "labels" not in manifest
+              or "classes" not in manifest["labels"] else f"macro F1 {_fmt(f.get('macro_f1'))}")
+        rows.append((part, f"accuracy {_fmt(f.get('accuracy'))}, {f1}, "
+                           f"ROC AUC {_fmt(f.get('roc_auc'))}, n {f.get('n')}"))
+    from rnncli.artifacts import ONNX_FILE, SERVING_FILE
+
+    onnx = all(name in manifest.get("files", {}) for name in (ONNX_FILE, SERVING_FILE))
+    rows.append(("engines", "onnx (the default: no TensorFlow at predict time), tf" if onnx
+                 else "tf only (no ONNX files: trained by an older rnncli, or the export "
+                      "failed)"))
+    rows.append(("versions", f"rnncli {manifest.get('rnncli_version')}, keras "
+                             f"{manifest.get('keras_version')}, tensorflow "
+                             f"{manifest.get('tensorflow_version')}; created "
+                             f"{manifest.get('created')}"))
+    table = Table(show_header=False, show_edge=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, Text(value))
+    out_console().print(table)
+
+
+def _labels_row(manifest: dict[str, Any]) -> str:
+    """The classes, with the rows of each in the training file (models of format 5 on)."""
+    labels = manifest["labels"]
+    counts = (manifest.get("data") or {}).get("class_counts")
+    counts = counts if isinstance(counts, dict) else {}
+
+    def name(n) -> str:
+        return f"{n!r}" + (f" ({counts[n]} rows)" if n in counts else "")
+
+    if "classes" in labels:
+        return (f"{len(labels['classes'])} classes: "
+                + ", ".join(name(n) for n in labels["classes"])
+                + "; each text gets the most probable")
+    return (f"negative {name(labels['negative'])}, positive {name(labels['positive'])}, "
+            f"threshold {manifest['threshold']}")
+
+
+def _tokens(settings: dict[str, Any]) -> str:
+    """What the model's tokens are (a manifest from before the tokenizer: words)."""
+    return TOKENIZERS[settings.get("tokenizer", "words")]
+
+
+def _training_extras(training: dict[str, Any]) -> str:
+    extras = []
+    if training.get("workers", 1) > 1:
+        extras.append(f"{training['workers']} processes")
+    if training.get("replicas", 1) > 1:
+        extras.append(f"{training['replicas']} devices in all")
+    if training.get("precision", "float32") != "float32":
+        extras.append(training["precision"].replace("_", " ") + " precision")
+    return f" ({', '.join(extras)})" if extras else ""
+
+
+def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
+               figures: dict[str, Any]) -> str:
+    """What each part and the blend score on the same validation and test rows
+    (``figures``: the manifest, whose validation and test sections are the blend's)."""
+    if not blend:
+        return "none (RNN alone)"
+    parts = blend.get("parts", {})
+    w = blend.get("rnn_weight")
+    return (f"{blend.get('ngrams')} {ngram_span(settings.get('ngram_order') or 2)} of "
+            f"{_tokens(settings)}"
+            + (f" (C={blend['ngram_c']:g}, chosen on validation)"
+               if isinstance(blend.get("ngram_c"), (int, float)) else "")
+            + f"; output = {_fmt(w, 2)} x "
+            f"{settings['cell'].upper()} + {_fmt(1 - w if w is not None else None, 2)} x "
+            "n-gram; "
+            + "; ".join(
+                f"{split} accuracy {settings['cell'].upper()} "
+                f"{_fmt(parts.get('rnn', {}).get(f'{split}_accuracy'))}, n-gram "
+                f"{_fmt(parts.get('ngram', {}).get(f'{split}_accuracy'))}, both "
+                f"{_fmt((figures.get(split) or {}).get('accuracy'))}"
+                for split in ("validation", "test"))
+            + _refit_note(blend.get("ngram_refit")))
+
+
+def _refit_note(refit: dict[str, Any] | None) -> str:
+    """The n-gram part's refit on training + validation rows, and the test figures of the
+    fit before it (the validation figures above are that fit's: it never saw those rows)."""
+    if not isinstance(refit, dict):
+        return ""
+    before = refit.get("before")
+    before = before if isinstance(before, dict) else {}
+    return (f"; n-gram part refit on the {refit.get('rows')} training + validation rows "
+            f"(before it: test accuracy n-gram "
+            f"{_fmt(before.get('ngram_test_accuracy'))}, both "
+            f"{_fmt(before.get('test_accuracy'))})")
+
+
+def render_rows(rows: list[dict[str, str]], fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for key in rows[0]:
+        table.add_column(key)
+    for row in rows:
+        table.add_row(*(Text(v) for v in row.values()))
+    out_console().print(table)
