@@ -9,6 +9,9 @@ shapes, keys, round trips and exit codes, never on accuracy.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ from rnncli import artifacts
 from rnncli.cli import cli
 from rnncli.metrics import MULTI_METRIC_KEYS
 
-from conftest import sample_rows, write_csv
+from conftest import TINY, sample_rows, write_csv
 
 pytestmark = pytest.mark.slow
 CLASSES = ["negative", "neutral", "positive"]
@@ -245,3 +248,52 @@ def test_binary_records_keep_their_fields_and_add_scores(gru_model):
     assert records[1]["scores"] is None
     csv_out = invoke("predict", "-m", gru_model, "-f", "csv", "great").stdout
     assert csv_out.splitlines()[0] == "text,label,score,status"
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_the_training_options_work_with_three_classes(tmp_path):
+    """A stacked LSTM with attention pooling, word vectors, balanced class weights (the
+    weighted Adam n-gram fit too), mixed precision and two devices (the CPU split in two
+    stands in for two GPUs: sample weights and full batches under MirroredStrategy), in
+    one fresh process, as the device split needs."""
+    out = tmp_path / "m"
+    env = {**os.environ, "RNNCLI_CPU_DEVICES": "2"}
+    data = write_csv(tmp_path / "three.csv", three_class_rows(231))
+    args = ["rnncli", "train", str(data), *TINY, "--epochs", "2", "--device", "cpu:0,1",
+            "--cell", "lstm", "--layers", "2", "--pooling", "attention", "--word-vectors",
+            "--class-weight", "balanced", "--mixed-precision", "-o", str(out)]
+    result = subprocess.run(args, env=env, capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    manifest = artifacts.read_manifest(out)
+    assert manifest["training"]["device"] == "cpu:0,cpu:1"
+    assert manifest["training"]["precision"] == "mixed_bfloat16"
+    assert manifest["settings"]["classes"] == 3 and manifest["settings"]["cell"] == "lstm"
+    assert manifest["settings"]["class_weight"] == "balanced"
+    assert {"core.onnx", "serving.npz"} <= set(manifest["files"])  # engines agreed
+    records = jsonl(invoke("predict", "-m", out, "-f", "jsonl", "great movie").stdout)
+    assert list(records[0]["scores"]) == CLASSES
+
+
+def test_resume_continues_an_interrupted_three_class_run(tmp_path):
+    """Ctrl-C after the first epoch, then --resume: the softmax network's state (weights,
+    optimizer, history) is restored as a binary one's is."""
+    data = write_csv(tmp_path / "three.csv", three_class_rows(600))
+    out = tmp_path / "m"
+    args = ["rnncli", "train", str(data), "-o", str(out), "--epochs", "2", "--patience", "5",
+            "--seq-len", "64", "--units", "8", "--no-ngrams"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    for line in proc.stderr:
+        if line.startswith(b"epoch 1/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 130, rest
+    assert "kept the state after epoch 1" in rest and not out.exists(), rest
+    resumed = invoke(*args[1:], "--resume")
+    assert resumed.exit_code == 0, resumed.output[-2000:]
+    assert "resuming after epoch 1" in resumed.output
+    manifest = artifacts.read_manifest(out)
+    assert [h["epoch"] for h in manifest["training"]["history"]] == [1, 2]
+    assert manifest["labels"] == {"classes": CLASSES}
