@@ -5,8 +5,7 @@
 For each model directory (trained by `rnncli train`, n-gram model on), reads the held-out
 test split the model saved (`test.jsonl.gz`; nothing here was tuned on it), or FILE (a
 labelled file with the model's label spellings, read as `rnncli evaluate` reads it), and
-scores
-every row with the recurrent network alone, the n-gram model alone and the served blend
+scores every row with the recurrent network alone, the n-gram model alone and the served blend
 (the sub-models of `model.keras`). It prints their accuracy on groups of rows that
 single out what word order carries:
 
@@ -26,7 +25,6 @@ A group of n rows has a binomial standard error of about sqrt(p(1-p)/n): on 100 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import re
 import sys
@@ -76,20 +74,17 @@ def groups(model_dir: Path, test_file: str | None = None) -> dict:
     if not manifest.get("blend"):
         raise SystemExit(f"{model_dir}: has no n-gram model (trained with --no-ngrams); "
                          "nothing to compare")
-    model = artifacts.load_keras_model(model_dir)
-    positive = artifacts.label_names(manifest)[1]
-    if test_file:
-        from rnncli.data import load_dataset
+    from rnncli.blend import predicted
+    from rnncli.data import load_dataset
 
-        data = load_dataset(test_file, known_labels=artifacts.label_names(manifest))
-        texts, labels = list(data.texts), np.asarray(data.labels) == 1
-    else:
-        with gzip.open(model_dir / artifacts.TEST_FILE, "rt", encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f]
-        texts = [r["text"] for r in rows]
-        labels = np.array([str(r["label"]) == positive for r in rows])
+    model = artifacts.load_keras_model(model_dir)
+    # the saved split's labels are class names, read as evaluate reads them
+    data = load_dataset(test_file or model_dir / artifacts.TEST_FILE,
+                        **({} if test_file else {"text_col": "text", "label_col": "label"}),
+                        known_labels=artifacts.label_names(manifest))
+    texts, labels = list(data.texts), np.asarray(data.labels)
     rnn, ngram, blend, lengths = _scores(model, texts)
-    right = {name: (s >= 0.5) == labels for name, s in
+    right = {name: predicted(s) == labels for name, s in
              (("rnn", rnn), ("ngram", ngram), ("blend", blend))}
     neg = np.array([bool(NEGATION.search(t)) for t in texts])
     con = np.array([bool(CONTRAST.search(t)) for t in texts])
@@ -116,8 +111,11 @@ def groups(model_dir: Path, test_file: str | None = None) -> dict:
 
 
 def _scores(model, texts: list[str]):
-    """(RNN, n-gram, blend) probabilities and token counts, from the served model's parts."""
+    """(RNN, n-gram, blend) probabilities (of the positive class, or of every class) and
+    token counts, from the served model's parts."""
     import tensorflow as tf
+
+    from rnncli.predict import as_scores
 
     rnn, ngram, blend, lengths = [], [], [], []
     for i in range(0, len(texts), 256):
@@ -125,10 +123,10 @@ def _scores(model, texts: list[str]):
         tokens = model.get_layer("vectorizer")(batch)
         ids = model.get_layer("truncate")(tokens)
         lengths.append(np.count_nonzero(tokens.numpy(), axis=1) - 1)  # less the start marker
-        rnn.append(model.get_layer("core")(ids).numpy().reshape(-1))
-        ngram.append(model.get_layer("ngram")(model.get_layer("ngram_vectorizer")(batch))
-                     .numpy().reshape(-1))
-        blend.append(model(batch).numpy().reshape(-1))
+        rnn.append(as_scores(model.get_layer("core")(ids).numpy()))
+        ngram.append(as_scores(model.get_layer("ngram")(
+            model.get_layer("ngram_vectorizer")(batch)).numpy()))
+        blend.append(as_scores(model(batch).numpy()))
     return tuple(np.concatenate(x) for x in (rnn, ngram, blend, lengths))
 
 
