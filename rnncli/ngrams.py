@@ -116,7 +116,7 @@ def fit_ngrams(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_s
         reporter.message("n-gram model skipped: no token or token pair occurs in two texts")
         return None
     reporter.message(f"n-gram model: {first.size} token {ngram_span(order)} seen in 2+ texts")
-    y_train, y_val = _Labels(train_set, class_weights), _Labels(val_set, class_weights)
+    y_train, y_val = _Labels.of(train_set, class_weights), _Labels.of(val_set, class_weights)
     enough = len(val_set.texts) >= BLEND_MIN_ROWS
     fit = (_Exact if solver == "lbfgs" else _Adam)(config, len(train_set.texts), enough)
     model = fit.first(first, train_set.texts, y_train, val_set.texts, y_val)
@@ -140,22 +140,19 @@ def fit_ngrams(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_s
                     len(texts), test_scores)
 
 
-@dataclass
 class _Labels:
     """A split's class indexes, the number of classes, and each row's class weight (None:
     all 1)."""
 
-    y: np.ndarray
-    classes: int
-    weights: np.ndarray | None = None
-
-    def __init__(self, data: Dataset | None = None, class_weights: np.ndarray | None = None,
-                 *, y=None, classes: int = 2, weights=None):
-        if data is not None:
-            y, classes = np.asarray(data.labels, np.int64), len(data.label_names)
-            weights = (None if class_weights is None
-                       else np.asarray(class_weights, np.float64)[y])
+    def __init__(self, y, classes: int = 2, weights: np.ndarray | None = None):
         self.y, self.classes, self.weights = np.asarray(y, np.int64), classes, weights
+
+    @classmethod
+    def of(cls, data: Dataset, class_weights: np.ndarray | None = None) -> _Labels:
+        """``data``'s labels; ``class_weights``: one weight per class, or None."""
+        y = np.asarray(data.labels, np.int64)
+        return cls(y, len(data.label_names),
+                   None if class_weights is None else np.asarray(class_weights, np.float64)[y])
 
     @property
     def outputs(self) -> int:
@@ -164,8 +161,7 @@ class _Labels:
     def join(self, other: _Labels) -> _Labels:
         weights = (None if self.weights is None
                    else np.concatenate([self.weights, other.weights]))
-        return _Labels(y=np.concatenate([self.y, other.y]), classes=self.classes,
-                       weights=weights)
+        return _Labels(np.concatenate([self.y, other.y]), self.classes, weights)
 
     def loss(self, scores: np.ndarray) -> float:
         return log_loss(self.y, scores, self.weights)

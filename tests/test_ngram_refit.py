@@ -86,7 +86,7 @@ def test_the_fit_is_scikit_learns_logistic_regression():
     x = sp.random(300, 40, density=0.1, random_state=2, format="csr")
     y = (x @ rng.normal(size=40) + rng.normal(0, 0.3, 300) > 0).astype(np.int64)
     for c in (0.5, 8.0):
-        w, b = ngrams._logistic(x, ngrams._Labels(y=y), c)
+        w, b = ngrams._logistic(x, ngrams._Labels(y), c)
         peer = sklearn.LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(x, y)
         np.testing.assert_allclose(w, peer.coef_[0], atol=2e-3)
         assert abs(b - peer.intercept_[0]) < 2e-3
@@ -107,7 +107,7 @@ def test_the_multinomial_fit_is_scikit_learns(balanced):
                   + [0, 0, 0, -0.8], axis=1)  # the last class rarer
     counts = np.bincount(y, minlength=4)
     per_class = len(y) / (4 * counts) if balanced else np.ones(4)
-    labels = ngrams._Labels(y=y, classes=4, weights=per_class[y] if balanced else None)
+    labels = ngrams._Labels(y, 4, per_class[y] if balanced else None)
     w, b = ngrams._logistic(x, labels, 4.0)
     peer = sklearn.LogisticRegression(C=4.0, tol=1e-10, max_iter=10_000,
                                       class_weight="balanced" if balanced else None).fit(x, y)
