@@ -5,6 +5,7 @@ Light: NumPy and the standard library."""
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,8 +71,10 @@ def choose_columns(table: Table, text_col: str | None, label_col: str | None,
 
 
 def normalize_label(value: str) -> str:
-    """Spelling-insensitive key: ' Pos' -> 'pos', '1.0' -> '1'."""
-    value = value.strip()
+    """Spelling-insensitive key: ' Pos' -> 'pos', '1.0' -> '1', 'ｐｏｓ' (full width) -> 'pos';
+    invisible format characters (a zero-width space, say) are dropped."""
+    value = "".join(c for c in unicodedata.normalize("NFKC", value)
+                    if unicodedata.category(c) != "Cf").strip()
     try:
         number = float(value)
     except ValueError:
@@ -81,22 +84,39 @@ def normalize_label(value: str) -> str:
     return value.lower()
 
 
+def check_label(path: Path, line: int, label: str) -> None:
+    """A label is one line of text: one holding a line break or another control character
+    would break the one-line-per-text outputs (``predict --format label``)."""
+    bad = next((c for c in label.strip() if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise DataError(f"{path}: line {line}: the label {label.strip()!r} holds a control "
+                        f"character ({bad!r}); a label must be one line of text: fix that "
+                        "row")
+
+
 def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
-               known: tuple[str, ...] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+               known: tuple[str, ...] | None = None,
+               lines: list[int] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
     """Map raw label strings to class indexes; returns (indexes, class names).
 
     Two values: a binary classifier, (negative, positive) as 0/1. Three or more: one class
     per value, numbers in numeric order (1 < 2 < 10), other names in alphabetical order,
-    each spelled as most rows spell it. ``known``: a trained model's class names.
+    each spelled as most rows spell it. ``known``: a trained model's class names;
+    ``lines``: the line of each label, for messages.
     """
     keys = [normalize_label(v) for v in raw]
     counts = Counter(keys)
     if known is not None:
         lookup = {normalize_label(name): i for i, name in enumerate(known)}
-        unknown = [k for k in counts if k not in lookup]
+        unknown = Counter({k: n for k, n in counts.items() if k not in lookup})
         if unknown:
-            raise DataError(f"{path}: labels {_quote(unknown)} are not the model's labels "
-                            f"({_quote(known)})")
+            first = next(i for i, k in enumerate(keys) if k in unknown)
+            where = f" (first at line {lines[first]})" if lines else ""
+            rows = sum(unknown.values())
+            raise DataError(f"{path}: {rows} row{'s have labels' if rows > 1 else ' has a label'}"
+                            f" that {'are' if rows > 1 else 'is'} not the model's "
+                            f"({_quote(known)}): {_examples(unknown)}{where}; check "
+                            "--label-col, or relabel or drop those rows")
         return np.array([lookup[k] for k in keys], dtype=_label_dtype(len(known))), known
     if len(counts) < 2:
         listed = ", ".join(f"{k!r} ({n} rows)" for k, n in counts.most_common(10))
@@ -140,11 +160,11 @@ def _check_class_count(path: Path, counts: Counter, rows: int) -> None:
     if len(counts) > MAX_CLASSES:
         raise DataError(f"{path}: {found} ({_examples(counts)}); rnncli learns at most "
                         f"{MAX_CLASSES} classes, so this looks like a text or id column: "
-                        "name the label column with --label-col, or merge classes")
+                        "check which column holds the labels (--label-col), or merge classes")
     if 2 * len(counts) > rows:
         raise DataError(f"{path}: {found} ({_examples(counts)}); so many values for so few "
-                        "rows look like a text or id column, not labels: name the label "
-                        "column with --label-col (each class needs several rows)")
+                        "rows look like a text or id column, not labels: check which column "
+                        "holds the labels (--label-col); each class needs several rows")
 
 
 def _examples(counts: Counter, shown: int = 5) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnncli.columns import choose_columns, map_labels
+from rnncli.columns import check_label, choose_columns, map_labels, normalize_label
 from rnncli.encoding import decode
 from rnncli.errors import DataError
 
@@ -295,7 +295,7 @@ def load_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
     table = read_table(path, encoding=encoding)
     text_col, label_col, notes = choose_columns(table, text_col, label_col)
     ti, li = table.header.index(text_col), table.header.index(label_col)
-    texts, raw_labels = [], []
+    texts, raw_labels, label_lines = [], [], []
     skipped = Counter(table.skipped)
     skipped_lines: dict[str, list[int]] = {}
     for row, line in zip(table.rows, table.lines):
@@ -303,19 +303,21 @@ def load_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
         reason = None
         if text is None or not text.strip():
             reason = "empty text"
-        elif label is None or not label.strip():
+        elif label is None or not normalize_label(label):
             reason = "empty label"
         if reason:
             skipped[reason] += 1
             skipped_lines.setdefault(reason, []).append(line)
             continue
+        check_label(table.path, line, label)
         texts.append(text)
         raw_labels.append(label)
+        label_lines.append(line)
     if not texts:
         raise DataError(f"{table.path}: no usable rows ({sum(skipped.values())} skipped: "
                         f"{', '.join(f'{n} {r}' for r, n in skipped.items()) or 'none'})")
     labels, names = map_labels(table.path, raw_labels, positive_label=positive_label,
-                               known=known_labels)
+                               known=known_labels, lines=label_lines)
     rows_read = len(table.rows) + skipped.get("blank line", 0)
     return Dataset(texts=texts, labels=labels, label_names=names, text_col=text_col,
                    label_col=label_col, fingerprint=table.fingerprint, rows_read=rows_read,
@@ -387,8 +389,8 @@ def _check_rare_classes(data: Dataset, val_split: float, test_split: float) -> N
         f"{len(rare)} class{'es' if len(rare) > 1 else ''} too rare for a stratified split "
         f"with --val-split {val_split:g} and --test-split {test_split:g}: {listed}; each "
         f"class needs at least {need} rows: add rows, merge or drop "
-        f"{'these classes' if len(rare) > 1 else 'this class'}, or raise "
-        "--val-split/--test-split")
+        f"{'these classes' if len(rare) > 1 else 'this class'}"
+        + (", or raise --val-split/--test-split" if min(rare.values()) >= 3 else ""))
 
 
 def write_split(path: Path, data: Dataset) -> None:

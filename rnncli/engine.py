@@ -166,8 +166,8 @@ class OnnxEngine:
                              "retrain the model")
         if classes is not None and serving["outputs"] != output_width(classes):
             raise ModelError(f"{model_dir / SERVING_FILE}: gives {serving['outputs']} "
-                             f"output(s) where the manifest has {classes} classes; use "
-                             "--engine tf or retrain the model")
+                             f"output(s) where the manifest has {classes} classes; restore "
+                             "the directory or retrain the model")
         if (ngram_order is not None and serving["rnn_weight"] < 1
                 and serving["ngram_order"] != ngram_order):
             raise ModelError(f"{model_dir / SERVING_FILE}: holds 1-{serving['ngram_order']}-"

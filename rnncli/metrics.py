@@ -40,12 +40,10 @@ def evaluate_scores(labels, scores, *, threshold: float = 0.5, class_names=None)
     of a class absent from the labels, ROC AUC with one class only) are ``None``, never a
     made-up 0. A class's F1 is 2tp / (2tp + fp + fn): 0 for a class that occurs but is
     never predicted, None only for a class neither in the labels nor predicted (the
-    binary ``f1`` key keeps its older rule: None when precision or recall is). Macro
-    averages are over the classes where the figure is defined (None if none is); weighted
-    averages weight those same classes by their support. Macro F1 is then scikit-learn's
-    whenever every class occurs in the labels or the predictions; macro precision differs
-    from it for a class never predicted, which scikit-learn's ``zero_division`` counts as
-    0 and which is left out here.
+    binary ``f1`` key keeps its older rule: None when precision or recall is). The macro
+    and weighted averages are scikit-learn's (``zero_division=0``): over the classes that
+    occur in the labels or the predictions, an undefined figure counting 0, weighted by
+    support; None when there are no rows.
 
     Raises ValueError when labels and scores differ in length, when a 2-D ``scores`` is not
     as wide as ``class_names``, or when a label is not a class index.
@@ -135,11 +133,14 @@ def _class_figures(matrix: np.ndarray, names: list[str]) -> dict:
         per_class.append({"class": name, "precision": precision, "recall": recall,
                           "f1": f1, "support": support})
     out: dict = {"per_class": per_class}
+    # scikit-learn's averages: over the classes that occur in the labels or the
+    # predictions, an undefined figure counting 0 (zero_division=0)
+    seen = [row for i, row in enumerate(per_class)
+            if matrix[i].sum() or matrix[:, i].sum()]
     for figure in _FIGURES:
-        defined = [row for row in per_class if row[figure] is not None]
-        values = [row[figure] for row in defined]
-        out[f"macro_{figure}"] = _mean(values, [1] * len(defined))
-        out[f"weighted_{figure}"] = _mean(values, [row["support"] for row in defined])
+        values = [row[figure] or 0.0 for row in seen]
+        out[f"macro_{figure}"] = _mean(values, [1] * len(seen))
+        out[f"weighted_{figure}"] = _mean(values, [row["support"] for row in seen])
     return out
 
 

@@ -96,6 +96,10 @@ class NgramFit:
                            "test_accuracy": accuracy(y, blended)}}
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -253,10 +257,10 @@ class _Adam:
         return model, fitted.history, stop
 
     def chosen(self) -> str:
-        return f"Adam, {self.best} epochs (of {self.epochs}, early stopping)"
+        return f"Adam, {_epochs(self.best)} (of {self.epochs}, early stopping)"
 
     def short(self) -> str:
-        return f"Adam, {self.best} epochs"
+        return f"Adam, {_epochs(self.best)}"
 
     def record(self) -> dict[str, Any]:
         return {"ngram_solver": "adam", "ngram_epochs": self.epochs,

@@ -104,7 +104,9 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                  f"{data.get('text_col')!r}/{data.get('label_col')!r}; "
                  f"{data.get('fingerprint', '')[:19]}...)"),
         ("split", " / ".join(f"{k} {v}" for k, v in data.get("split", {}).items())),
-        ("training", f"{training.get('epochs_run')} epochs (best {training.get('best_epoch')}), "
+        ("training", f"{training.get('epochs_run')} "
+                     f"epoch{'s' if training.get('epochs_run') != 1 else ''} "
+                     f"(best {training.get('best_epoch')}), "
                      f"{training.get('seconds')} s on {training.get('device')}"
                      + _training_extras(training)),
     ]
@@ -144,7 +146,7 @@ def _labels_row(manifest: dict[str, Any]) -> str:
     if "classes" in labels:
         return (f"{len(labels['classes'])} classes: "
                 + ", ".join(name(n) for n in labels["classes"])
-                + "; each text gets the most probable")
+                + "; each text gets the most probable class")
     return (f"negative {name(labels['negative'])}, positive {name(labels['positive'])}, "
             f"threshold {manifest['threshold']}")
 

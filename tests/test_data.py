@@ -158,7 +158,8 @@ def test_map_labels_positive_label_not_present():
     (["pos", "pos"], r"only one label value \('pos' \(2 rows\)\)"),
     (["a", "b", "c", "a"], r"3 distinct values in 4 rows \('a' \(2 rows\), 'b' \(1 row\), "
                            r"'c' \(1 row\)\); so many values for so few rows look like a text "
-                           r"or id column, not labels: name the label column with --label-col"),
+                           r"or id column, not labels: check which column holds the labels "
+                           r"\(--label-col\)"),
     ([str(i) for i in range(101)] * 3, r"101 distinct values in 303 rows \('0' \(3 rows\), "
                                        r"'1' \(3 rows\), .*, \.\.\.\); rnncli learns at most "
                                        r"100 classes, so this looks like a text or id column"),
@@ -184,8 +185,24 @@ def test_map_labels_known_accepts_a_single_class():
 
 def test_map_labels_known_rejects_other_labels():
     with pytest.raises(DataError,
-                       match=r"labels 'maybe' are not the model's labels \('neg', 'pos'\)"):
-        map_labels(P, ["pos", "maybe", "neg"], known=("neg", "pos"))
+                       match=r"2 rows have labels that are not the model's \('neg', 'pos'\): "
+                             r"'maybe' \(1 row\), 'meh' \(1 row\) \(first at line 3\)"):
+        map_labels(P, ["pos", "maybe", "neg", "meh"], known=("neg", "pos"), lines=[2, 3, 4, 5])
+
+
+def test_a_label_is_one_line_of_text(tmp_path):
+    """A line break or tab inside a label would break one-line outputs; a zero-width
+    space alone is an empty label; full-width letters spell the same label."""
+    path = tmp_path / "x.csv"
+    path.write_text('text,label\ngood,pos\nbad,"neg\nreally"\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 3: the label 'neg\\nreally' holds a control "
+                                         r"character \('\\n'\); a label must be one line"):
+        load_dataset(path)
+    path.write_text("text,label\ngood,pos\nbad,neg\nmeh,\u200b\nok,ｐｏｓ\n",
+                    encoding="utf-8")
+    data = load_dataset(path, positive_label="pos")
+    assert data.skipped == {"empty label": 1} and data.label_names == ("neg", "pos")
+    assert data.labels.tolist() == [1, 0, 1]
 
 
 # --------------------------------------------------------------------------- columns
@@ -589,8 +606,9 @@ def test_positive_label_is_refused_for_three_classes():
 def test_known_classes_map_by_name():
     got, names = map_labels(P, ["Neutral", "neg"], known=("neg", "neutral", "pos"))
     assert names == ("neg", "neutral", "pos") and got.tolist() == [1, 0]
-    with pytest.raises(DataError, match=r"labels 'meh' are not the model's labels "
-                                         r"\('neg', 'neutral', 'pos'\)"):
+    with pytest.raises(DataError, match=r"1 row has a label that is not the model's \('neg', "
+                                         r"'neutral', 'pos'\): 'meh' \(1 row\); check "
+                                         r"--label-col, or relabel or drop those rows"):
         map_labels(P, ["meh", "neg"], known=("neg", "neutral", "pos"))
 
 

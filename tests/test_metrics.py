@@ -75,7 +75,8 @@ def test_binary_per_class_figures_use_the_threshold():
     assert f["classes"] == ["0", "1"]
     assert f["per_class"][1]["precision"] is None and f["per_class"][1]["f1"] == 0.0
     assert f["f1"] is None  # the binary key keeps its older rule
-    assert f["macro_precision"] == pytest.approx(4 / 8)  # class 0 only: 4 of 8 right
+    # scikit-learn's averages: the undefined precision of class 1 counts 0
+    assert f["macro_precision"] == pytest.approx((4 / 8 + 0) / 2)
 
 
 def test_hand_computed_three_classes():
@@ -142,10 +143,19 @@ def test_class_absent_from_the_labels():
     # predicted once, never right: precision 0, recall undefined, F1 = 2tp / (2tp + fp + fn)
     # = 0 (as scikit-learn's)
     assert absent == {"class": "2", "precision": 0.0, "recall": None, "f1": 0.0, "support": 0}
+    # averages over the classes in the labels or the predictions, undefined counting 0
     assert f["macro_precision"] == pytest.approx((1 + 1 + 0) / 3)
-    assert f["macro_recall"] == pytest.approx((1 / 2 + 1) / 2)  # over classes 0 and 1 only
+    assert f["macro_recall"] == pytest.approx((1 / 2 + 1 + 0) / 3)
     assert f["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert f["weighted_precision"] == pytest.approx(1.0)  # the absent class weighs 0
+    metrics = pytest.importorskip("sklearn.metrics")
+    predicted = np.argmax(scores, axis=1)
+    for average in ("macro", "weighted"):
+        p, r, f1, _ = metrics.precision_recall_fscore_support(labels, predicted,
+                                                              average=average,
+                                                              zero_division=0)
+        assert (f[f"{average}_precision"], f[f"{average}_recall"], f[f"{average}_f1"]) \
+            == pytest.approx((p, r, f1))
     # one-vs-rest over the classes present only: 0: .7 .2 vs .1 .3 -> 3 / 4; 1: 4 / 4
     assert f["roc_auc"] == pytest.approx((3 / 4 + 1) / 2)
 

@@ -162,8 +162,8 @@ def test_evaluate_refuses_labels_the_model_does_not_know(three_model, tmp_path):
     data = write_csv(tmp_path / "other.csv", [["fine", "mixed"], ["bad", "negative"]])
     result = invoke("evaluate", str(data), "-m", three_model)
     assert result.exit_code == 3
-    assert "labels 'mixed' are not the model's labels ('negative', 'neutral', 'positive')" \
-        in result.output
+    assert ("1 row has a label that is not the model's ('negative', 'neutral', 'positive'): "
+            "'mixed' (1 row) (first at line 2); check --label-col") in result.output
 
 
 # --------------------------------------------------------------------------- export
