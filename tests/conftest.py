@@ -52,6 +52,23 @@ def write_csv(path: Path, rows, header=("review", "sentiment")) -> Path:
     return path
 
 
+def interrupt_after_first_epoch(args: list[str], timeout: float = 120) -> str:
+    """Run ``rnncli train`` (``args``) in a process of its own, send it Ctrl-C once its
+    first epoch is reported, check that it exits 130, and return the rest of its
+    stderr."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    for line in proc.stderr:
+        if line.startswith(b"epoch 1/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read().decode()
+    assert proc.wait(timeout=timeout) == 130, rest
+    return rest
+
+
 @pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "tiny.csv", sample_rows(240))

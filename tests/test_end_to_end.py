@@ -21,7 +21,7 @@ from rnncli import artifacts
 from rnncli.cli import cli
 from rnncli.metrics import CLASS_KEYS, METRIC_KEYS
 
-from conftest import TINY, sample_rows, write_csv
+from conftest import TINY, interrupt_after_first_epoch, sample_rows, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -453,7 +453,9 @@ def test_evaluate_lists_skipped_lines_on_request(gru_model, tmp_path):
 def test_evaluate_foreign_labels_exit_3(gru_model, tmp_path):
     data = write_csv(tmp_path / "other.csv", [["nice", "good"], ["meh", "bad"]])
     result = invoke("evaluate", data, "-m", gru_model)
-    assert result.exit_code == 3 and "not the model's labels" in result.output
+    assert result.exit_code == 3
+    assert ("2 rows have labels that are not the model's ('negative', 'positive'): 'good' "
+            "(1 row), 'bad' (1 row) (first at line 2)") in result.output
 
 
 # --------------------------------------------------------------------------- export, info
@@ -547,13 +549,7 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     out = tmp_path / "m"
     args = ["rnncli", "train", str(big), "-o", str(out), "--epochs", "3", "--patience", "5",
             "--seq-len", "64", "--no-ngrams"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
-    for line in proc.stderr:
-        if line.startswith(b"epoch 1/"):
-            break
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 130, rest
+    rest = interrupt_after_first_epoch(args, timeout=60)
     kept = re.search(r"kept the state after epoch (\d)", rest)
     assert kept and not out.exists(), rest
     assert (tmp_path / ".m.resume").is_dir()

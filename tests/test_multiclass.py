@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from rnncli import artifacts
 from rnncli.cli import cli
 from rnncli.metrics import MULTI_METRIC_KEYS
 
-from conftest import TINY, sample_rows, write_csv
+from conftest import TINY, interrupt_after_first_epoch, sample_rows, write_csv
 
 pytestmark = pytest.mark.slow
 CLASSES = ["negative", "neutral", "positive"]
@@ -283,13 +282,7 @@ def test_resume_continues_an_interrupted_three_class_run(tmp_path):
     out = tmp_path / "m"
     args = ["rnncli", "train", str(data), "-o", str(out), "--epochs", "2", "--patience", "5",
             "--seq-len", "64", "--units", "8", "--no-ngrams"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
-    for line in proc.stderr:
-        if line.startswith(b"epoch 1/"):
-            break
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 130, rest
+    rest = interrupt_after_first_epoch(args)
     assert "kept the state after epoch 1" in rest and not out.exists(), rest
     resumed = invoke(*args[1:], "--resume")
     assert resumed.exit_code == 0, resumed.output[-2000:]
