@@ -296,12 +296,15 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
 @click.option("-f", "--format", "fmt", type=click.Choice(["auto", "table", "json"]),
               default="auto", show_default=True,
               help="auto: a table on a terminal, JSON when piped.")
+@click.option("--errors", type=click.IntRange(0), default=0, metavar="N",
+              help="Also list the N texts predicted wrong with the highest probability "
+                   "(often label errors worth fixing in the data).")
 @device_option
 @engine_option
 def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, threshold, fmt,
-             device, engine):
-    """Accuracy, precision, recall, F1, ROC AUC, loss and confusion matrix (per class,
-    macro and weighted averages too).
+             errors, device, engine):
+    """Accuracy, precision, recall, F1, ROC AUC, loss, calibration error (ECE) and
+    confusion matrix (per class, macro and weighted averages too).
 
     On DATA when given (same columns and options as train), else on the test split
     held out when the model was trained.
@@ -314,7 +317,8 @@ def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, thres
                          "saved test split needs none of them")
     figures, notes = run_evaluate(model_dir, data, text_col=text_col, label_col=label_col,
                                   encoding=encoding, device=device, engine=engine,
-                                  threshold=threshold, show_skipped=show_skipped)
+                                  threshold=threshold, show_skipped=show_skipped,
+                                  errors=errors)
     console = output.err_console()
     for note in notes:
         console.print(note, markup=False)

@@ -10,10 +10,11 @@ METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n",
                "confusion_matrix")
 # appended after METRIC_KEYS for two classes, so readers of the old keys see no change
 CLASS_KEYS = ("classes", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
-              "weighted_recall", "weighted_f1", "per_class")
+              "weighted_recall", "weighted_f1", "per_class", "ece")
 MULTI_METRIC_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1",
                      "weighted_precision", "weighted_recall", "weighted_f1", "roc_auc", "loss",
-                     "n", "confusion_matrix", "classes", "per_class")
+                     "n", "confusion_matrix", "classes", "per_class", "ece")
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error
 _EPS = 1e-7  # Keras's epsilon for binary cross-entropy
 _FIGURES = ("precision", "recall", "f1")
 
@@ -80,6 +81,7 @@ def _evaluate_binary(y: np.ndarray, p: np.ndarray, threshold: float, class_names
         "confusion_matrix": [[tn, fp], [fn, tp]],
         "classes": names,
         **_class_figures(np.array([[tn, fp], [fn, tp]]), names),
+        "ece": expected_calibration_error(np.where(pred, p, 1 - p), pred == (y == 1)),
     }
     return {key: values[key] for key in METRIC_KEYS + CLASS_KEYS}
 
@@ -107,6 +109,7 @@ def _evaluate_classes(y: np.ndarray, p: np.ndarray, class_names) -> dict:
         "confusion_matrix": matrix.tolist(),
         "classes": names,
         **_class_figures(matrix, names),
+        "ece": expected_calibration_error(p.max(axis=1) if n else np.zeros(0), pred == y),
     }
     return {key: values[key] for key in MULTI_METRIC_KEYS}
 
@@ -153,6 +156,40 @@ def _f1(precision: float | None, recall: float | None) -> float | None:
     if precision is None or recall is None:
         return None
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def expected_calibration_error(confidence, correct, bins: int = ECE_BINS) -> float | None:
+    """How far the predicted class's probability is from how often it is right: the rows
+    in ECE_BINS equal-width bins of that probability, each bin's |accuracy - mean
+    probability| weighted by its share of the rows (Guo et al. 2017). None for no rows."""
+    confidence = np.asarray(confidence, dtype=np.float64).ravel()
+    correct = np.asarray(correct, dtype=np.float64).ravel()
+    if confidence.size == 0:
+        return None
+    index = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    gap = np.bincount(index, weights=correct - confidence, minlength=bins)
+    return float(np.sum(np.abs(gap)) / confidence.size)
+
+
+def confident_errors(labels, scores, texts: list[str], class_names, *, count: int,
+                     threshold: float = 0.5) -> list[dict]:
+    """The ``count`` wrong predictions made with the highest probability, most confident
+    first: {"text", "label" (the true one), "predicted", "score" (its probability)}. Such
+    rows are often label errors worth checking in the data."""
+    y = np.asarray(labels, dtype=np.int64).ravel()
+    p = np.asarray(scores, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] != 1:
+        pred = np.argmax(p, axis=1)
+        confidence = p.max(axis=1)
+    else:
+        p = p.ravel()
+        pred = (p >= threshold).astype(np.int64)
+        confidence = np.where(pred == 1, p, 1 - p)
+    wrong = np.flatnonzero(pred != y)
+    chosen = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
+    return [{"text": texts[i], "label": str(class_names[y[i]]),
+             "predicted": str(class_names[pred[i]]), "score": float(confidence[i])}
+            for i in chosen]
 
 
 def roc_auc(labels, scores) -> float | None:

@@ -312,15 +312,16 @@ def _batched(items: Iterable, size: int, max_bytes: int | None = None) -> Iterat
 def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
              text_col: str | None = None, label_col: str | None = None,
              encoding: str | None = None, device: str = "auto", engine: str = "auto",
-             threshold: float | None = None,
-             show_skipped: bool = False) -> tuple[dict[str, Any], list[str]]:
+             threshold: float | None = None, show_skipped: bool = False,
+             errors: int = 0) -> tuple[dict[str, Any], list[str]]:
     """Figures for a labelled file, or for the test split saved at training time.
 
     Returns (figures, notes for the user). The file is read and checked before the
-    model (and TensorFlow) is loaded.
+    model (and TensorFlow) is loaded. ``errors``: also list that many of the most
+    confidently wrong texts (figures["errors"]).
     """
     from rnncli.data import load_dataset
-    from rnncli.metrics import evaluate_scores, round_figures
+    from rnncli.metrics import confident_errors, evaluate_scores, round_figures
 
     model_dir = Path(model_dir)
     manifest = artifacts.read_manifest(model_dir)
@@ -336,8 +337,13 @@ def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
                                manifest=manifest)
     with predictor:
         scores = predictor.scores(data.texts)
-    figures = round_figures(evaluate_scores(
-        data.labels, scores, threshold=predictor.threshold if predictor.threshold is not None
-        else 0.5, class_names=data.label_names))
+    threshold = predictor.threshold if predictor.threshold is not None else 0.5
+    figures = round_figures(evaluate_scores(data.labels, scores, threshold=threshold,
+                                            class_names=data.label_names))
+    if errors:
+        figures["errors"] = [{**e, "score": round(e["score"], SCORE_DIGITS)}
+                             for e in confident_errors(data.labels, scores, data.texts,
+                                                       data.label_names, count=errors,
+                                                       threshold=threshold)]
     return figures, [*data.notes, data.summary(),
                      *(data.skipped_report() if show_skipped else [])]

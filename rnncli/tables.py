@@ -28,9 +28,24 @@ def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluatio
         tables = _multi_class_tables(figures, title)
     else:
         tables = _binary_tables(figures, title)
+    if figures.get("errors"):
+        tables.append(_errors_table(figures["errors"]))
     console = out_console()
     for table in tables:
         console.print(table)
+
+
+def _errors_table(errors: list[dict[str, Any]]) -> Table:
+    """The most confidently wrong texts (metrics.confident_errors)."""
+    table = Table(title="most confidently wrong", show_edge=False, header_style="bold")
+    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=60)
+    table.add_column("label")
+    table.add_column("predicted")
+    table.add_column("score", justify="right")
+    for error in errors:
+        table.add_row(Text(error["text"]), Text(error["label"]), Text(error["predicted"]),
+                      _fmt(error["score"]))
+    return table
 
 
 def _binary_tables(figures: dict[str, Any], title: str) -> list[Table]:
@@ -39,6 +54,8 @@ def _binary_tables(figures: dict[str, Any], title: str) -> list[Table]:
     table.add_column("value", justify="right")
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n"):
         table.add_row(key, _fmt(figures.get(key)))
+    if "ece" in figures:  # figures saved before it have none
+        table.add_row("ece (calibration error)", _fmt(figures["ece"]))
     (tn, fp), (fn, tp) = figures["confusion_matrix"]
     matrix = Table(title="confusion matrix", show_edge=False, header_style="bold")
     matrix.add_column("")
@@ -54,7 +71,8 @@ _MULTI_CLASS_ROWS = (("accuracy", "accuracy"), ("macro_precision", "macro precis
                      ("macro_recall", "macro recall"), ("macro_f1", "macro F1"),
                      ("weighted_precision", "weighted precision"),
                      ("weighted_recall", "weighted recall"), ("weighted_f1", "weighted F1"),
-                     ("roc_auc", "roc_auc (one-vs-rest, macro)"), ("loss", "loss"), ("n", "n"))
+                     ("roc_auc", "roc_auc (one-vs-rest, macro)"), ("loss", "loss"), ("n", "n"),
+                     ("ece", "ece (calibration error)"))
 
 
 def _multi_class_tables(figures: dict[str, Any], title: str) -> list[Table]:

@@ -204,3 +204,33 @@ def test_round_figures_nested():
 def test_wrong_shapes_raise(labels, scores, names):
     with pytest.raises(ValueError):
         evaluate_scores(labels, scores, class_names=names)
+
+
+def test_expected_calibration_error():
+    from rnncli.metrics import expected_calibration_error
+
+    # two bins used: 0.95 (right 1 of 2: gap 0.45) and 0.55 (right 2 of 2: gap 0.45)
+    assert expected_calibration_error([0.95, 0.95, 0.55, 0.55], [1, 0, 1, 1]) == \
+        pytest.approx((2 * 0.45 + 2 * 0.45) / 4)
+    assert expected_calibration_error([0.8] * 5, [1, 1, 1, 1, 0]) == pytest.approx(0.0)
+    assert expected_calibration_error([], []) is None
+    # the binary figure uses the predicted label's probability; a perfect split is 0.1 off
+    f = evaluate_scores([1, 0], [0.9, 0.1])
+    assert f["ece"] == pytest.approx(0.1)
+    multi = evaluate_scores([0, 1], [[0.6, 0.3, 0.1], [0.6, 0.2, 0.2]])
+    assert multi["ece"] == pytest.approx(abs(0.5 - 0.6))  # one bin: right 1 of 2 at 0.6
+
+
+def test_confident_errors_lists_the_surest_mistakes_first():
+    from rnncli.metrics import confident_errors
+
+    texts = ["a", "b", "c", "d"]
+    got = confident_errors([1, 0, 0, 1], [0.9, 0.8, 0.6, 0.1], texts, ("neg", "pos"), count=5)
+    assert got == [{"text": "d", "label": "pos", "predicted": "neg", "score": pytest.approx(0.9)},
+                   {"text": "b", "label": "neg", "predicted": "pos", "score": pytest.approx(0.8)},
+                   {"text": "c", "label": "neg", "predicted": "pos", "score": pytest.approx(0.6)}]
+    assert len(confident_errors([1, 0, 0, 1], [0.9, 0.8, 0.6, 0.1], texts, ("neg", "pos"),
+                                count=1)) == 1
+    multi = confident_errors([2, 0], [[0.7, 0.2, 0.1], [0.5, 0.4, 0.1]], ["x", "y"],
+                             ("a", "b", "c"), count=3)
+    assert multi == [{"text": "x", "label": "c", "predicted": "a", "score": pytest.approx(0.7)}]

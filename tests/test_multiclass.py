@@ -290,3 +290,22 @@ def test_resume_continues_an_interrupted_three_class_run(tmp_path):
     manifest = artifacts.read_manifest(out)
     assert [h["epoch"] for h in manifest["training"]["history"]] == [1, 2]
     assert manifest["labels"] == {"classes": CLASSES}
+
+
+@pytest.mark.parametrize("model", ["three_model", "gru_model"])
+def test_evaluate_lists_the_most_confidently_wrong_texts(model, request):
+    """--errors N: the wrong predictions made with the highest probability, in JSON and in
+    the table; every figure set has the calibration error."""
+    model_dir = request.getfixturevalue(model)
+    result = invoke("evaluate", "-m", model_dir, "-f", "json", "--errors", "3")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert 0 <= figures["ece"] <= 1
+    errors = figures["errors"]
+    assert 0 < len(errors) <= 3
+    assert all(e["label"] != e["predicted"] for e in errors)
+    assert [e["score"] for e in errors] == sorted((e["score"] for e in errors), reverse=True)
+    table = invoke("evaluate", "-m", model_dir, "-f", "table", "--errors", "2")
+    assert "most confidently wrong" in table.stdout and "ece (calibration error)" in table.stdout
+    plain = json.loads(invoke("evaluate", "-m", model_dir, "-f", "json").stdout)
+    assert "errors" not in plain
