@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnncli.errors import DataError
+from rnncli.errors import DataError, ModelError
 
 if TYPE_CHECKING:
     from rnncli.data import Table
@@ -84,10 +84,16 @@ def normalize_label(value: str) -> str:
     return value.lower()
 
 
+def _visible(value: str) -> str:
+    """A label as shown: without surrounding spaces or invisible format characters."""
+    return "".join(c for c in value if unicodedata.category(c) != "Cf").strip()
+
+
 def check_label(path: Path, line: int, label: str) -> None:
     """A label is one line of text: one holding a line break or another control character
     would break the one-line-per-text outputs (``predict --format label``)."""
-    bad = next((c for c in label.strip() if unicodedata.category(c) == "Cc"), None)
+    bad = next((c for c in label.strip() if unicodedata.category(c) in ("Cc", "Zl", "Zp")),
+               None)
     if bad is not None:
         raise DataError(f"{path}: line {line}: the label {label.strip()!r} holds a control "
                         f"character ({bad!r}); a label must be one line of text: fix that "
@@ -108,6 +114,10 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
     counts = Counter(keys)
     if known is not None:
         lookup = {normalize_label(name): i for i, name in enumerate(known)}
+        if len(lookup) < len(known):  # names an older rnncli kept apart
+            raise ModelError(f"{path}: the model's classes ({_quote(known)}) differ only in "
+                             "case, width or invisible characters, so labels cannot be "
+                             "matched to them; retrain the model")
         unknown = Counter({k: n for k, n in counts.items() if k not in lookup})
         if unknown:
             first = next(i for i, k in enumerate(keys) if k in unknown)
@@ -124,7 +134,7 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
                         "two or more classes")
     spelled = {}
     for value, key in zip(raw, keys):
-        spelled.setdefault(key, Counter())[value.strip()] += 1
+        spelled.setdefault(key, Counter())[_visible(value)] += 1
     names = {key: spellings.most_common(1)[0][0] for key, spellings in spelled.items()}
     if len(counts) > 2:
         if positive_label is not None:

@@ -164,8 +164,8 @@ def expected_calibration_error(confidence, correct, bins: int = ECE_BINS) -> flo
     probability| weighted by its share of the rows (Guo et al. 2017). None for no rows."""
     confidence = np.asarray(confidence, dtype=np.float64).ravel()
     correct = np.asarray(correct, dtype=np.float64).ravel()
-    if confidence.size == 0:
-        return None
+    if confidence.size == 0 or not np.all(np.isfinite(confidence)):
+        return None  # no rows, or a score that is not a number
     index = np.minimum((confidence * bins).astype(np.int64), bins - 1)
     gap = np.bincount(index, weights=correct - confidence, minlength=bins)
     return float(np.sum(np.abs(gap)) / confidence.size)
@@ -185,7 +185,7 @@ def confident_errors(labels, scores, texts: list[str], class_names, *, count: in
         p = p.ravel()
         pred = (p >= threshold).astype(np.int64)
         confidence = np.where(pred == 1, p, 1 - p)
-    wrong = np.flatnonzero(pred != y)
+    wrong = np.flatnonzero((pred != y) & np.isfinite(confidence))
     chosen = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
     return [{"text": texts[i], "label": str(class_names[y[i]]),
              "predicted": str(class_names[pred[i]]), "score": float(confidence[i])}

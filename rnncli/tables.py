@@ -14,6 +14,7 @@ from rich.text import Text
 
 from rnncli.config import TOKENIZERS, ngram_span
 from rnncli.output import fmt_value as _fmt, out_console, to_json
+from rnncli.predict import SCORE_DIGITS
 
 
 # --------------------------------------------------------------------------- figures
@@ -22,7 +23,7 @@ from rnncli.output import fmt_value as _fmt, out_console, to_json
 def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluation") -> None:
     """Figures from metrics.evaluate_scores: two classes or more (told by the keys)."""
     if fmt == "json":
-        sys.stdout.write(json.dumps(figures, allow_nan=False) + "\n")
+        sys.stdout.write(to_json(figures, allow_nan=False) + "\n")
         return
     if "macro_f1" in figures and "precision" not in figures:
         tables = _multi_class_tables(figures, title)
@@ -44,7 +45,7 @@ def _errors_table(errors: list[dict[str, Any]]) -> Table:
     table.add_column("score", justify="right")
     for error in errors:
         table.add_row(Text(error["text"]), Text(error["label"]), Text(error["predicted"]),
-                      _fmt(error["score"]))
+                      _fmt(error["score"], SCORE_DIGITS))
     return table
 
 

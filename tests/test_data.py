@@ -203,6 +203,23 @@ def test_a_label_is_one_line_of_text(tmp_path):
     data = load_dataset(path, positive_label="pos")
     assert data.skipped == {"empty label": 1} and data.label_names == ("neg", "pos")
     assert data.labels.tolist() == [1, 0, 1]
+    path.write_text("text,label\ngood,pos\nbad,neg\u2028x\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 3: .* holds a control character"):
+        load_dataset(path)
+
+
+def test_a_class_name_never_keeps_an_invisible_character():
+    _, names = map_labels(P, ["pos\u200b", "pos\u200b", "neg", "pos"])
+    assert names == ("neg", "pos")
+
+
+def test_classes_an_older_rnncli_kept_apart_are_refused():
+    """Names that now read as one class cannot be matched: a model error, not a guess."""
+    from rnncli.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"differ only in case, width or invisible "
+                                          r"characters.*retrain the model"):
+        map_labels(P, ["a", "b"], known=("a", "a\u200b", "b"))
 
 
 # --------------------------------------------------------------------------- columns

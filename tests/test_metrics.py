@@ -234,3 +234,14 @@ def test_confident_errors_lists_the_surest_mistakes_first():
     multi = confident_errors([2, 0], [[0.7, 0.2, 0.1], [0.5, 0.4, 0.1]], ["x", "y"],
                              ("a", "b", "c"), count=3)
     assert multi == [{"text": "x", "label": "c", "predicted": "a", "score": pytest.approx(0.7)}]
+
+
+def test_a_score_that_is_not_a_number_leaves_the_figures_defined():
+    """A NaN score (a diverged model) gives no ECE and is no listed error, never a crash."""
+    from rnncli.metrics import confident_errors
+
+    assert evaluate_scores([1, 0], [0.9, float("nan")])["ece"] is None
+    assert evaluate_scores([0, 1], [[0.9, 0.1], [float("nan"), 0.5]])["ece"] is None
+    assert confident_errors([1, 0], [float("nan"), 0.8], ["a", "b"], ("n", "p"),
+                            count=3) == [{"text": "b", "label": "n", "predicted": "p",
+                                          "score": pytest.approx(0.8)}]

@@ -292,20 +292,23 @@ def test_resume_continues_an_interrupted_three_class_run(tmp_path):
     assert manifest["labels"] == {"classes": CLASSES}
 
 
-@pytest.mark.parametrize("model", ["three_model", "gru_model"])
-def test_evaluate_lists_the_most_confidently_wrong_texts(model, request):
+@pytest.mark.parametrize(("model", "extra"), [("three_model", []),
+                                              ("gru_model", ["--threshold", "0"])])
+def test_evaluate_lists_the_most_confidently_wrong_texts(model, extra, request):
     """--errors N: the wrong predictions made with the highest probability, in JSON and in
-    the table; every figure set has the calibration error."""
+    the table; every figure set has the calibration error. (--threshold 0 calls every
+    text positive, so the binary model surely has wrong rows to list.)"""
     model_dir = request.getfixturevalue(model)
-    result = invoke("evaluate", "-m", model_dir, "-f", "json", "--errors", "3")
+    result = invoke("evaluate", "-m", model_dir, "-f", "json", "--errors", "3", *extra)
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert 0 <= figures["ece"] <= 1
     errors = figures["errors"]
-    assert 0 < len(errors) <= 3
+    assert len(errors) <= 3 and (errors or not extra)
     assert all(e["label"] != e["predicted"] for e in errors)
     assert [e["score"] for e in errors] == sorted((e["score"] for e in errors), reverse=True)
-    table = invoke("evaluate", "-m", model_dir, "-f", "table", "--errors", "2")
-    assert "most confidently wrong" in table.stdout and "ece (calibration error)" in table.stdout
-    plain = json.loads(invoke("evaluate", "-m", model_dir, "-f", "json").stdout)
+    table = invoke("evaluate", "-m", model_dir, "-f", "table", "--errors", "2", *extra)
+    assert "ece (calibration error)" in table.stdout
+    assert ("most confidently wrong" in table.stdout) == bool(errors)
+    plain = json.loads(invoke("evaluate", "-m", model_dir, "-f", "json", *extra).stdout)
     assert "errors" not in plain
