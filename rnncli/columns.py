@@ -118,9 +118,9 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
             raise ModelError(f"{path}: the model's classes ({_quote(known)}) differ only in "
                              "case, width or invisible characters, so labels cannot be "
                              "matched to them; retrain the model")
-        unknown = Counter({k: n for k, n in counts.items() if k not in lookup})
-        if unknown:
-            first = next(i for i, k in enumerate(keys) if k in unknown)
+        unknown = Counter(_visible(v) for v, k in zip(raw, keys) if k not in lookup)
+        if unknown:  # counted by spelling, as the file has them
+            first = next(i for i, k in enumerate(keys) if k not in lookup)
             where = f" (first at line {lines[first]})" if lines else ""
             rows = sum(unknown.values())
             raise DataError(f"{path}: {rows} row{'s have labels' if rows > 1 else ' has a label'}"

@@ -208,6 +208,14 @@ def test_a_label_is_one_line_of_text(tmp_path):
         load_dataset(path)
 
 
+def test_unknown_labels_are_quoted_as_the_file_spells_them():
+    with pytest.raises(DataError, match=r"3 rows have labels that are not the model's "
+                                         r"\('neg', 'pos'\): 'Maybe' \(2 rows\), 'maybe' "
+                                         r"\(1 row\) \(first at line 3\)"):
+        map_labels(P, ["pos", "Maybe", "maybe", "Maybe"], known=("neg", "pos"),
+                   lines=[2, 3, 4, 5])
+
+
 def test_a_class_name_never_keeps_an_invisible_character():
     _, names = map_labels(P, ["pos\u200b", "pos\u200b", "neg", "pos"])
     assert names == ("neg", "pos")
