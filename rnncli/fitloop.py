@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from rnncli import resume as resume_run
-from rnncli.config import TrainConfig
+from rnncli.config import TrainConfig, output_width
 from rnncli.errors import Terminated, UsageError
 from rnncli.model import keras, tf
 from rnncli.predict import as_scores
@@ -34,7 +34,7 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     validation, so early stopping reads the same loss), or None.
     """
     clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
-    binary = (config.classes or 2) == 2
+    binary = output_width(config.classes) == 1
     core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
                  loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
                  metrics=["accuracy"])
