@@ -288,6 +288,47 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
 
 
 @cli.command()
+@click.argument("texts", nargs=-1, metavar="[TEXT]...")
+@model_option
+@click.option("-f", "--format", "fmt", type=click.Choice(["text", "json", "jsonl"]),
+              default="text", show_default=True,
+              help="text: words shaded on a terminal, [+word]/[-word] when piped or with "
+                   "NO_COLOR; json/jsonl: tokens with offsets and contributions.")
+@click.option("--top", type=click.IntRange(0), default=5, show_default=True,
+              help="Words listed for and against the label (text format).")
+@click.option("--threshold", type=Probability(), default=None,
+              help="Score at or above which the positive label is given [default: the "
+                   "model's]; two-class models only.")
+@click.pass_context
+def explain(ctx, texts, model_dir, fmt, top, threshold):
+    """Show why TEXTs (or lines from stdin) get their label: each word's contribution
+    to the predicted label's log-odds, in the model that predict runs.
+
+    A word's contribution is how much the log-odds fall when the model sees an unknown
+    word in its place. JSON records are predict's plus tokens (token, start and end
+    character offsets, contribution, and the parts: rnn, ngram) and log_odds.
+    """
+    from rnncli.explain import explain_records, load_explainer
+    from rnncli.highlight import ExplanationWriter
+    from rnncli.predict import FAILED, read_lines
+
+    from_stdin = texts in ((), ("-",))
+    predictor = load_explainer(model_dir, threshold=threshold)
+    writer = ExplanationWriter(fmt, top=top)
+    failed = 0
+    with predictor:
+        for batch in (read_lines(sys.stdin.buffer) if from_stdin else [list(texts)]):
+            records = explain_records(predictor, batch)
+            writer.write(records)
+            failed += sum(r["status"] in FAILED for r in records)
+    writer.close()
+    if failed:
+        click.echo(f"Error: {failed} input line(s) not valid UTF-8; they have status "
+                   "invalid_utf8 and no explanation", err=True)
+        ctx.exit(EXIT_DATA)
+
+
+@cli.command()
 @click.argument("data", required=False, metavar="[DATA]")
 @model_option
 @data_options

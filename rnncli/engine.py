@@ -102,6 +102,20 @@ class Standardizer:
             after += 1
         return after == len(text) or text[after] not in self._cased
 
+    def char_form(self, char: str) -> str:
+        """What the per-character steps make of one character (before characters are
+        dropped): full-width forms, lower case (possibly two characters), quotes."""
+        if char == "\x00":
+            return " "
+        if self._split is not None and not char.isascii():
+            char = char.translate(FULLWIDTH_TO_ASCII)
+        return _QUOTES.sub("'", self.lower(char))
+
+    @staticmethod
+    def blank_tags(text: str) -> str:
+        """HTML-like tags as spaces of the same length (the standardizer drops them)."""
+        return _TAGS.sub(lambda m: " " * len(m.group()), text) if "<" in text else text
+
     def __call__(self, text: str) -> str:
         text = text[: self.max_chars].replace("\x00", " ")
         if self._split is not None and not text.isascii():
@@ -146,9 +160,9 @@ class OnnxEngine:
         self._ngrams = ({t: i for i, t in enumerate(serving["ngrams"])}
                         if self.rnn_weight < 1 else {})
         self._order = serving["ngram_order"]
-        self._idf = serving.get("ngram_idf")
-        self._kernel = serving.get("ngram_kernel")
-        self._bias = serving.get("ngram_bias")
+        self.idf = serving.get("ngram_idf")  # the n-gram model: IDF, kernel and bias
+        self.kernel = serving.get("ngram_kernel")
+        self.bias = serving.get("ngram_bias")
         self._executor: ThreadPoolExecutor | None = None
         self.path = ""
 
@@ -189,33 +203,58 @@ class OnnxEngine:
 
     def scores(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         """Positive-class probabilities (n,), or class probabilities (n, k), in input
-        order.
-
-        Texts of similar length are scored together (each batch is padded to its longest
-        text only), and the batches run in parallel, one per core: ONNX Runtime runs the
-        recurrent loop one step at a time, which one core cannot speed up. The n-gram
-        model is computed meanwhile.
-        """
-        out = np.zeros((len(texts),) if self.outputs == 1 else (len(texts), self.outputs),
-                       dtype=np.float32)
+        order: the network runs in worker threads (:meth:`start_network`) while the
+        n-gram model is computed."""
         if not texts:
-            return out
+            return np.zeros((0,) if self.outputs == 1 else (0, self.outputs), np.float32)
         tokens = [self.tokens(t) for t in texts]
-        ids = [[self._ids.get(t, 1) for t in toks[: self.seq_len]] for toks in tokens]
-        # Enough batches to give every core one, of at least MIN_BATCH texts.
-        count = max(-(-len(texts) // batch_size), min(_workers(), -(-len(texts) // MIN_BATCH)))
-        chunks = length_chunks([len(i) for i in ids], -(-len(texts) // count))
-        runs = [self._pool().submit(self._run, _padded([ids[j] for j in chunk]))
-                for chunk in chunks] if self.rnn_weight > 0 else []
+        ids = [self.ids(toks) for toks in tokens]
+        if self.rnn_weight <= 0:
+            return self.finish(self.ngram_scores(tokens))
+        runs = self.start_network(ids, batch_size)
         try:
             ngram = self.ngram_scores(tokens) if self.rnn_weight < 1 else 0.0
-            for chunk, run in zip(chunks, runs):
-                out[chunk] = run.result()
+            network = self.collect(runs, len(texts))
         except BaseException:
-            for run in runs:
+            for _, run in runs:
                 run.cancel()
             raise
-        return (self.rnn_weight * out + (1.0 - self.rnn_weight) * ngram).astype(np.float32)
+        return self.finish(self.rnn_weight * network + (1.0 - self.rnn_weight) * ngram)
+
+    def ids(self, tokens: list[str]) -> list[int]:
+        """The network's input for a tokenized text: token ids, cut to seq_len."""
+        return [self._ids.get(t, 1) for t in tokens[: self.seq_len]]
+
+    def network_scores(self, ids: list[list[int]], batch_size: int = 256) -> np.ndarray:
+        """The recurrent network alone on rows of token ids (:meth:`ids`)."""
+        return self.collect(self.start_network(ids, batch_size), len(ids))
+
+    def start_network(self, ids: list[list[int]], batch_size: int) -> list:
+        """Start the network on rows of ids in the worker threads: (row indexes, future)
+        pairs for :meth:`collect`.
+
+        Rows of similar length run together (each batch padded to its longest row only),
+        in parallel, one batch per core: ONNX Runtime runs the recurrent loop one step at
+        a time, which one core cannot speed up.
+        """
+        if not ids:
+            return []
+        # Enough batches to give every core one, of at least MIN_BATCH rows.
+        count = max(-(-len(ids) // batch_size), min(_workers(), -(-len(ids) // MIN_BATCH)))
+        chunks = length_chunks([len(i) for i in ids], -(-len(ids) // count))
+        return [(chunk, self._pool().submit(self._run, _padded([ids[j] for j in chunk])))
+                for chunk in chunks]
+
+    def collect(self, runs: list, count: int) -> np.ndarray:
+        out = np.zeros((count,) if self.outputs == 1 else (count, self.outputs),
+                       dtype=np.float32)
+        for chunk, run in runs:
+            out[chunk] = run.result()
+        return out
+
+    def finish(self, scores) -> np.ndarray:
+        """The blend's probabilities as the model gives them."""
+        return np.asarray(scores, dtype=np.float32)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
@@ -249,32 +288,47 @@ class OnnxEngine:
             self._executor = ThreadPoolExecutor(_workers(), thread_name_prefix="rnncli-onnx")
         return self._executor
 
+    def grams(self, tokens: list[str]) -> list[tuple[int, int, int]]:
+        """The n-gram model's known n-grams in a tokenized text: (feature, first token,
+        length) for each; unknown n-grams (and [UNK]) weigh 0 and are left out."""
+        lookup, found = self._ngrams.get, []
+        for n in range(1, self._order + 1):  # TextVectorization joins them with a space
+            for i in range(len(tokens) - n + 1):
+                feature = lookup(tokens[i] if n == 1 else " ".join(tokens[i:i + n]))
+                if feature:
+                    found.append((feature, i, n))
+        return found
+
     def ngram_scores(self, tokens: list[list[str]]) -> np.ndarray:
         """The n-gram model (``layers.NgramLogistic``) on tokenized texts: sublinear TF-IDF
         of token 1- to ngram_order-grams, rows scaled to unit length, logistic regression."""
+        return probabilities(self.ngram_logits(tokens))
+
+    def ngram_logits(self, tokens: list[list[str]]) -> np.ndarray:
+        """The n-gram model's logits (n, outputs)."""
         rows, cols = [], []
-        lookup = self._ngrams.get
         for row, toks in enumerate(tokens):
-            grams = list(toks)
-            for n in range(2, self._order + 1):  # TextVectorization joins them with a space
-                grams += [" ".join(toks[i:i + n]) for i in range(len(toks) - n + 1)]
-            found = [i for i in map(lookup, grams) if i]  # unknown n-grams (and [UNK]) weigh 0
+            found = [feature for feature, _, _ in self.grams(toks)]
             cols.extend(found)
             rows.extend([row] * len(found))
         rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
-        pairs, counts = np.unique(rows * len(self._idf) + cols, return_counts=True)
-        rows, cols = pairs // len(self._idf), pairs % len(self._idf)
-        values = (1.0 + np.log(counts.astype(np.float32))) * self._idf[cols]
+        pairs, counts = np.unique(rows * len(self.idf) + cols, return_counts=True)
+        rows, cols = pairs // len(self.idf), pairs % len(self.idf)
+        values = (1.0 + np.log(counts.astype(np.float32))) * self.idf[cols]
         norms = np.bincount(rows, weights=values * values, minlength=len(tokens))
         values = values / np.sqrt(norms[rows] + 1e-12)
-        logits = np.stack([np.bincount(rows, weights=values * self._kernel[cols, j],
-                                       minlength=len(tokens))
-                           for j in range(self.outputs)], axis=1) + self._bias
-        if self.outputs == 1:
-            return (1.0 / (1.0 + np.exp(-logits[:, 0]))).astype(np.float32)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        return np.stack([np.bincount(rows, weights=values * self.kernel[cols, j],
+                                     minlength=len(tokens))
+                         for j in range(self.outputs)], axis=1) + self.bias
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Logits (n, 1) -> positive-class probabilities (n,); (n, k) -> softmax rows."""
+    if logits.shape[1] == 1:
+        return (1.0 / (1.0 + np.exp(-logits[:, 0]))).astype(np.float32)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _workers() -> int:

@@ -244,6 +244,11 @@ def check_threshold(manifest: dict[str, Any], threshold: float | None) -> None:
                          "with its most probable class: drop --threshold")
 
 
+def read_lines(stream, size: int = 1) -> Iterator[list[str | bytes]]:
+    """A binary stream's lines (each capped at MAX_LINE_BYTES) in lists of ``size``."""
+    return _batched(_capped(stream), size)
+
+
 class _Truncated(bytes):
     """A stdin line cut at MAX_LINE_BYTES (the rest of the line was read and dropped)."""
 

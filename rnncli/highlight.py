@@ -1,0 +1,127 @@
+"""Rendering explanations (``explain.py``) on stdout: the text with its words shaded on a
+terminal, marked with signs elsewhere, or as JSON for programs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+from rich.console import Console
+from rich.text import Text
+
+from rnncli.output import RecordWriter, fmt_value, is_terminal
+
+SHOWN_SHARE = 0.1  # a word is marked when its |contribution| is this share of the largest
+MIN_SHOWN = 0.01  # ... and at least this many log-odds units
+# Backgrounds, weakest to strongest, with black text: one hue for, one against.
+FOR_STYLES = ("black on #d7ffd7", "black on #87d787", "black on #00af00")
+AGAINST_STYLES = ("black on #ffd7d7", "black on #ff8787", "black on #d70000")
+STATUS_TEXT = {"empty": "(empty line: nothing to explain)",
+               "invalid_utf8": "(not valid UTF-8: not scored)"}
+
+
+class ExplanationWriter:
+    """Writes explanation records as they come: ``text`` (shaded words on a terminal
+    unless NO_COLOR is set; ``[+word]`` / ``[-word]`` marks otherwise), ``json`` or
+    ``jsonl`` (the records as they are)."""
+
+    def __init__(self, fmt: str, *, top: int = 5, stream: IO | None = None,
+                 color: bool | None = None):
+        self.fmt = fmt
+        self.top = top
+        self.stream = stream or sys.stdout
+        if color is None:
+            color = is_terminal(self.stream) and not os.environ.get("NO_COLOR")
+        self.color = color
+        self._records = RecordWriter(fmt, self.stream) if fmt in ("json", "jsonl") else None
+        self._console = Console(file=self.stream, highlight=False, soft_wrap=not color,
+                                no_color=not color, force_terminal=color or None,
+                                emoji=False, markup=False)
+        self._count = 0
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if self._records is not None:
+            self._records.write(records)
+            return
+        for record in records:
+            if self._count:
+                self._console.print()
+            if self._count == 0:
+                self._console.print(self._legend())
+            for line in self.render(record):
+                self._console.print(line)
+            self._count += 1
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._records is not None:
+            self._records.close()
+
+    def _legend(self) -> Text:
+        if not self.color:
+            return Text("[+word] counts towards the predicted label, [-word] against it "
+                        "(words that matter; numbers: change in log-odds)")
+        legend = Text()
+        legend.append(" for the predicted label ", FOR_STYLES[2]).append(" ")
+        legend.append(" against it ", AGAINST_STYLES[2])
+        legend.append("  darker: stronger; numbers: change in log-odds", "dim")
+        return legend
+
+    def render(self, record: dict[str, Any]) -> list[Text]:
+        """The lines shown for one record."""
+        if record["label"] is None:
+            return [Text(f"{record['text']}  {STATUS_TEXT.get(record['status'], '')}")]
+        head = Text(record["label"], style="bold")
+        head.append(f"  {fmt_value(record['score'], 4)}")
+        if record["status"] != "ok":
+            head.append(f"  ({record['status']}: scored on the start of the line)", "dim")
+        lines = [head, self._body(record)]
+        for name, sign in (("for", 1), ("against", -1)):
+            chosen = sorted((t for t in record["tokens"]
+                             if sign * t["contribution"] >= 0.005),  # shows as +-0.01 or more
+                            key=lambda t: -sign * t["contribution"])[: self.top]
+            if chosen:
+                row = Text(f"{name}: ", style="bold")
+                row.append(", ".join(f"{t['token']} {t['contribution']:+.2f}" for t in chosen))
+                lines.append(row)
+        lines.extend(Text(note, style="dim") for note in cut_notes(record))
+        return lines
+
+    def _body(self, record: dict[str, Any]) -> Text:
+        """The text the model read, each word that matters shaded or marked."""
+        text = record["text"][: record["read_chars"]]
+        tokens = [t for t in record["tokens"] if t["start"] is not None]
+        largest = max((abs(t["contribution"]) for t in tokens), default=0.0)
+        body, at = Text(), 0
+        for t in tokens:
+            strength = abs(t["contribution"]) / largest if largest else 0.0
+            if strength < SHOWN_SHARE or abs(t["contribution"]) < MIN_SHOWN:
+                continue
+            body.append(text[at:t["start"]])
+            word = text[t["start"]:t["end"]]
+            positive = t["contribution"] > 0
+            if self.color:
+                styles = FOR_STYLES if positive else AGAINST_STYLES
+                body.append(word, styles[min(int(strength * 3), 2)])
+            else:
+                body.append(f"[{'+' if positive else '-'}{word}]")
+            at = t["end"]
+        body.append(text[at:])
+        if record["read_chars"] < len(record["text"]):
+            body.append(" …")
+        return body
+
+
+def cut_notes(record: dict[str, Any]) -> list[str]:
+    """What was not read, when a text was longer than the model reads."""
+    notes = []
+    if record["read_chars"] is not None and record["read_chars"] < len(record["text"]):
+        notes.append(f"the model read the first {record['read_chars']:,} of "
+                     f"{len(record['text']):,} characters; the rest is not shown")
+    read = record["network_tokens"]
+    if read is not None and read < len(record["tokens"]):
+        notes.append(f"the recurrent network read the first {read:,} of "
+                     f"{len(record['tokens']):,} words; the rest count through the n-gram "
+                     "model only")
+    return notes
