@@ -91,26 +91,40 @@ class ExplanationWriter:
     def _body(self, record: dict[str, Any]) -> Text:
         """The text the model read, each word that matters shaded or marked."""
         text = record["text"][: record["read_chars"]]
-        tokens = [t for t in record["tokens"] if t["start"] is not None]
-        largest = max((abs(t["contribution"]) for t in tokens), default=0.0)
         body, at = Text(), 0
-        for t in tokens:
-            strength = abs(t["contribution"]) / largest if largest else 0.0
-            if strength < SHOWN_SHARE or abs(t["contribution"]) < MIN_SHOWN:
-                continue
-            body.append(text[at:t["start"]])
-            word = text[t["start"]:t["end"]]
-            positive = t["contribution"] > 0
+        for start, end, strength in _shown_spans(record["tokens"]):
+            body.append(text[at:start])
             if self.color:
-                styles = FOR_STYLES if positive else AGAINST_STYLES
-                body.append(word, styles[min(int(strength * 3), 2)])
+                styles = FOR_STYLES if strength > 0 else AGAINST_STYLES
+                body.append(text[start:end], styles[min(int(abs(strength) * 3), 2)])
             else:
-                body.append(f"[{'+' if positive else '-'}{word}]")
-            at = t["end"]
+                body.append(f"[{'+' if strength > 0 else '-'}{text[start:end]}]")
+            at = end
         body.append(text[at:])
         if record["read_chars"] < len(record["text"]):
             body.append(" …")
         return body
+
+
+def _shown_spans(tokens: list[dict[str, Any]]) -> list[tuple[int, int, float]]:
+    """(start, end, signed strength in -1..1) of the words that matter, in text order;
+    touching words of one sign (Chinese characters, say) make one span, as strong as its
+    strongest word."""
+    placed = [t for t in tokens if t["start"] is not None]
+    largest = max((abs(t["contribution"]) for t in placed), default=0.0)
+    spans: list[tuple[int, int, float]] = []
+    for t in placed:
+        value = t["contribution"]
+        if not largest or abs(value) < max(SHOWN_SHARE * largest, MIN_SHOWN):
+            continue
+        strength = value / largest
+        if spans and spans[-1][1] == t["start"] and (spans[-1][2] > 0) == (value > 0):
+            first, _, before = spans.pop()
+            strength = max(before, strength, key=abs)
+            spans.append((first, t["end"], strength))
+        else:
+            spans.append((t["start"], t["end"], strength))
+    return spans
 
 
 def cut_notes(record: dict[str, Any]) -> list[str]:

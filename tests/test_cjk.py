@@ -179,3 +179,27 @@ def test_training_says_thai_is_not_split(tmp_path, no_fit, no_onnx):
     assert result.exit_code == 0, result.output
     assert "texts in Thai are not split into words" in result.output
     assert "look unsegmented" in result.output  # 24-character "words"
+
+
+@slow
+def test_explain_chinese_and_japanese_character_by_character(zh_model):
+    from rnncli.explain import explain_records, load_explainer
+
+    out, _ = zh_model
+    texts = ["酒店很好，服务不错！下次还来。", "サポートが最悪でした。ｉＰｈｏｎｅは好き", "房间太差了"]
+    with load_explainer(out) as predictor:
+        records = explain_records(predictor, texts)
+        standardize = predictor.engine.standardize
+    for text, record in zip(texts, records):
+        tokens = record["tokens"]
+        assert tokens and all(t["start"] is not None for t in tokens)
+        for t in tokens:  # each span of the original text is that token
+            assert standardize(text[t["start"]:t["end"]]).split()[1:] == [t["token"]]
+        total = record["ngram_base"] + sum(t["ngram"] for t in tokens)
+        assert abs(total - record["ngram_log_odds"]) < 1e-4
+    assert [t["token"] for t in records[0]["tokens"][:4]] == ["酒", "店", "很", "好"]
+    full_width = [t for t in records[1]["tokens"] if t["token"] == "iphone"]
+    assert full_width and records[1]["text"][full_width[0]["start"]:full_width[0]["end"]] == \
+        "ｉＰｈｏｎｅ"
+    result = invoke("explain", "-m", out, texts[2])
+    assert result.exit_code == 0 and "房" in result.stdout and "[" in result.stdout

@@ -312,3 +312,28 @@ def test_evaluate_lists_the_most_confidently_wrong_texts(model, extra, request):
     assert ("most confidently wrong" in table.stdout) == bool(errors)
     plain = json.loads(invoke("evaluate", "-m", model_dir, "-f", "json", *extra).stdout)
     assert "errors" not in plain
+
+
+def test_explain_a_three_class_model(three_model):
+    from rnncli.explain import explain_records, load_explainer
+
+    texts = ["a great film, I loved it", "dull, boring and far too long", "it was okay"]
+    with load_explainer(three_model) as predictor:
+        records = explain_records(predictor, texts)
+        engine = predictor.engine
+        names = predictor.label_names
+        for record in records:
+            target = names.index(record["label"])
+            assert record["label"] == max(record["scores"], key=record["scores"].get)
+            # the n-gram shares add up to the class's logit against the others' mean,
+            # which is log p(class) - mean log p(other classes) of the n-gram model
+            total = record["ngram_base"] + sum(t["ngram"] for t in record["tokens"])
+            assert abs(total - record["ngram_log_odds"]) < 1e-4
+            p = np.log(engine.ngram_scores([engine.tokens(record["text"])])[0].astype(float))
+            assert abs(p[target] - np.delete(p, target).mean() - total) < 1e-3
+            # and the blend's contributions are occlusion reruns of predict
+            t = record["tokens"][1]
+            edited = record["text"][:t["start"]] + " qqzxv " + record["text"][t["end"]:]
+            q = predictor.scores([record["text"], edited]).astype(float)
+            odds = np.log(q[:, target]) - np.log(1 - q[:, target])
+            assert abs(odds[0] - odds[1] - t["contribution"]) < 2e-3
