@@ -37,7 +37,7 @@ from rnncli.errors import ModelError, RnnCliError, UsageError, first_line
 #    rows (manifest.blend: ngram_solver, ngram_c or ngram_epochs, ngram_refit);
 # 3: settings.tokenizer ("cjk-chars": Chinese and Japanese characters are tokens);
 # 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 4 still load.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 MANIFEST = "rnncli.json"
 MODEL_FILE = "model.keras"
 TEST_FILE = "test.jsonl.gz"
@@ -52,7 +52,7 @@ MAX_RATIO = 200  # uncompressed / compressed, per member; zip bombs go far beyon
 _KERAS_LAYERS = {"InputLayer", "TextVectorization", "Embedding", "SpatialDropout1D",
                  "Bidirectional", "GRU", "LSTM", "Dropout", "Dense", "GlobalAveragePooling1D"}
 _RNNCLI_LAYERS = {"Truncate", "MaskedMaxPooling", "AttentionPooling", "NgramLogistic",
-                  "Blend", "TokenPairs"}
+                  "Blend", "TokenPairs", "Temperature"}
 _ALLOWED_CLASSES = (
     {("keras.layers", name) for name in _KERAS_LAYERS}
     | {("keras.initializers", name) for name in ("GlorotUniform", "Orthogonal", "Zeros",
@@ -117,9 +117,10 @@ def _read_manifest(model_dir: Path) -> dict[str, Any]:
         files = manifest["files"]
         if not isinstance(files, dict) or MODEL_FILE not in files:
             raise KeyError("files")
-        for section in ("data", "training", "blend", "validation", "test"):
+        for section in ("data", "training", "blend", "calibration", "validation", "test"):
             if not isinstance(manifest.get(section) or {}, dict):
                 raise TypeError(section)
+        temperature(manifest)
     except ModelError:
         raise
     except (KeyError, TypeError, ValueError, RnnCliError) as exc:
@@ -165,6 +166,15 @@ def label_names(manifest: dict[str, Any]) -> tuple[str, ...]:
             or len({normalize_label(n) for n in names}) != len(names)):
         raise ValueError("labels.classes (three or more distinct names)")
     return tuple(names)
+
+
+def temperature(manifest: dict[str, Any]) -> float:
+    """The calibration's temperature (1.0 for none, and for models older than format 6)."""
+    value = (manifest.get("calibration") or {}).get("temperature", 1.0)
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not 0.01 <= value <= 100):
+        raise ValueError("calibration.temperature")
+    return float(value)
 
 
 def is_binary(manifest: dict[str, Any]) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnncli.artifacts import ONNX_FILE, SERVING_FILE
+from rnncli.blend import with_temperature
 from rnncli.config import output_width
 from rnncli.errors import ModelError, first_line
 from rnncli.predict import length_chunks
@@ -165,13 +166,15 @@ class OnnxEngine:
         self.bias = serving.get("ngram_bias")
         self._executor: ThreadPoolExecutor | None = None
         self.path = ""
+        self.temperature = 1.0  # the calibration (blend.with_temperature)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, tokenizer: str | None = None,
-             ngram_order: int | None = None, classes: int | None = None) -> OnnxEngine:
+             ngram_order: int | None = None, classes: int | None = None,
+             temperature: float = 1.0) -> OnnxEngine:
         """Read ``core.onnx`` and ``serving.npz`` (hash-checked by the caller);
         ``tokenizer``, ``ngram_order`` and ``classes``: the manifest's, which
-        ``serving.npz`` must share."""
+        ``serving.npz`` must share; ``temperature``: the manifest's calibration."""
         model_dir = Path(model_dir)
         serving = read_serving(model_dir / SERVING_FILE)
         if tokenizer is not None and serving["tokenizer"] != tokenizer:
@@ -196,6 +199,7 @@ class OnnxEngine:
         _check_signature(path, session, serving["outputs"])
         engine = cls(session, serving)
         engine.path = str(path)
+        engine.temperature = temperature
         return engine
 
     def tokens(self, text: str) -> list[str]:
@@ -253,8 +257,8 @@ class OnnxEngine:
         return out
 
     def finish(self, scores) -> np.ndarray:
-        """The blend's probabilities as the model gives them."""
-        return np.asarray(scores, dtype=np.float32)
+        """The blend's probabilities as the model gives them: calibrated."""
+        return with_temperature(np.asarray(scores, dtype=np.float32), self.temperature)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:

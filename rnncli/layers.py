@@ -190,6 +190,30 @@ class NgramLogistic(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="rnncli")
+class Temperature(keras.layers.Layer):
+    """Temperature scaling of probabilities: the positive class's logit divided by
+    ``temperature`` (two classes), or softmax(log p / ``temperature``) (more); fitted on
+    the validation split (``blend.calibrate``)."""
+
+    def __init__(self, temperature: float, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, probs):
+        p = keras.ops.clip(keras.ops.cast(probs, "float32"), 1e-7, 1.0 - 1e-7)
+        if probs.shape[-1] == 1:
+            return keras.ops.sigmoid((keras.ops.log(p) - keras.ops.log1p(-p))
+                                     / self.temperature)
+        return keras.ops.softmax(keras.ops.log(p) / self.temperature, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="rnncli")
 class Blend(keras.layers.Layer):
     """``weight`` * the recurrent model's probability (or class probabilities) + (1 -
     ``weight``) * the n-gram model's; the weight is chosen on the validation split."""

@@ -29,7 +29,8 @@ tf = import_tensorflow()
 import keras  # noqa: E402
 
 from rnncli.layers import (  # noqa: E402
-    AttentionPooling, Blend, MaskedMaxPooling, NgramLogistic, TokenPairs, Truncate)
+    AttentionPooling, Blend, MaskedMaxPooling, NgramLogistic, Temperature, TokenPairs,
+    Truncate)
 
 START_TOKEN = "xxbos"
 MAX_AUTO_TOKENS = 20000
@@ -331,12 +332,13 @@ def build_core(config: TrainConfig):
     return keras.Model(ids, prob, name="core")
 
 
-def build_text_model(config: TrainConfig, vectorizer, core, ngrams=None):
+def build_text_model(config: TrainConfig, vectorizer, core, ngrams=None,
+                     temperature: float = 1.0):
     """Raw strings (batch,) -> probability (batch, 1), or (batch, k) class probabilities;
     what is saved and exported.
 
     ``ngrams``: (n-gram vectorizer, n-gram model, weight of the RNN), or None for the
-    recurrent model alone.
+    recurrent model alone; ``temperature``: the calibration (1: none).
     """
     text = keras.Input(shape=(), dtype="string", name="text")
     ids = Truncate(config.seq_len, name="truncate")(vectorizer(text))
@@ -344,6 +346,8 @@ def build_text_model(config: TrainConfig, vectorizer, core, ngrams=None):
     if ngrams is not None:
         ngram_vectorizer, ngram_model, weight = ngrams
         prob = Blend(weight, name="blend")([prob, ngram_model(ngram_vectorizer(text))])
+    if temperature != 1.0:
+        prob = Temperature(temperature, name="temperature")(prob)
     return keras.Model(text, prob, name="rnncli")
 
 

@@ -149,7 +149,8 @@ class Predictor:
 
             config = artifacts.model_config(manifest)
             engine = OnnxEngine.load(model_dir, tokenizer=config.tokenizer,
-                                     ngram_order=config.ngram_order, classes=config.classes)
+                                     ngram_order=config.ngram_order, classes=config.classes,
+                                     temperature=artifacts.temperature(manifest))
             return cls(model_dir, manifest, engine, threshold)
         from rnncli.runtime import select_device
 

@@ -35,7 +35,8 @@ def manifest(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set
              val_scores, test_scores, *, source: dict, device: str, history: list[dict],
              best_epoch: int, versions: dict[str, str], precision: str = "float32", replicas: int = 1,
              workers: int = 1, seconds: float, threshold: float = 0.5,
-             blend: dict[str, Any] | None = None) -> dict[str, Any]:
+             blend: dict[str, Any] | None = None,
+             calibration: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything rnncli.json records about a trained model (files are added on save).
     ``versions``: keras_version and tensorflow_version; ``best_epoch``: the epoch whose
     weights were kept (fitloop.fit)."""
@@ -54,6 +55,7 @@ def manifest(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set
                      "stopped_early": len(history) < config.epochs,
                      "seconds": round(seconds, 1), "history": history},
         "blend": blend,
+        "calibration": calibration,
         "validation": round_figures(evaluate_scores(val_set.labels, val_scores,
                                                     threshold=threshold,
                                                     class_names=train_set.label_names)),
@@ -93,7 +95,8 @@ def publish_model(out: Path, text_model, test_set: Dataset, manifest: dict[str, 
             onnx_error = _write_onnx(staged, text_model, manifest["settings"]["tokenizer"])
             artifacts.write_manifest(staged, manifest)
             reloaded = _verify(staged, texts, expected)
-            onnx_error = onnx_error or _verify_onnx(staged, texts + VERIFY_PROBES, reloaded)
+            onnx_error = onnx_error or _verify_onnx(staged, texts + VERIFY_PROBES, reloaded,
+                                                    artifacts.temperature(manifest))
             if onnx_error:
                 # The Keras model is fine: publish it without the TensorFlow-free engine.
                 for name in (artifacts.ONNX_FILE, artifacts.SERVING_FILE):
@@ -153,12 +156,13 @@ def _verify(staged: Path, texts: list[str], expected: np.ndarray) -> np.ndarray:
     return got
 
 
-def _verify_onnx(staged: Path, texts: list[str], expected: np.ndarray) -> str | None:
+def _verify_onnx(staged: Path, texts: list[str], expected: np.ndarray,
+                 temperature: float = 1.0) -> str | None:
     """The ONNX engine must reproduce the reloaded Keras model's scores within 1e-4."""
     from rnncli.engine import OnnxEngine
 
     try:
-        with OnnxEngine.load(staged) as engine:
+        with OnnxEngine.load(staged, temperature=temperature) as engine:
             got = engine.scores(texts)
     except (KeyboardInterrupt, Terminated):
         raise

@@ -119,6 +119,7 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                        f"{s['seq_len']}"),
         ("n-gram model", _blend_row(manifest.get("blend"), s, manifest)),
         ("labels", _labels_row(manifest)),
+        ("calibration", _calibration_row(manifest.get("calibration"))),
         ("data", f"{data.get('file')} ({data.get('rows_used')} rows used; columns "
                  f"{data.get('text_col')!r}/{data.get('label_col')!r}; "
                  f"{data.get('fingerprint', '')[:19]}...)"),
@@ -151,6 +152,18 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     for key, value in rows:
         table.add_row(key, Text(value))
     out_console().print(table)
+
+
+def _calibration_row(calibration: dict[str, Any] | None) -> str:
+    if not calibration:
+        return "none (trained by an older rnncli)"
+    ece = _fmt(calibration.get("validation_ece"))
+    if calibration.get("temperature", 1.0) == 1.0:
+        return f"none needed or none that helped (validation ECE {ece})"
+    return (f"temperature {calibration['temperature']:.2f}, fitted on the validation split "
+            f"(ECE {ece} -> {_fmt(calibration.get('calibrated_validation_ece'))}, log loss "
+            f"{_fmt(calibration.get('validation_loss'))} -> "
+            f"{_fmt(calibration.get('calibrated_validation_loss'))})")
 
 
 def _labels_row(manifest: dict[str, Any]) -> str:

@@ -191,7 +191,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     reporter = reporter or Reporter()
     from rnncli import fitloop, ngrams
     from rnncli import model as M
-    from rnncli.blend import choose_blend
+    from rnncli.blend import calibrate, choose_blend, with_temperature
     from rnncli.runtime import chosen_labels, precision_policy, set_seed
 
     device_names, strategy, replicas, where = _devices(device, role, config,
@@ -250,14 +250,25 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         reporter.message(f"blend: {blend.rnn_weight:.2f} x {config.cell.upper()} + "
                          f"{1 - blend.rnn_weight:.2f} x n-gram model (chosen on the "
                          "validation split)")
+    calibration = calibrate(val_set.labels, val_scores,
+                            None if weights is None else weights[val_set.labels])
+    temperature = calibration["temperature"]
+    if temperature != 1.0:
+        val_scores, test_scores, served_val = (with_temperature(s, temperature)
+                                               for s in (val_scores, test_scores, served_val))
+        reporter.message(f"calibration: temperature {temperature:.2f} (validation ECE "
+                         f"{calibration['validation_ece']:.3f} -> "
+                         f"{calibration['calibrated_validation_ece']:.3f})")
     manifest = saving.manifest(
         config, train_set, val_set, test_set, val_scores, test_scores, source=source,
         device=",".join(chosen_labels()), precision=precision, replicas=replicas,
         workers=role.workers if role else 1, history=history, best_epoch=best_epoch,
         versions={"keras_version": M.keras.__version__,
                   "tensorflow_version": M.tf.__version__},
-        seconds=time.perf_counter() - started, blend=blend.record if blend else None)
-    text_model = M.build_text_model(config, vectorizer, serving_core, ngram_parts)
+        seconds=time.perf_counter() - started, blend=blend.record if blend else None,
+        calibration=calibration)
+    text_model = M.build_text_model(config, vectorizer, serving_core, ngram_parts,
+                                    temperature)
     saving.publish_model(out, text_model, test_set, manifest,
                          val_set.texts[:saving.VERIFY_ROWS],
                          served_val[:saving.VERIFY_ROWS], reporter)
