@@ -14,8 +14,10 @@ import sys
 import click
 
 from rnncli import __version__
-from rnncli.cli_options import (DEFAULT_MODEL_DIR, Probability, data_options, device_option,
-                                engine_option, model_option, setting, train_device_option)
+from rnncli.cli_report import explain, report
+from rnncli.cli_options import (DEFAULT_MODEL_DIR, Probability, RnnCliCommand, RnnCliContext,
+                                data_options, device_option, engine_option, model_option,
+                                setting, train_device_option)
 from rnncli.config import (CELLS, CLASS_WEIGHTS, NGRAM_SOLVERS, POOLINGS, PREDICT_FORMATS,
                            TrainConfig, default)
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
@@ -26,35 +28,6 @@ _debug = False
 
 def _on_sigterm(signum, frame):
     raise Terminated()
-
-
-class RnnCliContext(click.Context):
-    def make_formatter(self) -> click.HelpFormatter:
-        """Click's help formatter at the width Click would choose, found without importing
-        shutil: Click imports it (and with it bz2, lzma and zlib, about 4 ms of a 60 ms
-        ``--help``) only to call ``shutil.get_terminal_size``."""
-        width = self.terminal_width or click.formatting.FORCED_WIDTH  # CliRunner's 80
-        if width is None:
-            width = max(min(_terminal_columns(), self.max_content_width or 80) - 2, 50)
-        return self.formatter_class(width=width, max_width=self.max_content_width)
-
-
-def _terminal_columns() -> int:
-    """``shutil.get_terminal_size().columns``: $COLUMNS, else the terminal's, else 80."""
-    try:
-        columns = int(os.environ.get("COLUMNS", ""))  # int() as shutil reads it: " 60", "+60"
-    except ValueError:  # unset, "", "wide", "²"
-        columns = 0
-    if columns > 0:
-        return columns
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
-    except (AttributeError, ValueError, OSError):  # no stdout, closed, not a terminal
-        return 80
-
-
-class RnnCliCommand(click.Command):
-    context_class = RnnCliContext
 
 
 class RnnCliGroup(click.Group):
@@ -288,47 +261,6 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
 
 
 @cli.command()
-@click.argument("texts", nargs=-1, metavar="[TEXT]...")
-@model_option
-@click.option("-f", "--format", "fmt", type=click.Choice(["text", "json", "jsonl"]),
-              default="text", show_default=True,
-              help="text: words shaded on a terminal, [+word]/[-word] when piped or with "
-                   "NO_COLOR; json/jsonl: tokens with offsets and contributions.")
-@click.option("--top", type=click.IntRange(0), default=5, show_default=True,
-              help="Words listed for and against the label (text format).")
-@click.option("--threshold", type=Probability(), default=None,
-              help="Score at or above which the positive label is given [default: the "
-                   "model's]; two-class models only.")
-@click.pass_context
-def explain(ctx, texts, model_dir, fmt, top, threshold):
-    """Show why TEXTs (or lines from stdin) get their label: each word's contribution
-    to the predicted label's log-odds, in the model that predict runs.
-
-    A word's contribution is how much the log-odds fall when the model sees an unknown
-    word in its place. JSON records are predict's plus tokens (token, start and end
-    character offsets, contribution, and the parts: rnn, ngram) and log_odds.
-    """
-    from rnncli.explain import explain_records, load_explainer
-    from rnncli.highlight import ExplanationWriter
-    from rnncli.predict import FAILED, read_lines
-
-    from_stdin = texts in ((), ("-",))
-    predictor = load_explainer(model_dir, threshold=threshold)
-    writer = ExplanationWriter(fmt, top=top)
-    failed = 0
-    with predictor:
-        for batch in (read_lines(sys.stdin.buffer) if from_stdin else [list(texts)]):
-            records = explain_records(predictor, batch)
-            writer.write(records)
-            failed += sum(r["status"] in FAILED for r in records)
-    writer.close()
-    if failed:
-        click.echo(f"Error: {failed} input line(s) not valid UTF-8; they have status "
-                   "invalid_utf8 and no explanation", err=True)
-        ctx.exit(EXIT_DATA)
-
-
-@cli.command()
 @click.argument("data", required=False, metavar="[DATA]")
 @model_option
 @data_options
@@ -409,6 +341,10 @@ def devices(fmt):
     from rnncli.runtime import list_devices
 
     tables.render_rows(list_devices(), output.resolve_format(fmt, piped="json"))
+
+
+cli.add_command(explain)
+cli.add_command(report)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,8 +12,9 @@ from rich.text import Text
 
 from rnncli.output import RecordWriter, fmt_value, is_terminal
 
-SHOWN_SHARE = 0.1  # a word is marked when its |contribution| is this share of the largest
-MIN_SHOWN = 0.01  # ... and at least this many log-odds units
+SHOWN_SHARE = 0.1  # a word is marked when its |contribution| is this share of the largest,
+MIN_SHOWN = 0.01  # at least this many log-odds units,
+SHOWN_MOST = 20  # and among this many words of the largest |contribution|
 # Backgrounds, weakest to strongest, with black text: one hue for, one against.
 FOR_STYLES = ("black on #d7ffd7", "black on #87d787", "black on #00af00")
 AGAINST_STYLES = ("black on #ffd7d7", "black on #ff8787", "black on #d70000")
@@ -111,11 +112,14 @@ def _shown_spans(tokens: list[dict[str, Any]]) -> list[tuple[int, int, float]]:
     touching words of one sign (Chinese characters, say) make one span, as strong as its
     strongest word."""
     placed = [t for t in tokens if t["start"] is not None]
-    largest = max((abs(t["contribution"]) for t in placed), default=0.0)
+    ranked = sorted((abs(t["contribution"]) for t in placed), reverse=True)
+    largest = ranked[0] if ranked else 0.0
+    floor = max(SHOWN_SHARE * largest, MIN_SHOWN, ranked[SHOWN_MOST - 1]
+                if len(ranked) >= SHOWN_MOST else 0.0)
     spans: list[tuple[int, int, float]] = []
     for t in placed:
         value = t["contribution"]
-        if not largest or abs(value) < max(SHOWN_SHARE * largest, MIN_SHOWN):
+        if not largest or abs(value) < floor:
             continue
         strength = value / largest
         if spans and spans[-1][1] == t["start"] and (spans[-1][2] > 0) == (value > 0):

@@ -315,19 +315,23 @@ def _batched(items: Iterable, size: int, max_bytes: int | None = None) -> Iterat
         yield batch
 
 
-def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
-             text_col: str | None = None, label_col: str | None = None,
-             encoding: str | None = None, device: str = "auto", engine: str = "auto",
-             threshold: float | None = None, show_skipped: bool = False,
-             errors: int = 0) -> tuple[dict[str, Any], list[str]]:
-    """Figures for a labelled file, or for the test split saved at training time.
+@dataclass
+class Scored:
+    """A labelled file (or the saved test split) and the model's scores for it."""
 
-    Returns (figures, notes for the user). The file is read and checked before the
-    model (and TensorFlow) is loaded. ``errors``: also list that many of the most
-    confidently wrong texts (figures["errors"]).
-    """
+    manifest: dict[str, Any]
+    data: Any  # data.Dataset
+    scores: np.ndarray
+    threshold: float  # the decision threshold of a two-class model (0.5 for more classes)
+
+
+def score_dataset(model_dir: str | Path, data_path: str | Path | None = None, *,
+                  text_col: str | None = None, label_col: str | None = None,
+                  encoding: str | None = None, device: str = "auto", engine: str = "auto",
+                  threshold: float | None = None) -> Scored:
+    """Read and check the file (the model first, then the data, then TensorFlow if the
+    engine needs it) and score it."""
     from rnncli.data import load_dataset
-    from rnncli.metrics import confident_errors, evaluate_scores, round_figures
 
     model_dir = Path(model_dir)
     manifest = artifacts.read_manifest(model_dir)
@@ -343,7 +347,27 @@ def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
                                manifest=manifest)
     with predictor:
         scores = predictor.scores(data.texts)
-    threshold = predictor.threshold if predictor.threshold is not None else 0.5
+    return Scored(manifest, data, scores,
+                  predictor.threshold if predictor.threshold is not None else 0.5)
+
+
+def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
+             text_col: str | None = None, label_col: str | None = None,
+             encoding: str | None = None, device: str = "auto", engine: str = "auto",
+             threshold: float | None = None, show_skipped: bool = False,
+             errors: int = 0) -> tuple[dict[str, Any], list[str]]:
+    """Figures for a labelled file, or for the test split saved at training time.
+
+    Returns (figures, notes for the user). The file is read and checked before the
+    model (and TensorFlow) is loaded. ``errors``: also list that many of the most
+    confidently wrong texts (figures["errors"]).
+    """
+    from rnncli.metrics import confident_errors, evaluate_scores, round_figures
+
+    scored = score_dataset(model_dir, data_path, text_col=text_col, label_col=label_col,
+                           encoding=encoding, device=device, engine=engine,
+                           threshold=threshold)
+    data, scores, threshold = scored.data, scored.scores, scored.threshold
     figures = round_figures(evaluate_scores(data.labels, scores, threshold=threshold,
                                             class_names=data.label_names))
     if errors:

@@ -28,7 +28,8 @@ DATA = LIGHT | {"numpy", "rich", "attr"}
 # Scoring with the TensorFlow-free engine adds ONNX Runtime (which imports nothing more).
 SCORING = DATA | {"onnxruntime"}
 # Never on a light path (the issue that added this test lists them).
-HEAVY = {"onnx", "ml_dtypes", "tf2onnx", "tensorflow", "keras", "pandas", "scipy", "sklearn"}
+HEAVY = {"onnx", "ml_dtypes", "tf2onnx", "tensorflow", "keras", "pandas", "scipy", "sklearn",
+         "matplotlib"}
 
 # The console entry point, as `rnncli ARGS` runs it, in a fresh interpreter.
 PROBE = """
@@ -75,6 +76,10 @@ def _packages(args, tmp_path, stdin: bytes = b"") -> tuple[int, set[str]]:
     (["train", "no-such-file.csv"], 3, DATA),
     (["predict", "-m", "no-such-dir", "hi"], 4, SCORING),
     (["info", "-m", "no-such-dir"], 4, DATA),
+    (["explain", "--help"], 0, LIGHT),
+    (["report", "--help"], 0, LIGHT),
+    (["explain", "-m", "no-such-dir", "hi"], 4, DATA),
+    (["report", "-m", "no-such-dir", "-o", "r"], 4, DATA),
 ])
 def test_light_paths_import_only_what_they_need(tmp_path, args, code, allowed):
     got_code, packages = _packages(args, tmp_path)

@@ -337,3 +337,15 @@ def test_explain_a_three_class_model(three_model):
             q = predictor.scores([record["text"], edited]).astype(float)
             odds = np.log(q[:, target]) - np.log(1 - q[:, target])
             assert abs(odds[0] - odds[1] - t["contribution"]) < 2e-3
+
+
+def test_report_of_a_three_class_model(three_model, tmp_path):
+    result = invoke("report", "-m", three_model, "-o", tmp_path / "r", "--errors", "3")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    names = artifacts.label_names(json.loads((three_model / "rnncli.json").read_text()))
+    assert len(names) == 3
+    for name in names:
+        assert f"<tr><td>{name}</td>" in page  # one per-class row each
+    assert page.count('src="data:image/png;base64,') == 6
+    assert "<th>macro_f1</th>" in page

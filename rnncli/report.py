@@ -1,0 +1,425 @@
+"""``rnncli report``: PNG plots and one self-contained HTML page about a model on its
+held-out test split (or a labelled file).
+
+Light: matplotlib (an optional extra, ``rnncli[report]``, drawn with the Agg backend) is
+imported when a report is written; the scores come from the engine ``predict`` uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnncli import artifacts
+from rnncli.errors import UsageError
+from rnncli.metrics import ECE_BINS, confident_errors, evaluate_scores, round_figures
+from rnncli.predict import SCORE_DIGITS, Scored, score_dataset
+
+INSTALL_HINT = "pip install 'rnncli[report]'"
+PLOTS = ("roc", "pr", "reliability", "confusion", "scores", "learning")
+MAX_ANNOTATED = 20  # classes up to which the confusion matrix prints its counts
+
+
+def check_matplotlib() -> None:
+    """Say at once (before the model and the data are read) when matplotlib is missing;
+    it is imported only when the plots are drawn."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # sys.modules["matplotlib"] is None: its import is blocked
+        found = False
+    if not found:
+        raise UsageError(f"rnncli report draws its plots with matplotlib, which is not "
+                         f"installed: {INSTALL_HINT}")
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError(f"rnncli report draws its plots with matplotlib, which is not "
+                         f"installed: {INSTALL_HINT}") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report(model_dir: str | Path, data_path: str | Path | None, out: str | Path, *,
+                 errors: int = 10, show_skipped: bool = False,
+                 **scoring: Any) -> tuple[Path, list[str]]:
+    """Write ``out``/index.html and one PNG per plot; returns (the page, notes).
+    ``scoring``: text_col, label_col, encoding, device, engine, threshold as for
+    ``score_dataset``."""
+    check_matplotlib()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a directory; choose another -o")
+    scored = score_dataset(model_dir, data_path, **scoring)
+    data, names = scored.data, list(scored.data.label_names)
+    figures = round_figures(evaluate_scores(data.labels, scored.scores,
+                                            threshold=scored.threshold, class_names=names))
+    wrong = confident_errors(data.labels, scored.scores, data.texts, names, count=errors,
+                             threshold=scored.threshold)
+    notes = [*data.notes, data.summary(), *(data.skipped_report() if show_skipped else [])]
+    explained, note = _explanations(model_dir, wrong, scoring.get("threshold"))
+    notes += [note] if note else []
+    history = (scored.manifest.get("training") or {}).get("history") or []
+    plt, pngs = pyplot(), {}
+    for name in PLOTS:
+        if name == "learning" and not history:
+            notes.append("no training history in this model: no learning curves")
+            continue
+        fig = DRAW[name](plt, scored, names, history)
+        pngs[name] = _png(plt, fig)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, png in pngs.items():
+            _write(out / f"{name}.png", png)
+        page = render_page(scored, figures, pngs, wrong, explained,
+                           source=str(data_path or "the held-out test split"),
+                           model_dir=str(model_dir))
+        _write(out / "index.html", page.encode("utf-8"))
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the report ({exc.strerror or exc}); choose "
+                         "another -o") from exc
+    return out / "index.html", notes
+
+
+def _explanations(model_dir, wrong: list[dict], threshold) -> tuple[list | None, str | None]:
+    if not wrong:
+        return [], None
+    from rnncli.errors import ModelError
+    from rnncli.explain import explain_records, load_explainer
+
+    try:
+        with load_explainer(model_dir, threshold=threshold) as predictor:
+            return explain_records(predictor, [w["text"] for w in wrong]), None
+    except ModelError as exc:
+        return None, f"no explanations in the report: {exc.message}"
+
+
+def _write(path: Path, content: bytes) -> None:
+    """Replace ``path`` in one step: a reader never sees half a file."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_bytes(content)
+    os.replace(temp, path)
+
+
+def _png(plt, fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates) at every distinct score, from (0, 0)."""
+    tps, fps = _counts(labels, scores)
+    return (np.r_[0.0, fps / max(fps[-1], 1)] if len(fps) else np.zeros(1),
+            np.r_[0.0, tps / max(tps[-1], 1)] if len(tps) else np.zeros(1))
+
+
+def pr_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """(recalls, precisions) at every distinct score, from recall 0 (precision 1)."""
+    tps, fps = _counts(labels, scores)
+    if not len(tps):
+        return np.zeros(1), np.ones(1)
+    return np.r_[0.0, tps / max(tps[-1], 1)], np.r_[1.0, tps / np.maximum(tps + fps, 1)]
+
+
+def _counts(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives above each distinct score, highest score first."""
+    y = np.asarray(labels, np.float64)
+    s = np.asarray(scores, np.float64)
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1] if len(s) else np.zeros(0, int)
+    tps = np.cumsum(y)[last]
+    return tps, (last + 1) - tps
+
+
+def _one_vs_rest(scored: Scored, names: list[str]):
+    """(name, 0/1 labels, scores) per curve: the positive class for two classes, every
+    class against the rest for more."""
+    y = np.asarray(scored.data.labels)
+    if scored.scores.ndim == 1:
+        return [(names[1], (y == 1).astype(int), scored.scores)]
+    return [(name, (y == c).astype(int), scored.scores[:, c]) for c, name in enumerate(names)]
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _roc(plt, scored, names, history):
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for name, y, s in _one_vs_rest(scored, names):
+        fpr, tpr = roc_curve(y, s)
+        auc = float(np.trapezoid(tpr, fpr)) if y.any() and not y.all() else float("nan")
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    _frame(ax, "ROC curve" + ("s, each class against the rest" if len(names) > 2 else ""),
+           "false positive rate", "true positive rate")
+    return fig
+
+
+def _pr(plt, scored, names, history):
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for name, y, s in _one_vs_rest(scored, names):
+        recall, precision = pr_curve(y, s)
+        ax.plot(recall, precision, label=f"{name} ({y.mean():.0%} of rows)")
+    _frame(ax, "precision-recall" + (", each class against the rest" if len(names) > 2
+                                     else f" of '{names[1]}'"), "recall", "precision")
+    return fig
+
+
+def _reliability(plt, scored, names, history):
+    confidence, correct = _confidence(scored)
+    edges = np.linspace(0, 1, ECE_BINS + 1)
+    index = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+    counts = np.bincount(index, minlength=ECE_BINS)
+    accuracy = np.bincount(index, weights=correct, minlength=ECE_BINS) / np.maximum(counts, 1)
+    fig, (ax, below) = plt.subplots(2, 1, figsize=(5.2, 5.6), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]})
+    shown = counts > 0
+    ax.bar(edges[:-1][shown], accuracy[shown], width=1 / ECE_BINS, align="edge",
+           edgecolor="black", color="#4c72b0", label="accuracy in the bin")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", label="perfect calibration")
+    _frame(ax, "reliability: the predicted label's probability", None, "accuracy")
+    below.bar(edges[:-1], counts, width=1 / ECE_BINS, align="edge", color="grey")
+    below.set_xlabel("predicted label's probability")
+    below.set_ylabel("texts")
+    low = 0.5 if len(names) == 2 else 0.0
+    below.set_xlim(low, 1)
+    return fig
+
+
+def _confidence(scored: Scored) -> tuple[np.ndarray, np.ndarray]:
+    y, p = np.asarray(scored.data.labels), np.asarray(scored.scores, np.float64)
+    if p.ndim == 2:
+        return p.max(axis=1), (np.argmax(p, axis=1) == y).astype(float)
+    predicted = p >= scored.threshold
+    return np.where(predicted, p, 1 - p), (predicted == (y == 1)).astype(float)
+
+
+def _confusion(plt, scored, names, history):
+    k = len(names)
+    y = np.asarray(scored.data.labels)
+    p = np.asarray(scored.scores)
+    predicted = np.argmax(p, axis=1) if p.ndim == 2 else (p >= scored.threshold).astype(int)
+    matrix = np.zeros((k, k), dtype=int)
+    np.add.at(matrix, (y, predicted), 1)
+    size = min(4 + 0.45 * k, 16)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    ax.imshow(matrix, cmap="Blues")
+    if k <= MAX_ANNOTATED:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xticks(range(k), names, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (counts)")
+    return fig
+
+
+def _scores(plt, scored, names, history):
+    y, p = np.asarray(scored.data.labels), np.asarray(scored.scores, np.float64)
+    bins = np.linspace(0, 1, 31)
+    if p.ndim == 1:
+        fig, ax = plt.subplots(figsize=(5.6, 4))
+        for c, name in enumerate(names):
+            ax.hist(p[y == c], bins=bins, alpha=0.6, label=f"true {name} ({(y == c).sum()})")
+        ax.axvline(scored.threshold, c="black", ls=":", lw=1, label="threshold")
+        _frame(ax, f"score ('{names[1]}' probability) by true label", "score", "texts")
+        return fig
+    cols = min(len(names), 3)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    for c, name in enumerate(names):
+        ax = axes[c // cols][c % cols]
+        ax.hist(p[y == c, c], bins=bins, color="#4c72b0")
+        ax.set_title(f"true {name} ({(y == c).sum()}): p({name})", fontsize=9)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    fig.suptitle("probability of the true class, by true class")
+    fig.tight_layout()
+    return fig
+
+
+def _learning(plt, scored, names, history):
+    epochs = [h.get("epoch") for h in history]
+    best = (scored.manifest.get("training") or {}).get("best_epoch")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for prefix, label in (("", "training"), ("val_", "validation")):
+            values = [h.get(prefix + key) for h in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [np.nan if v is None else v for v in values], marker="o",
+                        ms=3, label=label)
+        if best:
+            ax.axvline(best, c="grey", ls=":", label=f"kept (epoch {best})")
+        _frame(ax, f"recurrent network: {key}", "epoch", key)
+    fig.tight_layout()
+    return fig
+
+
+def _frame(ax, title, xlabel, ylabel) -> None:
+    ax.set_title(title, fontsize=10)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+
+
+DRAW = {"roc": _roc, "pr": _pr, "reliability": _reliability, "confusion": _confusion,
+        "scores": _scores, "learning": _learning}
+CAPTIONS = {
+    "roc": "ROC curve: true against false positive rate as the threshold moves.",
+    "pr": "Precision against recall as the threshold moves.",
+    "reliability": "Calibration: in each bin of the predicted label's probability, how "
+                   "often that label is right (on the diagonal when the scores can be "
+                   "taken at their word); below, how many texts fall in each bin.",
+    "confusion": "Rows: the true label; columns: the predicted one.",
+    "scores": "How the scores spread for each true label.",
+    "learning": "The recurrent network's training history; the dotted line marks the "
+                "epoch whose weights were kept.",
+}
+
+
+# --------------------------------------------------------------------------- page
+
+
+def render_page(scored: Scored, figures: dict, pngs: dict[str, bytes], wrong: list[dict],
+                explained: list | None, *, source: str, model_dir: str) -> str:
+    """One self-contained HTML page: the plots are inside it, as data URIs."""
+    e = html.escape
+    manifest = scored.manifest
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    plots = "".join(
+        f'<figure class="{name}"><img alt="{name}" src="data:image/png;base64,'
+        f'{base64.b64encode(png).decode()}"><figcaption>{e(CAPTIONS[name])}</figcaption>'
+        f"</figure>" for name, png in pngs.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>rnncli report: {e(model_dir)}</title>
+<style>{_CSS}</style></head>
+<body><main>
+<h1>rnncli report</h1>
+<p class="meta">Model <code>{e(model_dir)}</code> on {e(source)}: {figures.get('n')} texts.
+Written {e(created)} by rnncli {e(str(manifest.get('rnncli_version', '')))}.</p>
+<h2>Figures</h2>
+{_figures_table(figures)}
+{_per_class_table(figures)}
+<h2>Plots</h2>
+<div class="plots">{plots}</div>
+<h2>Most confidently wrong texts</h2>
+<p>The texts the model got wrong with the highest probability: often label errors worth
+fixing in the data. Words are shaded by their contribution to the predicted label
+(<span class="for3">towards it</span>, <span class="against3">against it</span>; darker:
+stronger), as <code>rnncli explain</code> shows them.</p>
+{_errors_table(wrong, explained)}
+<h2>Model</h2>
+{_settings_table(manifest)}
+</main></body></html>
+"""
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def _figures_table(figures: dict) -> str:
+    keys = [k for k, v in figures.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(figures[k])}</td></tr>"
+                   for k in keys)
+    return f'<table class="figures">{rows}</table>'
+
+
+def _per_class_table(figures: dict) -> str:
+    rows = "".join(f"<tr><td>{html.escape(str(c['class']))}</td><td>{_fmt(c['precision'])}</td>"
+                   f"<td>{_fmt(c['recall'])}</td><td>{_fmt(c['f1'])}</td>"
+                   f"<td>{c['support']}</td></tr>" for c in figures.get("per_class", []))
+    return ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+            f"<th>support</th></tr>{rows}</table>")
+
+
+def _errors_table(wrong: list[dict], explained: list | None) -> str:
+    if not wrong:
+        return "<p>None: every text was labelled right.</p>"
+    rows = []
+    for i, error in enumerate(wrong):
+        record = explained[i] if explained else None
+        text = _shaded(record) if record else html.escape(error["text"])
+        rows.append(f"<tr><td class='text'>{text}</td><td>{html.escape(error['label'])}</td>"
+                    f"<td>{html.escape(error['predicted'])}</td>"
+                    f"<td>{error['score']:.{SCORE_DIGITS}f}</td></tr>")
+    return ("<table class='errors'><tr><th>text</th><th>true label</th><th>predicted</th>"
+            f"<th>probability</th></tr>{''.join(rows)}</table>")
+
+
+def _shaded(record: dict) -> str:
+    """The text with its words in spans shaded by contribution (as the terminal shows)."""
+    from rnncli.highlight import _shown_spans
+
+    text = record["text"][: record["read_chars"]]
+    out, at = [], 0
+    for start, end, strength in _shown_spans(record["tokens"]):
+        out.append(html.escape(text[at:start]))
+        level = min(int(abs(strength) * 3), 2) + 1
+        kind = "for" if strength > 0 else "against"
+        out.append(f'<span class="{kind}{level}">{html.escape(text[start:end])}</span>')
+        at = end
+    out.append(html.escape(text[at:]))
+    return "".join(out) + (" …" if record["read_chars"] < len(record["text"]) else "")
+
+
+def _settings_table(manifest: dict) -> str:
+    settings = dict(manifest.get("settings") or {})
+    blend = manifest.get("blend") or {}
+    if blend:
+        settings["blend: weight of the recurrent network"] = blend.get("rnn_weight")
+    settings["calibration: temperature"] = artifacts.temperature(manifest)
+    settings["labels"] = ", ".join(artifacts.label_names(manifest))
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>"
+                   for k, v in settings.items())
+    return f"<table class='settings'>{rows}</table>"
+
+
+_CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;margin:0;
+background:#fafafa}
+main{max-width:1100px;margin:0 auto;padding:1.5em}
+h1{margin-bottom:0}.meta{color:#555}
+table{border-collapse:collapse;margin:0.8em 0;background:#fff}
+th,td{border:1px solid #ddd;padding:0.3em 0.7em;text-align:left;vertical-align:top}
+table.figures td,table.settings td{font-variant-numeric:tabular-nums}
+td.text{max-width:640px}
+.plots{display:flex;flex-wrap:wrap;gap:1em}
+figure{margin:0;background:#fff;border:1px solid #ddd;padding:0.5em;max-width:520px}
+figure img{max-width:100%}figure.learning{max-width:1060px}
+figcaption{font-size:13px;color:#555}
+.for1{background:#d7ffd7}.for2{background:#87d787}.for3{background:#00af00;color:#fff}
+.against1{background:#ffd7d7}.against2{background:#ff8787}
+.against3{background:#d70000;color:#fff}
+"""
