@@ -15,31 +15,39 @@ from rnncli.output import RecordWriter, fmt_value, is_terminal
 SHOWN_SHARE = 0.1  # a word is marked when its |contribution| is this share of the largest,
 MIN_SHOWN = 0.01  # at least this many log-odds units,
 SHOWN_MOST = 20  # and among this many words of the largest |contribution|
-# Backgrounds, weakest to strongest, with black text: one hue for, one against.
+# Backgrounds, weakest to strongest, with black text: one hue for, one against; on a
+# terminal of 8 or 16 colours (where those shades would all become white or one green),
+# a coloured underlined word, then black on the colour, then bold.
 FOR_STYLES = ("black on #d7ffd7", "black on #87d787", "black on #00af00")
 AGAINST_STYLES = ("black on #ffd7d7", "black on #ff8787", "black on #d70000")
+FOR_STYLES_16 = ("green underline", "black on green", "bold black on green")
+AGAINST_STYLES_16 = ("red underline", "black on red", "bold black on red")
 STATUS_TEXT = {"empty": "(empty line: nothing to explain)",
                "invalid_utf8": "(not valid UTF-8: not scored)"}
 
 
 class ExplanationWriter:
-    """Writes explanation records as they come: ``text`` (shaded words on a terminal
-    unless NO_COLOR is set; ``[+word]`` / ``[-word]`` marks otherwise), ``json`` or
-    ``jsonl`` (the records as they are)."""
+    """Writes explanation records as they come: ``text`` (shaded words on a terminal, or
+    with FORCE_COLOR, unless NO_COLOR is set; ``[+word]`` / ``[-word]`` marks otherwise),
+    ``json`` or ``jsonl`` (the records as they are)."""
 
     def __init__(self, fmt: str, *, top: int = 5, stream: IO | None = None,
                  color: bool | None = None):
         self.fmt = fmt
         self.top = top
         self.stream = stream or sys.stdout
-        if color is None:
-            color = is_terminal(self.stream) and not os.environ.get("NO_COLOR")
+        if color is None:  # as Rich decides: NO_COLOR wins, FORCE_COLOR (say for less -R)
+            color = ((is_terminal(self.stream) or bool(os.environ.get("FORCE_COLOR")))
+                     and not os.environ.get("NO_COLOR"))
         self.color = color
         self._records = RecordWriter(fmt, self.stream) if fmt in ("json", "jsonl") else None
         self._console = Console(file=self.stream, highlight=False, soft_wrap=not color,
                                 no_color=not color, force_terminal=color or None,
                                 emoji=False, markup=False)
         self._count = 0
+        rich = self._console.color_system in ("truecolor", "256")
+        self._styles = ((FOR_STYLES, AGAINST_STYLES) if rich
+                        else (FOR_STYLES_16, AGAINST_STYLES_16))
 
     def write(self, records: list[dict[str, Any]]) -> None:
         if self._records is not None:
@@ -64,8 +72,8 @@ class ExplanationWriter:
             return Text("[+word] counts towards the predicted label, [-word] against it "
                         "(words that matter; numbers: change in log-odds)")
         legend = Text()
-        legend.append(" for the predicted label ", FOR_STYLES[2]).append(" ")
-        legend.append(" against it ", AGAINST_STYLES[2])
+        legend.append(" for the predicted label ", self._styles[0][2]).append(" ")
+        legend.append(" against it ", self._styles[1][2])
         legend.append("  darker: stronger; numbers: change in log-odds", "dim")
         return legend
 
@@ -83,7 +91,7 @@ class ExplanationWriter:
                              if sign * t["contribution"] >= 0.005),  # shows as +-0.01 or more
                             key=lambda t: -sign * t["contribution"])[: self.top]
             if chosen:
-                row = Text(f"{name}: ", style="bold")
+                row = Text().append(f"{name}: ", "bold")
                 row.append(", ".join(f"{t['token']} {t['contribution']:+.2f}" for t in chosen))
                 lines.append(row)
         lines.extend(Text(note, style="dim") for note in cut_notes(record))
@@ -96,7 +104,7 @@ class ExplanationWriter:
         for start, end, strength in _shown_spans(record["tokens"]):
             body.append(text[at:start])
             if self.color:
-                styles = FOR_STYLES if strength > 0 else AGAINST_STYLES
+                styles = self._styles[0] if strength > 0 else self._styles[1]
                 body.append(text[start:end], styles[min(int(abs(strength) * 3), 2)])
             else:
                 body.append(f"[{'+' if strength > 0 else '-'}{text[start:end]}]")
