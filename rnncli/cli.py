@@ -15,6 +15,7 @@ import click
 
 from rnncli import __version__
 from rnncli.cli_report import explain, report
+from rnncli.cli_serve import serve
 from rnncli.cli_options import (DEFAULT_MODEL_DIR, Probability, RnnCliCommand, RnnCliContext,
                                 data_options, device_option, engine_option, model_option,
                                 setting, train_device_option)
@@ -345,6 +346,7 @@ def devices(fmt):
 
 cli.add_command(explain)
 cli.add_command(report)
+cli.add_command(serve)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from rnncli.errors import ModelError
 from rnncli.predict import (SCORE_DIGITS, STATUS_OK, STATUS_TRUNCATED, Predictor,
-                            _decode_input)
+                            decode_input)
 
 UNK_ID = 1  # the network's id for a word it has never seen
 _CLIP = 1e-7  # probabilities are clipped to [_CLIP, 1 - _CLIP] before log-odds
@@ -55,13 +55,13 @@ def explain_records(predictor: Predictor, texts: list[str | bytes]) -> list[dict
     engine = predictor.engine
     out = []
     for item in texts:
-        text, status = _decode_input(item)
+        text, status = decode_input(item)
         record = {"text": text, "label": None, "score": None, "status": status,
                   "scores": None, "log_odds": None, "tokens": [], "read_chars": None,
                   "network_tokens": None, "rnn_weight": engine.rnn_weight,
                   "ngram_log_odds": None, "ngram_base": None}
         if status in (STATUS_OK, STATUS_TRUNCATED):
-            record.update(predictor._labelled(engine.scores([text])[0]))
+            record.update(predictor.labelled(engine.scores([text])[0]))
             record.update(explain_text(engine, text, _class_index(predictor, record)))
         out.append(record)
     return out

@@ -185,7 +185,7 @@ class Predictor:
 
     def records(self, texts: list[str | bytes], batch_size: int = 256) -> list[dict[str, Any]]:
         """One record per input, in order; only decodable non-blank texts reach the model."""
-        decoded: list[tuple[str, str]] = [_decode_input(t) for t in texts]
+        decoded: list[tuple[str, str]] = [decode_input(t) for t in texts]
         todo = [i for i, (_, status) in enumerate(decoded)
                 if status in (STATUS_OK, STATUS_TRUNCATED)]
         scores = self.scores([decoded[i][0] for i in todo], batch_size) if todo else []
@@ -195,11 +195,11 @@ class Predictor:
             record = {"text": text, "label": None, "score": None, "status": status,
                       "scores": None}
             if i in by_index:
-                record.update(self._labelled(by_index[i]))
+                record.update(self.labelled(by_index[i]))
             out.append(record)
         return out
 
-    def _labelled(self, scores) -> dict[str, Any]:
+    def labelled(self, scores) -> dict[str, Any]:
         """label, score and scores (every class's probability, in class order) of one text.
 
         Two classes: ``score`` is the positive class's probability, and the label is
@@ -254,6 +254,18 @@ class _Truncated(bytes):
     """A stdin line cut at MAX_LINE_BYTES (the rest of the line was read and dropped)."""
 
 
+def capped_text(text: str) -> str | bytes:
+    """A text as a stdin line of it would be read: a text over MAX_LINE_BYTES bytes is cut
+    there (its record's status says "truncated")."""
+    if len(text) * 4 <= MAX_LINE_BYTES:
+        return text
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: decode_input reports it
+        return text
+    return _Truncated(encoded[:MAX_LINE_BYTES]) if len(encoded) > MAX_LINE_BYTES else text
+
+
 def _capped(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
     """Lines of a binary stream, each at most MAX_LINE_BYTES long; other iterables as is."""
     readline = getattr(lines, "readline", None)
@@ -275,7 +287,7 @@ def _capped(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
         yield line
 
 
-def _decode_input(item: str | bytes) -> tuple[str, str]:
+def decode_input(item: str | bytes) -> tuple[str, str]:
     """(text, status) for one input; undecodable input is shown escaped, never scored."""
     status = STATUS_TRUNCATED if isinstance(item, _Truncated) else STATUS_OK
     if isinstance(item, bytes):

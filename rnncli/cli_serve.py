@@ -1,0 +1,63 @@
+"""``rnncli serve``: the command (registered on the group in cli.py); the server is in
+serve.py and serve_app.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rnncli.cli_options import RnnCliCommand, model_option
+
+
+@click.command(cls=RnnCliCommand)
+@model_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the server has no authentication, so keep it on "
+                   "localhost or a private network (see the README).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
+              help="Port (8501 is TF Serving's REST port).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes, each with its own copy of the model.")
+@click.option("--name", default=None, metavar="NAME",
+              help="The model's name in TF Serving paths (/v1/models/NAME:predict) "
+                   "[default: the model directory's name].")
+@click.option("--max-texts", type=click.IntRange(1), default=1024, show_default=True,
+              help="Most texts in one request (more: HTTP 413).")
+@click.option("--max-body-bytes", type=click.IntRange(1024), default=16 * 2**20,
+              show_default=True, help="Largest request body (larger: HTTP 413).")
+@click.option("--batch-window-ms", type=click.FloatRange(0, 1000), default=2.0,
+              show_default=True, help="How long a request waits for others to be scored "
+                                      "with it.")
+@click.option("--max-batch", type=click.IntRange(1), default=512, show_default=True,
+              help="Most texts scored in one engine call.")
+def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch_window_ms,
+          max_batch):
+    """Serve the model over HTTP: rnncli's API (POST /predict, POST /explain, GET /health,
+    GET /info, GET /openapi.json) and TF Serving's REST API (POST
+    /v1/models/NAME:predict, GET /v1/models/NAME).
+
+    One line per request goes to stderr; Ctrl-C or SIGTERM stops it after the requests
+    in flight are answered (exit 0).
+    """
+    from rnncli import output
+    from rnncli.serve import ServeSettings
+    from rnncli.serve_app import run_server
+
+    name = name or Path(model_dir).resolve().name
+    if not name or "/" in name or ":" in name:
+        raise click.UsageError(f"--name {name!r}: give a name without '/' or ':'")
+    settings = ServeSettings(model_dir=str(model_dir), name=name, max_texts=max_texts,
+                             max_body_bytes=max_body_bytes,
+                             batch_window=batch_window_ms / 1000, max_batch=max_batch)
+    shown = f"[{host}]" if ":" in host else host
+    console = output.err_console()
+
+    def ready():
+        console.print(f"serving {model_dir} as {name!r} on http://{shown}:{port} "
+                      f"({workers} worker{'s' if workers > 1 else ''}); try: curl "
+                      f"-d '{{\"texts\": [\"great movie\"]}}' http://{shown}:{port}/predict",
+                      markup=False)
+
+    run_server(settings, host=host, port=port, workers=workers, on_ready=ready)
+    console.print("stopped", markup=False)

@@ -1,0 +1,266 @@
+"""The Starlette application and the uvicorn server of ``rnncli serve`` (``serve.py``
+holds the request handling that needs neither)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rnncli import serve
+from rnncli.errors import UsageError
+from rnncli.output import to_json
+from rnncli.predict import capped_text
+from rnncli.serve import RequestError, ServeSettings
+
+TF_PREFIX = "/v1/models/"
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(to_json(value), status_code=status, media_type="application/json")
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlette:
+    """The application (a factory for uvicorn: with no arguments, the settings come from
+    the environment ``rnncli serve`` set)."""
+    settings = settings or serve.settings_from_env()
+    predictor = predictor or serve.load_predictor(settings)
+    batcher = serve.Batcher(predictor.scores, window=settings.batch_window,
+                            max_batch=settings.max_batch)
+    info = serve.public_info(predictor.manifest, settings.name)
+
+    async def predict(request: Request) -> Response:
+        body = await serve.read_json(request, settings.max_body_bytes)
+        texts = serve._texts_field(body, settings)
+        return json_response(await serve.predict_records(predictor, batcher, texts))
+
+    async def explain(request: Request) -> Response:
+        from rnncli.explain import explain_records
+
+        if getattr(predictor.engine, "name", "") != "onnx":
+            raise RequestError(501, "explain runs on the ONNX engine, which this model "
+                                    "lacks (trained by an older rnncli); retrain it")
+        body = await serve.read_json(request, settings.max_body_bytes)
+        texts = serve._texts_field(body, settings)
+        items = [capped_text(t) for t in texts]
+        return json_response(await asyncio.to_thread(explain_records, predictor, items))
+
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok", "name": settings.name,
+                              "engine_calls": batcher.calls, "texts_scored": batcher.texts})
+
+    async def show_info(request: Request) -> Response:
+        return json_response(info)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(openapi_document(settings))
+
+    async def tf_serving(request: Request) -> Response:
+        path = request.url.path[len(TF_PREFIX):]
+        verb = None
+        if ":" in path:
+            path, verb = path.rsplit(":", 1)
+        parts = path.split("/")
+        name, rest = parts[0], parts[1:]
+        if name != settings.name:
+            raise RequestError(404, f"no model named {name!r}; this server has "
+                                    f"{settings.name!r}")
+        if rest[:1] in (["versions"], ["labels"]):
+            if rest[0] == "versions" and rest[1:2] != ["1"]:
+                raise RequestError(404, f"no version {'/'.join(rest[1:])!r} of "
+                                        f"{name!r}; this server has version 1")
+            rest = rest[2:]
+        if verb is not None:
+            if verb != "predict":
+                raise RequestError(404, f"':{verb}' is not served; use ':predict'")
+            if rest or request.method != "POST":
+                raise HTTPException(405 if not rest else 404)
+            body = await serve.read_json(request, settings.max_body_bytes)
+            texts, rows = serve.tf_serving_inputs(body, settings)
+            return json_response(serve.tf_serving_output(await batcher.score(texts), rows))
+        if request.method != "GET":
+            raise HTTPException(405)
+        if rest == []:
+            return json_response(serve.model_status())
+        if rest == ["metadata"]:
+            return json_response(tf_metadata(settings, predictor))
+        raise HTTPException(404)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            predictor.close()
+
+    routes = [
+        Route("/predict", predict, methods=["POST"]),
+        Route("/explain", explain, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/info", show_info, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(TF_PREFIX + "{spec:path}", tf_serving, methods=["GET", "POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        RequestError: lambda request, exc: error_response(exc.status, exc.message),
+        HTTPException: _http_error,
+        Exception: _unexpected,
+    })
+    app.state.batcher = batcher
+    return RequestLog(app)
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 405:
+        return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+    if exc.status_code == 404:
+        return error_response(404, f"no such endpoint: {request.url.path} (see "
+                                   "/openapi.json)")
+    return error_response(exc.status_code, str(exc.detail))
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    return error_response(500, f"unexpected {type(exc).__name__}: {exc}")
+
+
+class RequestLog:
+    """ASGI middleware: one line per request on stderr (client, method, path, status,
+    time)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            serve.log_line(f"{client[0]}:{client[1]}", scope["method"], scope["path"],
+                           status[0], time.perf_counter() - started)
+
+
+def tf_metadata(settings: ServeSettings, predictor) -> dict[str, Any]:
+    """TF Serving's GetModelMetadata, for the one signature: a batch of strings in, [n, 1]
+    (or [n, k]) probabilities out."""
+    width = 1 if len(predictor.label_names) == 2 else len(predictor.label_names)
+    return {"model_spec": {"name": settings.name, "signature_name": "", "version": "1"},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": {
+                "inputs": {"text": {"dtype": "DT_STRING", "tensor_shape": {
+                    "dim": [{"size": "-1", "name": ""}], "unknown_rank": False},
+                    "name": "serving_default_text:0"}},
+                "outputs": {"output_0": {"dtype": "DT_FLOAT", "tensor_shape": {
+                    "dim": [{"size": "-1", "name": ""}, {"size": str(width), "name": ""}],
+                    "unknown_rank": False}, "name": "StatefulPartitionedCall:0"}},
+                "method_name": "tensorflow/serving/predict"}}}}}
+
+
+def openapi_document(settings: ServeSettings) -> dict[str, Any]:
+    """The API in OpenAPI 3.1."""
+    texts = {"type": "object", "required": ["texts"], "additionalProperties": False,
+             "properties": {"texts": {"type": "array", "minItems": 1,
+                                      "maxItems": settings.max_texts,
+                                      "items": {"type": "string"}}}}
+    error = {"description": "refused", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"error": {"type": "string"}}}}}}
+    errors = {str(code): error for code in (400, 404, 405, 413)}
+
+    def post(summary, request, answer):
+        return {"post": {"summary": summary, "requestBody": {"required": True, "content": {
+            "application/json": {"schema": request}}}, "responses": {
+            "200": {"description": answer}, **errors}}}
+
+    def get(summary, answer):
+        return {"get": {"summary": summary, "responses": {"200": {"description": answer}}}}
+
+    tf_request = {"type": "object", "properties": {
+        "signature_name": {"type": "string"},
+        "instances": {"type": "array", "items": {"type": ["string", "object"]}},
+        "inputs": {"type": ["array", "object"]}}}
+    name = settings.name
+    return {"openapi": "3.1.0",
+            "info": {"title": f"rnncli serve: {name}", "version": "1"},
+            "paths": {
+                "/predict": post("Label texts (the records of rnncli predict --format json)",
+                                 texts, "one record per text: text, label, score, status, "
+                                        "scores"),
+                "/explain": post("Explain texts (the records of rnncli explain --format "
+                                 "json)", texts, "one record per text, with tokens"),
+                "/health": get("Liveness", "{\"status\": \"ok\"}"),
+                "/info": get("The model (the manifest's public part)", "the model"),
+                f"/v1/models/{name}:predict": post(
+                    "TF Serving's predict (row or columnar format)", tf_request,
+                    "{\"predictions\": [...]} or {\"outputs\": [...]}"),
+                f"/v1/models/{name}": get("TF Serving's model status", "the status"),
+                f"/v1/models/{name}/metadata": get("TF Serving's model metadata",
+                                                   "the signature"),
+            }}
+
+
+# --------------------------------------------------------------------------- server
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken (uvicorn would log it and exit 1)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); choose "
+                             "another --port or --host") from None
+
+
+def run_server(settings: ServeSettings, *, host: str, port: int, workers: int,
+               on_ready=None) -> None:
+    """Serve until SIGINT or SIGTERM, then answer the requests in flight and return."""
+    import uvicorn
+
+    check_port(host, port)
+    serve.settings_to_env(settings)
+    config = dict(host=host, port=port, access_log=False, log_level="warning",
+                  timeout_graceful_shutdown=30, lifespan="on")
+    if workers > 1:
+        serve.load_predictor(settings).close()  # a bad model fails here, not in each worker
+    else:
+        app = create_app(settings)
+    if on_ready:
+        on_ready()
+    # uvicorn answers SIGINT/SIGTERM by a graceful shutdown, then raises the signal again
+    # under the handlers it found: these make that a plain return (exit 0).
+    previous = {sig: signal.signal(sig, lambda *_: None)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if workers > 1:
+            uvicorn.run("rnncli.serve_app:create_app", factory=True, workers=workers,
+                        **config)
+        else:
+            uvicorn.Server(uvicorn.Config(app, **config)).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
