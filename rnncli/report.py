@@ -417,7 +417,7 @@ table.figures td,table.settings td{font-variant-numeric:tabular-nums}
 td.text{max-width:640px}
 .plots{display:flex;flex-wrap:wrap;gap:1em}
 figure{margin:0;background:#fff;border:1px solid #ddd;padding:0.5em;max-width:520px}
-figure img{max-width:100%}figure.learning{max-width:1060px}
+figure img{max-width:100%}figure.learning,figure.scores{max-width:1060px}
 figcaption{font-size:13px;color:#555}
 .for1{background:#d7ffd7}.for2{background:#87d787}.for3{background:#00af00;color:#fff}
 .against1{background:#ffd7d7}.against2{background:#ff8787}

@@ -78,6 +78,7 @@ def _packages(args, tmp_path, stdin: bytes = b"") -> tuple[int, set[str]]:
     (["info", "-m", "no-such-dir"], 4, DATA),
     (["explain", "--help"], 0, LIGHT),
     (["report", "--help"], 0, LIGHT),
+    (["serve", "--help"], 0, LIGHT),
     (["explain", "-m", "no-such-dir", "hi"], 4, DATA),
     (["report", "-m", "no-such-dir", "-o", "r"], 4, DATA),
 ])
