@@ -17,7 +17,7 @@ import numpy as np
 from rnncli import artifacts
 from rnncli.blend import log_loss, with_temperature
 from rnncli.metrics import evaluate_scores
-from rnncli.predict import score_dataset
+from rnncli.evaluation import score_dataset
 
 
 def main() -> None:

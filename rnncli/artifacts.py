@@ -30,13 +30,15 @@ from rnncli.columns import normalize_label
 from rnncli.config import TrainConfig
 from rnncli.errors import ModelError, RnnCliError, UsageError, first_line
 
+# 6: calibration (a temperature fitted on validation, in the manifest and the Keras
+#    model's Temperature layer);
 # 5: more than two classes (settings.classes, labels.classes, threshold null, the heads
 #    give every class's probability), settings.class_weight, data.class_counts;
 # 4: settings.ngram_order and ngram_solver (the n-gram model's longest n-grams, and Adam
 #    or the exact fit with C chosen on validation), its refit on training + validation
 #    rows (manifest.blend: ngram_solver, ngram_c or ngram_epochs, ngram_refit);
 # 3: settings.tokenizer ("cjk-chars": Chinese and Japanese characters are tokens);
-# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 4 still load.
+# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 5 still load.
 FORMAT_VERSION = 6
 MANIFEST = "rnncli.json"
 MODEL_FILE = "model.keras"
@@ -170,9 +172,11 @@ def label_names(manifest: dict[str, Any]) -> tuple[str, ...]:
 
 def temperature(manifest: dict[str, Any]) -> float:
     """The calibration's temperature (1.0 for none, and for models older than format 6)."""
+    from rnncli.blend import TEMPERATURES
+
     value = (manifest.get("calibration") or {}).get("temperature", 1.0)
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or not 0.01 <= value <= 100):
+            or not TEMPERATURES[0] <= value <= TEMPERATURES[1]):
         raise ValueError("calibration.temperature")
     return float(value)
 

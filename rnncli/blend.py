@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from rnncli.ngrams import NgramFit
 
 BLEND_TOLERANCE = 1e-4  # validation log loss
+CLIP = 1e-7  # probabilities are clipped to [CLIP, 1 - CLIP] for logs (Keras's epsilon)
 BLEND_MIN_ROWS = 50
 
 
@@ -63,7 +64,7 @@ def log_loss(labels, scores: np.ndarray, weights: np.ndarray | None = None) -> f
     a vector (the positive class's), categorical for rows of class probabilities;
     ``weights``: one per row (class weights), else all 1."""
     y = np.asarray(labels)
-    p = np.clip(np.asarray(scores, np.float64), 1e-7, 1 - 1e-7)
+    p = np.clip(np.asarray(scores, np.float64), CLIP, 1 - CLIP)
     if p.ndim == 2:
         losses = -np.log(p[np.arange(len(y)), y.astype(np.int64)])
     else:
@@ -101,7 +102,10 @@ def with_temperature(scores: np.ndarray, temperature: float) -> np.ndarray:
     scores = np.asarray(scores)
     if temperature == 1.0:
         return scores
-    p = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
+    # clipped in float32, as the layer is (1 - 1e-7 is 0.99999988 there): a score of 1.0
+    # gets the same logit in both
+    p = np.clip(scores.astype(np.float32), np.float32(CLIP),
+                np.float32(1 - CLIP)).astype(np.float64)
     if p.ndim == 1:
         out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature))
     else:

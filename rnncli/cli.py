@@ -17,8 +17,8 @@ from rnncli import __version__
 from rnncli.cli_report import explain, report
 from rnncli.cli_serve import serve
 from rnncli.cli_options import (DEFAULT_MODEL_DIR, Probability, RnnCliCommand, RnnCliContext,
-                                data_options, device_option, engine_option, model_option,
-                                setting, train_device_option)
+                                check_data_file_options, data_options, device_option,
+                                engine_option, model_option, setting, train_device_option)
 from rnncli.config import (CELLS, CLASS_WEIGHTS, NGRAM_SOLVERS, POOLINGS, PREDICT_FORMATS,
                            TrainConfig, default)
 from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
@@ -284,11 +284,9 @@ def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, thres
     held out when the model was trained.
     """
     from rnncli import output, tables
-    from rnncli.predict import evaluate as run_evaluate
+    from rnncli.evaluation import evaluate as run_evaluate
 
-    if data is None and (text_col or label_col or encoding):
-        raise UsageError("--text-col, --label-col and --encoding apply to a DATA file; the "
-                         "saved test split needs none of them")
+    check_data_file_options(data, text_col, label_col, encoding)
     figures, notes = run_evaluate(model_dir, data, text_col=text_col, label_col=label_col,
                                   encoding=encoding, device=device, engine=engine,
                                   threshold=threshold, show_skipped=show_skipped,

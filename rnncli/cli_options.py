@@ -9,7 +9,7 @@ import sys
 import click
 
 from rnncli.config import ENGINES, RANGES, default
-from rnncli.errors import RnnCliError
+from rnncli.errors import RnnCliError, UsageError
 
 DEFAULT_MODEL_DIR = "rnncli-model"
 
@@ -130,3 +130,10 @@ def _terminal_columns() -> int:
 
 class RnnCliCommand(click.Command):
     context_class = RnnCliContext
+
+
+def check_data_file_options(data, text_col, label_col, encoding) -> None:
+    """--text-col, --label-col and --encoding describe a DATA file (evaluate, report)."""
+    if data is None and (text_col or label_col or encoding):
+        raise UsageError("--text-col, --label-col and --encoding apply to a DATA file; the "
+                         "saved test split needs none of them")

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from rnncli.cli_options import (Probability, RnnCliCommand, data_options, device_option,
-                                engine_option, model_option)
+from rnncli.cli_options import (Probability, RnnCliCommand, check_data_file_options,
+                                data_options, device_option, engine_option, model_option)
 from rnncli.errors import EXIT_DATA
 
 
@@ -40,18 +40,19 @@ def explain(ctx, texts, model_dir, fmt, top, threshold):
     from_stdin = texts in ((), ("-",))
     predictor = load_explainer(model_dir, threshold=threshold)
     writer = ExplanationWriter(fmt, top=top)
-    failed = 0
+    failed, count, done = [], 0, 0  # the first failed line numbers, how many, lines so far
     with predictor:
         for batch in (read_lines(sys.stdin.buffer) if from_stdin else [list(texts)]):
             records = explain_records(predictor, batch)
             writer.write(records)
-            failed += sum(r["status"] in FAILED for r in records)
+            bad = [done + i + 1 for i, r in enumerate(records) if r["status"] in FAILED]
+            failed, count, done = (failed + bad)[:5], count + len(bad), done + len(records)
     writer.close()
-    if failed:
-        click.echo(f"Error: {failed} input line(s) not valid UTF-8; they have status "
-                   "invalid_utf8 and no explanation", err=True)
+    if count:
+        where = ", ".join(map(str, failed)) + (", ..." if count > 5 else "")
+        click.echo(f"Error: {count} input line(s) not valid UTF-8 (line {where}); they have "
+                   "status invalid_utf8 and no explanation", err=True)
         ctx.exit(EXIT_DATA)
-
 
 
 @click.command(cls=RnnCliCommand)
@@ -77,12 +78,9 @@ def report(data, model_dir, text_col, label_col, encoding, show_skipped, out, er
     out when the model was trained. Needs matplotlib: pip install 'rnncli[report]'.
     """
     from rnncli import output
-    from rnncli.errors import UsageError
     from rnncli.report import check_matplotlib, write_report
 
-    if data is None and (text_col or label_col or encoding):
-        raise UsageError("--text-col, --label-col and --encoding apply to a DATA file; the "
-                         "saved test split needs none of them")
+    check_data_file_options(data, text_col, label_col, encoding)
     check_matplotlib()  # before the model and the data: say at once what to install
     page, notes = write_report(model_dir, data, out, errors=errors, show_skipped=show_skipped,
                                text_col=text_col,

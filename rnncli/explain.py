@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from rnncli.blend import CLIP
+from rnncli.engine import probabilities
 from rnncli.errors import ModelError
 from rnncli.predict import (SCORE_DIGITS, STATUS_OK, STATUS_TRUNCATED, Predictor,
                             decode_input)
 
 UNK_ID = 1  # the network's id for a word it has never seen
-_CLIP = 1e-7  # probabilities are clipped to [_CLIP, 1 - _CLIP] before log-odds
 
 
 def load_explainer(model_dir, *, threshold: float | None = None) -> Predictor:
@@ -88,7 +89,7 @@ def explain_text(engine, text: str, target: int) -> dict[str, Any]:
     ngram = logits = shares = base = None
     if weight < 1:
         logits, shares, base = ngram_occlusion(engine, tokens)
-        ngram = _probabilities(logits)
+        ngram = probabilities(logits).astype(np.float64)
     if network is None:
         blend = ngram
     elif ngram is None:
@@ -163,22 +164,15 @@ def ngram_occlusion(engine, tokens: list[str]) -> tuple[np.ndarray, np.ndarray, 
     return logits, shares, base
 
 
-def _probabilities(logits: np.ndarray) -> np.ndarray:
-    if logits.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-logits[:, 0]))
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def _log_odds(probabilities: np.ndarray, target: int) -> np.ndarray:
+def _log_odds(rows: np.ndarray, target: int) -> np.ndarray:
     """log(p / (1 - p)) of class ``target`` for each row: positive-class probabilities
     (n,) of a two-class model, or rows of class probabilities."""
-    if probabilities.ndim == 1:
-        p = np.clip(probabilities, _CLIP, 1 - _CLIP)
+    if rows.ndim == 1:
+        p = np.clip(rows, CLIP, 1 - CLIP)
         odds = np.log(p) - np.log1p(-p)
         return odds if target == 1 else -odds
-    p = np.clip(probabilities[:, target], _CLIP, 1 - _CLIP)
-    rest = np.clip(probabilities.sum(axis=1) - probabilities[:, target], _CLIP, 1 - _CLIP)
+    p = np.clip(rows[:, target], CLIP, 1 - CLIP)
+    rest = np.clip(rows.sum(axis=1) - rows[:, target], CLIP, 1 - CLIP)
     return np.log(p) - np.log(rest)
 
 

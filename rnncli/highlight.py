@@ -81,14 +81,14 @@ class ExplanationWriter:
         """The lines shown for one record."""
         if record["label"] is None:
             return [Text(f"{record['text']}  {STATUS_TEXT.get(record['status'], '')}")]
-        head = Text(record["label"], style="bold")
-        head.append(f"  {fmt_value(record['score'], 4)}")
+        head = Text(record["label"], style="bold")  # and the label's own probability
+        head.append(f"  {fmt_value(record['scores'][record['label']], 4)}")
         if record["status"] != "ok":
             head.append(f"  ({record['status']}: scored on the start of the line)", "dim")
         lines = [head, self._body(record)]
         for name, sign in (("for", 1), ("against", -1)):
             chosen = sorted((t for t in record["tokens"]
-                             if sign * t["contribution"] >= 0.005),  # shows as +-0.01 or more
+                             if sign * t["contribution"] >= MIN_SHOWN),
                             key=lambda t: -sign * t["contribution"])[: self.top]
             if chosen:
                 row = Text().append(f"{name}: ", "bold")
@@ -101,7 +101,7 @@ class ExplanationWriter:
         """The text the model read, each word that matters shaded or marked."""
         text = record["text"][: record["read_chars"]]
         body, at = Text(), 0
-        for start, end, strength in _shown_spans(record["tokens"]):
+        for start, end, strength in shown_spans(record["tokens"]):
             body.append(text[at:start])
             if self.color:
                 styles = self._styles[0] if strength > 0 else self._styles[1]
@@ -115,19 +115,19 @@ class ExplanationWriter:
         return body
 
 
-def _shown_spans(tokens: list[dict[str, Any]]) -> list[tuple[int, int, float]]:
+def shown_spans(tokens: list[dict[str, Any]]) -> list[tuple[int, int, float]]:
     """(start, end, signed strength in -1..1) of the words that matter, in text order;
     touching words of one sign (Chinese characters, say) make one span, as strong as its
     strongest word."""
     placed = [t for t in tokens if t["start"] is not None]
-    ranked = sorted((abs(t["contribution"]) for t in placed), reverse=True)
-    largest = ranked[0] if ranked else 0.0
-    floor = max(SHOWN_SHARE * largest, MIN_SHOWN, ranked[SHOWN_MOST - 1]
-                if len(ranked) >= SHOWN_MOST else 0.0)
+    largest = max((abs(t["contribution"]) for t in placed), default=0.0)
+    floor = max(SHOWN_SHARE * largest, MIN_SHOWN)
+    strongest = sorted(range(len(placed)), key=lambda i: -abs(placed[i]["contribution"]))
+    chosen = {i for i in strongest[:SHOWN_MOST] if abs(placed[i]["contribution"]) >= floor}
     spans: list[tuple[int, int, float]] = []
-    for t in placed:
+    for i, t in enumerate(placed):
         value = t["contribution"]
-        if not largest or abs(value) < floor:
+        if i not in chosen:
             continue
         strength = value / largest
         if spans and spans[-1][1] == t["start"] and (spans[-1][2] > 0) == (value > 0):
@@ -147,7 +147,8 @@ def cut_notes(record: dict[str, Any]) -> list[str]:
                      f"{len(record['text']):,} characters; the rest is not shown")
     read = record["network_tokens"]
     if read is not None and read < len(record["tokens"]):
+        rest = ("the rest count through the n-gram model only" if record["rnn_weight"] < 1
+                else "the rest are not read (the model has no n-gram part)")
         notes.append(f"the recurrent network read the first {read:,} of "
-                     f"{len(record['tokens']):,} words; the rest count through the n-gram "
-                     "model only")
+                     f"{len(record['tokens']):,} words; {rest}")
     return notes

@@ -200,7 +200,7 @@ class Temperature(keras.layers.Layer):
         self.temperature = float(temperature)
 
     def call(self, probs):
-        p = keras.ops.clip(keras.ops.cast(probs, "float32"), 1e-7, 1.0 - 1e-7)
+        p = keras.ops.clip(keras.ops.cast(probs, "float32"), 1e-7, 1.0 - 1e-7)  # blend.CLIP
         if probs.shape[-1] == 1:
             return keras.ops.sigmoid((keras.ops.log(p) - keras.ops.log1p(-p))
                                      / self.temperature)

@@ -162,6 +162,11 @@ class Predictor:
                              f"{keras_model.output.shape[-1]} output(s) where the manifest "
                              f"has {classes} classes; restore the directory or retrain the "
                              "model")
+        layer = next((l.temperature for l in keras_model.layers if l.name == "temperature"), 1.0)
+        if layer != artifacts.temperature(manifest):
+            raise ModelError(f"{model_dir}: model.keras is calibrated with temperature {layer} "
+                             f"where the manifest says {artifacts.temperature(manifest)}; "
+                             "restore the directory or retrain the model")
         return cls(model_dir, manifest, KerasEngine(keras_model), threshold)
 
     def close(self) -> None:
@@ -325,67 +330,3 @@ def _batched(items: Iterable, size: int, max_bytes: int | None = None) -> Iterat
             batch, held = [], 0
     if batch:
         yield batch
-
-
-@dataclass
-class Scored:
-    """A labelled file (or the saved test split) and the model's scores for it."""
-
-    manifest: dict[str, Any]
-    data: Any  # data.Dataset
-    scores: np.ndarray
-    threshold: float  # the decision threshold of a two-class model (0.5 for more classes)
-
-
-def score_dataset(model_dir: str | Path, data_path: str | Path | None = None, *,
-                  text_col: str | None = None, label_col: str | None = None,
-                  encoding: str | None = None, device: str = "auto", engine: str = "auto",
-                  threshold: float | None = None) -> Scored:
-    """Read and check the file (the model first, then the data, then TensorFlow if the
-    engine needs it) and score it."""
-    from rnncli.data import load_dataset
-
-    model_dir = Path(model_dir)
-    manifest = artifacts.read_manifest(model_dir)
-    check_files(model_dir, manifest, engine, device)  # a bad model fails before the data
-    check_threshold(manifest, threshold)
-    if data_path is None:
-        data_path = model_dir / artifacts.TEST_FILE
-        artifacts.verify_files(model_dir, manifest, names=(artifacts.TEST_FILE,))
-        text_col, label_col = "text", "label"
-    data = load_dataset(data_path, text_col=text_col, label_col=label_col, encoding=encoding,
-                        known_labels=artifacts.label_names(manifest))
-    predictor = Predictor.load(model_dir, device=device, engine=engine, threshold=threshold,
-                               manifest=manifest)
-    with predictor:
-        scores = predictor.scores(data.texts)
-    return Scored(manifest, data, scores,
-                  predictor.threshold if predictor.threshold is not None else 0.5)
-
-
-def evaluate(model_dir: str | Path, data_path: str | Path | None = None, *,
-             text_col: str | None = None, label_col: str | None = None,
-             encoding: str | None = None, device: str = "auto", engine: str = "auto",
-             threshold: float | None = None, show_skipped: bool = False,
-             errors: int = 0) -> tuple[dict[str, Any], list[str]]:
-    """Figures for a labelled file, or for the test split saved at training time.
-
-    Returns (figures, notes for the user). The file is read and checked before the
-    model (and TensorFlow) is loaded. ``errors``: also list that many of the most
-    confidently wrong texts (figures["errors"]).
-    """
-    from rnncli.metrics import confident_errors, evaluate_scores, round_figures
-
-    scored = score_dataset(model_dir, data_path, text_col=text_col, label_col=label_col,
-                           encoding=encoding, device=device, engine=engine,
-                           threshold=threshold)
-    data, scores, threshold = scored.data, scored.scores, scored.threshold
-    figures = round_figures(evaluate_scores(data.labels, scores, threshold=threshold,
-                                            class_names=data.label_names))
-    if errors:
-        figures["errors"] = [{**e, "score": round(e["score"], SCORE_DIGITS)}
-                             for e in confident_errors(data.labels, scores, data.texts,
-                                                       data.label_names, count=errors,
-                                                       threshold=threshold)]
-    return figures, [*data.notes, data.summary(),
-                     *(data.skipped_report() if show_skipped else [])]

@@ -7,9 +7,6 @@ imported when a report is written; the scores come from the engine ``predict`` u
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
-import html
 import io
 import os
 from pathlib import Path
@@ -17,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from rnncli import artifacts
 from rnncli.errors import UsageError
-from rnncli.metrics import ECE_BINS, confident_errors, evaluate_scores, round_figures
-from rnncli.predict import SCORE_DIGITS, Scored, score_dataset
+from rnncli.evaluation import Scored, figures_of, notes_of, score_dataset
+from rnncli.metrics import ECE_BINS, roc_auc
+from rnncli.report_page import render_page
 
-INSTALL_HINT = "pip install 'rnncli[report]'"
+MISSING = ("rnncli report draws its plots with matplotlib, which is not installed: pip "
+           "install 'rnncli[report]'")
 PLOTS = ("roc", "pr", "reliability", "confusion", "scores", "learning")
 MAX_ANNOTATED = 20  # classes up to which the confusion matrix prints its counts
 
@@ -37,8 +35,7 @@ def check_matplotlib() -> None:
     except ValueError:  # sys.modules["matplotlib"] is None: its import is blocked
         found = False
     if not found:
-        raise UsageError(f"rnncli report draws its plots with matplotlib, which is not "
-                         f"installed: {INSTALL_HINT}")
+        raise UsageError(MISSING)
 
 
 def pyplot():
@@ -46,8 +43,7 @@ def pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise UsageError(f"rnncli report draws its plots with matplotlib, which is not "
-                         f"installed: {INSTALL_HINT}") from None
+        raise UsageError(MISSING) from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -65,27 +61,31 @@ def write_report(model_dir: str | Path, data_path: str | Path | None, out: str |
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a directory; choose another -o")
     scored = score_dataset(model_dir, data_path, **scoring)
-    data, names = scored.data, list(scored.data.label_names)
-    figures = round_figures(evaluate_scores(data.labels, scored.scores,
-                                            threshold=scored.threshold, class_names=names))
-    wrong = confident_errors(data.labels, scored.scores, data.texts, names, count=errors,
-                             threshold=scored.threshold)
-    notes = [*data.notes, data.summary(), *(data.skipped_report() if show_skipped else [])]
+    names = list(scored.data.label_names)
+    figures = figures_of(scored, errors)
+    wrong = figures.pop("errors", [])
+    notes = notes_of(scored, show_skipped)
     explained, note = _explanations(model_dir, wrong, scoring.get("threshold"))
     notes += [note] if note else []
     history = (scored.manifest.get("training") or {}).get("history") or []
     plt, pngs = pyplot(), {}
-    for name in PLOTS:
-        if name == "learning" and not history:
-            notes.append("no training history in this model: no learning curves")
-            continue
-        fig = DRAW[name](plt, scored, names, history)
-        pngs[name] = _png(plt, fig)
+    import matplotlib
+
+    # class names are text, never mathtext ("$5-$10" would be drawn as maths)
+    with matplotlib.rc_context({"text.parse_math": False}):
+        for name in PLOTS:
+            if name == "learning" and not history:
+                notes.append("no training history in this model: no learning curves")
+                continue
+            pngs[name] = _png(plt, DRAW[name](plt, scored, names, history))
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for name in PLOTS:  # an earlier report's plot this one lacks would mislead
+            if name not in pngs:
+                (out / f"{name}.png").unlink(missing_ok=True)
         for name, png in pngs.items():
             _write(out / f"{name}.png", png)
-        page = render_page(scored, figures, pngs, wrong, explained,
+        page = render_page(scored, figures, pngs, wrong, explained, listed=errors,
                            source=str(data_path or "the held-out test split"),
                            model_dir=str(model_dir))
         _write(out / "index.html", page.encode("utf-8"))
@@ -111,8 +111,11 @@ def _explanations(model_dir, wrong: list[dict], threshold) -> tuple[list | None,
 def _write(path: Path, content: bytes) -> None:
     """Replace ``path`` in one step: a reader never sees half a file."""
     temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(content)
-    os.replace(temp, path)
+    try:
+        temp.write_bytes(content)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _png(plt, fig) -> bytes:
@@ -167,8 +170,8 @@ def _roc(plt, scored, names, history):
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     for name, y, s in _one_vs_rest(scored, names):
         fpr, tpr = roc_curve(y, s)
-        auc = float(np.trapezoid(tpr, fpr)) if y.any() and not y.all() else float("nan")
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+        auc = roc_auc(y, s)
+        ax.plot(fpr, tpr, label=_legend(f"{name} (AUC {'-' if auc is None else f'{auc:.3f}'})"))
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
     _frame(ax, "ROC curve" + ("s, each class against the rest" if len(names) > 2 else ""),
            "false positive rate", "true positive rate")
@@ -179,7 +182,7 @@ def _pr(plt, scored, names, history):
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     for name, y, s in _one_vs_rest(scored, names):
         recall, precision = pr_curve(y, s)
-        ax.plot(recall, precision, label=f"{name} ({y.mean():.0%} of rows)")
+        ax.plot(recall, precision, label=_legend(f"{name} ({y.mean():.0%} of rows)"))
     _frame(ax, "precision-recall" + (", each class against the rest" if len(names) > 2
                                      else f" of '{names[1]}'"), "recall", "precision")
     return fig
@@ -201,7 +204,8 @@ def _reliability(plt, scored, names, history):
     below.bar(edges[:-1], counts, width=1 / ECE_BINS, align="edge", color="grey")
     below.set_xlabel("predicted label's probability")
     below.set_ylabel("texts")
-    low = 0.5 if len(names) == 2 else 0.0
+    # two classes: the predicted label's probability is at least min(t, 1 - t)
+    low = min(0.5, scored.threshold, 1 - scored.threshold) if len(names) == 2 else 0.0
     below.set_xlim(low, 1)
     return fig
 
@@ -243,7 +247,8 @@ def _scores(plt, scored, names, history):
     if p.ndim == 1:
         fig, ax = plt.subplots(figsize=(5.6, 4))
         for c, name in enumerate(names):
-            ax.hist(p[y == c], bins=bins, alpha=0.6, label=f"true {name} ({(y == c).sum()})")
+            ax.hist(p[y == c], bins=bins, alpha=0.6,
+                    label=_legend(f"true {name} ({(y == c).sum()})"))
         ax.axvline(scored.threshold, c="black", ls=":", lw=1, label="threshold")
         _frame(ax, f"score ('{names[1]}' probability) by true label", "score", "texts")
         return fig
@@ -278,6 +283,11 @@ def _learning(plt, scored, names, history):
     return fig
 
 
+def _legend(label: str) -> str:
+    """A legend entry as written (matplotlib leaves out labels that start with "_")."""
+    return " " + label if label.startswith("_") else label
+
+
 def _frame(ax, title, xlabel, ylabel) -> None:
     ax.set_title(title, fontsize=10)
     if xlabel:
@@ -290,136 +300,3 @@ def _frame(ax, title, xlabel, ylabel) -> None:
 
 DRAW = {"roc": _roc, "pr": _pr, "reliability": _reliability, "confusion": _confusion,
         "scores": _scores, "learning": _learning}
-CAPTIONS = {
-    "roc": "ROC curve: true against false positive rate as the threshold moves.",
-    "pr": "Precision against recall as the threshold moves.",
-    "reliability": "Calibration: in each bin of the predicted label's probability, how "
-                   "often that label is right (on the diagonal when the scores can be "
-                   "taken at their word); below, how many texts fall in each bin.",
-    "confusion": "Rows: the true label; columns: the predicted one.",
-    "scores": "How the scores spread for each true label.",
-    "learning": "The recurrent network's training history; the dotted line marks the "
-                "epoch whose weights were kept.",
-}
-
-
-# --------------------------------------------------------------------------- page
-
-
-def render_page(scored: Scored, figures: dict, pngs: dict[str, bytes], wrong: list[dict],
-                explained: list | None, *, source: str, model_dir: str) -> str:
-    """One self-contained HTML page: the plots are inside it, as data URIs."""
-    e = html.escape
-    manifest = scored.manifest
-    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    plots = "".join(
-        f'<figure class="{name}"><img alt="{name}" src="data:image/png;base64,'
-        f'{base64.b64encode(png).decode()}"><figcaption>{e(CAPTIONS[name])}</figcaption>'
-        f"</figure>" for name, png in pngs.items())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>rnncli report: {e(model_dir)}</title>
-<style>{_CSS}</style></head>
-<body><main>
-<h1>rnncli report</h1>
-<p class="meta">Model <code>{e(model_dir)}</code> on {e(source)}: {figures.get('n')} texts.
-Written {e(created)} by rnncli {e(str(manifest.get('rnncli_version', '')))}.</p>
-<h2>Figures</h2>
-{_figures_table(figures)}
-{_per_class_table(figures)}
-<h2>Plots</h2>
-<div class="plots">{plots}</div>
-<h2>Most confidently wrong texts</h2>
-<p>The texts the model got wrong with the highest probability: often label errors worth
-fixing in the data. Words are shaded by their contribution to the predicted label
-(<span class="for3">towards it</span>, <span class="against3">against it</span>; darker:
-stronger), as <code>rnncli explain</code> shows them.</p>
-{_errors_table(wrong, explained)}
-<h2>Model</h2>
-{_settings_table(manifest)}
-</main></body></html>
-"""
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
-
-
-def _figures_table(figures: dict) -> str:
-    keys = [k for k, v in figures.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(figures[k])}</td></tr>"
-                   for k in keys)
-    return f'<table class="figures">{rows}</table>'
-
-
-def _per_class_table(figures: dict) -> str:
-    rows = "".join(f"<tr><td>{html.escape(str(c['class']))}</td><td>{_fmt(c['precision'])}</td>"
-                   f"<td>{_fmt(c['recall'])}</td><td>{_fmt(c['f1'])}</td>"
-                   f"<td>{c['support']}</td></tr>" for c in figures.get("per_class", []))
-    return ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
-            f"<th>support</th></tr>{rows}</table>")
-
-
-def _errors_table(wrong: list[dict], explained: list | None) -> str:
-    if not wrong:
-        return "<p>None: every text was labelled right.</p>"
-    rows = []
-    for i, error in enumerate(wrong):
-        record = explained[i] if explained else None
-        text = _shaded(record) if record else html.escape(error["text"])
-        rows.append(f"<tr><td class='text'>{text}</td><td>{html.escape(error['label'])}</td>"
-                    f"<td>{html.escape(error['predicted'])}</td>"
-                    f"<td>{error['score']:.{SCORE_DIGITS}f}</td></tr>")
-    return ("<table class='errors'><tr><th>text</th><th>true label</th><th>predicted</th>"
-            f"<th>probability</th></tr>{''.join(rows)}</table>")
-
-
-def _shaded(record: dict) -> str:
-    """The text with its words in spans shaded by contribution (as the terminal shows)."""
-    from rnncli.highlight import _shown_spans
-
-    text = record["text"][: record["read_chars"]]
-    out, at = [], 0
-    for start, end, strength in _shown_spans(record["tokens"]):
-        out.append(html.escape(text[at:start]))
-        level = min(int(abs(strength) * 3), 2) + 1
-        kind = "for" if strength > 0 else "against"
-        out.append(f'<span class="{kind}{level}">{html.escape(text[start:end])}</span>')
-        at = end
-    out.append(html.escape(text[at:]))
-    return "".join(out) + (" …" if record["read_chars"] < len(record["text"]) else "")
-
-
-def _settings_table(manifest: dict) -> str:
-    settings = dict(manifest.get("settings") or {})
-    blend = manifest.get("blend") or {}
-    if blend:
-        settings["blend: weight of the recurrent network"] = blend.get("rnn_weight")
-    settings["calibration: temperature"] = artifacts.temperature(manifest)
-    settings["labels"] = ", ".join(artifacts.label_names(manifest))
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>"
-                   for k, v in settings.items())
-    return f"<table class='settings'>{rows}</table>"
-
-
-_CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;margin:0;
-background:#fafafa}
-main{max-width:1100px;margin:0 auto;padding:1.5em}
-h1{margin-bottom:0}.meta{color:#555}
-table{border-collapse:collapse;margin:0.8em 0;background:#fff}
-th,td{border:1px solid #ddd;padding:0.3em 0.7em;text-align:left;vertical-align:top}
-table.figures td,table.settings td{font-variant-numeric:tabular-nums}
-td.text{max-width:640px}
-.plots{display:flex;flex-wrap:wrap;gap:1em}
-figure{margin:0;background:#fff;border:1px solid #ddd;padding:0.5em;max-width:520px}
-figure img{max-width:100%}figure.learning,figure.scores{max-width:1060px}
-figcaption{font-size:13px;color:#555}
-.for1{background:#d7ffd7}.for2{background:#87d787}.for3{background:#00af00;color:#fff}
-.against1{background:#ffd7d7}.against2{background:#ff8787}
-.against3{background:#d70000;color:#fff}
-"""

@@ -91,3 +91,28 @@ def test_a_bad_temperature_in_the_manifest_is_refused(pair, tmp_path, value):
     (out / artifacts.MANIFEST).write_text(json.dumps(manifest))
     result = invoke("predict", "-m", out, "good")
     assert result.exit_code == 4 and "calibration.temperature" in result.output
+
+
+def test_the_layer_and_numpy_agree_on_saturated_scores():
+    from rnncli.layers import Temperature
+
+    p = np.array([[1.0], [0.0], [0.9999999], [1e-9], [0.5], [0.3]], np.float32)
+    for t in (0.05, 0.5, 3.0, 20.0):
+        layer = np.asarray(Temperature(t)(p)).ravel()
+        np.testing.assert_allclose(layer, blend.with_temperature(p.ravel(), t), atol=2e-6)
+    rows = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]], np.float32)
+    for t in (0.05, 3.0, 20.0):
+        np.testing.assert_allclose(np.asarray(Temperature(t)(rows)),
+                                   blend.with_temperature(rows, t), atol=2e-6)
+
+
+def test_a_manifest_whose_temperature_differs_from_the_model_is_refused(pair, tmp_path):
+    import shutil
+
+    out = shutil.copytree(pair[1], tmp_path / "m")
+    manifest = json.loads((out / artifacts.MANIFEST).read_text())
+    manifest["calibration"]["temperature"] = 0.6
+    (out / artifacts.MANIFEST).write_text(json.dumps(manifest))
+    result = invoke("predict", "-m", out, "--engine", "tf", "good")
+    assert result.exit_code == 4 and "temperature 0.5 where the manifest says 0.6" in \
+        result.output

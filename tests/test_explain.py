@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -174,7 +175,9 @@ def test_plain_rendering_marks_words_with_their_sign(gru_model):
     out = result.stdout
     assert "[+word]" in out.splitlines()[0]
     assert "\x1b[" not in out
-    assert "[+" in out and ("for: " in out or "against: " in out)
+    body = out.splitlines()[2]  # legend, label, then the text
+    assert "[+" in body or "[-" in body
+    assert "for: " in out or "against: " in out
 
 
 @slow
@@ -185,7 +188,9 @@ def test_terminal_rendering_shades_words(explainer):
     out = io.StringIO()
     ExplanationWriter("text", stream=out, color=True).write([record])
     shown = out.getvalue()
-    assert "\x1b[" in shown and "[+" not in shown
+    plain = [re.sub("\x1b\\[[0-9;]*m", "", line) for line in shown.splitlines()]
+    body = shown.splitlines()[plain.index("great film, boring plot")]
+    assert "\x1b[" in body  # some word of it shaded
     assert "for the predicted label" in shown
 
 
@@ -232,3 +237,26 @@ def test_a_model_without_onnx_files_is_refused_clearly(gru_model, tmp_path):
     result = invoke("explain", "-m", out, "good")
     assert result.exit_code == 4
     assert "explain runs on the ONNX engine" in result.stderr and "retrain" in result.stderr
+
+
+@slow
+def test_a_model_without_ngrams(tmp_path, tiny_csv, train_model):
+    model = train_model(tmp_path / "m", tiny_csv, "--no-ngrams")
+    with load_explainer(model) as predictor:
+        text = " ".join(["good", "bad", "film"] * 20)
+        record = explain_records(predictor, [text])[0]
+        assert record["rnn_weight"] == 1.0 and record["ngram_log_odds"] is None
+        assert all(t["ngram"] is None for t in record["tokens"])
+        t = record["tokens"][0]
+        edited = text[:t["start"]] + " qqzxv " + text[t["end"]:]
+        p = predictor.scores([text, edited]).astype(float)
+        odds = np.log(p / (1 - p)) * (1 if record["label"] == "positive" else -1)
+        assert abs(odds[0] - odds[1] - t["contribution"]) < 2e-3
+    assert "the rest are not read" in _plain(record)
+
+
+def test_at_most_twenty_words_are_shaded_even_on_ties():
+    from rnncli.highlight import shown_spans
+
+    tokens = [{"start": 2 * i, "end": 2 * i + 1, "contribution": 1.0} for i in range(40)]
+    assert len(shown_spans(tokens)) == 20

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from rnncli.cli import cli
 from rnncli.report import pr_curve, roc_curve
 
-from conftest import write_csv
+from conftest import sample_rows, write_csv
 
 slow = pytest.mark.slow
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -63,7 +63,8 @@ def test_report_writes_the_plots_and_one_self_contained_page(gru_model, tmp_path
     assert f"<th>accuracy</th><td>{figures['accuracy']:.4f}</td>" in page
     assert f"<th>ece</th><td>{figures['ece']:.4f}</td>" in page
     assert page.count("<tr><td class='text'>") == len(figures["errors"]) > 0
-    assert 'class="for' in page or 'class="against' in page  # explained errors
+    cells = re.findall(r"<td class='text'>(.*?)</td>", page, re.S)
+    assert any('<span class="for' in c or '<span class="against' in c for c in cells)
     again = invoke("report", "-m", gru_model, "-o", out)  # an earlier report is replaced
     assert again.exit_code == 0 and not list(out.glob(".*.tmp"))
 
@@ -79,6 +80,19 @@ def test_report_on_a_file_escapes_its_texts(gru_model, tmp_path):
     page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<b>boring</b>" not in page and "odd.csv" in page
+
+
+@slow
+def test_class_names_are_text_not_mathtext(tmp_path, train_model, no_fit):
+    odd = {"negative": "$\\badcmd$", "positive": "_good <b>"}
+    data = write_csv(tmp_path / "odd.csv", [[text, odd[label]]
+                                            for text, label in sample_rows(240)])
+    model = train_model(tmp_path / "m", data, "--positive-label", "_good <b>")
+    result = invoke("report", "-m", model, "-o", tmp_path / "r", "--errors", "0")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    assert "_good &lt;b&gt;" in page and "<b>" not in page
+    assert "Not listed" in page
 
 
 @slow
