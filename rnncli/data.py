@@ -314,8 +314,9 @@ def load_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
         raw_labels.append(label)
         label_lines.append(line)
     if not texts:
-        raise DataError(f"{table.path}: no usable rows ({sum(skipped.values())} skipped: "
-                        f"{', '.join(f'{n} {r}' for r, n in skipped.items()) or 'none'})")
+        raise DataError(f"{table.path}: no usable rows (" + (f"{sum(skipped.values())} "
+            "skipped: " + ", ".join(f"{n} {r}" for r, n in skipped.items()) if skipped
+            else "a header and no rows") + "); add rows with a text and a label")
     labels, names = map_labels(table.path, raw_labels, positive_label=positive_label,
                                known=known_labels, lines=label_lines)
     rows_read = len(table.rows) + skipped.get("blank line", 0)

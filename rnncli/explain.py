@@ -47,7 +47,11 @@ def load_explainer(model_dir, *, threshold: float | None = None) -> Predictor:
         raise ModelError("explain runs on the ONNX engine, and this model has no ONNX files "
                          "(it was trained by an older rnncli, or its ONNX export failed); "
                          "retrain it with this version")
-    return Predictor.load(model_dir, engine="onnx", threshold=threshold)
+    try:
+        return Predictor.load(model_dir, engine="onnx", threshold=threshold)
+    except ModelError as exc:  # explain has no --engine tf to suggest
+        raise ModelError(exc.message.replace("use --engine tf or retrain the model",
+                                             "retrain the model")) from exc
 
 
 def explain_records(predictor: Predictor, texts: list[str | bytes]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.text import Text
 
-from rnncli.output import RecordWriter, fmt_value, is_terminal
+from rnncli.output import PipeConsole, RecordWriter, fmt_value, is_terminal, visible
 
 SHOWN_SHARE = 0.1  # a word is marked when its |contribution| is this share of the largest,
 MIN_SHOWN = 0.01  # at least this many log-odds units,
@@ -39,11 +39,11 @@ class ExplanationWriter:
         if color is None:  # as Rich decides: NO_COLOR wins, FORCE_COLOR (say for less -R)
             color = ((is_terminal(self.stream) or bool(os.environ.get("FORCE_COLOR")))
                      and not os.environ.get("NO_COLOR"))
-        self.color = color
         self._records = RecordWriter(fmt, self.stream) if fmt in ("json", "jsonl") else None
-        self._console = Console(file=self.stream, highlight=False, soft_wrap=not color,
-                                no_color=not color, force_terminal=color or None,
-                                emoji=False, markup=False)
+        self._console = _console(self.stream, color)
+        if color and self._console.color_system is None:  # TERM=dumb: no styles show
+            color, self._console = False, _console(self.stream, False)
+        self.color = color
         self._count = 0
         rich = self._console.color_system in ("truecolor", "256")
         self._styles = ((FOR_STYLES, AGAINST_STYLES) if rich
@@ -80,8 +80,8 @@ class ExplanationWriter:
     def render(self, record: dict[str, Any]) -> list[Text]:
         """The lines shown for one record."""
         if record["label"] is None:
-            return [Text(f"{record['text']}  {STATUS_TEXT.get(record['status'], '')}")]
-        head = Text(record["label"], style="bold")  # and the label's own probability
+            return [Text(f"{visible(record['text'])}  {STATUS_TEXT.get(record['status'], '')}")]
+        head = Text(visible(record["label"]), style="bold")  # and its own probability
         head.append(f"  {fmt_value(record['scores'][record['label']], 4)}")
         if record["status"] != "ok":
             head.append(f"  ({record['status']}: scored on the start of the line)", "dim")
@@ -92,7 +92,8 @@ class ExplanationWriter:
                             key=lambda t: -sign * t["contribution"])[: self.top]
             if chosen:
                 row = Text().append(f"{name}: ", "bold")
-                row.append(", ".join(f"{t['token']} {t['contribution']:+.2f}" for t in chosen))
+                row.append(", ".join(f"{visible(t['token'])} {t['contribution']:+.2f}"
+                                     for t in chosen))
                 lines.append(row)
         lines.extend(Text(note, style="dim") for note in cut_notes(record))
         return lines
@@ -102,14 +103,15 @@ class ExplanationWriter:
         text = record["text"][: record["read_chars"]]
         body, at = Text(), 0
         for start, end, strength in shown_spans(record["tokens"]):
-            body.append(text[at:start])
+            body.append(visible(text[at:start]))
+            word = visible(text[start:end])
             if self.color:
                 styles = self._styles[0] if strength > 0 else self._styles[1]
-                body.append(text[start:end], styles[min(int(abs(strength) * 3), 2)])
+                body.append(word, styles[min(int(abs(strength) * 3), 2)])
             else:
-                body.append(f"[{'+' if strength > 0 else '-'}{text[start:end]}]")
+                body.append(f"[{'+' if strength > 0 else '-'}{word}]")
             at = end
-        body.append(text[at:])
+        body.append(visible(text[at:]))
         if record["read_chars"] < len(record["text"]):
             body.append(" …")
         return body
@@ -137,6 +139,13 @@ def shown_spans(tokens: list[dict[str, Any]]) -> list[tuple[int, int, float]]:
         else:
             spans.append((t["start"], t["end"], strength))
     return spans
+
+
+def _console(stream: IO, color: bool) -> Console:
+    """Styles and colours when ``color``; otherwise none at all (no bold either)."""
+    return PipeConsole(file=stream, highlight=False, soft_wrap=not color,
+                       force_terminal=color or None, color_system="auto" if color else None,
+                       emoji=False, markup=False)
 
 
 def cut_notes(record: dict[str, Any]) -> list[str]:

@@ -43,12 +43,29 @@ def is_terminal(stream: IO) -> bool:
         return False
 
 
+class PipeConsole(Console):
+    """A Rich console whose closed pipe (`| head -1`) reaches rnncli's handler as a
+    BrokenPipeError (exit 0, quietly), not Rich's SystemExit(1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), *range(127, 160)] if chr(c) != "\t"}
+
+
+def visible(text: str) -> str:
+    """A text for a terminal: control characters (an escape sequence in a review could
+    clear the screen or retitle the window) shown escaped, as \\x1b."""
+    return text.translate(_CONTROL)
+
+
 def err_console() -> Console:
-    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    return PipeConsole(file=sys.stderr, highlight=False, soft_wrap=True)
 
 
 def out_console() -> Console:
-    return Console(file=sys.stdout, highlight=False)
+    return PipeConsole(file=sys.stdout, highlight=False)
 
 
 def resolve_format(fmt: str, *, piped: str = "jsonl") -> str:
@@ -91,7 +108,7 @@ class RecordWriter:
     def write(self, records: list[dict[str, Any]]) -> None:
         if self.fmt == "table":
             if records:
-                Console(file=self.stream, highlight=False).print(
+                PipeConsole(file=self.stream, highlight=False).print(
                     _records_table(records, bool(self.classes)))
             self._count += len(records)
         for record in records if self.fmt != "table" else ():
@@ -127,7 +144,8 @@ def _records_table(records: list[dict[str, Any]], classes: bool = False) -> Tabl
     for r in records:
         # Text objects: a review is never read as Rich markup ('[/]' would crash it)
         # the score as every other format gives it, on whose value the label was decided
-        cells = [Text(r["text"]), Text(r["label"] or "-"), fmt_value(r["score"], SCORE_DIGITS)]
+        cells = [Text(visible(r["text"])), Text(visible(r["label"] or "-")),
+                 fmt_value(r["score"], SCORE_DIGITS)]
         if classes:
             cells.append(Text(_top_classes(r.get("scores"))))
         if show_status:

@@ -42,11 +42,11 @@ def pyplot():
     """matplotlib's pyplot on the Agg backend, or how to install it."""
     try:
         import matplotlib
-    except ImportError:
-        raise UsageError(MISSING) from None
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
 
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # missing, or installed without what it needs
+        raise UsageError(f"{MISSING} ({exc})") from None
     return plt
 
 
@@ -57,14 +57,20 @@ def write_report(model_dir: str | Path, data_path: str | Path | None, out: str |
     ``scoring``: text_col, label_col, encoding, device, engine, threshold as for
     ``score_dataset``."""
     check_matplotlib()
+    if not str(out).strip():
+        raise UsageError("-o is empty; name the directory to write the report to")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a directory; choose another -o")
+    for name in ("index.html", *(f"{p}.png" for p in PLOTS)):
+        if (out / name).is_dir():
+            raise UsageError(f"{out / name}: is a directory; move it or choose another -o")
     scored = score_dataset(model_dir, data_path, **scoring)
     names = list(scored.data.label_names)
     figures = figures_of(scored, errors)
     wrong = figures.pop("errors", [])
     notes = notes_of(scored, show_skipped)
+    notes += [n for n in [curve_note(scored, names)] if n]
     explained, note = _explanations(model_dir, wrong, scoring.get("threshold"))
     notes += [note] if note else []
     history = (scored.manifest.get("training") or {}).get("history") or []
@@ -78,21 +84,34 @@ def write_report(model_dir: str | Path, data_path: str | Path | None, out: str |
                 notes.append("no training history in this model: no learning curves")
                 continue
             pngs[name] = _png(plt, DRAW[name](plt, scored, names, history))
+    page = render_page(scored, figures, pngs, wrong, explained, listed=errors,
+                       source=str(data_path or "the held-out test split"),
+                       model_dir=str(model_dir))
+    files = {**{f"{name}.png": png for name, png in pngs.items()},
+             "index.html": page.encode("utf-8")}
+    publish(out, files, stale=[f"{name}.png" for name in PLOTS if name not in pngs])
+    return out / "index.html", notes
+
+
+def publish(out: Path, files: dict[str, bytes], stale: list[str]) -> None:
+    """Write every file beside its target first, then move them all in: a write that
+    fails (a full disk) leaves the directory as it was. ``stale``: an earlier report's
+    files this one lacks (they would mislead), removed."""
+    temps = {name: out / f".{name}.tmp" for name in files}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for name in PLOTS:  # an earlier report's plot this one lacks would mislead
-            if name not in pngs:
-                (out / f"{name}.png").unlink(missing_ok=True)
-        for name, png in pngs.items():
-            _write(out / f"{name}.png", png)
-        page = render_page(scored, figures, pngs, wrong, explained, listed=errors,
-                           source=str(data_path or "the held-out test split"),
-                           model_dir=str(model_dir))
-        _write(out / "index.html", page.encode("utf-8"))
+        for name, content in files.items():
+            temps[name].write_bytes(content)
+        for name in files:
+            os.replace(temps[name], out / name)
+        for name in stale:
+            (out / name).unlink(missing_ok=True)
     except OSError as exc:
         raise UsageError(f"{out}: cannot write the report ({exc.strerror or exc}); choose "
                          "another -o") from exc
-    return out / "index.html", notes
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
 
 
 def _explanations(model_dir, wrong: list[dict], threshold) -> tuple[list | None, str | None]:
@@ -106,16 +125,6 @@ def _explanations(model_dir, wrong: list[dict], threshold) -> tuple[list | None,
             return explain_records(predictor, [w["text"] for w in wrong]), None
     except ModelError as exc:
         return None, f"no explanations in the report: {exc.message}"
-
-
-def _write(path: Path, content: bytes) -> None:
-    """Replace ``path`` in one step: a reader never sees half a file."""
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        temp.write_bytes(content)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _png(plt, fig) -> bytes:
@@ -156,11 +165,32 @@ def _counts(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 
 def _one_vs_rest(scored: Scored, names: list[str]):
     """(name, 0/1 labels, scores) per curve: the positive class for two classes, every
-    class against the rest for more."""
+    class against the rest for more; a class the data has no rows of, or only rows of,
+    has no curve."""
     y = np.asarray(scored.data.labels)
     if scored.scores.ndim == 1:
-        return [(names[1], (y == 1).astype(int), scored.scores)]
-    return [(name, (y == c).astype(int), scored.scores[:, c]) for c, name in enumerate(names)]
+        curves = [(names[1], (y == 1).astype(int), scored.scores)]
+    else:
+        curves = [(name, (y == c).astype(int), scored.scores[:, c])
+                  for c, name in enumerate(names)]
+    return [(name, y, s) for name, y, s in curves if y.any() and not y.all()]
+
+
+def curve_note(scored: Scored, names: list[str]) -> str | None:
+    """What the ROC and precision-recall plots leave out, said on stderr too."""
+    drawn = {name for name, _, _ in _one_vs_rest(scored, names)}
+    if not drawn:
+        return ("ROC and precision-recall curves need rows of more than one class; "
+                "this data has one, so they are empty")
+    missing = [n for n in (names if len(names) > 2 else names[1:]) if n not in drawn]
+    return (f"no ROC or precision-recall curve for {', '.join(map(repr, missing))}: the "
+            "data has no rows of it" if missing else None)
+
+
+def _undefined(ax, drawn: bool) -> None:
+    if not drawn:
+        ax.text(0.5, 0.5, "undefined: the data has one class", ha="center",
+                transform=ax.transAxes)
 
 
 # --------------------------------------------------------------------------- plots
@@ -168,10 +198,11 @@ def _one_vs_rest(scored: Scored, names: list[str]):
 
 def _roc(plt, scored, names, history):
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    for name, y, s in _one_vs_rest(scored, names):
+    curves = _one_vs_rest(scored, names)
+    for name, y, s in curves:
         fpr, tpr = roc_curve(y, s)
-        auc = roc_auc(y, s)
-        ax.plot(fpr, tpr, label=_legend(f"{name} (AUC {'-' if auc is None else f'{auc:.3f}'})"))
+        ax.plot(fpr, tpr, label=_legend(f"{name} (AUC {roc_auc(y, s):.3f})"))
+    _undefined(ax, bool(curves))
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
     _frame(ax, "ROC curve" + ("s, each class against the rest" if len(names) > 2 else ""),
            "false positive rate", "true positive rate")
@@ -180,9 +211,11 @@ def _roc(plt, scored, names, history):
 
 def _pr(plt, scored, names, history):
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    for name, y, s in _one_vs_rest(scored, names):
+    curves = _one_vs_rest(scored, names)
+    for name, y, s in curves:
         recall, precision = pr_curve(y, s)
         ax.plot(recall, precision, label=_legend(f"{name} ({y.mean():.0%} of rows)"))
+    _undefined(ax, bool(curves))
     _frame(ax, "precision-recall" + (", each class against the rest" if len(names) > 2
                                      else f" of '{names[1]}'"), "recall", "precision")
     return fig

@@ -181,9 +181,10 @@ def test_plain_rendering_marks_words_with_their_sign(gru_model):
 
 
 @slow
-def test_terminal_rendering_shades_words(explainer):
+def test_terminal_rendering_shades_words(explainer, monkeypatch):
     import io
 
+    monkeypatch.setenv("TERM", "xterm-256color")
     record = explain_records(explainer, ["great film, boring plot"])[0]
     out = io.StringIO()
     ExplanationWriter("text", stream=out, color=True).write([record])
@@ -260,3 +261,42 @@ def test_at_most_twenty_words_are_shaded_even_on_ties():
 
     tokens = [{"start": 2 * i, "end": 2 * i + 1, "contribution": 1.0} for i in range(40)]
     assert len(shown_spans(tokens)) == 20
+
+
+@slow
+def test_control_characters_in_a_text_reach_the_terminal_escaped(explainer):
+    import io
+
+    record = explain_records(explainer, ["great \x1b[2J\x1b]0;pwned\x07 movie"])[0]
+    for color in (True, False):
+        out = io.StringIO()
+        ExplanationWriter("text", stream=out, color=color).write([record])
+        assert "\x1b[2J" not in out.getvalue() and "\x1b]0" not in out.getvalue()
+        assert "\\x1b[2J" in out.getvalue()
+
+
+@slow
+def test_a_dumb_terminal_or_no_color_gets_signs_and_no_escape_codes(explainer, monkeypatch):
+    import io
+
+    record = explain_records(explainer, ["great film, boring plot"])[0]
+    monkeypatch.setenv("TERM", "dumb")
+    out = io.StringIO()
+    ExplanationWriter("text", stream=out, color=True).write([record])
+    assert "\x1b[" not in out.getvalue() and "[+word]" in out.getvalue()
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    out = io.StringIO()
+    ExplanationWriter("text", stream=out).write([record])
+    assert "\x1b[" not in out.getvalue()
+
+
+@slow
+@pytest.mark.parametrize("command", ["explain", "predict -f table"])
+def test_a_pipe_closed_early_ends_quietly(gru_model, command):
+    lines = "\n".join(f"review number {i} was great" for i in range(3000))
+    proc = subprocess.run(["bash", "-c", f"rnncli {command} -m '{gru_model}' | head -1; "
+                           "exit ${PIPESTATUS[0]}"], input=lines, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "FORCE_COLOR": "1"})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

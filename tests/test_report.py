@@ -107,3 +107,17 @@ def test_report_failures_are_clear(gru_model, tmp_path, monkeypatch):
     result = invoke("report", "-m", gru_model, "-o", tmp_path / "r")
     assert result.exit_code == 2 and "pip install 'rnncli[report]'" in result.output
     assert not (tmp_path / "r").exists()
+
+
+@slow
+def test_one_class_and_odd_targets(gru_model, tmp_path):
+    data = write_csv(tmp_path / "one.csv", [["great film", "positive"], ["fine", "positive"]])
+    result = invoke("report", str(data), "-m", gru_model, "-o", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert "they are empty" in result.stderr
+    result = invoke("report", "-m", gru_model, "-o", "")
+    assert result.exit_code == 2 and "-o is empty" in result.output
+    (tmp_path / "d" / "index.html").mkdir(parents=True)
+    result = invoke("report", "-m", gru_model, "-o", tmp_path / "d")
+    assert result.exit_code == 2 and "index.html: is a directory" in result.output
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["index.html"]
