@@ -26,9 +26,10 @@ from rnncli.cli_options import RnnCliCommand, model_option
               help="Most texts in one request (more: HTTP 413).")
 @click.option("--max-body-bytes", type=click.IntRange(1024), default=16 * 2**20,
               show_default=True, help="Largest request body (larger: HTTP 413).")
-@click.option("--batch-window-ms", type=click.FloatRange(0, 1000), default=2.0,
+@click.option("--batch-window-ms", type=click.FloatRange(0, 1000), default=0.0,
               show_default=True, help="How long a request waits for others to be scored "
-                                      "with it.")
+                                      "with it (requests that arrive while the engine is "
+                                      "busy are scored together anyway).")
 @click.option("--max-batch", type=click.IntRange(1), default=512, show_default=True,
               help="Most texts scored in one engine call.")
 def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch_window_ms,

@@ -8,10 +8,11 @@ Two APIs over one engine (the ONNX engine when the model has it, as ``predict``)
   /v1/models/<name>[/versions/1]:predict`` (``instances`` -> ``predictions``, or
   ``inputs`` -> ``outputs``), ``GET /v1/models/<name>`` and ``.../metadata``.
 
-Concurrent requests' texts are scored together (:class:`Batcher`): the first waiting
-request opens a window of ``batch_window`` seconds, and the texts that arrive in it (up
-to ``max_batch``) go to the engine in one call, which runs them in parallel batches on
-the cores; each request gets its own rows back, in order. Errors are ``{"error": ...}``
+Concurrent requests' texts are scored together (:class:`Batcher`): the requests that
+queued while the engine was busy go to it in one call (up to ``max_batch`` texts), which
+runs them in parallel batches on the cores, and each request gets its own rows back, in
+order. So a lone request waits for nothing, and under load the batches grow by
+themselves; ``batch_window`` > 0 also waits that long for more. Errors are ``{"error": ...}``
 with a 4xx status, and never stop the server.
 """
 
@@ -34,7 +35,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501  # TF Serving's REST port
 MAX_BODY_BYTES = 16 * 2**20
 MAX_TEXTS = 1024  # per request
-BATCH_WINDOW = 0.002  # seconds the first waiting request waits for others
+BATCH_WINDOW = 0.0  # seconds the first waiting request waits for others
 MAX_BATCH = 512  # texts scored in one engine call
 SETTINGS_ENV = "RNNCLI_SERVE_SETTINGS"  # how --workers processes get the settings
 PUBLIC_KEYS = ("format_version", "rnncli_version", "created", "settings", "labels",
@@ -97,6 +98,11 @@ class Batcher:
         while True:
             waiting = [await self._queue.get()]
             count = len(waiting[0][0])
+            # what queued while the engine was busy goes together at once; a window waits
+            # for more
+            while count < self._max_batch and not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
+                count += len(waiting[-1][0])
             deadline = loop.time() + self._window
             while count < self._max_batch:
                 left = deadline - loop.time()
