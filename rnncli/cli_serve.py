@@ -55,6 +55,10 @@ def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch
     console = output.err_console()
 
     def ready():
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            console.print(f"warning: listening on {host} with no authentication: anyone who "
+                          "can reach this port can use the model; see the README for a "
+                          "reverse proxy", markup=False)
         console.print(f"serving {model_dir} as {name!r} on http://{shown}:{port} "
                       f"({workers} worker{'s' if workers > 1 else ''}); try: curl "
                       f"-d '{{\"texts\": [\"great movie\"]}}' http://{shown}:{port}/predict",
