@@ -119,16 +119,19 @@ def load(port: int, texts: list[str], *, clients: int, size: int, seconds: float
 
     def client(seed: int) -> None:
         rng = np.random.default_rng(seed)
-        mine = []
+        mine, failed = [], 0
         while time.perf_counter() < stop_at:
             chunk = [texts[i] for i in rng.integers(0, len(texts), size)]
             started = time.perf_counter()
-            status, _ = post(port, "/predict", {"texts": chunk})
-            if status != 200:
-                failures[0] += 1
+            try:
+                status, _ = post(port, "/predict", {"texts": chunk})
+            except OSError:
+                status = None
+            failed += status != 200
             mine.append(time.perf_counter() - started)
         with lock:
             latencies.extend(mine)
+            failures[0] += failed
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     began = time.perf_counter()

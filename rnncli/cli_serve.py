@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from rnncli.cli_options import RnnCliCommand, model_option
+from rnncli.errors import UsageError
 
 
 @click.command(cls=RnnCliCommand)
@@ -31,23 +32,31 @@ from rnncli.cli_options import RnnCliCommand, model_option
                                       "with it (requests that arrive while the engine is "
                                       "busy are scored together anyway).")
 @click.option("--max-batch", type=click.IntRange(1), default=512, show_default=True,
-              help="Most texts scored in one engine call.")
+              help="Texts above which no further request joins a batch (a request is "
+                   "never split).")
+@click.option("--shutdown-timeout", type=click.FloatRange(0), default=30.0,
+              show_default=True, help="Seconds the requests in flight get to finish after "
+                                      "SIGINT or SIGTERM.")
 def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch_window_ms,
-          max_batch):
+          max_batch, shutdown_timeout):
     """Serve the model over HTTP: rnncli's API (POST /predict, POST /explain, GET /health,
     GET /info, GET /openapi.json) and TF Serving's REST API (POST
     /v1/models/NAME:predict, GET /v1/models/NAME).
 
     One line per request goes to stderr; Ctrl-C or SIGTERM stops it after the requests
-    in flight are answered (exit 0).
+    in flight are answered (exit 0); a second Ctrl-C stops it at once (exit 130).
     """
     from rnncli import output
     from rnncli.serve import ServeSettings
     from rnncli.serve_app import run_server
 
-    name = name or Path(model_dir).resolve().name
-    if not name or "/" in name or ":" in name:
-        raise click.UsageError(f"--name {name!r}: give a name without '/' or ':'")
+    if name is None:
+        name = Path(model_dir).resolve().name
+        if not name or ":" in name:
+            raise UsageError(f"the model directory's name ({name!r}) cannot be a name in "
+                             "TF Serving's paths; give --name")
+    elif not name or "/" in name or ":" in name:
+        raise UsageError(f"--name {name!r}: give a name without '/' or ':'")
     settings = ServeSettings(model_dir=str(model_dir), name=name, max_texts=max_texts,
                              max_body_bytes=max_body_bytes,
                              batch_window=batch_window_ms / 1000, max_batch=max_batch)
@@ -64,5 +73,6 @@ def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch
                       f"-d '{{\"texts\": [\"great movie\"]}}' http://{shown}:{port}/predict",
                       markup=False)
 
-    run_server(settings, host=host, port=port, workers=workers, on_ready=ready)
+    run_server(settings, host=host, port=port, workers=workers, grace=shutdown_timeout,
+               on_ready=ready)
     console.print("stopped", markup=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ _MARKS = re.compile(r"([!?])")
 _EDGE_QUOTES = re.compile(r"(^|\s)'+|'+(\s|$)")
 _SIGMA = "\u03a3"
 _SPACES = re.compile(" {2,}")
+_POOL_LOCK = threading.Lock()
 
 
 def _char_class(ranges: np.ndarray) -> str:
@@ -288,9 +290,11 @@ class OnnxEngine:
         self.close()
 
     def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(_workers(), thread_name_prefix="rnncli-onnx")
-        return self._executor
+        with _POOL_LOCK:  # two threads scoring at once (rnncli serve) start one pool
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(_workers(),
+                                                    thread_name_prefix="rnncli-onnx")
+            return self._executor
 
     def grams(self, tokens: list[str]) -> list[tuple[int, int, int]]:
         """The n-gram model's known n-grams in a tokenized text: (feature, first token,

@@ -190,11 +190,14 @@ class Predictor:
 
     def records(self, texts: list[str | bytes], batch_size: int = 256) -> list[dict[str, Any]]:
         """One record per input, in order; only decodable non-blank texts reach the model."""
-        decoded: list[tuple[str, str]] = [decode_input(t) for t in texts]
-        todo = [i for i, (_, status) in enumerate(decoded)
-                if status in (STATUS_OK, STATUS_TRUNCATED)]
+        decoded = [decode_input(t) for t in texts]
+        todo = to_score(decoded)
         scores = self.scores([decoded[i][0] for i in todo], batch_size) if todo else []
-        by_index = dict(zip(todo, scores))
+        return self.assemble(decoded, dict(zip(todo, scores)))
+
+    def assemble(self, decoded: list[tuple[str, str]], by_index: dict) -> list[dict[str, Any]]:
+        """The records of decoded inputs (:func:`decode_input`), given the scores of those
+        :func:`to_score` chose, by input index."""
         out = []
         for i, (text, status) in enumerate(decoded):
             record = {"text": text, "label": None, "score": None, "status": status,
@@ -238,6 +241,11 @@ class Predictor:
             done += len(lines_read)
             if on_batch:
                 on_batch(done)
+
+
+def to_score(decoded: list[tuple[str, str]]) -> list[int]:
+    """Which decoded inputs reach the model: the decodable, non-blank ones."""
+    return [i for i, (_, status) in enumerate(decoded) if status in (STATUS_OK, STATUS_TRUNCATED)]
 
 
 def check_threshold(manifest: dict[str, Any], threshold: float | None) -> None:

@@ -19,25 +19,24 @@ with a 4xx status, and never stop the server.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import os
+import reprlib
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rnncli import artifacts
-from rnncli.predict import (STATUS_OK, STATUS_TRUNCATED, Predictor, capped_text,
-                            decode_input)
+from rnncli.output import visible
+from rnncli.predict import Predictor, capped_text, decode_input, to_score
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8501  # TF Serving's REST port
-MAX_BODY_BYTES = 16 * 2**20
-MAX_TEXTS = 1024  # per request
-BATCH_WINDOW = 0.0  # seconds the first waiting request waits for others
-MAX_BATCH = 512  # texts scored in one engine call
 SETTINGS_ENV = "RNNCLI_SERVE_SETTINGS"  # how --workers processes get the settings
+INPUT_NAME = "text"  # the exported signature's one input
 PUBLIC_KEYS = ("format_version", "rnncli_version", "created", "settings", "labels",
                "threshold", "calibration", "validation", "test")
 
@@ -53,12 +52,14 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class ServeSettings:
+    """What ``rnncli serve`` was told (its options hold the defaults)."""
+
     model_dir: str
     name: str  # the model's name in TF Serving's paths
-    max_texts: int = MAX_TEXTS
-    max_body_bytes: int = MAX_BODY_BYTES
-    batch_window: float = BATCH_WINDOW
-    max_batch: int = MAX_BATCH
+    max_texts: int  # per request
+    max_body_bytes: int
+    batch_window: float  # seconds the first waiting request also waits for others
+    max_batch: int  # texts above which no further request joins a batch
 
 
 class Batcher:
@@ -70,6 +71,8 @@ class Batcher:
         self._max_batch = max_batch
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        # a thread of its own: other work in the loop's executor (explain) never delays it
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="rnncli-batcher")
         self.calls = 0  # engine calls so far, and the texts they scored (GET /health)
         self.texts = 0
 
@@ -84,6 +87,7 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        self._thread.shutdown(wait=False)
 
     async def score(self, texts: list[str]):
         """The scores of ``texts`` (possibly scored beside other requests' texts)."""
@@ -113,9 +117,12 @@ class Batcher:
                 except asyncio.TimeoutError:
                     break
                 count += len(waiting[-1][0])
+            waiting = [(chunk, f) for chunk, f in waiting if not f.done()]  # gone: cancelled
             texts = [t for chunk, _ in waiting for t in chunk]
+            if not texts:
+                continue
             try:
-                scores = await asyncio.to_thread(self._score, texts)
+                scores = await loop.run_in_executor(self._thread, self._score, texts)
             except Exception as exc:  # noqa: BLE001  (handed to each waiting request)
                 for _, future in waiting:
                     if not future.done():
@@ -125,7 +132,7 @@ class Batcher:
             self.texts += len(texts)
             at = 0
             for chunk, future in waiting:
-                if not future.done():  # a client that went away leaves a cancelled one
+                if not future.done():  # cancelled meanwhile (the server stopping)
                     future.set_result(scores[at:at + len(chunk)])
                 at += len(chunk)
 
@@ -136,17 +143,24 @@ class Batcher:
 async def read_json(request, limit: int) -> Any:
     """The request's JSON body, refused (413) past ``limit`` bytes, (400) when it is not
     UTF-8 JSON."""
+    from starlette.requests import ClientDisconnect
+
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
+    if length is not None and not length.isdigit():
+        raise RequestError(400, "Content-Length is not a number")
+    if length is not None and int(length) > limit:
         raise RequestError(413, f"the body is over the limit of {limit:,} bytes "
                                 "(--max-body-bytes); send fewer or shorter texts")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"the body is over the limit of {limit:,} bytes "
-                                    "(--max-body-bytes); send fewer or shorter texts")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"the body is over the limit of {limit:,} bytes "
+                                        "(--max-body-bytes); send fewer or shorter texts")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError(499, "the client closed the connection") from None
     body = b"".join(chunks)
     try:
         text = body.decode("utf-8")
@@ -186,7 +200,7 @@ def _kind(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _texts_field(body: Any, settings: ServeSettings) -> list[str]:
+def texts_field(body: Any, settings: ServeSettings) -> list[str]:
     if not isinstance(body, dict) or "texts" not in body:
         raise RequestError(400, "send a JSON object with a list of strings under \"texts\", "
                                 "such as {\"texts\": [\"great movie\"]}")
@@ -203,18 +217,9 @@ async def predict_records(predictor: Predictor, batcher: Batcher,
     stdin line is (status "truncated"), blank ones are "empty", and only the rest are
     scored."""
     decoded = [decode_input(capped_text(t)) for t in texts]
-    todo = [i for i, (_, status) in enumerate(decoded)
-            if status in (STATUS_OK, STATUS_TRUNCATED)]
+    todo = to_score(decoded)
     scores = await batcher.score([decoded[i][0] for i in todo])
-    by_index = dict(zip(todo, scores))
-    records = []
-    for i, (text, status) in enumerate(decoded):
-        record = {"text": text, "label": None, "score": None, "status": status,
-                  "scores": None}
-        if i in by_index:
-            record.update(predictor.labelled(by_index[i]))
-        records.append(record)
-    return records
+    return predictor.assemble(decoded, dict(zip(todo, scores)))
 
 
 def tf_serving_inputs(body: Any, settings: ServeSettings) -> tuple[list[str], bool]:
@@ -225,33 +230,47 @@ def tf_serving_inputs(body: Any, settings: ServeSettings) -> tuple[list[str], bo
         raise RequestError(400, "send a JSON object with \"instances\" (or \"inputs\")")
     signature = body.get("signature_name", "serving_default")
     if signature not in ("serving_default", "serve"):
-        raise RequestError(400, f"unknown signature_name {signature!r}; this model has "
-                                "'serving_default'")
+        raise RequestError(400, f"unknown signature_name {reprlib.repr(signature)}; this "
+                                "model has 'serving_default'")
     if ("instances" in body) == ("inputs" in body):
         raise RequestError(400, "send exactly one of \"instances\" (row format) and "
                                 "\"inputs\" (columnar format)")
     rows = "instances" in body
-    value = body["instances" if rows else "inputs"]
+    field = "instances" if rows else "inputs"
+    value = body[field]
     if rows and isinstance(value, list):
-        value = [_one_input(v, f"instances[{i}]") if isinstance(v, dict) else v
-                 for i, v in enumerate(value)]
+        value = [_named_input(v, f"instances[{i}]") if isinstance(v, dict) and "b64" not in v
+                 else v for i, v in enumerate(value)]
     elif not rows and isinstance(value, dict):
-        value = _one_input(value, "inputs")
-    texts = text_list(value, "instances" if rows else "inputs", settings.max_texts)
-    for i, text in enumerate(texts):
+        value = _named_input(value, "inputs")
+    if isinstance(value, list):
+        value = [_string(v, f"{field}[{i}]") for i, v in enumerate(value)]
+    return text_list(value, field, settings.max_texts), rows
+
+
+def _named_input(value: dict, where: str) -> Any:
+    """The signature's one input, "text", from an object naming its inputs."""
+    if set(value) != {INPUT_NAME}:
+        keys = ", ".join(map(repr, list(value)[:5])) or "none"
+        raise RequestError(400, f"{where} names inputs {keys}; this model's signature has "
+                                f"one, {INPUT_NAME!r}")
+    return value[INPUT_NAME]
+
+
+def _string(value: Any, where: str) -> Any:
+    """A text as TF Serving takes a string: as is, or {"b64": base64 of its UTF-8}."""
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
-            text.encode("utf-8")
+            value = base64.b64decode(value["b64"], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise RequestError(400, f"{where}: b64 is not base64 of UTF-8 text") from None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
         except UnicodeEncodeError:
-            raise RequestError(400, f"text {i} is not valid UTF-8 (a lone surrogate); send "
-                                    "valid text") from None
-    return texts, rows
-
-
-def _one_input(value: dict, where: str) -> Any:
-    if len(value) != 1:
-        raise RequestError(400, f"{where} must hold the one input, the text (this model's "
-                                f"signature has one), not {len(value)} keys")
-    return next(iter(value.values()))
+            raise RequestError(400, f"{where} holds a lone surrogate (such as \\ud800): not "
+                                    "valid Unicode; send valid text") from None
+    return value
 
 
 def tf_serving_output(scores, rows: bool) -> dict[str, Any]:
@@ -294,7 +313,9 @@ def load_predictor(settings: ServeSettings) -> Predictor:
 
 
 def log_line(client: str, method: str, path: str, status: int, seconds: float) -> None:
-    """One line per request on stderr."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    sys.stderr.write(f"{stamp} {client} \"{method} {path}\" {status} "
+    """One line per request on stderr (UTC time; ``path`` as sent, still percent-encoded,
+    with control characters and quotes escaped: a request cannot forge a line)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    shown = visible(path).replace('"', "\\x22")
+    sys.stderr.write(f"{stamp} {client} \"{visible(method)} {shown}\" {status} "
                      f"{seconds * 1000:.1f} ms\n")

@@ -4,9 +4,12 @@ holds the request handling that needs neither)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import reprlib
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rnncli import serve
-from rnncli.errors import UsageError
+from rnncli.errors import RnnCliError, UsageError
 from rnncli.output import to_json
 from rnncli.predict import capped_text
 from rnncli.serve import RequestError, ServeSettings
@@ -41,10 +44,13 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
     batcher = serve.Batcher(predictor.scores, window=settings.batch_window,
                             max_batch=settings.max_batch)
     info = serve.public_info(predictor.manifest, settings.name)
+    # one explanation at a time, in a thread of its own: a burst of long texts to
+    # /explain cannot take the threads /predict's batches need
+    explainer = ThreadPoolExecutor(1, thread_name_prefix="rnncli-explain")
 
     async def predict(request: Request) -> Response:
         body = await serve.read_json(request, settings.max_body_bytes)
-        texts = serve._texts_field(body, settings)
+        texts = serve.texts_field(body, settings)
         return json_response(await serve.predict_records(predictor, batcher, texts))
 
     async def explain(request: Request) -> Response:
@@ -54,12 +60,14 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
             raise RequestError(501, "explain runs on the ONNX engine, which this model "
                                     "lacks (trained by an older rnncli); retrain it")
         body = await serve.read_json(request, settings.max_body_bytes)
-        texts = serve._texts_field(body, settings)
+        texts = serve.texts_field(body, settings)
         items = [capped_text(t) for t in texts]
-        return json_response(await asyncio.to_thread(explain_records, predictor, items))
+        records = await asyncio.get_running_loop().run_in_executor(
+            explainer, explain_records, predictor, items)
+        return json_response(records)
 
     async def health(request: Request) -> Response:
-        return json_response({"status": "ok", "name": settings.name,
+        return json_response({"status": "ok", "name": settings.name, "pid": os.getpid(),
                               "engine_calls": batcher.calls, "texts_scored": batcher.texts})
 
     async def show_info(request: Request) -> Response:
@@ -78,21 +86,24 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
         if name != settings.name:
             raise RequestError(404, f"no model named {name!r}; this server has "
                                     f"{settings.name!r}")
-        if rest[:1] in (["versions"], ["labels"]):
-            if rest[0] == "versions" and rest[1:2] != ["1"]:
-                raise RequestError(404, f"no version {'/'.join(rest[1:])!r} of "
+        if rest[:1] == ["versions"]:
+            if rest[1:2] != ["1"]:
+                raise RequestError(404, f"no version {reprlib.repr('/'.join(rest[1:]))} of "
                                         f"{name!r}; this server has version 1")
             rest = rest[2:]
         if verb is not None:
             if verb != "predict":
-                raise RequestError(404, f"':{verb}' is not served; use ':predict'")
-            if rest or request.method != "POST":
-                raise HTTPException(405 if not rest else 404)
+                raise RequestError(404, f"{reprlib.repr(':' + verb)} is not served; use "
+                                        "':predict'")
+            if rest:
+                raise HTTPException(404)
+            if request.method != "POST":
+                raise HTTPException(405, headers={"Allow": "POST"})
             body = await serve.read_json(request, settings.max_body_bytes)
             texts, rows = serve.tf_serving_inputs(body, settings)
             return json_response(serve.tf_serving_output(await batcher.score(texts), rows))
-        if request.method != "GET":
-            raise HTTPException(405)
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPException(405, headers={"Allow": "GET, HEAD"})
         if rest == []:
             return json_response(serve.model_status())
         if rest == ["metadata"]:
@@ -106,6 +117,7 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
             yield
         finally:
             await batcher.stop()
+            explainer.shutdown(wait=False)
             predictor.close()
 
     routes = [
@@ -118,6 +130,7 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         RequestError: lambda request, exc: error_response(exc.status, exc.message),
+        RnnCliError: lambda request, exc: error_response(500, exc.message),
         HTTPException: _http_error,
         Exception: _unexpected,
     })
@@ -127,7 +140,10 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
 
 def _http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 405:
-        return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+        response = error_response(405, f"{request.method} is not allowed on "
+                                       f"{request.url.path}")
+        response.headers.update(exc.headers or {})
+        return response
     if exc.status_code == 404:
         return error_response(404, f"no such endpoint: {request.url.path} (see "
                                    "/openapi.json)")
@@ -160,8 +176,9 @@ class RequestLog:
             await self.app(scope, receive, sending)
         finally:
             client = scope.get("client") or ("-", 0)
-            serve.log_line(f"{client[0]}:{client[1]}", scope["method"], scope["path"],
-                           status[0], time.perf_counter() - started)
+            path = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
+            serve.log_line(f"{client[0]}:{client[1]}", scope["method"],
+                           path.decode("latin-1"), status[0], time.perf_counter() - started)
 
 
 def tf_metadata(settings: ServeSettings, predictor) -> dict[str, Any]:
@@ -237,18 +254,19 @@ def check_port(host: str, port: int) -> None:
 
 
 def run_server(settings: ServeSettings, *, host: str, port: int, workers: int,
-               on_ready=None) -> None:
-    """Serve until SIGINT or SIGTERM, then answer the requests in flight and return."""
+               grace: float, on_ready=None) -> None:
+    """Serve until SIGINT or SIGTERM, then answer the requests in flight (for at most
+    ``grace`` seconds) and return; a second SIGINT stops at once (KeyboardInterrupt)."""
     import uvicorn
 
-    check_port(host, port)
     serve.settings_to_env(settings)
     config = dict(host=host, port=port, access_log=False, log_level="warning",
-                  timeout_graceful_shutdown=30, lifespan="on")
+                  timeout_graceful_shutdown=grace, lifespan="on")
     if workers > 1:
         serve.load_predictor(settings).close()  # a bad model fails here, not in each worker
     else:
         app = create_app(settings)
+    check_port(host, port)
     if on_ready:
         on_ready()
     # uvicorn answers SIGINT/SIGTERM by a graceful shutdown, then raises the signal again
@@ -260,7 +278,10 @@ def run_server(settings: ServeSettings, *, host: str, port: int, workers: int,
             uvicorn.run("rnncli.serve_app:create_app", factory=True, workers=workers,
                         **config)
         else:
-            uvicorn.Server(uvicorn.Config(app, **config)).run()
+            server = uvicorn.Server(uvicorn.Config(app, **config))
+            server.run()
+            if server.force_exit:  # a second Ctrl-C: requests in flight were dropped
+                raise KeyboardInterrupt
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
