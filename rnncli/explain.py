@@ -30,8 +30,7 @@ import numpy as np
 from rnncli.blend import CLIP
 from rnncli.engine import probabilities
 from rnncli.errors import ModelError
-from rnncli.predict import (SCORE_DIGITS, STATUS_OK, STATUS_TRUNCATED, Predictor,
-                            decode_input)
+from rnncli.predict import SCORE_DIGITS, Predictor
 
 UNK_ID = 1  # the network's id for a word it has never seen
 
@@ -58,22 +57,15 @@ def explain_records(predictor: Predictor, texts: list[str | bytes]) -> list[dict
     """One record per input, in order: predict's record (text, label, score, status,
     scores) and the explanation (tokens with offsets and contributions)."""
     engine = predictor.engine
-    out = []
-    for item in texts:
-        text, status = decode_input(item)
-        record = {"text": text, "label": None, "score": None, "status": status,
-                  "scores": None, "log_odds": None, "tokens": [], "read_chars": None,
-                  "network_tokens": None, "rnn_weight": engine.rnn_weight,
-                  "ngram_log_odds": None, "ngram_base": None}
-        if status in (STATUS_OK, STATUS_TRUNCATED):
-            record.update(predictor.labelled(engine.scores([text])[0]))
-            record.update(explain_text(engine, text, _class_index(predictor, record)))
-        out.append(record)
-    return out
-
-
-def _class_index(predictor: Predictor, record: dict[str, Any]) -> int:
-    return predictor.label_names.index(record["label"])
+    records = predictor.records(texts)
+    for record in records:
+        record.update({"log_odds": None, "tokens": [], "read_chars": None,
+                       "network_tokens": None, "rnn_weight": engine.rnn_weight,
+                       "ngram_log_odds": None, "ngram_base": None})
+        if record["label"] is not None:  # scored: not blank, not undecodable
+            target = predictor.label_names.index(record["label"])
+            record.update(explain_text(engine, record["text"], target))
+    return records
 
 
 def explain_text(engine, text: str, target: int) -> dict[str, Any]:
