@@ -16,12 +16,13 @@ import click
 from rnncli import __version__
 from rnncli.cli_report import explain, report
 from rnncli.cli_serve import serve
-from rnncli.cli_options import (DEFAULT_MODEL_DIR, Probability, RnnCliCommand, RnnCliContext,
-                                check_data_file_options, data_options, device_option,
-                                engine_option, model_option, setting, train_device_option)
+from rnncli.cli_options import (DEFAULT_MODEL_DIR, FailedLines, Probability, RnnCliCommand,
+                                RnnCliContext, check_data_file_options, data_options,
+                                device_option, engine_option, model_option, setting,
+                                train_device_option)
 from rnncli.config import (CELLS, CLASS_WEIGHTS, NGRAM_SOLVERS, POOLINGS, PREDICT_FORMATS,
                            TrainConfig, default)
-from rnncli.errors import (EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
+from rnncli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
                            EXIT_USAGE, RnnCliError, Terminated, UsageError)
 
 _debug = False
@@ -234,8 +235,7 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
     progress = output.StreamProgress(
         from_stdin and not quiet and output.is_terminal(sys.stderr)
         and not output.is_terminal(sys.stdout))
-    failed, first_failed = 0, []  # how many, and the first few input line numbers
-    done = 0
+    failed = FailedLines(FAILED)
     try:
         if from_stdin:
             # A person typing expects each answer at once; a pipe is scored in batches.
@@ -246,19 +246,12 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
             batches = [predictor.records(list(texts))]
         for records in batches:
             writer.write(records)
-            bad = [done + i + 1 for i, r in enumerate(records) if r["status"] in FAILED]
-            failed += len(bad)
-            first_failed = (first_failed + bad)[:5]  # bounded, however long the stream
-            done += len(records)
+            failed.add(records)
     finally:
         progress.close()
         predictor.close()
     writer.close()
-    if failed:
-        where = ", ".join(map(str, first_failed)) + (", ..." if failed > 5 else "")
-        click.echo(f"Error: {failed} input line(s) not valid UTF-8 (line {where}); they "
-                   "have status invalid_utf8 and no score", err=True)
-        ctx.exit(EXIT_DATA)
+    failed.exit_if_any(ctx, "score")
 
 
 @cli.command()

@@ -9,7 +9,7 @@ import sys
 import click
 
 from rnncli.config import ENGINES, RANGES, default
-from rnncli.errors import RnnCliError, UsageError
+from rnncli.errors import EXIT_DATA, RnnCliError, UsageError
 
 DEFAULT_MODEL_DIR = "rnncli-model"
 
@@ -130,6 +130,28 @@ def _terminal_columns() -> int:
 
 class RnnCliCommand(click.Command):
     context_class = RnnCliContext
+
+
+class FailedLines:
+    """The input lines that could not be read (not UTF-8), counted as records stream by:
+    how many, and the first few line numbers (bounded, however long the stream)."""
+
+    def __init__(self, statuses: tuple[str, ...]):
+        self.statuses = statuses  # predict.FAILED
+        self.count, self.first, self.done = 0, [], 0
+
+    def add(self, records: list[dict]) -> None:
+        bad = [self.done + i + 1 for i, r in enumerate(records) if r["status"] in self.statuses]
+        self.count, self.first = self.count + len(bad), (self.first + bad)[:5]
+        self.done += len(records)
+
+    def exit_if_any(self, ctx: click.Context, what: str) -> None:
+        """Say which lines failed on stderr and exit 3; ``what``: what they lack."""
+        if self.count:
+            where = ", ".join(map(str, self.first)) + (", ..." if self.count > 5 else "")
+            click.echo(f"Error: {self.count} input line(s) not valid UTF-8 (line {where}); "
+                       f"they have status invalid_utf8 and no {what}", err=True)
+            ctx.exit(EXIT_DATA)
 
 
 def check_data_file_options(data, text_col, label_col, encoding) -> None:

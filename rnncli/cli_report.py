@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from rnncli.cli_options import (Probability, RnnCliCommand, check_data_file_options,
-                                data_options, device_option, engine_option, model_option)
-from rnncli.errors import EXIT_DATA
+from rnncli.cli_options import (FailedLines, Probability, RnnCliCommand,
+                                check_data_file_options, data_options, device_option,
+                                engine_option, model_option)
 
 
 @click.command(cls=RnnCliCommand)
@@ -40,19 +40,14 @@ def explain(ctx, texts, model_dir, fmt, top, threshold):
     from_stdin = texts in ((), ("-",))
     predictor = load_explainer(model_dir, threshold=threshold)
     writer = ExplanationWriter(fmt, top=top)
-    failed, count, done = [], 0, 0  # the first failed line numbers, how many, lines so far
+    failed = FailedLines(FAILED)
     with predictor:
         for batch in (read_lines(sys.stdin.buffer) if from_stdin else [list(texts)]):
             records = explain_records(predictor, batch)
             writer.write(records)
-            bad = [done + i + 1 for i, r in enumerate(records) if r["status"] in FAILED]
-            failed, count, done = (failed + bad)[:5], count + len(bad), done + len(records)
+            failed.add(records)
     writer.close()
-    if count:
-        where = ", ".join(map(str, failed)) + (", ..." if count > 5 else "")
-        click.echo(f"Error: {count} input line(s) not valid UTF-8 (line {where}); they have "
-                   "status invalid_utf8 and no explanation", err=True)
-        ctx.exit(EXIT_DATA)
+    failed.exit_if_any(ctx, "explanation")
 
 
 @click.command(cls=RnnCliCommand)

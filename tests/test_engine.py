@@ -279,9 +279,10 @@ def test_engines_agree_on_a_fixed_sample(request, fixture):
 
 
 @slow
-def test_predict_does_not_import_tensorflow(gru_model):
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_predict_and_explain_do_not_import_tensorflow(gru_model, command):
     code = ("import sys; from rnncli.cli import cli\n"
-            f"try: cli.main(['predict', '-m', {str(gru_model)!r}, '-f', 'jsonl', 'good film'])\n"
+            f"try: cli.main([{command!r}, '-m', {str(gru_model)!r}, '-f', 'jsonl', 'good film'])\n"
             "except SystemExit as e: assert not e.code, e.code\n"
             "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
