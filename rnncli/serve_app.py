@@ -204,12 +204,12 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                                       "items": {"type": "string"}}}}
     error = {"description": "refused", "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}}}}}
-    errors = {str(code): error for code in (400, 404, 405, 413)}
+    errors = {str(code): error for code in (400, 404, 405, 413, 500)}
 
-    def post(summary, request, answer):
+    def post(summary, request, answer, more=None):
         return {"post": {"summary": summary, "requestBody": {"required": True, "content": {
             "application/json": {"schema": request}}}, "responses": {
-            "200": {"description": answer}, **errors}}}
+            "200": {"description": answer}, **errors, **(more or {})}}}
 
     def get(summary, answer):
         return {"get": {"summary": summary, "responses": {"200": {"description": answer}}}}
@@ -226,12 +226,15 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                                  texts, "one record per text: text, label, score, status, "
                                         "scores"),
                 "/explain": post("Explain texts (the records of rnncli explain --format "
-                                 "json)", texts, "one record per text, with tokens"),
+                                 "json)", texts, "one record per text, with tokens",
+                                 {"501": {"description": "the model has no ONNX files"}}),
                 "/health": get("Liveness", "{\"status\": \"ok\"}"),
                 "/info": get("The model (the manifest's public part)", "the model"),
                 f"/v1/models/{name}:predict": post(
                     "TF Serving's predict (row or columnar format)", tf_request,
                     "{\"predictions\": [...]} or {\"outputs\": [...]}"),
+                f"/v1/models/{name}/versions/1:predict": post(
+                    "The same, for the one version", tf_request, "as above"),
                 f"/v1/models/{name}": get("TF Serving's model status", "the status"),
                 f"/v1/models/{name}/metadata": get("TF Serving's model metadata",
                                                    "the signature"),
