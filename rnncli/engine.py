@@ -216,16 +216,16 @@ class OnnxEngine:
         tokens = [self.tokens(t) for t in texts]
         ids = [self.ids(toks) for toks in tokens]
         if self.rnn_weight <= 0:
-            return self.finish(self.ngram_scores(tokens))
+            return self.combine(None, self.ngram_scores(tokens))
         runs = self.start_network(ids, batch_size)
         try:
-            ngram = self.ngram_scores(tokens) if self.rnn_weight < 1 else 0.0
+            ngram = self.ngram_scores(tokens) if self.rnn_weight < 1 else None
             network = self.collect(runs, len(texts))
         except BaseException:
             for _, run in runs:
                 run.cancel()
             raise
-        return self.finish(self.rnn_weight * network + (1.0 - self.rnn_weight) * ngram)
+        return self.combine(network, ngram)
 
     def ids(self, tokens: list[str]) -> list[int]:
         """The network's input for a tokenized text: token ids, cut to seq_len."""
@@ -258,8 +258,13 @@ class OnnxEngine:
             out[chunk] = run.result()
         return out
 
-    def finish(self, scores) -> np.ndarray:
-        """The blend's probabilities as the model gives them: calibrated."""
+    def combine(self, network, ngram) -> np.ndarray:
+        """The model's probabilities from its parts' (None for a part it lacks): the
+        blend, calibrated."""
+        if network is None or ngram is None:
+            scores = ngram if network is None else network
+        else:
+            scores = self.rnn_weight * network + (1.0 - self.rnn_weight) * ngram
         return with_temperature(np.asarray(scores, dtype=np.float32), self.temperature)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:

@@ -86,13 +86,7 @@ def explain_text(engine, text: str, target: int) -> dict[str, Any]:
     if weight < 1:
         logits, shares, base = ngram_occlusion(engine, tokens)
         ngram = probabilities(logits).astype(np.float64)
-    if network is None:
-        blend = ngram
-    elif ngram is None:
-        blend = network.astype(np.float64)
-    else:
-        blend = weight * network + (1 - weight) * ngram
-    blend_lo = _log_odds(np.asarray(engine.finish(blend), np.float64), target)
+    blend_lo = _log_odds(np.asarray(engine.combine(network, ngram), np.float64), target)
     spans = token_spans(engine.standardize, text, tokens[1:])
     ngram_shares = None if shares is None else _toward(shares, target)
     entries = []
