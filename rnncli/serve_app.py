@@ -134,7 +134,6 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
         HTTPException: _http_error,
         Exception: _unexpected,
     })
-    app.state.batcher = batcher
     return RequestLog(app)
 
 
@@ -160,7 +159,6 @@ class RequestLog:
 
     def __init__(self, app):
         self.app = app
-        self.state = app.state
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
