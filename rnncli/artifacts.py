@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from rnncli import fsio
+from rnncli import fsio, jsontext
 from rnncli.columns import normalize_label
 from rnncli.config import TrainConfig
 from rnncli.errors import ModelError, RnnCliError, UsageError, first_line
@@ -101,8 +101,8 @@ def _read_manifest(model_dir: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: manifest is {path.stat().st_size} bytes, over the "
                          f"{MAX_MANIFEST_BYTES // 2**20} MB limit; it is not rnncli's")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        manifest = jsontext.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, jsontext.BadJSON) as exc:
         raise ModelError(f"{path}: manifest is not valid JSON ({exc}); retrain the model") \
             from exc
     if not isinstance(manifest, dict):
@@ -216,9 +216,8 @@ def check_archive(path: Path) -> None:
                 raise ModelError(f"{path}: archive member {name!r} is implausibly large; "
                                  "refusing to load")
         try:
-            config = json.loads(archive.read("config.json"))
-        except (KeyError, json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile,
-                RecursionError) as exc:
+            config = jsontext.loads(archive.read("config.json"))
+        except (KeyError, jsontext.BadJSON, zipfile.BadZipFile) as exc:
             raise ModelError(f"{path}: archive has no readable config.json; retrain the model") \
                 from exc
     try:

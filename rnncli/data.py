@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnncli import jsontext
 from rnncli.columns import check_label, choose_columns, map_labels, normalize_label
 from rnncli.encoding import decode
 from rnncli.errors import DataError
@@ -241,9 +242,9 @@ def _parse_jsonl(path: Path, text: str, fingerprint: str) -> Table:
             skipped["blank line"] += 1
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {number}: not valid JSON ({exc.msg})") from exc
+            record = jsontext.loads(line)
+        except jsontext.BadJSON as exc:
+            raise DataError(f"{path}: line {number}: not valid JSON ({exc.reason})") from exc
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number}: expected a JSON object per line, "
                             f"found {type(record).__name__}")

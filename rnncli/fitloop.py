@@ -5,13 +5,13 @@ for ``--resume`` (resume.py)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import threading
 import time
 
 import numpy as np
 
+from rnncli import jsontext
 from rnncli import resume as resume_run
 from rnncli.config import TrainConfig, output_width
 from rnncli.errors import Terminated, UsageError
@@ -91,7 +91,7 @@ def keep_progress(progress: Progress | None, reporter) -> None:
         return
     backup = progress.backup
     try:
-        finished = len(json.loads((backup / resume_run.STATE).read_text())["history"])
+        finished = len(jsontext.loads((backup / resume_run.STATE).read_text())["history"])
     except (OSError, ValueError, KeyError):
         resume_run.finish(backup)
         return

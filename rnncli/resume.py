@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rnncli import fsio, saving
+from rnncli import fsio, jsontext, saving
 from rnncli.errors import UsageError, first_line
 
 STATE = "rnncli-resume.json"
@@ -61,7 +61,7 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> Progress:
         return Progress(backup, key)
     path = backup / STATE
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = jsontext.loads(path.read_text(encoding="utf-8"))
         if isinstance(state, dict) and isinstance(state.get("history"), list):
             # kept before val_losses existed: the history's rounded losses stand in
             state.setdefault("val_losses", [h.get("val_loss") if isinstance(h, dict) else None

@@ -8,7 +8,6 @@ light device_spec.py).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
@@ -17,6 +16,7 @@ import warnings
 
 from dataclasses import dataclass
 
+from rnncli import jsontext
 from rnncli.device_spec import CPU_DEVICES_ENV, parse_device
 from rnncli.errors import DeviceError, RnnCliError, UsageError, first_line
 
@@ -216,7 +216,7 @@ def multi_worker_role() -> WorkerRole | None:
     if not raw:
         return None
     try:
-        config = json.loads(raw)
+        config = jsontext.loads(raw)
         members = {kind: list(hosts) for kind, hosts in config["cluster"].items()}
         task, index = str(config["task"]["type"]), int(config["task"]["index"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rnncli import artifacts
+from rnncli import artifacts, jsontext
 from rnncli.output import visible
 from rnncli.predict import Predictor, capped_text, decode_input, to_score
 
@@ -171,12 +171,9 @@ async def read_json(request, limit: int) -> Any:
         raise RequestError(400, "the body is empty; send JSON such as {\"texts\": [\"great "
                                 "movie\"]}")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RequestError(400, f"the body is not valid JSON ({exc.msg} at line "
-                                f"{exc.lineno}, column {exc.colno})") from None
-    except RecursionError:
-        raise RequestError(400, "the body is not valid JSON (nested too deeply)") from None
+        return jsontext.loads(text)
+    except jsontext.BadJSON as exc:
+        raise RequestError(400, f"the body is not valid JSON ({exc.reason})") from None
 
 
 def text_list(value: Any, field: str, max_texts: int) -> list[str]:

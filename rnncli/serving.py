@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from rnncli import jsontext
 from rnncli.config import TOKENIZERS
 from rnncli.errors import ModelError, first_line
 
@@ -97,7 +98,7 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 
 
 def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
-    text = json.loads(_utf8_text(data["text"]))
+    text = jsontext.loads(_utf8_text(data["text"]))
     if not isinstance(text, dict) or text.get("version") not in range(1, VERSION + 1):
         raise ValueError(f"not serving format 1 to {VERSION}")
     tokenizer = text["tokenizer"] if text["version"] > 1 else "words"

@@ -196,6 +196,9 @@ MANIFEST_CASES = [
     (lambda t: _model_dir(t, manifest=_manifest(validation=[1, 2])), "validation"),
     (lambda t: (t / "empty").mkdir() or t / "empty", "not an rnncli model directory"),
     (lambda t: _model_dir(t, raw_manifest="{not json"), "not valid JSON"),
+    # more than 4,300 digits: Python's int() limit, a plain ValueError inside json.loads
+    (lambda t: _model_dir(t, raw_manifest='{"format_version": ' + "9" * 5000 + "}"),
+     "a number too long to read"),
     (lambda t: _model_dir(t, raw_manifest="[]"), "not a JSON object"),
     (lambda t: _model_dir(t, manifest=_manifest(format_version=FORMAT_VERSION + 1)),
      "newer than this rnncli"),

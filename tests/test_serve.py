@@ -125,6 +125,8 @@ def test_tf_serving_api(server, gru_model):
 
 @pytest.mark.parametrize("method, path, body, status, words", [
     ("POST", "/predict", b"{not json", 400, "not valid JSON"),
+    ("POST", "/predict", b'{"texts": ["ok"], "n": ' + b"9" * 5000 + b"}", 400,
+     "a number too long to read"),
     ("POST", "/predict", b"", 400, "body is empty"),
     ("POST", "/predict", b'{"texts": ["\xff\xfe"]}', 400, "not valid UTF-8"),
     ("POST", "/predict", {"texts": "great"}, 400, "must be a list of strings"),
