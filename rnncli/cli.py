@@ -304,11 +304,13 @@ def export(model_dir, dest, force):
     of k > 2 classes every class's probability (shape [n, k], in the order 'rnncli info'
     lists the classes).
     """
-    from rnncli import output
+    from rnncli import fsio, output
     from rnncli.export import export_saved_model
 
     path = export_saved_model(model_dir, dest, force=force)
     output.err_console().print(f"wrote SavedModel to {path}", markup=False)
+    if fsio.replaces_cwd(path):
+        output.err_console().print(fsio.CWD_NOTE, markup=False)
     click.echo(str(path))
 
 

@@ -27,15 +27,37 @@ _STAGING = re.compile(rf"\.tmp-[0-9a-f]{{{STAGING_HEX}}}")
 
 
 def resolve_output(path: str | Path) -> Path:
-    """An output path; a symlink is followed, so the link stays and its target is replaced."""
+    """An output path, made absolute: the lock, the staging directories and the resume
+    state live beside the target, in its parent, so ``-o .`` must name the current
+    directory by its name (``Path(".").parent`` is ``.`` itself, which would put them
+    inside the target). A symlink is followed, so the link stays and its target is
+    replaced."""
     path = Path(path)
-    if not path.is_symlink():
-        return path
+    if path.is_symlink():
+        try:
+            path = path.resolve(strict=False)
+        except (RuntimeError, OSError) as exc:  # a symlink loop
+            raise UsageError(f"{path}: cannot follow this symlink ({exc}); choose another "
+                             "output location") from exc
+    absolute = Path(os.path.abspath(path))  # "m/.." is m's parent, as the shell reads it
+    if absolute == absolute.parent:
+        raise UsageError(f"{path}: the filesystem root cannot be replaced; choose another "
+                         "output location")
+    return absolute
+
+
+def replaces_cwd(target: Path) -> bool:
+    """Whether the current directory is ``target`` or inside it (``-o .``). Publishing
+    swaps the directory itself, so a shell sitting there is left in the old, deleted one:
+    the command then tells the person to ``cd .``."""
     try:
-        return path.resolve(strict=False)
-    except (RuntimeError, OSError) as exc:  # a symlink loop
-        raise UsageError(f"{path}: cannot follow this symlink ({exc}); choose another "
-                         "output location") from exc
+        cwd = Path.cwd()
+    except FileNotFoundError:
+        return False
+    return cwd == target or target in cwd.parents
+
+
+CWD_NOTE = "your shell is still in the directory it replaced: run 'cd .' to see the new one"
 
 
 def check_parent(target: Path) -> None:
@@ -156,6 +178,7 @@ def publish(staged: Path, target: Path, check: Callable[[Path], None]) -> None:
     """
     _fsync_tree(staged)
     check(target)
+    was_cwd = replaces_cwd(target)
     if not target.exists():
         os.rename(staged, target)
     elif _exchange(staged, target):
@@ -173,6 +196,9 @@ def publish(staged: Path, target: Path, check: Callable[[Path], None]) -> None:
     # reported as one that left the old model. Flushing the rename is best effort.
     with contextlib.suppress(OSError):
         _fsync(target.parent, directory=True)
+    if was_cwd:  # this process too was left in the deleted directory
+        with contextlib.suppress(OSError):
+            os.chdir(target)
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -275,6 +275,8 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     if progress is not None:
         resume_run.finish(progress.backup)
     reporter.message(f"saved model to {out}")
+    if fsio.replaces_cwd(out):
+        reporter.message(fsio.CWD_NOTE)
     return artifacts.read_manifest(out)
 
 

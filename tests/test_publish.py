@@ -269,3 +269,51 @@ def test_leftovers_of_another_target_are_not_touched(tmp_path):
     with fsio.lock(tmp_path / "m"):
         pass
     assert not mine.exists() and theirs.exists()
+
+
+@pytest.mark.parametrize("given", [".", "./", "m/..", "m/../."])
+def test_output_paths_are_made_absolute(tmp_path, monkeypatch, given):
+    """``-o .``: what rnncli keeps beside a target (lock, staging, resume state) goes in
+    its parent, which ``Path(".").parent`` is not: it is "." itself, inside the target."""
+    (tmp_path / "m").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert fsio.resolve_output(given) == tmp_path
+
+
+def test_the_root_is_never_an_output(monkeypatch):
+    monkeypatch.chdir("/")
+    with pytest.raises(UsageError, match="root cannot be replaced"):
+        fsio.resolve_output(".")
+
+
+@pytest.mark.slow
+def test_train_into_the_current_directory(tmp_path, tiny_csv, monkeypatch, no_fit, no_onnx):
+    """``cd m && rnncli train ... -o .``: a non-empty directory that is no model is refused
+    before training; an empty one (and then the model it holds) is replaced, nothing is
+    left inside or beside it, and the person is told that the shell must ``cd .``."""
+    from rnncli import fitloop
+
+    from conftest import TINY
+
+    here = tmp_path / "m"
+    here.mkdir()
+    (here / "thesis.tex").write_text("mine")
+    monkeypatch.chdir(here)
+    fits = []
+    real_fit = fitloop.fit
+    monkeypatch.setattr(fitloop, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    args = ["train", str(tiny_csv), *[a for a in TINY if a != "--quiet"], "--no-ngrams"]
+    result = CliRunner().invoke(cli, [*args, "-o", "."])
+    assert result.exit_code == 2 and "not an rnncli model directory" in result.output
+    assert fits == [] and [p.name for p in here.iterdir()] == ["thesis.tex"]
+
+    (here / "thesis.tex").unlink()
+    for given in (".", "./"):  # into the empty directory, then over the model it holds
+        monkeypatch.chdir(here)
+        result = CliRunner().invoke(cli, [*args, "-o", given])
+        assert result.exit_code == 0, result.output
+        assert f"saved model to {here}" in result.output and "'cd .'" in result.output
+        assert (here / artifacts.MANIFEST).is_file()
+        assert not [p for p in here.iterdir() if p.name.startswith(".")]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no lock, no staging
+    assert len(fits) == 2
