@@ -24,6 +24,7 @@ from rnncli.config import (CELLS, CLASS_WEIGHTS, NGRAM_SOLVERS, POOLINGS, PREDIC
                            TrainConfig, default)
 from rnncli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNEXPECTED,
                            EXIT_USAGE, RnnCliError, Terminated, UsageError)
+from rnncli.terminal import visible
 
 _debug = False
 
@@ -85,7 +86,7 @@ def _error(message: str, exc: BaseException, code: int) -> int:
         import traceback  # only here: --help and every light path stay without it
 
         traceback.print_exception(exc)
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {visible(message, lines=True)}", err=True)
     return code
 
 
@@ -286,7 +287,7 @@ def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, thres
                                   errors=errors)
     console = output.err_console()
     for note in notes:
-        console.print(note, markup=False)
+        output.tell(console, note)
     tables.render_figures(figures, output.resolve_format(fmt, piped="json"),
                           title=f"evaluation on {data or 'the held-out test split'}")
 
@@ -308,9 +309,9 @@ def export(model_dir, dest, force):
     from rnncli.export import export_saved_model
 
     path = export_saved_model(model_dir, dest, force=force)
-    output.err_console().print(f"wrote SavedModel to {path}", markup=False)
+    output.tell(output.err_console(), f"wrote SavedModel to {path}")
     if fsio.replaces_cwd(path):
-        output.err_console().print(fsio.CWD_NOTE, markup=False)
+        output.tell(output.err_console(), fsio.CWD_NOTE)
     click.echo(str(path))
 
 

@@ -83,6 +83,6 @@ def report(data, model_dir, text_col, label_col, encoding, show_skipped, out, er
                                engine=engine, threshold=threshold)
     console = output.err_console()
     for note in notes:
-        console.print(note, markup=False)
-    console.print(f"wrote {page}", markup=False)
+        output.tell(console, note)
+    output.tell(console, f"wrote {page}")
     click.echo(str(page))

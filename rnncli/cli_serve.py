@@ -68,10 +68,9 @@ def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch
             console.print(f"warning: listening on {host} with no authentication: anyone who "
                           "can reach this port can use the model; see the README for a "
                           "reverse proxy", markup=False)
-        console.print(f"serving {model_dir} as {name!r} on http://{shown}:{port} "
-                      f"({workers} worker{'s' if workers > 1 else ''}); try: curl "
-                      f"-d '{{\"texts\": [\"great movie\"]}}' http://{shown}:{port}/predict",
-                      markup=False)
+        output.tell(console, f"serving {model_dir} as {name!r} on http://{shown}:{port} "
+                    f"({workers} worker{'s' if workers > 1 else ''}); try: curl "
+                    f"-d '{{\"texts\": [\"great movie\"]}}' http://{shown}:{port}/predict")
 
     run_server(settings, host=host, port=port, workers=workers, grace=shutdown_timeout,
                on_ready=ready)

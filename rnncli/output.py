@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rnncli.predict import SCORE_DIGITS
+from rnncli.terminal import visible
 
 RECORD_FIELDS = ("text", "label", "score", "status")
 TOP_CLASSES = 3  # classes a table shows for each text of a multi-class model
@@ -51,13 +52,14 @@ class PipeConsole(Console):
         raise BrokenPipeError
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), *range(127, 160)] if chr(c) != "\t"}
+def cell(value: Any) -> Text:
+    """A table cell holding text from data: escaped, never read as markup."""
+    return Text(visible(str(value)))
 
 
-def visible(text: str) -> str:
-    """A text for a terminal: control characters (an escape sequence in a review could
-    clear the screen or retitle the window) shown escaped, as \\x1b."""
-    return text.translate(_CONTROL)
+def tell(console: Console, text: str) -> None:
+    """A note for people (stderr): escaped, never read as markup."""
+    console.print(visible(text, lines=True), markup=False, highlight=False)
 
 
 def err_console() -> Console:
@@ -144,10 +146,9 @@ def _records_table(records: list[dict[str, Any]], classes: bool = False) -> Tabl
     for r in records:
         # Text objects: a review is never read as Rich markup ('[/]' would crash it)
         # the score as every other format gives it, on whose value the label was decided
-        cells = [Text(visible(r["text"])), Text(visible(r["label"] or "-")),
-                 fmt_value(r["score"], SCORE_DIGITS)]
+        cells = [cell(r["text"]), cell(r["label"] or "-"), fmt_value(r["score"], SCORE_DIGITS)]
         if classes:
-            cells.append(Text(_top_classes(r.get("scores"))))
+            cells.append(cell(_top_classes(r.get("scores"))))
         if show_status:
             cells.append(r["status"])
         table.add_row(*cells)
@@ -197,11 +198,11 @@ class PlainReporter:
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(text, markup=False)
+            tell(self.console, text)
 
     def warning(self, text: str) -> None:
         """Something the user should act on: shown even with --quiet."""
-        self.console.print(f"warning: {text}", markup=False)
+        tell(self.console, f"warning: {text}")
 
     def train_begin(self, epochs: int, steps: int) -> None:
         self.epochs = epochs

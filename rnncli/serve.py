@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rnncli import artifacts, jsontext
-from rnncli.output import visible
+from rnncli.terminal import visible
 from rnncli.predict import Predictor, capped_text, decode_input, to_score
 
 SETTINGS_ENV = "RNNCLI_SERVE_SETTINGS"  # how --workers processes get the settings

@@ -10,10 +10,9 @@ from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
 from rnncli.config import TOKENIZERS, ngram_span
-from rnncli.output import fmt_value as _fmt, out_console, to_json
+from rnncli.output import cell, fmt_value as _fmt, out_console, to_json, visible
 from rnncli.predict import SCORE_DIGITS
 
 
@@ -44,13 +43,13 @@ def _errors_table(errors: list[dict[str, Any]]) -> Table:
     table.add_column("predicted")
     table.add_column("score", justify="right")
     for error in errors:
-        table.add_row(Text(error["text"]), Text(error["label"]), Text(error["predicted"]),
+        table.add_row(cell(error["text"]), cell(error["label"]), cell(error["predicted"]),
                       _fmt(error["score"], SCORE_DIGITS))
     return table
 
 
 def _binary_tables(figures: dict[str, Any], title: str) -> list[Table]:
-    table = Table(title=escape(title), show_edge=False, header_style="bold")
+    table = Table(title=escape(visible(title)), show_edge=False, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss", "n"):
@@ -77,19 +76,19 @@ _MULTI_CLASS_ROWS = (("accuracy", "accuracy"), ("macro_precision", "macro precis
 
 
 def _multi_class_tables(figures: dict[str, Any], title: str) -> list[Table]:
-    table = Table(title=escape(title), show_edge=False, header_style="bold")
+    table = Table(title=escape(visible(title)), show_edge=False, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, name in _MULTI_CLASS_ROWS:
         table.add_row(name, _fmt(figures.get(key)))
-    # class names come from the data: Text keeps "[bold]" literal instead of markup
+    # class names come from the data: cell keeps "[bold]" literal and escapes ESC
     names = figures["classes"]
     matrix = Table(title="confusion matrix", show_edge=False, header_style="bold")
     matrix.add_column("")
     for name in names:
-        matrix.add_column(Text(f"predicted {name}"), justify="right")
+        matrix.add_column(cell(f"predicted {name}"), justify="right")
     for name, row in zip(names, figures["confusion_matrix"]):
-        matrix.add_row(Text(f"actual {name}"), *(str(count) for count in row))
+        matrix.add_row(cell(f"actual {name}"), *(str(count) for count in row))
     return [table, _per_class_table(figures), matrix]
 
 
@@ -99,7 +98,7 @@ def _per_class_table(figures: dict[str, Any]) -> Table:
     for name in ("precision", "recall", "F1", "support"):
         table.add_column(name, justify="right")
     for row in figures["per_class"]:
-        table.add_row(Text(str(row["class"])), _fmt(row["precision"]), _fmt(row["recall"]),
+        table.add_row(cell(row["class"]), _fmt(row["precision"]), _fmt(row["recall"]),
                       _fmt(row["f1"]), _fmt(row["support"]))
     return table
 
@@ -150,7 +149,7 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, Text(value))
+        table.add_row(key, cell(value))
     out_console().print(table)
 
 
@@ -246,5 +245,5 @@ def render_rows(rows: list[dict[str, str]], fmt: str) -> None:
     for key in rows[0]:
         table.add_column(key)
     for row in rows:
-        table.add_row(*(Text(v) for v in row.values()))
+        table.add_row(*(cell(v) for v in row.values()))
     out_console().print(table)
