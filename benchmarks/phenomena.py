@@ -74,7 +74,7 @@ def groups(model_dir: Path, test_file: str | None = None) -> dict:
     if not manifest.get("blend"):
         raise SystemExit(f"{model_dir}: has no n-gram model (trained with --no-ngrams); "
                          "nothing to compare")
-    from rnncli.blend import predicted
+    from rnncli.metrics import decide
     from rnncli.data import load_dataset
 
     model = artifacts.load_keras_model(model_dir)
@@ -84,7 +84,7 @@ def groups(model_dir: Path, test_file: str | None = None) -> dict:
                         known_labels=artifacts.label_names(manifest))
     texts, labels = list(data.texts), np.asarray(data.labels)
     rnn, ngram, blend, lengths = _scores(model, texts)
-    right = {name: predicted(s) == labels for name, s in
+    right = {name: decide(s) == labels for name, s in
              (("rnn", rnn), ("ngram", ngram), ("blend", blend))}
     neg = np.array([bool(NEGATION.search(t)) for t in texts])
     con = np.array([bool(CONTRAST.search(t)) for t in texts])

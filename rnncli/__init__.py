@@ -3,7 +3,7 @@
 This module stays light: importing it never imports TensorFlow or Keras.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from rnncli.config import TrainConfig  # noqa: E402  (light: a dataclass)
 from rnncli.errors import (  # noqa: E402

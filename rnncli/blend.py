@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rnncli.metrics import decide, label_probability
+
 if TYPE_CHECKING:
     from rnncli.ngrams import NgramFit
 
@@ -73,20 +75,11 @@ def log_loss(labels, scores: np.ndarray, weights: np.ndarray | None = None) -> f
     return float(np.average(losses, weights=weights)) if len(y) else 0.0
 
 
-def predicted(scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Class indexes: the positive class at ``threshold`` for a vector of positive-class
-    probabilities, the most probable class for rows of class probabilities."""
-    scores = np.asarray(scores)
-    if scores.ndim == 2:
-        return np.argmax(scores, axis=1)
-    return (scores >= threshold).astype(np.int64)
-
-
 def accuracy(labels, scores: np.ndarray) -> float | None:
     """Accuracy (at 0.5 for two classes), rounded to 4 decimals as the manifest keeps it;
     None for no rows."""
     labels = np.asarray(labels)
-    return round(float(np.mean(predicted(scores) == labels)), 4) if len(labels) else None
+    return round(float(np.mean(decide(scores) == labels)), 4) if len(labels) else None
 
 
 # Calibration: temperature scaling (Guo et al. 2017) of the blend's probabilities.
@@ -146,11 +139,6 @@ def calibrate(labels, scores: np.ndarray, weights: np.ndarray | None = None) -> 
 
 
 def _ece(labels: np.ndarray, scores: np.ndarray, ece) -> float | None:
-    scores = np.asarray(scores, np.float64)
-    if scores.ndim == 2:
-        confidence, correct = scores.max(axis=1), np.argmax(scores, axis=1) == labels
-    else:
-        confidence = np.maximum(scores, 1 - scores)
-        correct = (scores >= 0.5) == (labels == 1)
-    value = ece(confidence, correct)
+    chosen = decide(scores)
+    value = ece(label_probability(scores, chosen), chosen == labels)
     return None if value is None else round(value, 4)

@@ -19,6 +19,27 @@ _EPS = 1e-7  # Keras's epsilon for binary cross-entropy
 _FIGURES = ("precision", "recall", "f1")
 
 
+def decide(scores, threshold: float = 0.5) -> np.ndarray:
+    """The one decision rule, for predict, evaluate, report, serve and training's figures:
+    class indexes from raw scores (never from rounded ones). A vector (or one column) of
+    positive-class probabilities: the positive class (1) where p >= ``threshold``, compared
+    in float64; rows of k class probabilities: the most probable class, ties to the lowest
+    index (``threshold`` is not used)."""
+    p = np.asarray(scores, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] != 1:
+        return np.argmax(p, axis=1)
+    return (p.reshape(-1) >= threshold).astype(np.int64)
+
+
+def label_probability(scores, decided: np.ndarray) -> np.ndarray:
+    """Each row's probability of the class ``decide`` chose: a record's ``score``."""
+    p = np.asarray(scores, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] != 1:
+        return p[np.arange(len(p)), decided]
+    p = p.reshape(-1)
+    return np.where(decided == 1, p, 1 - p)
+
+
 def evaluate_scores(labels, scores, *, threshold: float = 0.5, class_names=None) -> dict:
     """Evaluation figures for two classes (1-D scores) or more (2-D scores).
 
@@ -60,7 +81,7 @@ def _evaluate_binary(y: np.ndarray, p: np.ndarray, threshold: float, class_names
     if y.shape != p.shape:
         raise ValueError(f"{y.size} labels but {p.size} scores")
     names = _class_names(class_names, 2)
-    pred = p >= threshold
+    pred = decide(p, threshold) == 1
     tp = int(np.sum(pred & (y == 1)))
     fp = int(np.sum(pred & (y == 0)))
     fn = int(np.sum(~pred & (y == 1)))
@@ -96,7 +117,7 @@ def _evaluate_classes(y: np.ndarray, p: np.ndarray, class_names) -> dict:
     if n and (y.min() < 0 or y.max() >= k):
         raise ValueError(f"labels must be class indexes 0..{k - 1}, found {int(y.min())}.."
                          f"{int(y.max())}")
-    pred = np.argmax(p, axis=1) if n else np.zeros(0, dtype=np.int64)
+    pred = decide(p) if n else np.zeros(0, dtype=np.int64)
     matrix = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
     aucs = [roc_auc((y == c).astype(np.int64), p[:, c]) for c in range(k)]
     aucs = [a for a in aucs if a is not None]
@@ -177,14 +198,8 @@ def confident_errors(labels, scores, texts: list[str], class_names, *, count: in
     first: {"text", "label" (the true one), "predicted", "score" (its probability)}. Such
     rows are often label errors worth checking in the data."""
     y = np.asarray(labels, dtype=np.int64).ravel()
-    p = np.asarray(scores, dtype=np.float64)
-    if p.ndim == 2 and p.shape[1] != 1:
-        pred = np.argmax(p, axis=1)
-        confidence = p.max(axis=1)
-    else:
-        p = p.ravel()
-        pred = (p >= threshold).astype(np.int64)
-        confidence = np.where(pred == 1, p, 1 - p)
+    pred = decide(scores, threshold)
+    confidence = label_probability(scores, pred)
     wrong = np.flatnonzero((pred != y) & np.isfinite(confidence))
     chosen = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
     return [{"text": texts[i], "label": str(class_names[y[i]]),

@@ -93,15 +93,16 @@ class RecordWriter:
 
     Every format writes each batch when it is done (a table too: one table per batch),
     so a person typing gets each answer at once and memory stays flat on a long stream.
-    ``classes``: the model's class names; with more than two, CSV has a column
-    ``score_<class>`` per class after the usual ones (a binary model's CSV stays as it
-    always was) and a table shows the most probable classes.
+    ``classes``: the model's class names; CSV has a column ``score_<class>`` per class
+    after the usual ones (``score`` is the label's own probability, so a two-class model's
+    positive-class probability is its ``score_<positive>``), and with more than two
+    classes a table shows the most probable ones.
     """
 
     def __init__(self, fmt: str, stream: IO | None = None, classes: tuple[str, ...] = ()):
         self.fmt = fmt
         self.stream = stream or sys.stdout
-        self.classes = tuple(classes) if len(classes) > 2 else ()
+        self.classes = tuple(classes)
         self._count = 0
         self._csv = csv.writer(self.stream, lineterminator="\n") if fmt == "csv" else None
         if fmt == "csv":
@@ -111,7 +112,7 @@ class RecordWriter:
         if self.fmt == "table":
             if records:
                 PipeConsole(file=self.stream, highlight=False).print(
-                    _records_table(records, bool(self.classes)))
+                    _records_table(records, len(self.classes) > 2))
             self._count += len(records)
         for record in records if self.fmt != "table" else ():
             if self.fmt == "jsonl":

@@ -17,6 +17,7 @@ import numpy as np
 from rnncli import artifacts
 from rnncli.config import MAX_TEXT_CHARS, output_width
 from rnncli.errors import ModelError, UsageError
+from rnncli.metrics import decide
 
 SCORE_DIGITS = 6  # a record's score is rounded to this many decimals
 STATUS_OK = "ok"
@@ -208,20 +209,21 @@ class Predictor:
         return out
 
     def labelled(self, scores) -> dict[str, Any]:
-        """label, score and scores (every class's probability, in class order) of one text.
-
-        Two classes: ``score`` is the positive class's probability, and the label is
-        decided on it as printed (a raw 0.4999997 shows as 0.5, which the default threshold
-        calls positive). More: ``score`` is the probability of the most probable class,
-        the label.
+        """label, score and scores of one text, for every model alike: ``label`` is
+        decided on the raw scores by ``metrics.decide`` (as evaluate and report decide),
+        ``score`` is the probability of that label, and ``scores`` every class's
+        probability, in class order (a two-class model's positive-class probability is
+        ``scores[<positive label>]``). Shown rounded to SCORE_DIGITS decimals.
         """
         names = self.label_names
+        row = np.asarray(scores, np.float64).reshape(-1)
         if len(names) == 2:
-            score = round(float(scores), SCORE_DIGITS)
-            return {"label": names[int(score >= self.threshold)], "score": score,
-                    "scores": {names[0]: round(1.0 - score, SCORE_DIGITS), names[1]: score}}
-        rounded = [round(float(p), SCORE_DIGITS) for p in scores]
-        best = int(np.argmax(scores))
+            best = int(decide(row, self.threshold)[0])
+            positive = round(float(row[0]), SCORE_DIGITS)
+            rounded = [round(1.0 - positive, SCORE_DIGITS), positive]
+        else:
+            best = int(decide(row[None, :])[0])
+            rounded = [round(float(p), SCORE_DIGITS) for p in row]
         return {"label": names[best], "score": rounded[best],
                 "scores": dict(zip(names, rounded))}
 

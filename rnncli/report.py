@@ -16,7 +16,7 @@ import numpy as np
 
 from rnncli.errors import UsageError
 from rnncli.evaluation import Scored, figures_of, notes_of, score_dataset
-from rnncli.metrics import ECE_BINS, roc_auc
+from rnncli.metrics import ECE_BINS, decide, label_probability, roc_auc
 from rnncli.report_page import render_page
 
 MISSING = ("rnncli report draws its plots with matplotlib, which is not installed: pip "
@@ -244,18 +244,15 @@ def _reliability(plt, scored, names, history):
 
 
 def _confidence(scored: Scored) -> tuple[np.ndarray, np.ndarray]:
-    y, p = np.asarray(scored.data.labels), np.asarray(scored.scores, np.float64)
-    if p.ndim == 2:
-        return p.max(axis=1), (np.argmax(p, axis=1) == y).astype(float)
-    predicted = p >= scored.threshold
-    return np.where(predicted, p, 1 - p), (predicted == (y == 1)).astype(float)
+    chosen = decide(scored.scores, scored.threshold)
+    return (label_probability(scored.scores, chosen),
+            (chosen == np.asarray(scored.data.labels)).astype(float))
 
 
 def _confusion(plt, scored, names, history):
     k = len(names)
     y = np.asarray(scored.data.labels)
-    p = np.asarray(scored.scores)
-    predicted = np.argmax(p, axis=1) if p.ndim == 2 else (p >= scored.threshold).astype(int)
+    predicted = decide(scored.scores, scored.threshold)
     matrix = np.zeros((k, k), dtype=int)
     np.add.at(matrix, (y, predicted), 1)
     size = min(4 + 0.45 * k, 16)

@@ -69,6 +69,11 @@ def interrupt_after_first_epoch(args: list[str], timeout: float = 120) -> str:
     return rest
 
 
+def positive_probability(record: dict) -> float:
+    """A two-class record's positive-class probability (its ``score`` is its label's)."""
+    return list(record["scores"].values())[1]
+
+
 @pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "tiny.csv", sample_rows(240))

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ZH_SAMPLE, sample_rows, write_csv
+from conftest import ZH_SAMPLE, positive_probability, sample_rows, write_csv
 
 from rnncli import scripts
 from rnncli.cli import cli
@@ -127,8 +127,8 @@ def test_export_serves_raw_chinese_strings_with_predict_scores(zh_model, tmp_pat
     texts = zh_texts(300)[240:] + JAPANESE + MIXED
     loaded = tf.saved_model.load(str(tmp_path / "served"))  # kept: serve needs its variables
     served = np.asarray(loaded.serve(tf.constant(texts))).reshape(-1)
-    predicted = [r["score"] for r in jsonl(invoke("predict", "-m", out, "-f", "jsonl",
-                                                  *texts).stdout)]
+    predicted = [positive_probability(r) for r in jsonl(invoke("predict", "-m", out, "-f",
+                                                                "jsonl", *texts).stdout)]
     np.testing.assert_allclose(served, predicted, atol=1e-4)
 
 

@@ -21,7 +21,8 @@ from rnncli import artifacts
 from rnncli.cli import cli
 from rnncli.metrics import CLASS_KEYS, METRIC_KEYS
 
-from conftest import TINY, interrupt_after_first_epoch, sample_rows, write_csv
+from conftest import (TINY, interrupt_after_first_epoch, positive_probability, sample_rows,
+                      write_csv)
 
 pytestmark = pytest.mark.slow
 
@@ -286,7 +287,7 @@ def test_predict_arguments(gru_model):
     assert [r["text"] for r in records] == texts
     for r in records:
         assert r["status"] == "ok" and 0.0 <= r["score"] <= 1.0
-        assert r["label"] == ("positive" if r["score"] >= 0.5 else "negative")
+        assert r["label"] == ("positive" if positive_probability(r) >= 0.5 else "negative")
 
 
 def test_predict_stdin_keeps_blank_lines(gru_model):
@@ -354,7 +355,8 @@ def test_predict_formats_agree(gru_model, fmt):
     if fmt == "json":
         assert [r["text"] for r in json.loads(result.stdout)] == texts
     elif fmt == "csv":
-        assert result.stdout.splitlines()[0] == "text,label,score,status"
+        assert (result.stdout.splitlines()[0]
+                == "text,label,score,status,score_negative,score_positive")
         assert len(result.stdout.splitlines()) == 3
     elif fmt == "label":
         assert set(result.stdout.split()) <= {"positive", "negative"}
@@ -366,13 +368,13 @@ def test_predict_formats_agree(gru_model, fmt):
 def test_threshold_override(gru_model):
     texts = ["a wonderful film", "boring and far too long", "fine"]
     records = jsonl(invoke("predict", "-m", gru_model, *texts).stdout)
-    scores = sorted(r["score"] for r in records)
+    scores = sorted(positive_probability(r) for r in records)
     assert scores[0] < scores[-1]
 
     def labels(threshold):
         result = invoke("predict", "-m", gru_model, "--threshold", threshold, *texts)
         assert result.exit_code == 0, result.output
-        return {r["score"]: r["label"] for r in jsonl(result.stdout)}
+        return {positive_probability(r): r["label"] for r in jsonl(result.stdout)}
 
     assert set(labels("0").values()) == {"positive"}
     assert set(labels("1").values()) == {"negative"}
@@ -472,8 +474,8 @@ def test_export_serves_raw_strings_with_predict_scores(gru_model, tmp_path):
     served = np.asarray(loaded.serve(tf.constant(texts))).reshape(-1)
     signature = loaded.signatures["serving_default"]
     via_signature = np.asarray(list(signature(tf.constant(texts)).values())[0]).reshape(-1)
-    predicted = [r["score"] for r in jsonl(invoke("predict", "-m", gru_model, "-f", "jsonl",
-                                                  *texts[:2], *texts[3:]).stdout)]
+    predicted = [positive_probability(r) for r in jsonl(invoke(
+        "predict", "-m", gru_model, "-f", "jsonl", *texts[:2], *texts[3:]).stdout)]
     np.testing.assert_allclose(served[[0, 1, 3, 4]], predicted, atol=1e-4)
     np.testing.assert_allclose(via_signature, served, atol=1e-6)
     again = invoke("export", "-m", gru_model, "-o", dest)
@@ -674,8 +676,8 @@ def test_every_pooling_saves_reloads_and_exports(tmp_path, tiny_csv, train_model
 
     out = train_model(tmp_path / pooling, tiny_csv, "--pooling", pooling, "--no-ngrams")
     texts = ["fine film", "!!!", "a" * 300]
-    scores = [r["score"] for r in jsonl(invoke("predict", "-m", out, "-f", "jsonl",
-                                               "--engine", "onnx", *texts).stdout)]
+    scores = [positive_probability(r) for r in jsonl(invoke(
+        "predict", "-m", out, "-f", "jsonl", "--engine", "onnx", *texts).stdout)]
     assert invoke("export", "-m", out, "-o", tmp_path / "sm").exit_code == 0
     served = tf.saved_model.load(str(tmp_path / "sm"))
     np.testing.assert_allclose(np.asarray(served.serve(tf.constant(texts))).ravel(), scores,

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from rnncli.metrics import (CLASS_KEYS, METRIC_KEYS, MULTI_METRIC_KEYS, evaluate_scores,
-                            roc_auc, round_figures)
+from rnncli.metrics import (CLASS_KEYS, METRIC_KEYS, MULTI_METRIC_KEYS, confident_errors,
+                            decide, evaluate_scores, roc_auc, round_figures)
 
 
 def test_hand_computed_figures():
@@ -245,3 +245,62 @@ def test_a_score_that_is_not_a_number_leaves_the_figures_defined():
     assert confident_errors([1, 0], [float("nan"), 0.8], ["a", "b"], ("n", "p"),
                             count=3) == [{"text": "b", "label": "n", "predicted": "p",
                                           "score": pytest.approx(0.8)}]
+
+
+# --------------------------------------------------------------------------- one rule
+
+class _FixedEngine:
+    """An engine whose raw scores are given: what predict's records are made from."""
+
+    def __init__(self, raw):
+        self.raw = np.asarray(raw, np.float32)
+
+    def scores(self, texts, batch_size=256):
+        return self.raw[: len(texts)]
+
+
+def _predictor(raw, names=("neg", "pos"), threshold=0.5):
+    from rnncli.predict import Predictor
+
+    labels = ({"negative": names[0], "positive": names[1]} if len(names) == 2
+              else {"classes": list(names)})
+    return Predictor(None, {"labels": labels}, _FixedEngine(raw), threshold)
+
+
+def test_predict_and_evaluate_decide_on_the_same_raw_score():
+    """0.4999996 rounds to 0.5 in a record; the label is decided on the raw score, as
+    evaluate (metrics) and report decide it, so it is negative everywhere, and the record's
+    score is that label's probability."""
+    raw = [0.4999996, 0.5, 0.2, 0.9]
+    records = _predictor(raw).records(["a", "b", "c", "d"])
+    assert [r["label"] for r in records] == ["neg", "pos", "neg", "pos"]
+    figures = evaluate_scores([0, 1, 0, 1], np.asarray(raw, np.float32))
+    assert figures["accuracy"] == 1.0  # every row counted as the record labels it
+    assert [r["score"] for r in records] == [0.5, 0.5, 0.8, 0.9]
+    assert [r["scores"]["pos"] for r in records] == [0.5, 0.5, 0.2, 0.9]
+    errors = confident_errors([1, 0, 1, 0], np.asarray(raw, np.float32), list("abcd"),
+                              ["neg", "pos"], count=4)
+    by_text = {e["text"]: e for e in errors}
+    for record in records:  # each wrong row: the label and score predict gives it
+        wrong = by_text[record["text"]]
+        assert (wrong["predicted"], round(wrong["score"], 6)) == (record["label"],
+                                                                  record["score"])
+
+
+def test_threshold_compares_in_float64():
+    """A float32 score against a Python float threshold: NumPy 2 compares them in float32,
+    where 0.30000002 rounds to float32(0.3) and the score would reach it; in float64 the
+    score (0.3000000119...) is below it."""
+    score = np.float32(0.3)
+    assert np.asarray([score]) >= 0.30000002  # the float32 comparison that must not decide
+    assert decide(np.asarray([score]), 0.30000002)[0] == 0
+    assert _predictor([score], threshold=0.30000002).records(["a"])[0]["label"] == "neg"
+
+
+def test_score_means_the_labels_probability_for_every_model():
+    three = _predictor([[0.2, 0.5, 0.3]], names=("a", "b", "c"), threshold=None)
+    record = three.records(["x"])[0]
+    assert (record["label"], record["score"]) == ("b", 0.5)
+    for record in _predictor([0.1, 0.7]).records(["x", "y"]):
+        assert record["score"] == record["scores"][record["label"]]
+        assert record["score"] >= 0.5

@@ -237,16 +237,20 @@ def test_star_ratings_train_in_numeric_order(tmp_path, train_model, no_fit, no_o
 # --------------------------------------------------------------------------- binary
 
 
-def test_binary_records_keep_their_fields_and_add_scores(gru_model):
-    """A two-class model's records are today's (score: the positive class's probability),
-    plus "scores" last; its CSV keeps exactly the old columns."""
+def test_binary_records_have_the_same_fields_as_multi_class_ones(gru_model):
+    """A two-class model's records have the fields a multi-class model's have, meaning the
+    same: score is the label's probability, scores every class's; CSV gives both."""
     records = jsonl(invoke("predict", "-m", gru_model, "-f", "jsonl", "great", "").stdout)
     assert list(records[0]) == ["text", "label", "score", "status", "scores"]
-    assert records[0]["scores"] == {"negative": round(1 - records[0]["score"], 6),
-                                    "positive": records[0]["score"]}
+    positive = records[0]["scores"]["positive"]
+    assert records[0]["scores"] == {"negative": round(1 - positive, 6), "positive": positive}
+    assert records[0]["score"] == records[0]["scores"][records[0]["label"]] >= 0.5
     assert records[1]["scores"] is None
-    csv_out = invoke("predict", "-m", gru_model, "-f", "csv", "great").stdout
-    assert csv_out.splitlines()[0] == "text,label,score,status"
+    csv_out = invoke("predict", "-m", gru_model, "-f", "csv", "great").stdout.splitlines()
+    assert csv_out[0] == "text,label,score,status,score_negative,score_positive"
+    row = csv_out[1].split(",")
+    assert [float(v) for v in row[2:3] + row[4:]] == [records[0]["score"],
+                                                       round(1 - positive, 6), positive]
 
 
 # --------------------------------------------------------------------------- options

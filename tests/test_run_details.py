@@ -52,11 +52,13 @@ class _Scores:
 
 
 @pytest.mark.parametrize("raw, score, label", [
-    (0.49999997, 0.5, "pos"),   # printed 0.5: the label must be the one 0.5 gets
-    (0.4999994, 0.499999, "neg"),
+    # decided on the raw score, as evaluate decides (metrics.decide); the record's score
+    # is the label's own probability, 1 - 0.49999997 printed as 0.5
+    (0.49999997, 0.5, "neg"),
+    (0.4999994, 0.500001, "neg"),
     (0.5, 0.5, "pos"),
 ])
-def test_the_label_goes_with_the_printed_score(raw, score, label):
+def test_the_label_is_decided_on_the_raw_score(raw, score, label):
     predictor = Predictor(Path("m"), {"labels": {"negative": "neg", "positive": "pos"}},
                           _Scores([np.float64(raw)]), 0.5)
     predictor.engine.values = np.asarray([raw], np.float64)

@@ -20,6 +20,8 @@ from click.testing import CliRunner
 
 from rnncli.cli import cli
 
+from conftest import positive_probability
+
 pytestmark = pytest.mark.slow
 
 
@@ -102,7 +104,7 @@ def test_rnncli_api_gives_predicts_records(server, gru_model):
 
 
 def test_tf_serving_api(server, gru_model):
-    scores = [r["score"] for r in predicted(gru_model, TEXTS)]
+    scores = [positive_probability(r) for r in predicted(gru_model, TEXTS)]
     name = server.name
     status, body = server.request("POST", f"/v1/models/{name}:predict", {"instances": TEXTS})
     assert status == 200
