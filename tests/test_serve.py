@@ -4,6 +4,7 @@ real HTTP: both APIs, the bad requests, batching under concurrency, graceful shu
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -114,8 +116,13 @@ def test_tf_serving_api(server, gru_model):
     status, body = server.request("POST", f"/v1/models/{name}:predict",
                                   {"instances": [{"text": t} for t in TEXTS]})
     assert [round(p[0], 6) for p in body["predictions"]] == scores
-    status, body = server.request("GET", f"/v1/models/{name}")
-    assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
+    for path in (f"/V1/MODELS/{name}/VERSIONS/01:predict",  # TF Serving's path rules
+                 f"/v1/Models/{name}/versions/1:predict"):
+        status, body = server.request("POST", path, {"instances": TEXTS})
+        assert status == 200 and [round(p[0], 6) for p in body["predictions"]] == scores
+    for path in (f"/v1/models/{name}", f"/v1/models/{name}/versions/1"):
+        status, body = server.request("GET", path)
+        assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
     status, body = server.request("GET", f"/v1/models/{name}/metadata")
     assert status == 200 and "serving_default" in json.dumps(body)
     b64 = [{"text": {"b64": base64.b64encode(t.encode()).decode()}} for t in TEXTS]
@@ -141,7 +148,20 @@ def test_tf_serving_api(server, gru_model):
     ("GET", "/nowhere", None, 404, "no such endpoint"),
     ("POST", "/v1/models/other:predict", {"instances": ["x"]}, 404, "no model named 'other'"),
     ("POST", "/v1/models/{name}/versions/2:predict", {"instances": ["x"]}, 404, "version"),
-    ("POST", "/v1/models/{name}:classify", {"instances": ["x"]}, 404, ":predict"),
+    ("POST", "/v1/models/{name}:classify", {"examples": [{"text": "x"}]}, 400,
+     "Expected classification signature method_name to be tensorflow/serving/classify. "
+     "Was: tensorflow/serving/predict"),
+    ("POST", "/v1/models/{name}/versions/1:regress", {"examples": [{"text": "x"}]}, 400,
+     "Expected regression signature method_name to be tensorflow/serving/regress"),
+    ("POST", "/v1/models/{name}/labels/stable:predict", {"instances": ["x"]}, 400,
+     "Unrecognized servable version label: stable"),
+    ("POST", "/v1/models/{name}:PREDICT", {"instances": ["x"]}, 400, "Malformed request"),
+    ("POST", "/v1/models/{name}/versions/x:predict", {"instances": ["x"]}, 404,
+     "no such endpoint"),
+    ("POST", "/v1/models/{name}/versions/002:predict", {"instances": ["x"]}, 404,
+     "no version 2"),
+    ("POST", "/v1/models/{name}:predict", {"instances": ["x"], "signature_name": 3}, 400,
+     "'signature_name' key must be a string value."),
     ("POST", "/v1/models/{name}:predict", {"instances": ["x"], "inputs": ["x"]}, 400,
      "exactly one"),
     ("POST", "/v1/models/{name}:predict", {"instances": [1]}, 400, "instances[0] is a number"),
@@ -152,7 +172,8 @@ def test_tf_serving_api(server, gru_model):
     ("POST", "/v1/models/{name}:predict", {"instances": ["\ud800"]}, 400,
      "lone surrogate"),
     ("POST", "/v1/models/{name}:predict", {"instances": ["x"], "signature_name": "s"}, 400,
-     "signature_name"),
+     "Serving signature name: 's' not found in signature def; this model has serve, "
+     "serving_default"),
     ("GET", "/v1/models/{name}:predict", None, 405, "not allowed"),
 ])
 def test_bad_requests_get_a_json_error_and_the_server_stays_up(server, method, path, body,
@@ -274,3 +295,50 @@ def test_the_log_has_one_safe_line_per_request_and_no_traceback(gru_model):
     assert '"POST /predict" 499' in stderr  # the client that went away
     assert "%0a2026" in stderr and "\x1b" not in stderr  # as sent, percent-encoded
     assert not any(line.startswith("2026-01-01") for line in stderr.splitlines())
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def test_gzip_and_deflate_bodies_are_inflated_and_bounded_once_inflated(server):
+    body = json.dumps({"texts": TEXTS}).encode()
+    status, plain = server.request("POST", "/predict", body)
+    assert status == 200
+    for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body)),
+                             ("GZip", gzip.compress(body)), ("identity", body)):
+        status, got = server.request("POST", "/predict", packed,
+                                     {"Content-Encoding": encoding})
+        assert (status, got) == (200, plain), encoding
+    status, got = server.request("POST", f"/v1/models/{server.name}:predict",
+                                 gzip.compress(json.dumps({"instances": TEXTS}).encode()),
+                                 {"Content-Encoding": "gzip"})
+    assert status == 200 and len(got["predictions"]) == len(TEXTS)
+    status, got = server.request("POST", "/predict", gzip.compress(b" " * 300_000),
+                                 {"Content-Encoding": "gzip"})
+    assert status == 413 and "200,000 bytes once inflated (gzip)" in got["error"]
+    for bad, code, words in ((b"x" * 100, 400, "not valid gzip"),
+                             (gzip.compress(body)[:-12], 400, "ends too early")):
+        status, got = server.request("POST", "/predict", bad, {"Content-Encoding": "gzip"})
+        assert status == code and words in got["error"], got
+    status, got = server.request("POST", "/predict", body, {"Content-Encoding": "br"})
+    assert status == 415 and "'br' is not supported" in got["error"]
+    assert server.request("GET", "/health")[0] == 200
+
+
+def peak_memory_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_a_small_body_that_inflates_to_200_mb_is_refused_without_holding_it(gru_model):
+    running = Server(gru_model)  # the default limit, 16 MB
+    try:
+        bomb = gzip.compress(b" " * (200 * 2**20), 9)
+        assert len(bomb) < 16 * 2**20 // 50  # far under the limit as sent
+        before = peak_memory_mb(running.proc.pid)
+        status, got = running.request("POST", "/predict", bomb, {"Content-Encoding": "gzip"})
+        assert status == 413 and "16,777,216 bytes once inflated" in got["error"]
+        assert peak_memory_mb(running.proc.pid) - before < 100  # not the 200 MB
+    finally:
+        running.stop()
