@@ -10,7 +10,7 @@ import click
 from rnncli.cli_options import RnnCliCommand, model_option
 from rnncli.errors import UsageError
 
-EXPLAIN_TOKENS = 20_000  # per /explain request: about 2 s on 2 cores (README, serve)
+EXPLAIN_TOKENS = 50_000  # per /explain request: 1 to 2 s on 2 cores (README, serve)
 
 
 @click.command(cls=RnnCliCommand)

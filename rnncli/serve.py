@@ -153,6 +153,7 @@ class ExplainQueue:
         self._waiting = 0
         self._lock: asyncio.Lock | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="rnncli-explain")
+        self.texts = 0  # texts explained so far (GET /health)
 
     def stop(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
@@ -177,6 +178,7 @@ class ExplainQueue:
                 if await gone():
                     raise _gone()
                 records += await loop.run_in_executor(self._thread, self._explain, [item])
+                self.texts += 1
             return records
         finally:
             self._lock.release()

@@ -342,3 +342,124 @@ def test_a_small_body_that_inflates_to_200_mb_is_refused_without_holding_it(gru_
         assert peak_memory_mb(running.proc.pid) - before < 100  # not the 200 MB
     finally:
         running.stop()
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def raw_post(port: int, path: str, body) -> socket.socket:
+    """A POST sent whole on a socket the caller closes (a client that leaves)."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return sock
+
+
+def test_explain_has_a_token_budget_per_request(gru_model):
+    running = Server(gru_model, "--max-explain-tokens", "40")
+    try:
+        status, records = running.request("POST", "/explain",
+                                          {"texts": ["great movie " * 10, "fine " * 20]})
+        assert status == 200 and [len(r["tokens"]) for r in records] == [20, 20]
+        status, body = running.request("POST", "/explain", {"texts": ["great movie " * 10,
+                                                                      "fine " * 21]})
+        assert status == 413, body
+        assert "41 tokens; the limit is 40 per request" in body["error"]
+        assert "--max-explain-tokens" in body["error"]
+        status, records = running.request("POST", "/predict", {"texts": ["fine " * 21]})
+        assert status == 200  # the budget is explain's
+    finally:
+        running.stop()
+
+
+def test_explain_queue_is_bounded_and_work_for_gone_clients_is_dropped(gru_model):
+    running = Server(gru_model, "--explain-queue", "1", "--max-explain-tokens", "10000000",
+                     "--max-texts", "100000")
+    long = {"texts": [f"review {i}: " + "a great and moving film " * 20
+                      for i in range(1500)]}  # about 2 s of explaining, or more
+    short = {"texts": ["great movie"]}
+    answers = {}
+    try:
+        first = threading.Thread(target=lambda: answers.update(
+            a=running.request("POST", "/explain", long)))
+        first.start()
+        time.sleep(0.5)  # running
+        waiting = raw_post(running.port, "/explain", short)  # queued behind it
+        time.sleep(0.3)
+        conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+        conn.request("POST", "/explain", json.dumps(short))
+        response = conn.getresponse()
+        full = json.loads(response.read())
+        assert response.status == 503 and "--explain-queue" in full["error"]
+        assert response.getheader("Retry-After") == "5"
+        conn.close()
+        waiting.close()  # its client leaves: the queued request is dropped
+        time.sleep(0.6)
+        status, records = running.request("POST", "/explain", short)  # room again: waits
+        assert status == 200 and records[0]["tokens"]
+        first.join(120)
+        assert answers["a"][0] == 200 and len(answers["a"][1]) == 1500
+        before = running.request("GET", "/health")[1]["texts_explained"]
+        leaving = raw_post(running.port, "/explain", long)
+        time.sleep(0.5)
+        leaving.close()  # mid-way: the rest of its texts are never explained
+        time.sleep(0.5)
+        assert running.request("POST", "/explain", short)[0] == 200
+        explained = running.request("GET", "/health")[1]["texts_explained"] - before
+        assert 1 <= explained < 1500
+    finally:
+        code, stderr = running.stop()
+    posts = [line for line in stderr.splitlines() if '"POST /explain"' in line]
+    assert [line.split('"')[2].split()[0] for line in posts] == [
+        "503", "499", "200", "200", "499", "200"], stderr
+
+
+# --------------------------------------------------------------------------- 500
+
+
+FAILING_SERVER = """
+import sys
+from rnncli import engine
+def broken(self, *args, **kwargs):
+    raise OSError("/srv/secret/model/core.onnx: the disk went away")
+engine.OnnxEngine.scores = broken
+from rnncli.cli import cli
+cli(sys.argv[1:])
+"""
+
+
+def test_a_500_tells_the_client_an_id_and_the_log_the_details(gru_model):
+    server = Server.__new__(Server)
+    server.port, server.name = free_port(), gru_model.name
+    server.proc = subprocess.Popen(
+        [sys.executable, "-c", FAILING_SERVER, "serve", "-m", str(gru_model), "--port",
+         str(server.port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"})
+    try:
+        for _ in range(600):
+            try:
+                server.request("GET", "/health")
+                break
+            except OSError:
+                time.sleep(0.1)
+        answers = [server.request("POST", "/predict", {"texts": ["great movie"]}),
+                   server.request("POST", f"/v1/models/{server.name}:predict",
+                                  {"instances": ["great movie"]})]
+    finally:
+        code, stderr = server.stop()
+    ids = []
+    for status, body in answers:
+        assert status == 500 and set(body) == {"error"}
+        words = body["error"].split()
+        assert words[:3] == ["internal", "error", "(id"], body
+        ids.append(words[3].rstrip(");"))
+        assert "secret" not in body["error"] and "OSError" not in body["error"]
+        assert "disk" not in body["error"] and "/" not in body["error"]
+    assert code == 0 and len(set(ids)) == 2
+    for ident in ids:  # the log has each id, with the exception and its traceback
+        at = stderr.index(f"internal error {ident} in ")
+        assert "Traceback" in stderr[at:]
+        assert "OSError: /srv/secret/model/core.onnx: the disk went away" in stderr[at:]
+    assert stderr.count("Traceback") == 2  # once each: not again from uvicorn
+    assert stderr.count('" 500 ') == 2
