@@ -463,3 +463,76 @@ def test_a_500_tells_the_client_an_id_and_the_log_the_details(gru_model):
         assert "OSError: /srv/secret/model/core.onnx: the disk went away" in stderr[at:]
     assert stderr.count("Traceback") == 2  # once each: not again from uvicorn
     assert stderr.count('" 500 ') == 2
+
+
+# --------------------------------------------------------------------------- SavedModel
+
+
+@pytest.fixture(scope="module")
+def three_model(tmp_path_factory, train_model):
+    from conftest import sample_rows, write_csv
+
+    rows = [[text, "neutral" if i % 3 == 0 else label]
+            for i, (text, label) in enumerate(sample_rows(240))]
+    data = write_csv(tmp_path_factory.mktemp("data") / "three.csv", rows)
+    return train_model(tmp_path_factory.mktemp("models") / "three", data)
+
+
+def saved_signatures(path) -> dict:
+    """The SavedModel's serving signatures as TF Serving's metadata shows them (the
+    protos in JSON with their own field names and every field)."""
+    from google.protobuf.json_format import MessageToDict
+    from tensorflow.python.tools import saved_model_utils
+
+    graph = saved_model_utils.get_meta_graph_def(str(path), "serve")
+    return {key: MessageToDict(value, preserving_proto_field_name=True,
+                               always_print_fields_with_no_presence=True)
+            for key, value in graph.signature_def.items() if not key.startswith("__")}
+
+
+@pytest.mark.parametrize("model", ["gru_model", "three_model"])
+def test_serve_shows_and_answers_as_the_exported_saved_model(request, model, tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    model_dir = request.getfixturevalue(model)
+    result = CliRunner().invoke(cli, ["export", "-m", str(model_dir), "-o",
+                                      str(tmp_path / "saved")])
+    assert result.exit_code == 0, result.output
+    expected = saved_signatures(tmp_path / "saved")
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))  # owns the variables: keep it
+    running = Server(model_dir)
+    try:
+        status, metadata = running.request("GET", f"/v1/models/{running.name}/metadata")
+        assert status == 200
+        assert metadata["model_spec"] == {"name": running.name, "signature_name": "",
+                                          "version": "1"}
+        assert metadata["metadata"]["signature_def"]["signature_def"] == expected
+        for signature, outputs in expected.items():
+            want = loaded.signatures[signature](text=tf.constant(TEXTS))
+            want = {name: (np.char.decode(value.numpy().astype(bytes), "utf-8").tolist()
+                           if value.dtype == tf.string else value.numpy())
+                    for name, value in want.items()}
+            assert set(want) == set(outputs["outputs"])
+            path = f"/v1/models/{running.name}:predict"
+            _, rows = running.request("POST", path, {"signature_name": signature,
+                                                     "instances": TEXTS})
+            _, columns = running.request("POST", path, {"signature_name": signature,
+                                                        "inputs": {"text": TEXTS}})
+            if len(want) == 1:  # one output: its values, unnamed
+                (only,) = want.values()
+                np.testing.assert_allclose(rows["predictions"], only, atol=1e-4)
+                np.testing.assert_allclose(columns["outputs"], only, atol=1e-4)
+                continue
+            assert [set(row) for row in rows["predictions"]] == [set(want)] * len(TEXTS)
+            assert set(columns["outputs"]) == set(want)
+            for name, value in want.items():
+                by_rows = [row[name] for row in rows["predictions"]]
+                if name == "classes":
+                    assert by_rows == columns["outputs"][name] == value
+                    assert value[0] == ["negative", "neutral", "positive"]
+                else:
+                    np.testing.assert_allclose(by_rows, value, atol=1e-4)
+                    np.testing.assert_allclose(columns["outputs"][name], value, atol=1e-4)
+    finally:
+        running.stop()
