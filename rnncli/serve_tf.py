@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rnncli import artifacts
+from rnncli.predict import utf8_text
 from rnncli.serve import RequestError, text_list
 
 INPUT_NAME = artifacts.SAVED_MODEL_INPUT
@@ -171,19 +172,15 @@ def _named_input(value: dict, where: str) -> Any:
 
 
 def _string(value: Any, where: str) -> Any:
-    """A text as TF Serving takes a string: as is, or {"b64": base64 of its UTF-8}."""
+    """A text as TF Serving takes a string: as is, or {"b64": base64 of its bytes}; text
+    that is not valid UTF-8 is read as everywhere in rnncli (predict.utf8_text: U+FFFD
+    for the bad bytes) and scored, as the SavedModel scores it."""
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
-            value = base64.b64decode(value["b64"], validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise RequestError(400, f"{where}: b64 is not base64 of UTF-8 text") from None
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RequestError(400, f"{where} holds a lone surrogate (such as \\ud800): not "
-                                    "valid Unicode; send valid text") from None
-    return value
+            value = base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, f"{where}: b64 is not base64") from None
+    return utf8_text(value)[0] if isinstance(value, (str, bytes)) else value
 
 
 def predict_answer(scores, request: PredictRequest, class_names: tuple[str, ...]) -> dict:

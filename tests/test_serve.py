@@ -37,6 +37,7 @@ class Server:
     def __init__(self, model_dir, *extra: str):
         self.port = free_port()
         self.name = model_dir.name
+        self.model_dir = model_dir
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rnncli", "serve", "-m", str(model_dir), "--port",
              str(self.port), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -169,8 +170,6 @@ def test_tf_serving_api(server, gru_model):
      "names inputs 'nope'"),
     ("POST", "/v1/models/{name}:predict", {"instances": [{"b64": "%%%"}]}, 400,
      "not base64"),
-    ("POST", "/v1/models/{name}:predict", {"instances": ["\ud800"]}, 400,
-     "lone surrogate"),
     ("POST", "/v1/models/{name}:predict", {"instances": ["x"], "signature_name": "s"}, 400,
      "Serving signature name: 's' not found in signature def; this model has serve, "
      "serving_default"),
@@ -189,6 +188,35 @@ def test_odd_texts_get_one_record_each(server):
     status, records = server.request("POST", "/predict", body)
     assert status == 200 and [r["status"] for r in records] == ["invalid_utf8", "ok", "ok",
                                                                "ok"]
+    assert all(r["score"] is not None for r in records)
+
+
+def test_text_that_is_not_utf8_is_scored_with_replacement_characters_everywhere(server):
+    """One rule (predict.utf8_text): U+FFFD for each bad byte or lone surrogate, scored;
+    rnncli's records say invalid_utf8, TF Serving's answers have no status."""
+    replaced = "\ufffd great film \ufffd"
+    _, (want,) = server.request("POST", "/predict", {"texts": [replaced]})
+    assert want["status"] == "ok"
+    status, records = server.request("POST", "/predict", json.dumps(
+        {"texts": ["\ud800 great film \udfff"]}).encode())
+    assert status == 200 and records[0]["status"] == "invalid_utf8"
+    assert records[0]["text"] == replaced and records[0]["score"] == want["score"]
+    raw = base64.b64encode(b"\xff great film \xc3").decode()
+    path = f"/v1/models/{server.name}:predict"
+    for body in ({"instances": [{"b64": raw}, "\ud800 great film \udfff"]},
+                 {"inputs": {"text": [{"b64": raw}, "\ud800 great film \udfff"]}}):
+        status, answer = server.request("POST", path, json.dumps(body).encode())
+        assert status == 200, answer
+        values = answer.get("predictions") or answer["outputs"]
+        assert [round(v[0], 6) for v in values] == [want["score"]] * 2
+    with subprocess.Popen([sys.executable, "-m", "rnncli", "predict", "-m",
+                           str(server.model_dir), "-f", "jsonl"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        out, err = proc.communicate(b"\xff great film \xc3\n")
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert proc.returncode == 3 and b"U+FFFD" in err
+    assert (record["text"], record["score"], record["status"]) == (replaced, want["score"],
+                                                                  "invalid_utf8")
 
 
 def test_a_very_long_text_is_truncated_like_predict(gru_model):
@@ -519,6 +547,15 @@ def test_serve_shows_and_answers_as_the_exported_saved_model(request, model, tmp
                                                      "instances": TEXTS})
             _, columns = running.request("POST", path, {"signature_name": signature,
                                                         "inputs": {"text": TEXTS}})
+            odd = b"\xff a great film \xc3"  # not UTF-8: both score it, with U+FFFD
+            _, answer = running.request("POST", path, {
+                "signature_name": signature,
+                "instances": [{"b64": base64.b64encode(odd).decode()}]})
+            np.testing.assert_allclose(
+                answer["predictions"][0] if len(want) == 1 else
+                answer["predictions"][0]["output_0"],
+                loaded.signatures[signature](text=tf.constant([odd]))["output_0"][0],
+                atol=1e-4)
             if len(want) == 1:  # one output: its values, unnamed
                 (only,) = want.values()
                 np.testing.assert_allclose(rows["predictions"], only, atol=1e-4)
