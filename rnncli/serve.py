@@ -6,14 +6,17 @@ Two APIs over one engine (the ONNX engine when the model has it, as ``predict``)
   and ``GET /openapi.json``;
 - TF Serving's REST API, so its clients work unchanged: ``POST
   /v1/models/<name>[/versions/1]:predict`` (``instances`` -> ``predictions``, or
-  ``inputs`` -> ``outputs``), ``GET /v1/models/<name>`` and ``.../metadata``.
+  ``inputs`` -> ``outputs``), ``GET /v1/models/<name>`` and ``.../metadata``
+  (``serve_tf.py``).
 
 Concurrent requests' texts are scored together (:class:`Batcher`): the requests that
 queued while the engine was busy go to it in one call (up to ``max_batch`` texts), which
 runs them in parallel batches on the cores, and each request gets its own rows back, in
 order. So a lone request waits for nothing, and under load the batches grow by
-themselves; ``batch_window`` > 0 also waits that long for more. Errors are ``{"error": ...}``
-with a 4xx status, and never stop the server.
+themselves; ``batch_window`` > 0 also waits that long for more. Explanations go through
+an :class:`ExplainQueue` (one at a time, a bounded queue) within a token budget per
+request. Errors are ``{"error": ...}`` with a 4xx status (a 500 names only an id that
+the log repeats with the details), and never stop the server.
 """
 
 from __future__ import annotations

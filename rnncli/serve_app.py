@@ -217,8 +217,10 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                 f"/v1/models/{name}/versions/1:predict": post(
                     "The same, for the one version", tf_request, "as above"),
                 f"/v1/models/{name}": get("TF Serving's model status", "the status"),
+                f"/v1/models/{name}/versions/1": get("The same, for the one version",
+                                                     "the status"),
                 f"/v1/models/{name}/metadata": get("TF Serving's model metadata",
-                                                   "the signature"),
+                                                   "the SavedModel's signatures"),
             }}
 
 
