@@ -205,19 +205,28 @@ def _gone() -> RequestError:
     return RequestError(499, "the client closed the connection")
 
 
-def explain_tokens(predictor: Predictor, items: list) -> int:
+def explain_tokens(predictor: Predictor, items: list, *, limit: int | None = None) -> int:
     """What explaining ``items`` costs: the tokens the explanations cover (each one a run
-    of the network and an n-gram update), over the texts that are scored."""
-    decoded = [decode_input(item) for item in items]
-    return sum(max(len(predictor.engine.tokens(decoded[i][0])) - 1, 0)
-               for i in to_score(decoded))
+    of the network and an n-gram update), over the texts that are scored; counting stops
+    once past ``limit`` (the server's loop does the counting: it stays short)."""
+    total = 0
+    for item in items:
+        text, status = decode_input(item)
+        if to_score([(text, status)]):
+            total += max(len(predictor.engine.tokens(text)) - 1, 0)
+            if limit is not None and total > limit:
+                break
+    return total
 
 
-def check_explain_budget(tokens: int, limit: int) -> None:
+def check_explain_budget(predictor: Predictor, items: list, limit: int) -> None:
+    """413 for a request whose explanations would cover more than ``limit`` tokens."""
+    tokens = explain_tokens(predictor, items, limit=limit)
     if tokens > limit:
-        raise RequestError(413, f"explaining these texts means {tokens:,} tokens; the limit "
-                                f"is {limit:,} per request: send fewer or shorter texts, or "
-                                "start the server with a larger --max-explain-tokens")
+        raise RequestError(413, f"explaining these texts means more than {limit:,} tokens "
+                                f"(the limit per request; {tokens:,} in the first "
+                                "texts alone): send fewer or shorter texts, or start the "
+                                "server with a larger --max-explain-tokens")
 
 
 # --------------------------------------------------------------------------- requests

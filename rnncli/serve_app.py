@@ -64,8 +64,7 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
                                     "lacks (trained by an older rnncli); retrain it")
         body = await serve.read_json(request, settings.max_body_bytes)
         items = [capped_text(t) for t in serve.texts_field(body, settings)]
-        serve.check_explain_budget(serve.explain_tokens(predictor, items),
-                                   settings.max_explain_tokens)
+        serve.check_explain_budget(predictor, items, settings.max_explain_tokens)
         return json_response(await explainer.run(items, request.is_disconnected))
 
     async def health(request: Request) -> Response:

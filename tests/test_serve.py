@@ -161,6 +161,9 @@ def test_tf_serving_api(server, gru_model):
      "no such endpoint"),
     ("POST", "/v1/models/{name}/versions/002:predict", {"instances": ["x"]}, 404,
      "no version 2"),
+    ("POST", "/v1/models/{name}/versions/1/labels/a:predict", {"instances": ["x"]}, 404,
+     "no such endpoint"),  # a version or a label, not both (TF Serving: 400)
+    ("GET", "/v1/models/{name}/labels/stable", None, 400, "Unrecognized servable version"),
     ("POST", "/v1/models/{name}:predict", {"instances": ["x"], "signature_name": 3}, 400,
      "'signature_name' key must be a string value."),
     ("POST", "/v1/models/{name}:predict", {"instances": ["x"], "inputs": ["x"]}, 400,
@@ -393,7 +396,7 @@ def test_explain_has_a_token_budget_per_request(gru_model):
         status, body = running.request("POST", "/explain", {"texts": ["great movie " * 10,
                                                                       "fine " * 21]})
         assert status == 413, body
-        assert "41 tokens; the limit is 40 per request" in body["error"]
+        assert "more than 40 tokens (the limit per request; 41 in" in body["error"]
         assert "--max-explain-tokens" in body["error"]
         status, records = running.request("POST", "/predict", {"texts": ["fine " * 21]})
         assert status == 200  # the budget is explain's
