@@ -203,7 +203,7 @@ def test_text_that_is_not_utf8_is_scored_with_replacement_characters_everywhere(
     status, records = server.request("POST", "/predict", json.dumps(
         {"texts": ["\ud800 great film \udfff"]}).encode())
     assert status == 200 and records[0]["status"] == "invalid_utf8"
-    assert records[0]["text"] == replaced and records[0]["score"] == want["score"]
+    assert records[0]["text"] == replaced and records[0]["scores"] == want["scores"]
     raw = base64.b64encode(b"\xff great film \xc3").decode()
     path = f"/v1/models/{server.name}:predict"
     for body in ({"instances": [{"b64": raw}, "\ud800 great film \udfff"]},
@@ -211,15 +211,15 @@ def test_text_that_is_not_utf8_is_scored_with_replacement_characters_everywhere(
         status, answer = server.request("POST", path, json.dumps(body).encode())
         assert status == 200, answer
         values = answer.get("predictions") or answer["outputs"]
-        assert [round(v[0], 6) for v in values] == [want["score"]] * 2
+        assert [round(v[0], 6) for v in values] == [want["scores"]["positive"]] * 2
     with subprocess.Popen([sys.executable, "-m", "rnncli", "predict", "-m",
                            str(server.model_dir), "-f", "jsonl"], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         out, err = proc.communicate(b"\xff great film \xc3\n")
     (record,) = [json.loads(line) for line in out.splitlines()]
     assert proc.returncode == 3 and b"U+FFFD" in err
-    assert (record["text"], record["score"], record["status"]) == (replaced, want["score"],
-                                                                  "invalid_utf8")
+    assert (record["text"], record["scores"], record["status"]) == (
+        replaced, want["scores"], "invalid_utf8")
 
 
 def test_a_very_long_text_is_truncated_like_predict(gru_model):
