@@ -142,7 +142,8 @@ def test_tf_serving_api(server, gru_model):
     ("POST", "/predict", {"texts": ["ok", 3]}, 400, "texts[1] is a number"),
     ("POST", "/predict", {"text": ["ok"]}, 400, "\"texts\""),
     ("POST", "/predict", ["ok"], 400, "\"texts\""),
-    ("POST", "/predict", {"texts": ["ok"] * 51}, 413, "the limit is 50"),
+    ("POST", "/predict", {"texts": ["ok"] * 51}, 413,
+     "the limit is 50 per request: split it, or start the server with a larger --max-texts"),
     ("POST", "/predict", {"texts": ["x" * 300000]}, 413, "200,000 bytes"),
     ("GET", "/predict", None, 405, "GET is not allowed"),
     ("DELETE", "/health", None, 405, "not allowed"),
@@ -230,6 +231,9 @@ def test_a_very_long_text_is_truncated_like_predict(gru_model):
         assert status == 200
         assert [r["status"] for r in records] == ["truncated", "ok"]
         assert len(records[0]["text"].encode()) == 800_000
+        status, body = running.request("POST", f"/v1/models/{running.name}:predict",
+                                       {"instances": ["fine"] * 5000})  # a batch client's
+        assert status == 200 and len(body["predictions"]) == 5000
     finally:
         assert running.stop()[0] == 0
 
