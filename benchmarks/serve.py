@@ -1,6 +1,7 @@
 """Load test of `rnncli serve` on localhost, beside a plain server around the Keras model.
 
     python benchmarks/serve.py MODEL_DIR [--seconds 10] [--clients 1 8 64] [--sizes 1 32]
+    python benchmarks/serve.py MODEL_DIR --explain-load [--seconds 10]
 
 Starts `rnncli serve` (ONNX engine, batching) and, as the reference, a plain
 one-request-at-a-time HTTP server (Python's http.server, single-threaded) around the saved
@@ -10,6 +11,11 @@ test split, a new connection per request for both servers) for `--seconds`; prin
 requests/s, texts/s and p50/p99 latency. Also printed: the streaming predict's texts/s
 (the ONNX engine in batches of 256, in-process), which many small requests should
 approach. The clients run in this process (threads), on the same cores as the servers.
+
+--explain-load: `/predict` latency (one client, one text per request) alone, then while
+two clients keep sending `/explain` requests as large as the server takes (long reviews
+up to `--max-explain-tokens`), then while twelve do (more than `--explain-queue` lets
+wait); printed: /predict's p50/p99 and the explain answers by status.
 """
 
 from __future__ import annotations
@@ -35,10 +41,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--explain-load", action="store_true")
     parser.add_argument("--reference-server", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference_server is not None:
         return reference_server(args.model_dir, args.reference_server)
+    if args.explain_load:
+        return explain_load(args.model_dir, args.seconds)
     texts = test_texts(args.model_dir)
     print(f"model {args.model_dir}; {len(texts)} test texts, {os.cpu_count()} cores; "
           f"{args.seconds:g} s per run")
@@ -144,6 +153,56 @@ def load(port: int, texts: list[str], *, clients: int, size: int, seconds: float
     ms = np.array(latencies) * 1000
     return {"rps": len(ms) / elapsed, "tps": len(ms) * size / elapsed,
             "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
+
+
+def explain_load(model_dir: str, seconds: float) -> None:
+    from rnncli.cli_serve import EXPLAIN_TOKENS
+    from rnncli.predict import Predictor
+    from rnncli.serve import explain_tokens
+
+    texts = test_texts(model_dir)
+    with Predictor.load(model_dir) as predictor:  # as many long reviews as one request takes
+        longest = sorted(texts, key=len, reverse=True)
+        big, used = [], 0
+        for text in longest:
+            cost = explain_tokens(predictor, [text])
+            if used + cost > EXPLAIN_TOKENS:
+                break
+            big.append(text)
+            used += cost
+    print(f"model {model_dir}; {os.cpu_count()} cores; {seconds:g} s per row; each /explain "
+          f"request: {len(big)} reviews, {used:,} tokens (limit {EXPLAIN_TOKENS:,})")
+    proc, port = start([sys.executable, "-m", "rnncli", "serve", "-m", model_dir, "--port",
+                        "{port}"])
+    try:
+        print("| /explain clients | /predict p50 ms | p99 ms | /predict requests/s | "
+              "/explain answers |")
+        print("|---|---|---|---|---|")
+        for explainers in (0, 2, 12):
+            answers: dict[int, int] = {}
+            stop = threading.Event()
+
+            def explain_client() -> None:
+                while not stop.is_set():
+                    status, _ = post(port, "/explain", {"texts": big})
+                    answers[status] = answers.get(status, 0) + 1
+                    if status == 503:
+                        time.sleep(1)
+
+            threads = [threading.Thread(target=explain_client) for _ in range(explainers)]
+            for t in threads:
+                t.start()
+            time.sleep(1 if explainers else 0)
+            got = load(port, texts, clients=1, size=1, seconds=seconds)
+            stop.set()
+            for t in threads:
+                t.join()
+            shown = ", ".join(f"{n} x {code}" for code, n in sorted(answers.items())) or "-"
+            print(f"| {explainers} | {got['p50']:.1f} | {got['p99']:.1f} | {got['rps']:.0f} | "
+                  f"{shown} |", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(60)
 
 
 def reference_server(model_dir: str, port: int) -> None:

@@ -220,8 +220,9 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
 def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, quiet):
     """Label TEXTs, or lines from stdin when no TEXT (or '-') is given.
 
-    One record per input line, in order; blank lines get status "empty" and undecodable
-    ones "invalid_utf8" (then the exit code is 3). Records: text, label, score (the
+    One record per input line, in order; blank lines get status "empty", and lines that
+    are not UTF-8 "invalid_utf8", scored with U+FFFD for the bad bytes (the exit code is
+    then 3). Records: text, label, score (the
     positive-class probability; with more than two classes, the label's), status, and
     scores (every class's probability).
     """

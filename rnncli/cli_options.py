@@ -133,8 +133,9 @@ class RnnCliCommand(click.Command):
 
 
 class FailedLines:
-    """The input lines that could not be read (not UTF-8), counted as records stream by:
-    how many, and the first few line numbers (bounded, however long the stream)."""
+    """The input lines that were not UTF-8 (scored as decoded with U+FFFD), counted as
+    records stream by: how many, and the first few line numbers (bounded, however long
+    the stream)."""
 
     def __init__(self, statuses: tuple[str, ...]):
         self.statuses = statuses  # predict.FAILED
@@ -146,11 +147,12 @@ class FailedLines:
         self.done += len(records)
 
     def exit_if_any(self, ctx: click.Context, what: str) -> None:
-        """Say which lines failed on stderr and exit 3; ``what``: what they lack."""
+        """Say which lines were not UTF-8 on stderr and exit 3; ``what``: what they got."""
         if self.count:
             where = ", ".join(map(str, self.first)) + (", ..." if self.count > 5 else "")
             click.echo(f"Error: {self.count} input line(s) not valid UTF-8 (line {where}); "
-                       f"they have status invalid_utf8 and no {what}", err=True)
+                       f"they have status invalid_utf8 (their {what} is of the text with "
+                       "U+FFFD for the bad bytes); convert the input to UTF-8", err=True)
             ctx.exit(EXIT_DATA)
 
 

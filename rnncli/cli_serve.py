@@ -10,6 +10,8 @@ import click
 from rnncli.cli_options import RnnCliCommand, model_option
 from rnncli.errors import UsageError
 
+EXPLAIN_TOKENS = 50_000  # per /explain request: 1 to 2 s on 2 cores (README, serve)
+
 
 @click.command(cls=RnnCliCommand)
 @model_option
@@ -23,8 +25,9 @@ from rnncli.errors import UsageError
 @click.option("--name", default=None, metavar="NAME",
               help="The model's name in TF Serving paths (/v1/models/NAME:predict) "
                    "[default: the model directory's name].")
-@click.option("--max-texts", type=click.IntRange(1), default=1024, show_default=True,
-              help="Most texts in one request (more: HTTP 413).")
+@click.option("--max-texts", type=click.IntRange(1), default=100_000, show_default=True,
+              help="Most texts in one request (more: HTTP 413); --max-body-bytes bounds "
+                   "memory anyway.")
 @click.option("--max-body-bytes", type=click.IntRange(1024), default=16 * 2**20,
               show_default=True, help="Largest request body (larger: HTTP 413).")
 @click.option("--batch-window-ms", type=click.FloatRange(0, 1000), default=0.0,
@@ -34,11 +37,18 @@ from rnncli.errors import UsageError
 @click.option("--max-batch", type=click.IntRange(1), default=512, show_default=True,
               help="Texts above which no further request joins a batch (a request is "
                    "never split).")
+@click.option("--max-explain-tokens", type=click.IntRange(1), default=EXPLAIN_TOKENS,
+              show_default=True, help="Most tokens one POST /explain may cover, over all "
+                                      "its texts (each token is a run of the network; "
+                                      "more: HTTP 413).")
+@click.option("--explain-queue", type=click.IntRange(0), default=8, show_default=True,
+              help="POST /explain requests that may wait while one runs (more: HTTP 503 "
+                   "with Retry-After).")
 @click.option("--shutdown-timeout", type=click.FloatRange(0), default=30.0,
               show_default=True, help="Seconds the requests in flight get to finish after "
                                       "SIGINT or SIGTERM.")
 def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch_window_ms,
-          max_batch, shutdown_timeout):
+          max_batch, max_explain_tokens, explain_queue, shutdown_timeout):
     """Serve the model over HTTP: rnncli's API (POST /predict, POST /explain, GET /health,
     GET /info, GET /openapi.json) and TF Serving's REST API (POST
     /v1/models/NAME:predict, GET /v1/models/NAME).
@@ -59,7 +69,9 @@ def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch
         raise UsageError(f"--name {name!r}: give a name without '/' or ':'")
     settings = ServeSettings(model_dir=str(model_dir), name=name, max_texts=max_texts,
                              max_body_bytes=max_body_bytes,
-                             batch_window=batch_window_ms / 1000, max_batch=max_batch)
+                             batch_window=batch_window_ms / 1000, max_batch=max_batch,
+                             max_explain_tokens=max_explain_tokens,
+                             explain_queue=explain_queue)
     shown = f"[{host}]" if ":" in host else host
     console = output.err_console()
 

@@ -21,7 +21,8 @@ _PROBES = ["a wonderful, moving film", "dull and far too long", "", "not bad at 
 def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool = False) -> Path:
     """Write a SavedModel whose ``serve`` / ``serving_default`` take a flat batch of raw
     strings and return the positive-class probability, shape (n, 1), or for a model of k
-    > 2 classes every class's probability, shape (n, k), in the manifest's class order.
+    > 2 classes every class's probability, shape (n, k), in the manifest's class order
+    (and, in ``serving_default``, the class names beside them: :func:`_write`).
 
     Under the lock beside ``dest``, checked again just before the swap; a failed write
     (a full disk) leaves an existing ``dest`` as it was."""
@@ -43,9 +44,9 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
         try:
             with fsio.staging(dest) as staged:
                 target = staged / "saved_model"
-                predictor.engine.keras_model.export(str(target), format="tf_saved_model",
-                                                    verbose=False)
+                _write(predictor.engine.keras_model, target, predictor.label_names)
                 loaded = tf.saved_model.load(str(target))  # owns the variables: keep it
+                _check_classes(loaded, predictor.label_names)
                 got = np.asarray(loaded.serve(tf.constant(_PROBES)))
                 got = got.reshape(-1) if expected.ndim == 1 else got  # (n, 1) vs (n,)
                 if got.shape != expected.shape:
@@ -62,6 +63,55 @@ def export_saved_model(model_dir: str | Path, dest: str | Path, *, force: bool =
         raise UsageError(f"{dest}: cannot write the SavedModel ({failure}); free some space "
                          "or choose another -o (an existing one there was left as it was)")
     return dest
+
+
+def _write(keras_model, target: Path, class_names: tuple[str, ...]) -> None:
+    """``Model.export``'s SavedModel: the ``serve`` endpoint and the ``serving_default``
+    signature give the probabilities (``output_0``). For more than two classes,
+    ``serving_default`` also gives ``classes``, the class names in the order of the
+    probabilities, one row per text (as TF Serving's classify API pairs classes with
+    scores), so that a TF Serving client can name the k numbers it gets. A two-class
+    model keeps its one output, the positive class's probability, that clients read."""
+    import keras
+    import tensorflow as tf
+
+    if len(class_names) == 2:
+        keras_model.export(str(target), format="tf_saved_model", verbose=False)
+        return
+    spec = [tf.TensorSpec([None], tf.string, name=artifacts.SAVED_MODEL_INPUT)]
+    names = tf.constant(list(class_names))
+
+    @tf.function(input_signature=spec)
+    def serve(text):
+        return keras_model(text, training=False)
+
+    @tf.function(input_signature=spec)
+    def serving_default(text):
+        probabilities = keras_model(text, training=False)
+        rows = tf.tile(names[None, :], [tf.shape(probabilities)[0], 1])
+        return {artifacts.SAVED_MODEL_OUTPUT: probabilities,
+                artifacts.SAVED_MODEL_CLASSES: rows}
+
+    archive = keras.export.ExportArchive()
+    archive.track(keras_model)
+    archive.add_endpoint("serve", serve)
+    archive.add_endpoint("serving_default", serving_default)
+    archive.write_out(str(target), verbose=False)
+
+
+def _check_classes(loaded, class_names: tuple[str, ...]) -> None:
+    """The names ``serving_default`` gives are the model's classes, in order."""
+    import tensorflow as tf
+
+    if len(class_names) == 2:
+        return
+    default = loaded.signatures["serving_default"]
+    got = default(**{artifacts.SAVED_MODEL_INPUT: tf.constant(_PROBES[:2])})
+    rows = [[name.decode("utf-8") for name in row]
+            for row in got[artifacts.SAVED_MODEL_CLASSES].numpy()]
+    if rows != [list(class_names)] * 2:
+        raise ModelError(f"the exported SavedModel names the classes {rows[0]}, not "
+                         f"{list(class_names)}")
 
 
 def check_export_target(dest: Path, *, force: bool) -> None:

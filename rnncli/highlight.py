@@ -22,8 +22,9 @@ FOR_STYLES = ("black on #d7ffd7", "black on #87d787", "black on #00af00")
 AGAINST_STYLES = ("black on #ffd7d7", "black on #ff8787", "black on #d70000")
 FOR_STYLES_16 = ("green underline", "black on green", "bold black on green")
 AGAINST_STYLES_16 = ("red underline", "black on red", "bold black on red")
-STATUS_TEXT = {"empty": "(empty line: nothing to explain)",
-               "invalid_utf8": "(not valid UTF-8: not scored)"}
+STATUS_TEXT = {"empty": "(empty line: nothing to explain)"}
+SCORED_NOTE = {"truncated": "scored on the start of the line",
+               "invalid_utf8": "scored with U+FFFD for the bytes that are not UTF-8"}
 
 
 class ExplanationWriter:
@@ -84,7 +85,7 @@ class ExplanationWriter:
         head = Text(visible(record["label"]), style="bold")  # and its own probability
         head.append(f"  {fmt_value(record['scores'][record['label']], 4)}")
         if record["status"] != "ok":
-            head.append(f"  ({record['status']}: scored on the start of the line)", "dim")
+            head.append(f"  ({record['status']}: {SCORED_NOTE[record['status']]})", "dim")
         lines = [head, self._body(record)]
         for name, sign in (("for", 1), ("against", -1)):
             chosen = sorted((t for t in record["tokens"]

@@ -2,8 +2,9 @@
 
 Importing this module is light; TensorFlow is imported when a model is loaded with the
 TensorFlow engine (``engine.py`` scores without it).
-Blank and undecodable lines are never sent to the model: each still gets its record,
-with a ``status`` saying what happened, so output lines match input lines one to one.
+Blank lines are never sent to the model, and lines that are not UTF-8 are scored as
+decoded with U+FFFD: each gets its record, with a ``status`` saying what happened, so
+output lines match input lines one to one.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ SCORE_DIGITS = 6  # a record's score is rounded to this many decimals
 STATUS_OK = "ok"
 STATUS_TRUNCATED = "truncated"  # scored on its first MAX_LINE_BYTES bytes
 STATUS_EMPTY = "empty"
-STATUS_INVALID = "invalid_utf8"
-FAILED = (STATUS_INVALID,)
+STATUS_INVALID = "invalid_utf8"  # scored with U+FFFD for the bad bytes (decode_input)
+FAILED = (STATUS_INVALID,)  # predict and explain still exit 3 for them
 # Batches read from stdin at a time, to form batches of texts of similar length; a window
 # also closes once it holds STREAM_WINDOW_BYTES, so memory stays bounded for huge lines.
 STREAM_WINDOW = 8
@@ -190,7 +191,7 @@ class Predictor:
         return self.engine.scores(texts, batch_size)
 
     def records(self, texts: list[str | bytes], batch_size: int = 256) -> list[dict[str, Any]]:
-        """One record per input, in order; only decodable non-blank texts reach the model."""
+        """One record per input, in order; only non-blank texts reach the model."""
         decoded = [decode_input(t) for t in texts]
         todo = to_score(decoded)
         scores = self.scores([decoded[i][0] for i in todo], batch_size) if todo else []
@@ -246,8 +247,8 @@ class Predictor:
 
 
 def to_score(decoded: list[tuple[str, str]]) -> list[int]:
-    """Which decoded inputs reach the model: the decodable, non-blank ones."""
-    return [i for i, (_, status) in enumerate(decoded) if status in (STATUS_OK, STATUS_TRUNCATED)]
+    """Which decoded inputs reach the model: the non-blank ones."""
+    return [i for i, (_, status) in enumerate(decoded) if status != STATUS_EMPTY]
 
 
 def check_threshold(manifest: dict[str, Any], threshold: float | None) -> None:
@@ -303,30 +304,44 @@ def _capped(lines: Iterable[str | bytes]) -> Iterator[str | bytes]:
 
 
 def decode_input(item: str | bytes) -> tuple[str, str]:
-    """(text, status) for one input; undecodable input is shown escaped, never scored."""
+    """(text, status) for one input line: without its line break, decoded by
+    :func:`utf8_text` (status "invalid_utf8" when it was not UTF-8)."""
     status = STATUS_TRUNCATED if isinstance(item, _Truncated) else STATUS_OK
     if isinstance(item, bytes):
         item = item[:-1] if item.endswith(b"\n") else item
         item = item[:-1] if item.endswith(b"\r") else item
-        try:
-            text = item.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            if status == STATUS_TRUNCATED and exc.start >= len(item) - 3:
-                text = item[:exc.start].decode("utf-8")  # the cut split a character
-            else:
-                return item.decode("utf-8", "backslashreplace"), STATUS_INVALID
+        if status == STATUS_TRUNCATED:
+            try:
+                item.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if exc.start >= len(item) - 3:
+                    item = item[:exc.start]  # the cut split a character
     else:
-        text = item.rstrip("\r\n")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # e.g. a command-line argument that was not UTF-8
-            try:  # show the original bytes, as for stdin
-                shown = text.encode("utf-8", "surrogateescape").decode("utf-8",
-                                                                       "backslashreplace")
-            except UnicodeEncodeError:
-                shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
-            return shown, STATUS_INVALID
+        item = item.rstrip("\r\n")
+    text, valid = utf8_text(item)
+    if not valid:
+        return text, STATUS_INVALID
     return text, (status if text.strip() else STATUS_EMPTY)
+
+
+def utf8_text(item: str | bytes) -> tuple[str, bool]:
+    """(text, valid?): the one rule for input that is not valid UTF-8, wherever bytes
+    reach rnncli (a stdin line, an argument, a text or TF Serving b64 sent to ``serve``):
+    decoded with U+FFFD for each bad byte (or lone surrogate), as TensorFlow's string ops
+    in the exported SavedModel read it, and scored."""
+    if isinstance(item, bytes):
+        try:
+            return item.decode("utf-8"), True
+        except UnicodeDecodeError:
+            return item.decode("utf-8", "replace"), False
+    try:
+        item.encode("utf-8")
+        return item, True
+    except UnicodeEncodeError:  # a non-UTF-8 argument, kept by surrogateescape
+        try:
+            return item.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), False
+        except UnicodeEncodeError:  # a lone surrogate (a JSON escape such as \\ud800)
+            return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in item), False
 
 
 def _batched(items: Iterable, size: int, max_bytes: int | None = None) -> Iterator[list]:

@@ -6,26 +6,28 @@ Two APIs over one engine (the ONNX engine when the model has it, as ``predict``)
   and ``GET /openapi.json``;
 - TF Serving's REST API, so its clients work unchanged: ``POST
   /v1/models/<name>[/versions/1]:predict`` (``instances`` -> ``predictions``, or
-  ``inputs`` -> ``outputs``), ``GET /v1/models/<name>`` and ``.../metadata``.
+  ``inputs`` -> ``outputs``), ``GET /v1/models/<name>`` and ``.../metadata``
+  (``serve_tf.py``).
 
 Concurrent requests' texts are scored together (:class:`Batcher`): the requests that
 queued while the engine was busy go to it in one call (up to ``max_batch`` texts), which
 runs them in parallel batches on the cores, and each request gets its own rows back, in
 order. So a lone request waits for nothing, and under load the batches grow by
-themselves; ``batch_window`` > 0 also waits that long for more. Errors are ``{"error": ...}``
-with a 4xx status, and never stop the server.
+themselves; ``batch_window`` > 0 also waits that long for more. Explanations go through
+an :class:`ExplainQueue` (one at a time, a bounded queue) within a token budget per
+request. Errors are ``{"error": ...}`` with a 4xx status (a 500 names only an id that
+the log repeats with the details), and never stop the server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import os
-import reprlib
 import sys
 import time
+import traceback
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +38,9 @@ from rnncli.terminal import visible
 from rnncli.predict import Predictor, capped_text, decode_input, to_score
 
 SETTINGS_ENV = "RNNCLI_SERVE_SETTINGS"  # how --workers processes get the settings
-INPUT_NAME = "text"  # the exported signature's one input
+# Content-Encoding of a request body -> zlib's wbits (None: as sent)
+BODY_ENCODINGS = {"identity": None, "gzip": 16 + zlib.MAX_WBITS,
+                  "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 PUBLIC_KEYS = ("format_version", "rnncli_version", "created", "settings", "labels",
                "threshold", "calibration", "validation", "test")
 
@@ -44,10 +48,11 @@ PUBLIC_KEYS = ("format_version", "rnncli_version", "created", "settings", "label
 class RequestError(Exception):
     """A request the server refuses: HTTP ``status`` and a message for the client."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class ServeSettings:
     max_body_bytes: int
     batch_window: float  # seconds the first waiting request also waits for others
     max_batch: int  # texts above which no further request joins a batch
+    max_explain_tokens: int  # per /explain request (one network run each)
+    explain_queue: int  # /explain requests that may wait for the one running
 
 
 class Batcher:
@@ -137,31 +144,143 @@ class Batcher:
                 at += len(chunk)
 
 
+class ExplainQueue:
+    """Explanations, one request at a time in a thread of its own (a burst of long texts
+    cannot take the threads /predict's batches need), with at most ``size`` requests
+    waiting (more: 503). A request whose client has gone is dropped while it waits, and
+    between its texts once it runs."""
+
+    def __init__(self, explain, *, size: int):
+        self._explain = explain  # list of texts -> records
+        self._size = size
+        self._waiting = 0
+        self._lock: asyncio.Lock | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="rnncli-explain")
+        self.texts = 0  # texts explained so far (GET /health)
+
+    def stop(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, items: list, gone) -> list:
+        """The records of ``items``; ``gone()`` (async) tells whether the client left."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        if self._lock.locked() and self._waiting >= self._size:
+            raise RequestError(503, f"{self._waiting} explain requests are waiting already, "
+                                    "the most this server queues (--explain-queue); retry "
+                                    "in a few seconds", headers={"Retry-After": "5"})
+        self._waiting += 1
+        try:
+            await self._acquire(gone)
+        finally:
+            self._waiting -= 1
+        try:
+            loop = asyncio.get_running_loop()
+            records = []
+            for item in items:
+                if await gone():
+                    raise _gone()
+                records += await loop.run_in_executor(self._thread, self._explain, [item])
+                self.texts += 1
+            return records
+        finally:
+            self._lock.release()
+
+    async def _acquire(self, gone) -> None:
+        acquiring = asyncio.ensure_future(self._lock.acquire())
+        while not acquiring.done():
+            await asyncio.wait({acquiring}, timeout=0.25)
+            if not acquiring.done() and await gone():
+                acquiring.cancel()
+                try:
+                    await acquiring
+                except asyncio.CancelledError:
+                    pass
+                else:  # it was acquired just before the cancel
+                    self._lock.release()
+                raise _gone()
+
+
+def _gone() -> RequestError:
+    return RequestError(499, "the client closed the connection")
+
+
+def explain_tokens(predictor: Predictor, items: list, *, limit: int | None = None) -> int:
+    """What explaining ``items`` costs: the tokens the explanations cover (each one a run
+    of the network and an n-gram update), over the texts that are scored; counting stops
+    once past ``limit`` (the server's loop does the counting: it stays short)."""
+    total = 0
+    for item in items:
+        text, status = decode_input(item)
+        if to_score([(text, status)]):
+            total += max(len(predictor.engine.tokens(text)) - 1, 0)
+            if limit is not None and total > limit:
+                break
+    return total
+
+
+def check_explain_budget(predictor: Predictor, items: list, limit: int) -> None:
+    """413 for a request whose explanations would cover more than ``limit`` tokens."""
+    tokens = explain_tokens(predictor, items, limit=limit)
+    if tokens > limit:
+        raise RequestError(413, f"explaining these texts means more than {limit:,} tokens "
+                                f"(the limit per request; {tokens:,} in the first "
+                                "texts alone): send fewer or shorter texts, or start the "
+                                "server with a larger --max-explain-tokens")
+
+
 # --------------------------------------------------------------------------- requests
 
 
-async def read_json(request, limit: int) -> Any:
-    """The request's JSON body, refused (413) past ``limit`` bytes, (400) when it is not
-    UTF-8 JSON."""
+async def read_body(request, limit: int) -> bytes:
+    """The request's body, inflated when its Content-Encoding is gzip or deflate; refused
+    (413) once it passes ``limit`` bytes, sent or inflated: a small body that inflates
+    to gigabytes is stopped there, never held whole (415: another encoding)."""
     from starlette.requests import ClientDisconnect
 
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in BODY_ENCODINGS:
+        raise RequestError(415, f"Content-Encoding {encoding[:40]!r} is not supported; send "
+                                "the body as is, gzip or deflate")
     length = request.headers.get("content-length")
     if length is not None and not length.isdigit():
         raise RequestError(400, "Content-Length is not a number")
     if length is not None and int(length) > limit:
-        raise RequestError(413, f"the body is over the limit of {limit:,} bytes "
-                                "(--max-body-bytes); send fewer or shorter texts")
-    chunks, size = [], 0
+        raise _too_large(limit, "")
+    wbits = BODY_ENCODINGS[encoding]
+    inflater = None if wbits is None else zlib.decompressobj(wbits)
+    body, received = bytearray(), 0
     try:
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(413, f"the body is over the limit of {limit:,} bytes "
-                                        "(--max-body-bytes); send fewer or shorter texts")
-            chunks.append(chunk)
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit, "")
+            while chunk and inflater is not None:
+                piece = inflater.decompress(chunk, limit + 1 - len(body))
+                chunk = inflater.unconsumed_tail
+                body += piece
+                if len(body) > limit:
+                    raise _too_large(limit, f" once inflated ({encoding})")
+            if inflater is None:
+                body += chunk
     except ClientDisconnect:
         raise RequestError(499, "the client closed the connection") from None
-    body = b"".join(chunks)
+    except zlib.error as exc:
+        raise RequestError(400, f"the body is not valid {encoding} ({exc})") from None
+    if inflater is not None and not inflater.eof and received:
+        raise RequestError(400, f"the {encoding} body ends too early; send all of it")
+    return bytes(body)
+
+
+def _too_large(limit: int, how: str) -> RequestError:
+    return RequestError(413, f"the body is over the limit of {limit:,} bytes{how} "
+                             "(--max-body-bytes); send fewer or shorter texts")
+
+
+async def read_json(request, limit: int) -> Any:
+    """The request's JSON body (:func:`read_body`), refused (400) when it is not UTF-8
+    JSON."""
+    body = await read_body(request, limit)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -184,7 +303,8 @@ def text_list(value: Any, field: str, max_texts: int) -> list[str]:
         raise RequestError(400, f"{field} is empty; send at least one text")
     if len(value) > max_texts:
         raise RequestError(413, f"{field} holds {len(value):,} texts; the limit is "
-                                f"{max_texts:,} per request (--max-texts): split it")
+                                f"{max_texts:,} per request: split it, or start the server "
+                                "with a larger --max-texts")
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise RequestError(400, f"{field}[{i}] is {_kind(item)}, not a string")
@@ -219,66 +339,6 @@ async def predict_records(predictor: Predictor, batcher: Batcher,
     return predictor.assemble(decoded, dict(zip(todo, scores)))
 
 
-def tf_serving_inputs(body: Any, settings: ServeSettings) -> tuple[list[str], bool]:
-    """(texts, row format?) of a TF Serving predict request: ``instances`` (row format:
-    strings, or objects holding one string) or ``inputs`` (columnar: a list of strings,
-    or an object holding one)."""
-    if not isinstance(body, dict):
-        raise RequestError(400, "send a JSON object with \"instances\" (or \"inputs\")")
-    signature = body.get("signature_name", "serving_default")
-    if signature not in ("serving_default", "serve"):
-        raise RequestError(400, f"unknown signature_name {reprlib.repr(signature)}; this "
-                                "model has 'serving_default'")
-    if ("instances" in body) == ("inputs" in body):
-        raise RequestError(400, "send exactly one of \"instances\" (row format) and "
-                                "\"inputs\" (columnar format)")
-    rows = "instances" in body
-    field = "instances" if rows else "inputs"
-    value = body[field]
-    if rows and isinstance(value, list):
-        value = [_named_input(v, f"instances[{i}]") if isinstance(v, dict) and "b64" not in v
-                 else v for i, v in enumerate(value)]
-    elif not rows and isinstance(value, dict):
-        value = _named_input(value, "inputs")
-    if isinstance(value, list):
-        value = [_string(v, f"{field}[{i}]") for i, v in enumerate(value)]
-    return text_list(value, field, settings.max_texts), rows
-
-
-def _named_input(value: dict, where: str) -> Any:
-    """The signature's one input, "text", from an object naming its inputs."""
-    if set(value) != {INPUT_NAME}:
-        keys = ", ".join(map(repr, list(value)[:5])) or "none"
-        raise RequestError(400, f"{where} names inputs {keys}; this model's signature has "
-                                f"one, {INPUT_NAME!r}")
-    return value[INPUT_NAME]
-
-
-def _string(value: Any, where: str) -> Any:
-    """A text as TF Serving takes a string: as is, or {"b64": base64 of its UTF-8}."""
-    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
-        try:
-            value = base64.b64decode(value["b64"], validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise RequestError(400, f"{where}: b64 is not base64 of UTF-8 text") from None
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RequestError(400, f"{where} holds a lone surrogate (such as \\ud800): not "
-                                    "valid Unicode; send valid text") from None
-    return value
-
-
-def tf_serving_output(scores, rows: bool) -> dict[str, Any]:
-    """``predictions`` (one row per instance) or ``outputs`` (the columnar batch): [p] per
-    text for a two-class model (the SavedModel's [n, 1]), every class's probability for
-    more."""
-    values = [[float(s)] if getattr(s, "ndim", 0) == 0 else [float(v) for v in s]
-              for s in scores]
-    return {"predictions": values} if rows else {"outputs": values}
-
-
 def public_info(manifest: dict[str, Any], name: str) -> dict[str, Any]:
     """What ``GET /info`` shows: the manifest without file hashes, data paths and the
     training history."""
@@ -288,12 +348,6 @@ def public_info(manifest: dict[str, Any], name: str) -> dict[str, Any]:
     blend = manifest.get("blend") or {}
     info["rnn_weight"] = blend.get("rnn_weight", 1.0)
     return info
-
-
-def model_status() -> dict[str, Any]:
-    """TF Serving's GetModelStatus answer for the one version this server holds."""
-    return {"model_version_status": [{"version": "1", "state": "AVAILABLE",
-                                      "status": {"error_code": "OK", "error_message": ""}}]}
 
 
 def settings_from_env() -> ServeSettings:
@@ -316,3 +370,12 @@ def log_line(client: str, method: str, path: str, status: int, seconds: float) -
     shown = visible(path).replace('"', "\\x22")
     sys.stderr.write(f"{stamp} {client} \"{visible(method)} {shown}\" {status} "
                      f"{seconds * 1000:.1f} ms\n")
+
+
+def log_error(ident: str, method: str, path: str, exc: BaseException) -> None:
+    """The details of a 500 on stderr, under the id its answer names."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    shown = visible(path).replace('"', "\\x22")
+    sys.stderr.write(f"{stamp} internal error {ident} in \"{visible(method)} {shown}\":\n"
+                     f"{details}")

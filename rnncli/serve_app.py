@@ -3,13 +3,12 @@ holds the request handling that needs neither)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import reprlib
+import re
+import secrets
 import signal
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rnncli import serve
+from rnncli import serve, serve_tf
 from rnncli.errors import RnnCliError, UsageError
 from rnncli.output import to_json
 from rnncli.predict import capped_text
@@ -32,8 +31,10 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(to_json(value), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, message: str) -> Response:
-    return json_response({"error": message}, status)
+def error_response(status: int, message: str, headers: dict | None = None) -> Response:
+    response = json_response({"error": message}, status)
+    response.headers.update(headers or {})
+    return response
 
 
 def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlette:
@@ -44,9 +45,13 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
     batcher = serve.Batcher(predictor.scores, window=settings.batch_window,
                             max_batch=settings.max_batch)
     info = serve.public_info(predictor.manifest, settings.name)
-    # one explanation at a time, in a thread of its own: a burst of long texts to
-    # /explain cannot take the threads /predict's batches need
-    explainer = ThreadPoolExecutor(1, thread_name_prefix="rnncli-explain")
+
+    def explain_texts(items: list) -> list:
+        from rnncli.explain import explain_records
+
+        return explain_records(predictor, items)
+
+    explainer = serve.ExplainQueue(explain_texts, size=settings.explain_queue)
 
     async def predict(request: Request) -> Response:
         body = await serve.read_json(request, settings.max_body_bytes)
@@ -54,21 +59,18 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
         return json_response(await serve.predict_records(predictor, batcher, texts))
 
     async def explain(request: Request) -> Response:
-        from rnncli.explain import explain_records
-
         if getattr(predictor.engine, "name", "") != "onnx":
             raise RequestError(501, "explain runs on the ONNX engine, which this model "
                                     "lacks (trained by an older rnncli); retrain it")
         body = await serve.read_json(request, settings.max_body_bytes)
-        texts = serve.texts_field(body, settings)
-        items = [capped_text(t) for t in texts]
-        records = await asyncio.get_running_loop().run_in_executor(
-            explainer, explain_records, predictor, items)
-        return json_response(records)
+        items = [capped_text(t) for t in serve.texts_field(body, settings)]
+        serve.check_explain_budget(predictor, items, settings.max_explain_tokens)
+        return json_response(await explainer.run(items, request.is_disconnected))
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok", "name": settings.name, "pid": os.getpid(),
-                              "engine_calls": batcher.calls, "texts_scored": batcher.texts})
+                              "engine_calls": batcher.calls, "texts_scored": batcher.texts,
+                              "texts_explained": explainer.texts})
 
     async def show_info(request: Request) -> Response:
         return json_response(info)
@@ -77,38 +79,18 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
         return json_response(openapi_document(settings))
 
     async def tf_serving(request: Request) -> Response:
-        path = request.url.path[len(TF_PREFIX):]
-        verb = None
-        if ":" in path:
-            path, verb = path.rsplit(":", 1)
-        parts = path.split("/")
-        name, rest = parts[0], parts[1:]
-        if name != settings.name:
-            raise RequestError(404, f"no model named {name!r}; this server has "
-                                    f"{settings.name!r}")
-        if rest[:1] == ["versions"]:
-            if rest[1:2] != ["1"]:
-                raise RequestError(404, f"no version {reprlib.repr('/'.join(rest[1:]))} of "
-                                        f"{name!r}; this server has version 1")
-            rest = rest[2:]
-        if verb is not None:
-            if verb != "predict":
-                raise RequestError(404, f"{reprlib.repr(':' + verb)} is not served; use "
-                                        "':predict'")
-            if rest:
-                raise HTTPException(404)
-            if request.method != "POST":
-                raise HTTPException(405, headers={"Allow": "POST"})
-            body = await serve.read_json(request, settings.max_body_bytes)
-            texts, rows = serve.tf_serving_inputs(body, settings)
-            return json_response(serve.tf_serving_output(await batcher.score(texts), rows))
-        if request.method not in ("GET", "HEAD"):
-            raise HTTPException(405, headers={"Allow": "GET, HEAD"})
-        if rest == []:
-            return json_response(serve.model_status())
-        if rest == ["metadata"]:
-            return json_response(tf_metadata(settings, predictor))
-        raise HTTPException(404)
+        target = serve_tf.parse_path(request.path_params["spec"], request.method,
+                                     settings.name)
+        if target.verb is None:
+            if target.metadata:
+                return json_response(serve_tf.metadata(settings.name, predictor.label_names))
+            return json_response(serve_tf.model_status())
+        if target.verb != "predict":
+            raise serve_tf.not_predict(target.verb)
+        body = await serve.read_json(request, settings.max_body_bytes)
+        asked = serve_tf.predict_request(body, predictor.label_names, settings.max_texts)
+        scores = await batcher.score(asked.texts)
+        return json_response(serve_tf.predict_answer(scores, asked, predictor.label_names))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -117,7 +99,7 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
             yield
         finally:
             await batcher.stop()
-            explainer.shutdown(wait=False)
+            explainer.stop()
             predictor.close()
 
     routes = [
@@ -128,9 +110,12 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
         Route("/openapi.json", openapi, methods=["GET"]),
         Route(TF_PREFIX + "{spec:path}", tf_serving, methods=["GET", "POST"]),
     ]
+    # TF Serving's paths are case-insensitive (/V1/MODELS/...)
+    routes[-1].path_regex = re.compile(f"^{TF_PREFIX}(?P<spec>.*)$", re.IGNORECASE)
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        RequestError: lambda request, exc: error_response(exc.status, exc.message),
-        RnnCliError: lambda request, exc: error_response(500, exc.message),
+        RequestError: lambda request, exc: error_response(exc.status, exc.message,
+                                                          exc.headers),
+        RnnCliError: _unexpected,  # a model's fault while serving: a 500 like any other
         HTTPException: _http_error,
         Exception: _unexpected,
     })
@@ -150,7 +135,12 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:
-    return error_response(500, f"unexpected {type(exc).__name__}: {exc}")
+    """A 500 that tells the client nothing of the server (no paths, no exception text):
+    an id that the server's log repeats with the details."""
+    ident = secrets.token_hex(6)
+    serve.log_error(ident, request.method, request.url.path, exc)
+    return error_response(500, f"internal error (id {ident}); the server's log has the "
+                               "details")
 
 
 class RequestLog:
@@ -163,35 +153,25 @@ class RequestLog:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started, status = time.perf_counter(), [500]
+        started, status, answered = time.perf_counter(), [500], [False]
 
         async def sending(message):
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status[0], answered[0] = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
+        except Exception:  # noqa: BLE001
+            if not answered[0]:  # uvicorn reports it
+                raise
+            # answered by _unexpected, which logged it under its id: Starlette raises it
+            # again only for the server's own log
         finally:
             client = scope.get("client") or ("-", 0)
             path = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
             serve.log_line(f"{client[0]}:{client[1]}", scope["method"],
                            path.decode("latin-1"), status[0], time.perf_counter() - started)
-
-
-def tf_metadata(settings: ServeSettings, predictor) -> dict[str, Any]:
-    """TF Serving's GetModelMetadata, for the one signature: a batch of strings in, [n, 1]
-    (or [n, k]) probabilities out."""
-    width = 1 if len(predictor.label_names) == 2 else len(predictor.label_names)
-    return {"model_spec": {"name": settings.name, "signature_name": "", "version": "1"},
-            "metadata": {"signature_def": {"signature_def": {"serving_default": {
-                "inputs": {"text": {"dtype": "DT_STRING", "tensor_shape": {
-                    "dim": [{"size": "-1", "name": ""}], "unknown_rank": False},
-                    "name": "serving_default_text:0"}},
-                "outputs": {"output_0": {"dtype": "DT_FLOAT", "tensor_shape": {
-                    "dim": [{"size": "-1", "name": ""}, {"size": str(width), "name": ""}],
-                    "unknown_rank": False}, "name": "StatefulPartitionedCall:0"}},
-                "method_name": "tensorflow/serving/predict"}}}}}
 
 
 def openapi_document(settings: ServeSettings) -> dict[str, Any]:
@@ -202,7 +182,7 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                                       "items": {"type": "string"}}}}
     error = {"description": "refused", "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}}}}}
-    errors = {str(code): error for code in (400, 404, 405, 413, 500)}
+    errors = {str(code): error for code in (400, 404, 405, 413, 415, 500)}
 
     def post(summary, request, answer, more=None):
         return {"post": {"summary": summary, "requestBody": {"required": True, "content": {
@@ -225,7 +205,9 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                                         "scores"),
                 "/explain": post("Explain texts (the records of rnncli explain --format "
                                  "json)", texts, "one record per text, with tokens",
-                                 {"501": {"description": "the model has no ONNX files"}}),
+                                 {"501": {"description": "the model has no ONNX files"},
+                                  "503": {"description": "too many explain requests "
+                                                         "waiting (Retry-After)"}}),
                 "/health": get("Liveness", "{\"status\": \"ok\"}"),
                 "/info": get("The model (the manifest's public part)", "the model"),
                 f"/v1/models/{name}:predict": post(
@@ -234,8 +216,10 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                 f"/v1/models/{name}/versions/1:predict": post(
                     "The same, for the one version", tf_request, "as above"),
                 f"/v1/models/{name}": get("TF Serving's model status", "the status"),
+                f"/v1/models/{name}/versions/1": get("The same, for the one version",
+                                                     "the status"),
                 f"/v1/models/{name}/metadata": get("TF Serving's model metadata",
-                                                   "the signature"),
+                                                   "the SavedModel's signatures"),
             }}
 
 

@@ -430,7 +430,7 @@ def onnx_predictor(gru_model):
 def test_predict_input_one_record_per_line_in_order(onnx_predictor, lines, final_newline,
                                                     batch_size):
     """Any bytes on stdin: one record per line, in order, with the status the line
-    deserves; only ok lines are scored."""
+    deserves; all but blank lines are scored (not UTF-8: with U+FFFD)."""
     import io
 
     raw = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
@@ -445,7 +445,8 @@ def test_predict_input_one_record_per_line_in_order(onnx_predictor, lines, final
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            assert record["status"] == "invalid_utf8" and record["score"] is None
+            assert record["status"] == "invalid_utf8" and record["score"] is not None
+            assert record["text"] == line.decode("utf-8", "replace")
             continue
         assert record["text"] == text
         if text.strip():

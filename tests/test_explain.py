@@ -203,7 +203,7 @@ def test_json_records_one_per_line_with_bad_lines(gru_model):
     assert [r["status"] for r in records] == ["ok", "empty", "invalid_utf8", "ok"]
     assert records[0]["tokens"][0] == {**records[0]["tokens"][0], "token": "good",
                                        "start": 0, "end": 4}
-    assert records[2]["tokens"] == [] and records[2]["label"] is None
+    assert records[2]["text"] == "bad \ufffd acting" and records[2]["tokens"]  # U+FFFD
     result = invoke("explain", "-m", gru_model, "-f", "json", "good", "bad")
     assert [r["text"] for r in json.loads(result.stdout)] == ["good", "bad"]
     predicted = json.loads(invoke("predict", "-m", gru_model, "-f", "json", "good",
