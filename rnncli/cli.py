@@ -46,10 +46,7 @@ class RnnCliGroup(click.Group):
         except RnnCliError as exc:
             code = _error(exc.message, exc, exc.exit_code)
         except (KeyboardInterrupt, Terminated) as exc:
-            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
-            if ctx.invoked_subcommand == "train":
-                what += "; an existing model there was left as it was"
-            code = _error(what, exc, EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt)
+            code = _error(_interrupted(exc), exc, EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt)
                           else EXIT_TERMINATED)
         except BrokenPipeError:
             # The reader went away ('| head -1'): stop quietly, and keep Python from
@@ -67,6 +64,15 @@ class RnnCliGroup(click.Group):
         except Exception as exc:  # noqa: BLE001  (the one place that catches everything)
             code = _unexpected(exc)
         ctx.exit(code)
+
+
+def _interrupted(exc: BaseException) -> str:
+    """"interrupted during epoch 3/10 (step 41/70); no model was written": the
+    interrupt's args, where given, say where it came and what became of the output
+    (train.py)."""
+    where, outcome = (tuple(str(a) for a in exc.args) + ("", ""))[:2]
+    what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+    return what + (f" {where}" if where else "") + (f"; {outcome}" if outcome else "")
 
 
 def _silence_stdout() -> None:

@@ -22,7 +22,7 @@ from rnncli import artifacts, fsio, saving
 from rnncli import resume as resume_run
 from rnncli.config import TrainConfig
 from rnncli.data import Dataset, load_dataset, read_texts, split_dataset
-from rnncli.errors import UsageError
+from rnncli.errors import Terminated, UsageError
 from rnncli.scripts import segmentation_warnings
 
 # A file named by --embeddings or --unlabelled is known to --resume by its name, size,
@@ -69,6 +69,19 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
                          "(TF_CONFIG); start the run again without it")
     if writes:
         artifacts.check_target(out)  # again under the lock, just before the swap
+    with _outcome_on_interrupt(out) if writes else contextlib.nullcontext():
+        return _train(data_path, config, out=out, role=role, writes=writes, text_col=text_col,
+                      label_col=label_col, positive_label=positive_label, encoding=encoding,
+                      embeddings=embeddings, unlabelled=unlabelled, device=device,
+                      mixed_precision=mixed_precision, resume=resume,
+                      show_skipped=show_skipped, reporter=reporter)
+
+
+def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, text_col,
+           label_col, positive_label, encoding, embeddings, unlabelled, device,
+           mixed_precision, resume: bool, show_skipped: bool,
+           reporter: Reporter) -> dict[str, Any] | None:
+    """:func:`run`, once the target is checked."""
     data = load_dataset(data_path, text_col=text_col, label_col=label_col,
                         positive_label=positive_label, encoding=encoding)
     for note in data.notes + (data.skipped_report() if show_skipped else []):
@@ -102,6 +115,34 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
                                device=device, mixed_precision=mixed_precision, role=role,
                                reporter=reporter, embeddings=embeddings,
                                unlabelled_texts=extra_texts, progress=progress)
+
+
+def _model_identity(out: Path) -> tuple[int, int] | None:
+    """Which model ``out`` holds (its manifest's inode and modification time), or None."""
+    try:
+        found = (out / artifacts.MANIFEST).stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns
+
+
+@contextlib.contextmanager
+def _outcome_on_interrupt(out: Path):
+    """On Ctrl-C or SIGTERM, add to the interrupt what became of ``out``: its args are
+    (where training was, what became of the model), which cli.py shows on one line."""
+    before = _model_identity(out)
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as exc:
+        now = _model_identity(out)
+        if now is None:
+            outcome = "no model was written"
+        elif now == before:
+            outcome = "an existing model there was left as it was"
+        else:  # interrupted after the new model was published
+            outcome = f"the new model was saved to {out}"
+        exc.args = (exc.args[0] if exc.args else "", outcome)
+        raise
 
 
 def _classes_note(data: Dataset) -> str:
