@@ -189,7 +189,7 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
           unlabelled, out, device, mixed_precision, resume, quiet, **settings):
     """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
     from rnncli import output
-    from rnncli.train import run
+    from rnncli.train import SMALL_SPLIT_ROWS, accuracy_error, run
 
     if embeddings and (unlabelled or settings["word_vectors"]):
         raise UsageError("--embeddings gives the word vectors; drop --unlabelled / "
@@ -203,9 +203,11 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
     if manifest is None:  # a worker of a multi-machine run (TF_CONFIG); the chief saves
         return
     val, test = manifest["validation"], manifest["test"]
+    error = (f", standard error up to {accuracy_error(test['n']):.2f}"
+             if 0 < test["n"] < SMALL_SPLIT_ROWS else "")
     reporter.message(f"validation accuracy {val['accuracy']:.4f}, test accuracy "
-                     f"{test['accuracy']:.4f} (n={test['n']}); next: rnncli predict -m {out} "
-                     "\"some text\"")
+                     f"{test['accuracy']:.4f} (n={test['n']}{error}); next: rnncli predict "
+                     f"-m {out} \"some text\"")
 
 
 @cli.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ from rnncli.scripts import segmentation_warnings
 # modification time and the sha256 of its first and last KEY_SAMPLE_BYTES (hashing a
 # GloVe file of several GB on every run would take minutes).
 KEY_SAMPLE_BYTES = 2**20
+# An accuracy measured on n rows has a standard error of sqrt(p(1-p)/n), at most
+# 0.5/sqrt(n): under 100 rows that bound is over 0.05, so the figure says little.
+SMALL_SPLIT_ROWS = 100
 
 
 class Reporter:
@@ -92,6 +96,8 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
         f"{data.summary()}; {_classes_note(data)}; "
         f"train/validation/test = {len(train_set.texts)}/{len(val_set.texts)}/"
         f"{len(test_set.texts)}")
+    for warning in split_warnings(len(val_set.texts), len(test_set.texts)):
+        reporter.warning(warning)
     source = _source(data_path, data, train_set, val_set, test_set)
     extra_texts = None
     if unlabelled is not None:
@@ -115,6 +121,26 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
                                device=device, mixed_precision=mixed_precision, role=role,
                                reporter=reporter, embeddings=embeddings,
                                unlabelled_texts=extra_texts, progress=progress)
+
+
+def accuracy_error(rows: int) -> float:
+    """The largest standard error of an accuracy measured on ``rows`` rows."""
+    return 0.5 / math.sqrt(rows)
+
+
+def split_warnings(validation_rows: int, test_rows: int) -> list[str]:
+    """Warnings for a validation or test split too small for its figures to mean much."""
+    uses = {"validation": "early stopping, the blend and the calibration rest on it",
+            "test": "the figures of rnncli evaluate come from it"}
+    warnings = []
+    for name, rows in (("validation", validation_rows), ("test", test_rows)):
+        if 0 < rows < SMALL_SPLIT_ROWS:
+            warnings.append(
+                f"the {name} split has only {rows} rows ({uses[name]}): an accuracy on it "
+                f"has a standard error of up to {accuracy_error(rows):.2f} (0.5/sqrt(n)); "
+                f"{SMALL_SPLIT_ROWS} rows bring that to {accuracy_error(SMALL_SPLIT_ROWS):.2f}"
+                f": add rows or raise --{'val' if name == 'validation' else 'test'}-split")
+    return warnings
 
 
 def _model_identity(out: Path) -> tuple[int, int] | None:
@@ -288,9 +314,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                       + (1 - blend.rnn_weight) * ngram.served_val_scores)
         val_scores, test_scores = blend.val_scores, blend.test_scores
         ngram_parts = ngram.serving_parts(blend.rnn_weight)
-        reporter.message(f"blend: {blend.rnn_weight:.2f} x {config.cell.upper()} + "
-                         f"{1 - blend.rnn_weight:.2f} x n-gram model (chosen on the "
-                         "validation split)")
+        reporter.message(blend.describe(config.cell))
     calibration = calibrate(val_set.labels, val_scores,
                             None if weights is None else weights[val_set.labels])
     temperature = calibration["temperature"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -14,8 +15,6 @@ from rnncli import artifacts
 from rnncli.cli import cli
 
 from conftest import TINY
-
-pytestmark = pytest.mark.slow
 
 LOUD = [a for a in TINY if a != "--quiet"]  # epoch lines and notes on stderr
 
@@ -41,6 +40,7 @@ def _sigint_at(monkeypatch, epoch: int, step: int) -> None:
     monkeypatch.setattr(keras.callbacks, "TerminateOnNaN", CtrlC)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("existing", [False, True])
 def test_ctrl_c_mid_epoch_says_which_epoch_was_cut_and_what_became_of_the_model(
         tmp_path, tiny_csv, old_model, monkeypatch, no_onnx, existing):
@@ -62,3 +62,47 @@ def test_ctrl_c_mid_epoch_says_which_epoch_was_cut_and_what_became_of_the_model(
         assert {p.name: artifacts.sha256_file(p) for p in out.iterdir()} == before
     else:
         assert not out.exists()
+
+
+def test_small_splits_are_warned_about_with_the_rows_that_would_do():
+    from rnncli.train import SMALL_SPLIT_ROWS, split_warnings
+
+    val, test = split_warnings(24, 4)
+    assert val.startswith("the validation split has only 24 rows") and "0.10" in val
+    assert test.startswith("the test split has only 4 rows") and "up to 0.25" in test
+    assert f"{SMALL_SPLIT_ROWS} rows bring that to 0.05" in test and "--test-split" in test
+    assert split_warnings(SMALL_SPLIT_ROWS, 5000) == []
+    assert split_warnings(5000, SMALL_SPLIT_ROWS - 1)[0].startswith("the test split")
+
+
+def test_the_blend_line_says_how_the_weight_was_set():
+    import numpy as np
+
+    from rnncli.blend import BLEND_MIN_ROWS, choose_blend
+
+    def blend(rows):
+        labels = np.arange(rows) % 2
+        good = np.where(labels == 1, 0.9, 0.1)
+        ngram = SimpleNamespace(ngrams=10, solver={}, val_scores=np.full(rows, 0.5),
+                                test_scores=np.full(4, 0.5))
+        return choose_blend(ngram, labels, labels[:4], good, good[:4])
+
+    few, enough = blend(BLEND_MIN_ROWS - 1), blend(BLEND_MIN_ROWS)
+    assert few.describe("gru") == (
+        f"blend: 0.50 x GRU + 0.50 x n-gram model (an even blend: {BLEND_MIN_ROWS - 1} "
+        f"validation rows are too few to choose it, {BLEND_MIN_ROWS} are needed)")
+    assert enough.describe("lstm") == ("blend: 1.00 x LSTM + 0.00 x n-gram model (chosen on "
+                                       "the validation split)")
+
+
+@pytest.mark.slow
+def test_training_on_few_rows_says_so(tmp_path, tiny_csv, no_onnx, no_fit):
+    """240 rows: 24 validation and 24 test rows."""
+    result = invoke("train", tiny_csv, "-o", tmp_path / "m", *TINY)  # --quiet: warnings show
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "warning: the validation split has only 24 rows" in result.output
+    assert "warning: the test split has only 24 rows" in result.output
+    loud = invoke("train", tiny_csv, "-o", tmp_path / "m", *LOUD)
+    assert "(an even blend: 24 validation rows are too few" in loud.output
+    assert "chosen on the validation split" not in loud.output
+    assert "(n=24, standard error up to 0.10)" in loud.output.splitlines()[-1]
