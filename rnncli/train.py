@@ -362,7 +362,28 @@ def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val:
         history, best_epoch = fitloop.fit(core, config, *train, *val, reporter,
                                           replicas=replicas, progress=progress,
                                           precision=precision, class_weights=class_weights)
+    note = stopping_note(history, best_epoch, config.epochs)
+    if note:
+        reporter.message(note)
     return core, history, best_epoch
+
+
+def stopping_note(history: list[dict[str, Any]], best_epoch: int, epochs: int) -> str | None:
+    """Why training ended before ``epochs``, and which epoch's weights are kept (early
+    stopping restores the best one), or None when the last epoch is kept."""
+    done = len(history)
+    if not done or not best_epoch:
+        return None
+    kept = f"keeping epoch {best_epoch}'s weights"
+    if done < epochs:
+        if history[-1].get("loss") is None or history[-1].get("val_loss") is None:
+            return f"stopped after epoch {done}: the loss is not finite (diverged); {kept}"
+        waited = done - best_epoch
+        return (f"stopped early after epoch {done}: validation loss had not improved for "
+                f"{waited} epoch{'s' if waited != 1 else ''}; {kept}")
+    if best_epoch < done:
+        return f"{kept}, the lowest validation loss of the {done}"
+    return None
 
 
 def _serving_copy(config: TrainConfig, core):

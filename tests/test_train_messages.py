@@ -106,3 +106,34 @@ def test_training_on_few_rows_says_so(tmp_path, tiny_csv, no_onnx, no_fit):
     assert "(an even blend: 24 validation rows are too few" in loud.output
     assert "chosen on the validation split" not in loud.output
     assert "(n=24, standard error up to 0.10)" in loud.output.splitlines()[-1]
+
+
+def test_stopping_note_says_why_training_ended_and_which_weights_are_kept():
+    from rnncli.train import stopping_note
+
+    def epochs(*val_losses):
+        return [{"epoch": i + 1, "loss": 0.5, "val_loss": v} for i, v in enumerate(val_losses)]
+
+    assert stopping_note(epochs(0.6, 0.5, 0.4, 0.4, 0.3, 0.31, 0.32), 5, 10) == (
+        "stopped early after epoch 7: validation loss had not improved for 2 epochs; "
+        "keeping epoch 5's weights")
+    assert stopping_note(epochs(0.6, 0.7), 1, 10).endswith("for 1 epoch; keeping epoch 1's "
+                                                           "weights")
+    assert stopping_note(epochs(0.6, 0.5, 0.55), 2, 3) == (
+        "keeping epoch 2's weights, the lowest validation loss of the 3")
+    assert stopping_note(epochs(0.6, 0.5), 2, 2) is None  # ran to the end, kept the last
+    assert stopping_note(epochs(0.6, None), 1, 5) == (
+        "stopped after epoch 2: the loss is not finite (diverged); keeping epoch 1's weights")
+
+
+@pytest.mark.slow
+def test_early_stopping_is_reported(tmp_path, tiny_csv, no_onnx):
+    """A learning rate too small to change a weight: the validation loss never improves
+    on epoch 1's, so patience 1 stops training after epoch 2."""
+    result = invoke("train", tiny_csv, "-o", tmp_path / "m", *LOUD, "--no-ngrams",
+                    "--epochs", "5", "--patience", "1", "--lr", "1e-20")
+    assert result.exit_code == 0, result.output[-2000:]
+    lines = result.output.splitlines()
+    at = lines.index("stopped early after epoch 2: validation loss had not improved for 1 "
+                     "epoch; keeping epoch 1's weights")
+    assert lines[at - 1].startswith("epoch 2/5 ")
