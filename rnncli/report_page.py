@@ -118,6 +118,7 @@ def _shaded(record: dict) -> str:
 
 def _settings_table(manifest: dict) -> str:
     settings = dict(manifest.get("settings") or {})
+    settings["tokenizer"] = artifacts.describe_tokens(manifest)  # as rnncli info says it
     blend = manifest.get("blend") or {}
     if blend:
         settings["blend: weight of the recurrent network"] = blend.get("rnn_weight")

@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from rnncli.config import TOKENIZERS, ngram_span
+from rnncli.artifacts import describe_tokens
+from rnncli.config import ngram_span
 from rnncli.output import fmt_value as _fmt, out_console, to_json
 from rnncli.predict import SCORE_DIGITS
 
@@ -115,7 +116,7 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                     f"{s['pooling']} pooling, embedding {s['embed_dim']}"
                     + (f" + {s['bigram_dim']} for token pairs" if s.get("bigram_dim") else "")
                     + f", dropout {s['dropout']}"),
-        ("vocabulary", f"{s['max_tokens']} tokens ({_tokens(s)}), sequence length "
+        ("vocabulary", f"{s['max_tokens']} tokens ({describe_tokens(manifest)}), sequence length "
                        f"{s['seq_len']}"),
         ("n-gram model", _blend_row(manifest.get("blend"), s, manifest)),
         ("labels", _labels_row(manifest)),
@@ -185,11 +186,6 @@ def _labels_row(manifest: dict[str, Any]) -> str:
             f"threshold {manifest['threshold']}")
 
 
-def _tokens(settings: dict[str, Any]) -> str:
-    """What the model's tokens are (a manifest from before the tokenizer: words)."""
-    return TOKENIZERS[settings.get("tokenizer", "words")]
-
-
 def _training_extras(training: dict[str, Any]) -> str:
     extras = []
     if training.get("workers", 1) > 1:
@@ -210,7 +206,7 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
     parts = blend.get("parts", {})
     w = blend.get("rnn_weight")
     return (f"{blend.get('ngrams')} {ngram_span(settings.get('ngram_order') or 2)} of "
-            f"{_tokens(settings)}"
+            f"{describe_tokens(figures)}"
             + (f" (C={blend['ngram_c']:g}, chosen on validation)"
                if isinstance(blend.get("ngram_c"), (int, float)) else "")
             + f"; output = {_fmt(w, 2)} x "

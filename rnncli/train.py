@@ -267,7 +267,8 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     config = config.replace(classes=len(train_set.label_names))
     weights = _class_weights(config, train_set)
     set_seed(config.seed)
-    config, vocab = _derive(config, train_set.texts, reporter)
+    config, vocab, character_share = _derive(config, train_set.texts, reporter)
+    source = {**source, "character_share": round(character_share, 4)}
     where = _precision_note(precision, where, reporter)
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
                      f"device {where}")
@@ -433,8 +434,8 @@ def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: 
 
 
 def _derive(config: TrainConfig, texts: list[str], reporter: Reporter):
-    """(config with the data-derived settings resolved, vocabulary); says what it found
-    about the tokens."""
+    """(config with the data-derived settings resolved, vocabulary, share of the tokens
+    that are one Chinese or Japanese character); says what it found about the tokens."""
     from rnncli import model as M
 
     derived = M.derive_settings(config, texts)
@@ -444,7 +445,7 @@ def _derive(config: TrainConfig, texts: list[str], reporter: Reporter):
         reporter.message(f"token pairs embedded ({derived.config.bigram_dim} dimensions); "
                          f"{derived.char_share:.0%} of the tokens are Chinese or Japanese "
                          "characters")
-    return derived.config, derived.vocab
+    return derived.config, derived.vocab, derived.char_share
 
 
 def _initial_vectors(vectorizer, vocab: list[str], config: TrainConfig,

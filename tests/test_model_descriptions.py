@@ -1,0 +1,69 @@
+"""How a model and its figures are described to a person (issue 25): the tokens in info
+and report, evaluate's title, explain's words or characters, the report's path, class
+names the plots cannot draw."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from rnncli import artifacts
+from rnncli.cli import cli
+
+from conftest import TINY, ZH_SAMPLE, sample_rows, write_csv
+
+slow = pytest.mark.slow
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+
+
+def _manifest(tokenizer, share=None):
+    return {"settings": {"tokenizer": tokenizer},
+            "data": {} if share is None else {"character_share": share}}
+
+
+def test_tokens_are_described_from_the_tokenizer_and_the_training_texts():
+    assert artifacts.describe_tokens(_manifest("cjk-chars", 0.0)) == "words"  # English
+    assert artifacts.describe_tokens(_manifest("cjk-chars", 0.004)) == "words"
+    assert artifacts.describe_tokens(_manifest("cjk-chars", 0.93)) == (
+        "Chinese and Japanese characters, one token each (93% of the training tokens); "
+        "words in other scripts")
+    assert artifacts.describe_tokens(_manifest("cjk-chars", 0.2)) == (
+        "words, and Chinese and Japanese characters, one token each (20% of the training "
+        "tokens)")
+    assert artifacts.describe_tokens(_manifest("words")) == "words"  # format 2 and older
+    assert artifacts.describe_tokens(_manifest("cjk-chars")) == (  # before character_share
+        "words; a Chinese or Japanese character is a token of its own")
+    assert artifacts.describe_tokens({"settings": {}}) == "words"
+
+
+@pytest.fixture(scope="session")
+def zh_model(tmp_path_factory):
+    """A Chinese model whose classes are named 好 and 差 (unfitted network: fast)."""
+    rows = [[review, "好" if label == "1" else "差"]
+            for label, review in sample_rows(240, ZH_SAMPLE)]
+    data = write_csv(tmp_path_factory.mktemp("zh") / "zh.csv", rows, ("review", "label"))
+    out = tmp_path_factory.mktemp("models") / "zh"
+    result = invoke("train", data, "-o", out, *TINY, "--positive-label", "好")
+    assert result.exit_code == 0, result.output[-2000:]
+    return out
+
+
+@slow
+def test_info_and_report_describe_the_tokens_alike(gru_model, zh_model, tmp_path):
+    english = invoke("info", "-m", gru_model, "-f", "table", env={"COLUMNS": "300"}).output
+    assert "tokens (words)" in english and "Chinese" not in english
+    for model, want in ((gru_model, "words"), (zh_model, "Chinese and Japanese characters")):
+        described = artifacts.describe_tokens(artifacts.read_manifest(model))
+        assert described.startswith(want)
+        info = invoke("info", "-m", model, "-f", "table", env={"COLUMNS": "300"})
+        assert f"tokens ({described})" in info.output
+        report = invoke("report", "-m", model, "-o", tmp_path / model.name, "--errors", "0")
+        assert report.exit_code == 0, report.output
+        page = (tmp_path / model.name / "index.html").read_text(encoding="utf-8")
+        assert f"<th>tokenizer</th><td>{described}</td>" in page
+        assert "cjk-chars" not in page
