@@ -14,7 +14,7 @@ import sys
 import click
 
 from rnncli import __version__
-from rnncli.cli_report import explain, report
+from rnncli.cli_report import echo_written, explain, report
 from rnncli.cli_serve import serve
 from rnncli.cli_options import (DEFAULT_MODEL_DIR, FailedLines, Probability, RnnCliCommand,
                                 RnnCliContext, check_data_file_options, data_options,
@@ -296,7 +296,8 @@ def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, thres
     for note in notes:
         console.print(note, markup=False)
     tables.render_figures(figures, output.resolve_format(fmt, piped="json"),
-                          title=f"evaluation on {data or 'the held-out test split'}")
+                          title=f"evaluation of {model_dir} on "
+                                f"{data or 'the held-out test split'}")
 
 
 @cli.command()
@@ -312,12 +313,10 @@ def export(model_dir, dest, force):
     of k > 2 classes every class's probability (shape [n, k], in the order 'rnncli info'
     lists the classes).
     """
-    from rnncli import output
     from rnncli.export import export_saved_model
 
     path = export_saved_model(model_dir, dest, force=force)
-    output.err_console().print(f"wrote SavedModel to {path}", markup=False)
-    click.echo(str(path))
+    echo_written(path, "wrote SavedModel to")
 
 
 @cli.command()

@@ -9,7 +9,7 @@ import html
 
 from rnncli import artifacts
 from rnncli.evaluation import Scored
-from rnncli.highlight import shown_spans
+from rnncli.highlight import shown_spans, token_noun
 from rnncli.predict import SCORE_DIGITS
 
 CAPTIONS = {
@@ -52,7 +52,7 @@ Written {e(created)} by rnncli {e(str(manifest.get('rnncli_version', '')))}.</p>
 <div class="plots">{plots}</div>
 <h2>Most confidently wrong texts</h2>
 <p>The texts the model got wrong with the highest probability: often label errors worth
-fixing in the data. Words are shaded by their contribution to the predicted label
+fixing in the data. {_nouns(explained).capitalize()} are shaded by their contribution to the predicted label
 (<span class="for3">towards it</span>, <span class="against3">against it</span>; darker:
 stronger), as <code>rnncli explain</code> shows them.</p>
 {_errors_table(wrong, explained, listed)}
@@ -60,6 +60,11 @@ stronger), as <code>rnncli explain</code> shows them.</p>
 {_settings_table(manifest)}
 </main></body></html>
 """
+
+
+def _nouns(explained: list | None) -> str:
+    """"words", or "characters" for texts mostly of Chinese or Japanese characters."""
+    return token_noun([t for record in explained or [] for t in record["tokens"]])[1]
 
 
 def _fmt(value) -> str:

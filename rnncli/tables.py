@@ -8,13 +8,14 @@ import json
 import sys
 from typing import Any
 
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from rnncli.artifacts import describe_tokens
 from rnncli.config import ngram_span
-from rnncli.output import fmt_value as _fmt, out_console, to_json
+from rnncli.output import fmt_value as _fmt, out_console, to_json, visible
 from rnncli.predict import SCORE_DIGITS
 
 
@@ -26,15 +27,28 @@ def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluatio
     if fmt == "json":
         sys.stdout.write(to_json(figures, allow_nan=False) + "\n")
         return
+    # the title on a line of its own: as a table's title it wrapped at the table's width
     if "macro_f1" in figures and "precision" not in figures:
-        tables = _multi_class_tables(figures, title)
+        tables = _multi_class_tables(figures, "")
     else:
-        tables = _binary_tables(figures, title)
+        tables = _binary_tables(figures, "")
     if figures.get("errors"):
         tables.append(_errors_table(figures["errors"]))
     console = out_console()
+    console.print(Text(_fitted(visible(title), console.width), style="italic"))
     for table in tables:
         console.print(table)
+
+
+def _fitted(title: str, width: int) -> str:
+    """``title`` on one line of ``width`` columns: cut in the middle ("…") if longer (a
+    long model path, say)."""
+    if cell_len(title) <= width:
+        return title
+    head, tail = title[: width // 2], title[width // 2 - width:]
+    while cell_len(head) + cell_len(tail) + 1 > width and head:
+        head, tail = (head[:-1], tail) if cell_len(head) >= cell_len(tail) else (head, tail[1:])
+    return f"{head}…{tail}"
 
 
 def _errors_table(errors: list[dict[str, Any]]) -> Table:

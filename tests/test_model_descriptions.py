@@ -67,3 +67,44 @@ def test_info_and_report_describe_the_tokens_alike(gru_model, zh_model, tmp_path
         page = (tmp_path / model.name / "index.html").read_text(encoding="utf-8")
         assert f"<th>tokenizer</th><td>{described}</td>" in page
         assert "cjk-chars" not in page
+
+
+@slow
+def test_report_shows_its_path_once_on_a_terminal(gru_model, tmp_path, monkeypatch):
+    from rnncli import output
+
+    piped = invoke("report", "-m", gru_model, "-o", tmp_path / "a", "--errors", "0")
+    page = str(tmp_path / "a" / "index.html")
+    assert piped.stdout == page + "\n" and f"wrote {page}" in piped.stderr  # a person sees it
+    monkeypatch.setattr(output, "is_terminal", lambda stream: True)
+    shown = invoke("report", "-m", gru_model, "-o", tmp_path / "b", "--errors", "0")
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count(str(tmp_path / "b")) == 1, shown.output
+
+
+@slow
+@pytest.mark.parametrize("model", ["gru_model", "zh_model"])
+def test_evaluate_title_is_one_line_that_fits(request, model, tmp_path):
+    long = tmp_path / ("a-directory-with-a-rather-long-name/" * 3) / "model"
+    long.parent.mkdir(parents=True)
+    long.symlink_to(request.getfixturevalue(model))
+    result = invoke("evaluate", "-m", long, "-f", "table", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("evaluation of /") and "…" in lines[0]
+    assert lines[0].endswith("/model on the held-out test split")
+    assert all(len(line) <= 80 for line in lines)
+    short = invoke("evaluate", "-m", request.getfixturevalue(model), "-f", "table",
+                   env={"COLUMNS": "200"})
+    title = short.stdout.splitlines()[0]
+    assert title == f"evaluation of {request.getfixturevalue(model)} on the held-out test split"
+
+
+@slow
+def test_explain_says_characters_for_a_character_model(zh_model, gru_model):
+    zh = invoke("explain", "-m", zh_model, "房间干净，服务周到，下次还来！")
+    assert zh.exit_code == 0, zh.output
+    assert zh.stdout.startswith("[+character] counts towards the predicted label")
+    assert "(characters that matter;" in zh.stdout and "words" not in zh.stdout
+    en = invoke("explain", "-m", gru_model, "a fine film")
+    assert en.stdout.startswith("[+word] counts") and "(words that matter;" in en.stdout
