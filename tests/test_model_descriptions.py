@@ -108,3 +108,37 @@ def test_explain_says_characters_for_a_character_model(zh_model, gru_model):
     assert "(characters that matter;" in zh.stdout and "words" not in zh.stdout
     en = invoke("explain", "-m", gru_model, "a fine film")
     assert en.stdout.startswith("[+word] counts") and "(words that matter;" in en.stdout
+
+
+@slow
+def test_chinese_class_names_are_drawn_or_named_without_missing_glyphs(zh_model, tmp_path):
+    """No font on this machine has Chinese glyphs (matplotlib's DejaVu Sans has none):
+    the plots name the classes "class 1", "class 2" and the page says which is which."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("report", "-m", zh_model, "-o", tmp_path / "r", "--errors", "2")
+    assert result.exit_code == 0, result.output
+    missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
+    assert not missing, missing
+    page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    from rnncli.plotfonts import plot_names
+
+    if plot_names(["好", "差"]).stand_ins:  # no CJK font here
+        assert ("<tr><td>class 1</td><td>差</td></tr><tr><td>class 2</td><td>好</td></tr>"
+                in page)
+        assert "the plots call them class 1, class 2" in result.stderr
+
+
+def test_a_font_with_the_glyphs_is_chosen_and_placeholders_are_not():
+    from matplotlib import get_data_path
+
+    from rnncli.plotfonts import covering_font
+
+    dejavu = f"{get_data_path()}/fonts/ttf/DejaVuSans.ttf"
+    last_resort = [("Last Resort High-Efficiency", f"{get_data_path()}/fonts/ttf/"
+                    "LastResortHE-Regular.ttf")]
+    assert covering_font({ord("好")}, [("DejaVu Sans", dejavu)]) is None
+    assert covering_font({ord("é")}, [("DejaVu Sans", dejavu)]) == "DejaVu Sans"
+    assert covering_font({ord("好")}, last_resort) is None  # boxes are not the name
