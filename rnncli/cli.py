@@ -189,7 +189,8 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
           unlabelled, out, device, mixed_precision, resume, quiet, **settings):
     """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
     from rnncli import output
-    from rnncli.train import SMALL_SPLIT_ROWS, accuracy_error, run
+    from rnncli.train import run
+    from rnncli.train_notes import SMALL_SPLIT_ROWS, accuracy_error
 
     if embeddings and (unlabelled or settings["word_vectors"]):
         raise UsageError("--embeddings gives the word vectors; drop --unlabelled / "

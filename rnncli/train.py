@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -23,16 +22,14 @@ from rnncli import artifacts, fsio, saving
 from rnncli import resume as resume_run
 from rnncli.config import TrainConfig
 from rnncli.data import Dataset, load_dataset, read_texts, split_dataset
-from rnncli.errors import Terminated, UsageError
+from rnncli.errors import UsageError
 from rnncli.scripts import segmentation_warnings
+from rnncli.train_notes import outcome_on_interrupt, split_warnings, stopping_note
 
 # A file named by --embeddings or --unlabelled is known to --resume by its name, size,
 # modification time and the sha256 of its first and last KEY_SAMPLE_BYTES (hashing a
 # GloVe file of several GB on every run would take minutes).
 KEY_SAMPLE_BYTES = 2**20
-# An accuracy measured on n rows has a standard error of sqrt(p(1-p)/n), at most
-# 0.5/sqrt(n): under 100 rows that bound is over 0.05, so the figure says little.
-SMALL_SPLIT_ROWS = 100
 
 
 class Reporter:
@@ -73,7 +70,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
                          "(TF_CONFIG); start the run again without it")
     if writes:
         artifacts.check_target(out)  # again under the lock, just before the swap
-    with _outcome_on_interrupt(out) if writes else contextlib.nullcontext():
+    with outcome_on_interrupt(out) if writes else contextlib.nullcontext():
         return _train(data_path, config, out=out, role=role, writes=writes, text_col=text_col,
                       label_col=label_col, positive_label=positive_label, encoding=encoding,
                       embeddings=embeddings, unlabelled=unlabelled, device=device,
@@ -121,54 +118,6 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
                                device=device, mixed_precision=mixed_precision, role=role,
                                reporter=reporter, embeddings=embeddings,
                                unlabelled_texts=extra_texts, progress=progress)
-
-
-def accuracy_error(rows: int) -> float:
-    """The largest standard error of an accuracy measured on ``rows`` rows."""
-    return 0.5 / math.sqrt(rows)
-
-
-def split_warnings(validation_rows: int, test_rows: int) -> list[str]:
-    """Warnings for a validation or test split too small for its figures to mean much."""
-    uses = {"validation": "early stopping, the blend and the calibration rest on it",
-            "test": "the figures of rnncli evaluate come from it"}
-    warnings = []
-    for name, rows in (("validation", validation_rows), ("test", test_rows)):
-        if 0 < rows < SMALL_SPLIT_ROWS:
-            warnings.append(
-                f"the {name} split has only {rows} rows ({uses[name]}): an accuracy on it "
-                f"has a standard error of up to {accuracy_error(rows):.2f} (0.5/sqrt(n)); "
-                f"{SMALL_SPLIT_ROWS} rows bring that to {accuracy_error(SMALL_SPLIT_ROWS):.2f}"
-                f": add rows or raise --{'val' if name == 'validation' else 'test'}-split")
-    return warnings
-
-
-def _model_identity(out: Path) -> tuple[int, int] | None:
-    """Which model ``out`` holds (its manifest's inode and modification time), or None."""
-    try:
-        found = (out / artifacts.MANIFEST).stat()
-    except OSError:
-        return None
-    return found.st_ino, found.st_mtime_ns
-
-
-@contextlib.contextmanager
-def _outcome_on_interrupt(out: Path):
-    """On Ctrl-C or SIGTERM, add to the interrupt what became of ``out``: its args are
-    (where training was, what became of the model), which cli.py shows on one line."""
-    before = _model_identity(out)
-    try:
-        yield
-    except (KeyboardInterrupt, Terminated) as exc:
-        now = _model_identity(out)
-        if now is None:
-            outcome = "no model was written"
-        elif now == before:
-            outcome = "an existing model there was left as it was"
-        else:  # interrupted after the new model was published
-            outcome = f"the new model was saved to {out}"
-        exc.args = (exc.args[0] if exc.args else "", outcome)
-        raise
 
 
 def _classes_note(data: Dataset) -> str:
@@ -367,24 +316,6 @@ def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val:
     if note:
         reporter.message(note)
     return core, history, best_epoch
-
-
-def stopping_note(history: list[dict[str, Any]], best_epoch: int, epochs: int) -> str | None:
-    """Why training ended before ``epochs``, and which epoch's weights are kept (early
-    stopping restores the best one), or None when the last epoch is kept."""
-    done = len(history)
-    if not done or not best_epoch:
-        return None
-    kept = f"keeping epoch {best_epoch}'s weights"
-    if done < epochs:
-        if history[-1].get("loss") is None or history[-1].get("val_loss") is None:
-            return f"stopped after epoch {done}: the loss is not finite (diverged); {kept}"
-        waited = done - best_epoch
-        return (f"stopped early after epoch {done}: validation loss had not improved for "
-                f"{waited} epoch{'s' if waited != 1 else ''}; {kept}")
-    if best_epoch < done:
-        return f"{kept}, the lowest validation loss of the {done}"
-    return None
 
 
 def _serving_copy(config: TrainConfig, core):

@@ -4,8 +4,6 @@ names the plots cannot draw."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from click.testing import CliRunner
 

@@ -65,7 +65,7 @@ def test_ctrl_c_mid_epoch_says_which_epoch_was_cut_and_what_became_of_the_model(
 
 
 def test_small_splits_are_warned_about_with_the_rows_that_would_do():
-    from rnncli.train import SMALL_SPLIT_ROWS, split_warnings
+    from rnncli.train_notes import SMALL_SPLIT_ROWS, split_warnings
 
     val, test = split_warnings(24, 4)
     assert val.startswith("the validation split has only 24 rows") and "0.10" in val
@@ -109,7 +109,7 @@ def test_training_on_few_rows_says_so(tmp_path, tiny_csv, no_onnx, no_fit):
 
 
 def test_stopping_note_says_why_training_ended_and_which_weights_are_kept():
-    from rnncli.train import stopping_note
+    from rnncli.train_notes import stopping_note
 
     def epochs(*val_losses):
         return [{"epoch": i + 1, "loss": 0.5, "val_loss": v} for i, v in enumerate(val_losses)]
