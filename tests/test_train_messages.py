@@ -137,3 +137,19 @@ def test_early_stopping_is_reported(tmp_path, tiny_csv, no_onnx):
     at = lines.index("stopped early after epoch 2: validation loss had not improved for 1 "
                      "epoch; keeping epoch 1's weights")
     assert lines[at - 1].startswith("epoch 2/5 ")
+
+
+@pytest.mark.slow
+def test_a_failed_write_where_there_was_no_model_says_none_was_written(
+        tmp_path, tiny_csv, no_onnx, no_fit, monkeypatch):
+    import errno
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(artifacts, "write_manifest", full_disk)
+    result = invoke("train", tiny_csv, "-o", tmp_path / "new", *TINY, "--no-ngrams")
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "cannot write the model (No space left on device)" in last
+    assert last.endswith("(no model was written)") and not (tmp_path / "new").exists()
