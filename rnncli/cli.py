@@ -46,7 +46,8 @@ class RnnCliGroup(click.Group):
         except RnnCliError as exc:
             code = _error(exc.message, exc, exc.exit_code)
         except (KeyboardInterrupt, Terminated) as exc:
-            code = _error(_interrupted(exc), exc, EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt)
+            code = _error(_interrupted(exc), exc,
+                          EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt)
                           else EXIT_TERMINATED)
         except BrokenPipeError:
             # The reader went away ('| head -1'): stop quietly, and keep Python from

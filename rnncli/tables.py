@@ -130,8 +130,8 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                     f"{s['pooling']} pooling, embedding {s['embed_dim']}"
                     + (f" + {s['bigram_dim']} for token pairs" if s.get("bigram_dim") else "")
                     + f", dropout {s['dropout']}"),
-        ("vocabulary", f"{s['max_tokens']} tokens ({describe_tokens(manifest)}), sequence length "
-                       f"{s['seq_len']}"),
+        ("vocabulary", f"{s['max_tokens']} tokens ({describe_tokens(manifest)}), "
+                       f"sequence length {s['seq_len']}"),
         ("n-gram model", _blend_row(manifest.get("blend"), s, manifest)),
         ("labels", _labels_row(manifest)),
         ("calibration", _calibration_row(manifest.get("calibration"))),
