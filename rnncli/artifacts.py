@@ -27,7 +27,7 @@ from typing import Any
 
 from rnncli import fsio, jsontext
 from rnncli.columns import normalize_label
-from rnncli.config import TrainConfig
+from rnncli.config import AUTO_BIGRAM_SHARE, TrainConfig
 from rnncli.errors import ModelError, RnnCliError, UsageError, first_line
 
 # 6: calibration (a temperature fitted on validation, in the manifest and the Keras
@@ -172,6 +172,25 @@ def label_names(manifest: dict[str, Any]) -> tuple[str, ...]:
             or len({normalize_label(n) for n in names}) != len(names)):
         raise ValueError("labels.classes (three or more distinct names)")
     return tuple(names)
+
+
+def describe_tokens(manifest: dict[str, Any]) -> str:
+    """What the model's tokens are, in plain words (info and report say it the same way):
+    from its tokenizer and the share of its training tokens that were Chinese or Japanese
+    characters (``data.character_share``; models older than it: from the tokenizer)."""
+    tokenizer = (manifest.get("settings") or {}).get("tokenizer", "words")
+    share = (manifest.get("data") or {}).get("character_share")
+    if tokenizer != "cjk-chars":
+        return "words"
+    if not isinstance(share, (int, float)) or isinstance(share, bool):
+        return "words; a Chinese or Japanese character is a token of its own"
+    if share > AUTO_BIGRAM_SHARE:
+        return (f"Chinese and Japanese characters, one token each ({share:.0%} of the "
+                "training tokens); words in other scripts")
+    if share >= 0.005:
+        return (f"words, and Chinese and Japanese characters, one token each ({share:.0%} "
+                "of the training tokens)")
+    return "words"
 
 
 def temperature(manifest: dict[str, Any]) -> float:

@@ -26,6 +26,15 @@ class Blend:
     record: dict[str, Any]  # what the manifest's "blend" section holds
     val_scores: np.ndarray
     test_scores: np.ndarray
+    validation_rows: int  # under BLEND_MIN_ROWS the blend is even, not chosen
+
+    def describe(self, cell: str) -> str:
+        """The line training prints: the weights, and how they were set."""
+        how = ("chosen on the validation split" if self.validation_rows >= BLEND_MIN_ROWS
+               else f"an even blend: {self.validation_rows} validation rows are too few to "
+                    f"choose it, {BLEND_MIN_ROWS} are needed")
+        return (f"blend: {self.rnn_weight:.2f} x {cell.upper()} + {1 - self.rnn_weight:.2f} "
+                f"x n-gram model ({how})")
 
 
 def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
@@ -58,7 +67,7 @@ def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
         },
     }
     return Blend(weight, record, weight * rnn_val + (1 - weight) * ngram.val_scores,
-                 weight * rnn_test + (1 - weight) * ngram.test_scores)
+                 weight * rnn_test + (1 - weight) * ngram.test_scores, len(y_val))
 
 
 def log_loss(labels, scores: np.ndarray, weights: np.ndarray | None = None) -> float:

@@ -14,7 +14,7 @@ import sys
 import click
 
 from rnncli import __version__
-from rnncli.cli_report import explain, report
+from rnncli.cli_report import echo_written, explain, report
 from rnncli.cli_serve import serve
 from rnncli.cli_options import (DEFAULT_MODEL_DIR, FailedLines, Probability, RnnCliCommand,
                                 RnnCliContext, check_data_file_options, data_options,
@@ -47,10 +47,8 @@ class RnnCliGroup(click.Group):
         except RnnCliError as exc:
             code = _error(exc.message, exc, exc.exit_code)
         except (KeyboardInterrupt, Terminated) as exc:
-            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
-            if ctx.invoked_subcommand == "train":
-                what += "; an existing model there was left as it was"
-            code = _error(what, exc, EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt)
+            code = _error(_interrupted(exc), exc,
+                          EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt)
                           else EXIT_TERMINATED)
         except BrokenPipeError:
             # The reader went away ('| head -1'): stop quietly, and keep Python from
@@ -68,6 +66,15 @@ class RnnCliGroup(click.Group):
         except Exception as exc:  # noqa: BLE001  (the one place that catches everything)
             code = _unexpected(exc)
         ctx.exit(code)
+
+
+def _interrupted(exc: BaseException) -> str:
+    """"interrupted during epoch 3/10 (step 41/70); no model was written": the
+    interrupt's args, where given, say where it came and what became of the output
+    (train.py)."""
+    where, outcome = (tuple(str(a) for a in exc.args) + ("", ""))[:2]
+    what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+    return what + (f" {where}" if where else "") + (f"; {outcome}" if outcome else "")
 
 
 def _silence_stdout() -> None:
@@ -185,6 +192,7 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
     """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
     from rnncli import output
     from rnncli.train import run
+    from rnncli.train_notes import SMALL_SPLIT_ROWS, accuracy_error
 
     if embeddings and (unlabelled or settings["word_vectors"]):
         raise UsageError("--embeddings gives the word vectors; drop --unlabelled / "
@@ -198,9 +206,11 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
     if manifest is None:  # a worker of a multi-machine run (TF_CONFIG); the chief saves
         return
     val, test = manifest["validation"], manifest["test"]
+    error = (f", standard error up to {accuracy_error(test['n']):.2f}"
+             if 0 < test["n"] < SMALL_SPLIT_ROWS else "")
     reporter.message(f"validation accuracy {val['accuracy']:.4f}, test accuracy "
-                     f"{test['accuracy']:.4f} (n={test['n']}); next: rnncli predict -m {out} "
-                     "\"some text\"")
+                     f"{test['accuracy']:.4f} (n={test['n']}{error}); next: rnncli predict "
+                     f"-m {out} \"some text\"")
 
 
 @cli.command()
@@ -290,7 +300,8 @@ def evaluate(data, model_dir, text_col, label_col, encoding, show_skipped, thres
     for note in notes:
         output.tell(console, note)
     tables.render_figures(figures, output.resolve_format(fmt, piped="json"),
-                          title=f"evaluation on {data or 'the held-out test split'}")
+                          title=f"evaluation of {model_dir} on "
+                                f"{data or 'the held-out test split'}")
 
 
 @cli.command()
@@ -310,10 +321,9 @@ def export(model_dir, dest, force):
     from rnncli.export import export_saved_model
 
     path = export_saved_model(model_dir, dest, force=force)
-    output.tell(output.err_console(), f"wrote SavedModel to {path}")
     if fsio.replaces_cwd(path):
         output.tell(output.err_console(), fsio.CWD_NOTE)
-    click.echo(str(path))
+    echo_written(path, "wrote SavedModel to")
 
 
 @cli.command()

@@ -84,5 +84,14 @@ def report(data, model_dir, text_col, label_col, encoding, show_skipped, out, er
     console = output.err_console()
     for note in notes:
         output.tell(console, note)
-    output.tell(console, f"wrote {page}")
-    click.echo(str(page))
+    echo_written(page, "wrote")
+
+
+def echo_written(path, what: str) -> None:
+    """A written file's path on stdout (for scripts), and "``what`` PATH" on stderr for a
+    person, unless stdout is the terminal too, where that showed the path twice."""
+    from rnncli import output
+
+    if not output.is_terminal(sys.stdout):
+        output.tell(output.err_console(), f"{what} {path}")
+    click.echo(str(path))

@@ -28,7 +28,11 @@ CLASS_WEIGHTS = ("none", "balanced")
 # How texts become tokens, and what each makes a token of: "words" splits at spaces and
 # punctuation (models of format 2 and older); "cjk-chars" also makes every Chinese and
 # Japanese character a token and reads full-width forms as ASCII (model.STANDARDIZERS).
-TOKENIZERS = {"cjk-chars": "words, and Chinese and Japanese characters", "words": "words"}
+# How info and report describe a model's tokens: artifacts.describe_tokens.
+TOKENIZERS = ("cjk-chars", "words")
+# Above this share of Chinese or Japanese characters among the training tokens, a model is
+# one of characters: token pairs are embedded and its n-grams are longer (model.py).
+AUTO_BIGRAM_SHARE = 0.5
 # `rnncli predict --format` choices; here so that `--help` need not import Rich.
 PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")
 # `--engine` choices for predict and evaluate (see predict.choose_engine).

@@ -50,7 +50,8 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     full_only = replicas > 1
     steps = len(x_train) // config.batch_size if full_only else -(-len(x_train)
                                                                    // config.batch_size)
-    done = progress_callback(reporter, config.epochs, steps)
+    caught: list[BaseException] = []  # filled by stop_on_signals
+    done = progress_callback(reporter, config.epochs, steps, interrupted=caught)
     callbacks += [done, keras.callbacks.TerminateOnNaN()]
     state = progress.state if progress else None
     before = state["history"] if state else []
@@ -69,11 +70,13 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     if full_only and len(x_val) < val_batch:  # the first batch must split evenly
         val_batch = max(replicas, len(x_val) - len(x_val) % replicas)
     val_data = length_batches(x_val, y_val, val_batch, class_weights=class_weights)
-    with stop_on_signals(core) as caught:
+    with stop_on_signals(core, caught):
         core.fit(train_data, validation_data=val_data, epochs=config.epochs,
                  initial_epoch=len(before), callbacks=callbacks, verbose=0)
     if caught:
         keep_progress(progress, reporter)
+        # what the user is told (cli.py): where training was cut
+        caught[0].args = (done.cut_note(len(before)),)
         raise caught[0]
     history = before + done.history
     losses = (state["val_losses"] if state else []) + done.val_losses
@@ -100,17 +103,18 @@ def keep_progress(progress: Progress | None, reporter) -> None:
 
 
 @contextlib.contextmanager
-def stop_on_signals(model):
+def stop_on_signals(model, caught: list[BaseException] | None = None):
     """Ctrl-C / SIGTERM during fit: stop after the current batch, then raise.
 
     An exception raised at an arbitrary point inside Keras's loop, while tf.data threads
     run, has crashed the process (SIGSEGV) here; so the first signal only asks Keras to
     stop, and the interrupt is raised once fit has returned. A second signal acts at once.
+    The interrupt is appended to ``caught`` (a new list if None), which it yields.
     """
+    caught = [] if caught is None else caught
     if threading.current_thread() is not threading.main_thread():
-        yield []
+        yield caught
         return
-    caught: list[BaseException] = []
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum, frame):
@@ -183,7 +187,12 @@ def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
             .prefetch(tf.data.AUTOTUNE))
 
 
-def progress_callback(reporter, epochs: int, steps: int):
+def progress_callback(reporter, epochs: int, steps: int,
+                      interrupted: list[BaseException] | tuple = ()):
+    """The callback that reports epochs. ``interrupted``: non-empty once Ctrl-C or
+    SIGTERM has asked fit to stop (stop_on_signals); the epoch it cuts short is neither
+    reported nor kept in the history."""
+
     class EpochProgress(keras.callbacks.Callback):
         """Forwards Keras events to the reporter and keeps a clean per-epoch history."""
 
@@ -192,14 +201,37 @@ def progress_callback(reporter, epochs: int, steps: int):
             self.history: list[dict[str, float]] = []
             self.val_losses: list[float | None] = []  # unrounded, as early stopping saw them
             self._started = 0.0
+            self.epoch, self.step = 0, 0  # the epoch running (1-based), its batches done
+            self.cut = False  # the last epoch was cut short by an interrupt
 
         def on_train_begin(self, logs=None):
             reporter.train_begin(epochs, steps)
 
         def on_epoch_begin(self, epoch, logs=None):
             self._started = time.perf_counter()
+            self.epoch, self.step = epoch + 1, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            if reporter.wants_batches:
+                reporter.batch_end(self.step, {k: float(v) for k, v in (logs or {}).items()})
+
+        def on_test_batch_end(self, batch, logs=None):
+            if interrupted and self.step < steps:  # cut: its validation would only delay
+                self.model.stop_evaluating = True
+
+        def cut_note(self, epochs_before: int) -> str:
+            """Where the interrupt stopped training, for the one-line error."""
+            if self.epoch == 0:
+                return f"before epoch {epochs_before + 1}/{epochs} began"
+            if self.cut:
+                return f"during epoch {self.epoch}/{epochs} (step {self.step}/{steps})"
+            return f"after epoch {self.epoch}/{epochs}"
 
         def on_epoch_end(self, epoch, logs=None):
+            if interrupted and self.step < steps:
+                self.cut = True  # not a finished epoch: Keras ends it early on stop_training
+                return
             seconds = time.perf_counter() - self._started
             clean = {k: round(float(v), 5) if np.isfinite(float(v)) else None
                      for k, v in (logs or {}).items()
@@ -212,9 +244,4 @@ def progress_callback(reporter, epochs: int, steps: int):
         def on_train_end(self, logs=None):
             reporter.train_end()
 
-    if reporter.wants_batches:
-        def on_train_batch_end(self, batch, logs=None):
-            reporter.batch_end(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
-
-        EpochProgress.on_train_batch_end = on_train_batch_end
     return EpochProgress()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from typing import IO, Any
 
 from rich.console import Console
 from rich.text import Text
 
+from rnncli.config import AUTO_BIGRAM_SHARE
 from rnncli.output import PipeConsole, RecordWriter, fmt_value, is_terminal, visible
 
 SHOWN_SHARE = 0.1  # a word is marked when its |contribution| is this share of the largest,
@@ -25,6 +27,18 @@ AGAINST_STYLES_16 = ("red underline", "black on red", "bold black on red")
 STATUS_TEXT = {"empty": "(empty line: nothing to explain)"}
 SCORED_NOTE = {"truncated": "scored on the start of the line",
                "invalid_utf8": "scored with U+FFFD for the bytes that are not UTF-8"}
+# Unicode names of the characters that are tokens of their own (model.SPLIT_CHARS)
+_CHARACTER_TOKENS = ("CJK ", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA")
+
+
+def token_noun(tokens: list[dict[str, Any]]) -> tuple[str, str]:
+    """("word", "words"), or ("character", "characters") when most of the tokens are
+    Chinese or Japanese characters (the share at which a model is one of characters)."""
+    chars = sum(1 for t in tokens if t["token"]
+                and unicodedata.name(t["token"][0], "").startswith(_CHARACTER_TOKENS))
+    if tokens and chars / len(tokens) > AUTO_BIGRAM_SHARE:
+        return "character", "characters"
+    return "word", "words"
 
 
 class ExplanationWriter:
@@ -58,7 +72,7 @@ class ExplanationWriter:
             if self._count:
                 self._console.print()
             if self._count == 0:
-                self._console.print(self._legend())
+                self._console.print(self._legend(*token_noun(record.get("tokens") or [])))
             for line in self.render(record):
                 self._console.print(line)
             self._count += 1
@@ -68,10 +82,10 @@ class ExplanationWriter:
         if self._records is not None:
             self._records.close()
 
-    def _legend(self) -> Text:
+    def _legend(self, noun: str = "word", nouns: str = "words") -> Text:
         if not self.color:
-            return Text("[+word] counts towards the predicted label, [-word] against it "
-                        "(words that matter; numbers: change in log-odds)")
+            return Text(f"[+{noun}] counts towards the predicted label, [-{noun}] against it "
+                        f"({nouns} that matter; numbers: change in log-odds)")
         legend = Text()
         legend.append(" for the predicted label ", self._styles[0][2]).append(" ")
         legend.append(" against it ", self._styles[1][2])
@@ -160,5 +174,5 @@ def cut_notes(record: dict[str, Any]) -> list[str]:
         rest = ("the rest count through the n-gram model only" if record["rnn_weight"] < 1
                 else "the rest are not read (the model has no n-gram part)")
         notes.append(f"the recurrent network read the first {read:,} of "
-                     f"{len(record['tokens']):,} words; {rest}")
+                     f"{len(record['tokens']):,} {token_noun(record['tokens'])[1]}; {rest}")
     return notes

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnncli.config import MAX_TEXT_CHARS, TrainConfig, output_width
+from rnncli.config import AUTO_BIGRAM_SHARE, MAX_TEXT_CHARS, TrainConfig, output_width
 from rnncli.runtime import import_tensorflow
 from rnncli.scripts import FULLWIDTH_OFFSET, FULLWIDTH_RANGES, LONG_TOKEN, SPLIT_MARKS
 
@@ -41,7 +41,6 @@ MAX_AUTO_SEQ_LEN = 800
 # pairs 0.9110 and 0.8919 test accuracy, without 0.8967 and 0.8903.
 BIGRAM_BUCKETS = 2**15
 AUTO_BIGRAM_DIM = 32
-AUTO_BIGRAM_SHARE = 0.5
 MAX_NGRAMS = 200_000  # token n-grams kept for the n-gram model (seen in 2+ texts)
 # The n-gram model's longest n-grams when "auto": 3 where token pairs are on (most tokens
 # are Chinese or Japanese characters, and many words are two to four of them), else 2. On

@@ -77,16 +77,25 @@ def write_report(model_dir: str | Path, data_path: str | Path | None, out: str |
     plt, pngs = pyplot(), {}
     import matplotlib
 
+    from rnncli.plotfonts import plot_names
+
+    shown = plot_names(names)  # Chinese names need a font with their glyphs
+    if shown.stand_ins:
+        notes.append(f"no font here has the characters of {', '.join(map(repr, names))}: the "
+                     f"plots call them {', '.join(shown.names)}, and the page says which is "
+                     "which (a Chinese/Japanese font, such as Noto Sans CJK, draws them)")
     # class names are text, never mathtext ("$5-$10" would be drawn as maths)
-    with matplotlib.rc_context({"text.parse_math": False}):
+    settings = {"text.parse_math": False,
+                **({"font.family": shown.families} if shown.families else {})}
+    with matplotlib.rc_context(settings):
         for name in PLOTS:
             if name == "learning" and not history:
                 notes.append("no training history in this model: no learning curves")
                 continue
-            pngs[name] = _png(plt, DRAW[name](plt, scored, names, history))
+            pngs[name] = _png(plt, DRAW[name](plt, scored, shown.names, history))
     page = render_page(scored, figures, pngs, wrong, explained, listed=errors,
                        source=str(data_path or "the held-out test split"),
-                       model_dir=str(model_dir))
+                       model_dir=str(model_dir), stand_ins=shown.stand_ins)
     files = {**{f"{name}.png": png for name, png in pngs.items()},
              "index.html": page.encode("utf-8")}
     publish(out, files, stale=[f"{name}.png" for name in PLOTS if name not in pngs])

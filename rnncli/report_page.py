@@ -9,7 +9,7 @@ import html
 
 from rnncli import artifacts
 from rnncli.evaluation import Scored
-from rnncli.highlight import shown_spans
+from rnncli.highlight import shown_spans, token_noun
 from rnncli.predict import SCORE_DIGITS
 
 CAPTIONS = {
@@ -26,9 +26,11 @@ CAPTIONS = {
 
 
 def render_page(scored: Scored, figures: dict, pngs: dict[str, bytes], wrong: list[dict],
-                explained: list | None, *, listed: int, source: str, model_dir: str) -> str:
+                explained: list | None, *, listed: int, source: str, model_dir: str,
+                stand_ins: list[tuple[str, str]] = ()) -> str:
     """One self-contained HTML page: the plots are inside it, as data URIs. ``listed``:
-    how many wrong texts were asked for."""
+    how many wrong texts were asked for; ``stand_ins``: (name in the plots, class name)
+    where the plots could not draw the class names (plotfonts.py)."""
     e = html.escape
     manifest = scored.manifest
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -49,17 +51,35 @@ Written {e(created)} by rnncli {e(str(manifest.get('rnncli_version', '')))}.</p>
 {_figures_table(figures)}
 {_per_class_table(figures)}
 <h2>Plots</h2>
+{_stand_ins_table(stand_ins)}
 <div class="plots">{plots}</div>
 <h2>Most confidently wrong texts</h2>
 <p>The texts the model got wrong with the highest probability: often label errors worth
-fixing in the data. Words are shaded by their contribution to the predicted label
-(<span class="for3">towards it</span>, <span class="against3">against it</span>; darker:
-stronger), as <code>rnncli explain</code> shows them.</p>
+fixing in the data. {_nouns(explained).capitalize()} are shaded by their contribution to
+the predicted label (<span class="for3">towards it</span>,
+<span class="against3">against it</span>; darker: stronger), as <code>rnncli explain</code> shows them.</p>
 {_errors_table(wrong, explained, listed)}
 <h2>Model</h2>
 {_settings_table(manifest)}
 </main></body></html>
 """
+
+
+def _stand_ins_table(stand_ins: list[tuple[str, str]]) -> str:
+    """Which class each name in the plots stands for (no font here drew the real ones)."""
+    if not stand_ins:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(drawn)}</td><td>{html.escape(name)}</td></tr>"
+                   for drawn, name in stand_ins)
+    return ("<p>No font on the machine that wrote this report has the characters of the "
+            "class names, so the plots name the classes this way:</p>"
+            f"<table class='stand-ins'><tr><th>in the plots</th><th>class</th></tr>{rows}"
+            "</table>")
+
+
+def _nouns(explained: list | None) -> str:
+    """"words", or "characters" for texts mostly of Chinese or Japanese characters."""
+    return token_noun([t for record in explained or [] for t in record["tokens"]])[1]
 
 
 def _fmt(value) -> str:
@@ -118,6 +138,7 @@ def _shaded(record: dict) -> str:
 
 def _settings_table(manifest: dict) -> str:
     settings = dict(manifest.get("settings") or {})
+    settings["tokenizer"] = artifacts.describe_tokens(manifest)  # as rnncli info says it
     blend = manifest.get("blend") or {}
     if blend:
         settings["blend: weight of the recurrent network"] = blend.get("rnn_weight")

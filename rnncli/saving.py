@@ -124,8 +124,10 @@ def _save_keras(text_model, path: Path) -> None:
 
 
 def unwritable(out: Path, reason: str) -> UsageError:
+    left = ("an existing model there was left as it was"
+            if (out / artifacts.MANIFEST).is_file() else "no model was written")
     return UsageError(f"{out}: cannot write the model ({reason}); free some space or choose "
-                      "another --out (an existing model there was left as it was)")
+                      f"another --out ({left})")
 
 
 def _write_onnx(staged: Path, text_model, tokenizer: str) -> str | None:

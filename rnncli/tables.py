@@ -8,10 +8,13 @@ import json
 import sys
 from typing import Any
 
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from rnncli.config import TOKENIZERS, ngram_span
+from rnncli.artifacts import describe_tokens
+from rnncli.config import ngram_span
 from rnncli.output import cell, fmt_value as _fmt, out_console, to_json, visible
 from rnncli.predict import SCORE_DIGITS
 
@@ -24,15 +27,28 @@ def render_figures(figures: dict[str, Any], fmt: str, *, title: str = "evaluatio
     if fmt == "json":
         sys.stdout.write(to_json(figures, allow_nan=False) + "\n")
         return
+    # the title on a line of its own: as a table's title it wrapped at the table's width
     if "macro_f1" in figures and "precision" not in figures:
-        tables = _multi_class_tables(figures, title)
+        tables = _multi_class_tables(figures, "")
     else:
-        tables = _binary_tables(figures, title)
+        tables = _binary_tables(figures, "")
     if figures.get("errors"):
         tables.append(_errors_table(figures["errors"]))
     console = out_console()
+    console.print(Text(_fitted(visible(title), console.width), style="italic"))
     for table in tables:
         console.print(table)
+
+
+def _fitted(title: str, width: int) -> str:
+    """``title`` on one line of ``width`` columns: cut in the middle ("…") if longer (a
+    long model path, say)."""
+    if cell_len(title) <= width:
+        return title
+    head, tail = title[: width // 2], title[width // 2 - width:]
+    while cell_len(head) + cell_len(tail) + 1 > width and head:
+        head, tail = (head[:-1], tail) if cell_len(head) >= cell_len(tail) else (head, tail[1:])
+    return f"{head}…{tail}"
 
 
 def _errors_table(errors: list[dict[str, Any]]) -> Table:
@@ -114,8 +130,8 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                     f"{s['pooling']} pooling, embedding {s['embed_dim']}"
                     + (f" + {s['bigram_dim']} for token pairs" if s.get("bigram_dim") else "")
                     + f", dropout {s['dropout']}"),
-        ("vocabulary", f"{s['max_tokens']} tokens ({_tokens(s)}), sequence length "
-                       f"{s['seq_len']}"),
+        ("vocabulary", f"{s['max_tokens']} tokens ({describe_tokens(manifest)}), "
+                       f"sequence length {s['seq_len']}"),
         ("n-gram model", _blend_row(manifest.get("blend"), s, manifest)),
         ("labels", _labels_row(manifest)),
         ("calibration", _calibration_row(manifest.get("calibration"))),
@@ -184,11 +200,6 @@ def _labels_row(manifest: dict[str, Any]) -> str:
             f"threshold {manifest['threshold']}")
 
 
-def _tokens(settings: dict[str, Any]) -> str:
-    """What the model's tokens are (a manifest from before the tokenizer: words)."""
-    return TOKENIZERS[settings.get("tokenizer", "words")]
-
-
 def _training_extras(training: dict[str, Any]) -> str:
     extras = []
     if training.get("workers", 1) > 1:
@@ -209,7 +220,7 @@ def _blend_row(blend: dict[str, Any] | None, settings: dict[str, Any],
     parts = blend.get("parts", {})
     w = blend.get("rnn_weight")
     return (f"{blend.get('ngrams')} {ngram_span(settings.get('ngram_order') or 2)} of "
-            f"{_tokens(settings)}"
+            f"{describe_tokens(figures)}"
             + (f" (C={blend['ngram_c']:g}, chosen on validation)"
                if isinstance(blend.get("ngram_c"), (int, float)) else "")
             + f"; output = {_fmt(w, 2)} x "

@@ -24,6 +24,7 @@ from rnncli.config import TrainConfig
 from rnncli.data import Dataset, load_dataset, read_texts, split_dataset
 from rnncli.errors import UsageError
 from rnncli.scripts import segmentation_warnings
+from rnncli.train_notes import outcome_on_interrupt, split_warnings, stopping_note
 
 # A file named by --embeddings or --unlabelled is known to --resume by its name, size,
 # modification time and the sha256 of its first and last KEY_SAMPLE_BYTES (hashing a
@@ -69,6 +70,19 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
                          "(TF_CONFIG); start the run again without it")
     if writes:
         artifacts.check_target(out)  # again under the lock, just before the swap
+    with outcome_on_interrupt(out) if writes else contextlib.nullcontext():
+        return _train(data_path, config, out=out, role=role, writes=writes, text_col=text_col,
+                      label_col=label_col, positive_label=positive_label, encoding=encoding,
+                      embeddings=embeddings, unlabelled=unlabelled, device=device,
+                      mixed_precision=mixed_precision, resume=resume,
+                      show_skipped=show_skipped, reporter=reporter)
+
+
+def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, text_col,
+           label_col, positive_label, encoding, embeddings, unlabelled, device,
+           mixed_precision, resume: bool, show_skipped: bool,
+           reporter: Reporter) -> dict[str, Any] | None:
+    """:func:`run`, once the target is checked."""
     data = load_dataset(data_path, text_col=text_col, label_col=label_col,
                         positive_label=positive_label, encoding=encoding)
     for note in data.notes + (data.skipped_report() if show_skipped else []):
@@ -79,6 +93,8 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         f"{data.summary()}; {_classes_note(data)}; "
         f"train/validation/test = {len(train_set.texts)}/{len(val_set.texts)}/"
         f"{len(test_set.texts)}")
+    for warning in split_warnings(len(val_set.texts), len(test_set.texts)):
+        reporter.warning(warning)
     source = _source(data_path, data, train_set, val_set, test_set)
     extra_texts = None
     if unlabelled is not None:
@@ -200,7 +216,8 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     config = config.replace(classes=len(train_set.label_names))
     weights = _class_weights(config, train_set)
     set_seed(config.seed)
-    config, vocab = _derive(config, train_set.texts, reporter)
+    config, vocab, character_share = _derive(config, train_set.texts, reporter)
+    source = {**source, "character_share": round(character_share, 4)}
     where = _precision_note(precision, where, reporter)
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
                      f"device {where}")
@@ -247,9 +264,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                       + (1 - blend.rnn_weight) * ngram.served_val_scores)
         val_scores, test_scores = blend.val_scores, blend.test_scores
         ngram_parts = ngram.serving_parts(blend.rnn_weight)
-        reporter.message(f"blend: {blend.rnn_weight:.2f} x {config.cell.upper()} + "
-                         f"{1 - blend.rnn_weight:.2f} x n-gram model (chosen on the "
-                         "validation split)")
+        reporter.message(blend.describe(config.cell))
     calibration = calibrate(val_set.labels, val_scores,
                             None if weights is None else weights[val_set.labels])
     temperature = calibration["temperature"]
@@ -299,6 +314,9 @@ def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val:
         history, best_epoch = fitloop.fit(core, config, *train, *val, reporter,
                                           replicas=replicas, progress=progress,
                                           precision=precision, class_weights=class_weights)
+    note = stopping_note(history, best_epoch, config.epochs)
+    if note:
+        reporter.message(note)
     return core, history, best_epoch
 
 
@@ -349,8 +367,8 @@ def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: 
 
 
 def _derive(config: TrainConfig, texts: list[str], reporter: Reporter):
-    """(config with the data-derived settings resolved, vocabulary); says what it found
-    about the tokens."""
+    """(config with the data-derived settings resolved, vocabulary, share of the tokens
+    that are one Chinese or Japanese character); says what it found about the tokens."""
     from rnncli import model as M
 
     derived = M.derive_settings(config, texts)
@@ -360,7 +378,7 @@ def _derive(config: TrainConfig, texts: list[str], reporter: Reporter):
         reporter.message(f"token pairs embedded ({derived.config.bigram_dim} dimensions); "
                          f"{derived.char_share:.0%} of the tokens are Chinese or Japanese "
                          "characters")
-    return derived.config, derived.vocab
+    return derived.config, derived.vocab, derived.char_share
 
 
 def _initial_vectors(vectorizer, vocab: list[str], config: TrainConfig,

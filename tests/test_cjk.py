@@ -100,7 +100,9 @@ def test_character_vectors_apply(zh_model):
     # 好, 差 and 房 are characters of the texts; 酒店 is a word, never a token; iphone is
     # not in these texts.
     assert "chars.txt.gz: vectors for 3 of" in output
-    assert "warning" not in output
+    # no warning about the text (the small splits of this tiny data are warned about)
+    assert [line for line in output.splitlines() if "warning" in line
+            and " split has only " not in line] == []
 
 
 @slow

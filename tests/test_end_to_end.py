@@ -105,10 +105,13 @@ def test_symlinked_output_keeps_the_link(tmp_path, tiny_csv, train_model, no_onn
 
 def test_real_train_command_keeps_stderr_clean(tmp_path, tiny_csv, no_onnx):
     """The real command (a fresh process: TensorFlow's C++ start-up lines go to file
-    descriptor 2) prints only rnncli's own lines; --quiet (in this process) none."""
+    descriptor 2) prints only rnncli's own lines; --quiet (in this process) only warnings
+    (240 rows: the validation and test splits are small)."""
     args = ["rnncli", "train", str(tiny_csv), *TINY, "--no-ngrams"]
     quiet = CliRunner().invoke(cli, [*args[1:], "-o", str(tmp_path / "q")])
-    assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == ""
+    assert quiet.exit_code == 0 and quiet.stdout == ""
+    assert [line[:24] for line in quiet.stderr.splitlines()] == [
+        "warning: the validation ", "warning: the test split "]
     loud = subprocess.run([a for a in args if a != "--quiet"] + ["-o", str(tmp_path / "l")],
                           capture_output=True, timeout=300)
     assert loud.returncode == 0 and loud.stdout == b""
@@ -501,7 +504,7 @@ def test_info(gru_model):
     table = invoke("info", "-m", gru_model, "-f", "table")
     assert table.exit_code == 0 and "Bidirectional GRU" in table.output
     shown = " ".join(table.output.split())  # however the table wraps
-    assert "1-2-grams of words, and Chinese and Japanese characters" in shown
+    assert "1-2-grams of words; output =" in shown  # English: words, and nothing else
     manifest = json.loads((gru_model / "rnncli.json").read_text())
     weight, parts = manifest["blend"]["rnn_weight"], manifest["blend"]["parts"]
     assert f"output = {weight:.2f} x GRU" in shown
