@@ -371,7 +371,8 @@ def _records_as(fmt: str, output: str) -> list[tuple]:
                  r["status"]) for r in csv.DictReader(io.StringIO(output))]
     if fmt == "label":
         return [(None, line or None, None, None) for line in output.splitlines()]
-    rows = [[c.strip() for c in line.split("│")] for line in output.splitlines() if "│" in line]
+    rows = [[cell.strip() for cell in line.split("│")]
+            for line in output.splitlines() if "│" in line]  # the table's body
     return [(text, None if label == "-" else label, None if score == "-" else float(score),
              status) for text, label, score, status in rows]
 

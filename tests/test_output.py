@@ -81,6 +81,11 @@ def test_multi_class_table_prints_class_names_literally(capsys):
                  "confusion matrix", "eval [on] data"):
         assert text in out, text
     assert "predicted positive" not in out
+    cells = _cells(out)
+    assert cells["accuracy"] == ["0.7500"] and cells["macro F1"] == ["0.7778"]
+    assert cells["actual [red]x"] == ["1", "0", "0"]
+    assert cells["actual neutral"] == ["1", "1", "0"]  # one neutral taken for [red]x
+    assert cells["neutral"] == ["1.0000", "0.5000", "0.6667", "2"]
 
 
 def test_table_prints_texts_literally_never_as_markup():
