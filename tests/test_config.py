@@ -9,7 +9,11 @@ from rnncli.errors import UsageError
 def test_defaults_are_valid_and_data_settings_derived_later():
     config = TrainConfig()
     assert config.cell == "gru" and config.max_tokens is None and config.seq_len is None
-    assert config.replace(max_tokens=100, seq_len=50).seq_len == 50
+    resolved = config.replace(max_tokens=100, seq_len=50)
+    assert (resolved.max_tokens, resolved.seq_len, resolved.cell) == (100, 50, "gru")
+    assert config.seq_len is None  # a new object: the original is left as it was
+    with pytest.raises(UsageError, match="seq_len"):
+        config.replace(seq_len=1)  # a replaced value is validated too
 
 
 def test_json_round_trip():
@@ -52,9 +56,18 @@ def test_unknown_keys_are_refused():
         TrainConfig.from_dict({**TrainConfig().to_dict(), "colour": "red"})
 
 
-def test_default_reads_the_dataclass():
-    assert default("units") == TrainConfig().units
-    assert default("max_tokens") is None
+def test_train_options_default_to_the_settings_objects_defaults():
+    """Defaults live only in TrainConfig: each `rnncli train` option of a setting starts
+    at the value a TrainConfig() holds (None: derived from the data)."""
+    from rnncli.cli import train
+
+    config = TrainConfig()
+    options = {p.name: p.default for p in train.params}
+    settings = [name for name in config.to_dict() if name in options]
+    assert len(settings) >= 20, settings  # every tunable setting is an option
+    assert {name: options[name] for name in settings} == {name: getattr(config, name)
+                                                          for name in settings}
+    assert default("units") == 64 and default("max_tokens") is None
 
 
 def test_manifests_from_before_the_ngram_model_read_as_without_it():

@@ -283,14 +283,25 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, tiny_csv, tr
 
 
 def test_predict_arguments(gru_model):
+    """Each argument is scored as the Keras model scores it (the reference: TensorFlow,
+    not the ONNX engine predict uses), and labelled from its positive probability."""
+    from rnncli.predict import Predictor
+
     texts = ["great movie", "a dull, boring waste of time", "!!!", "zzqx unknownword"]
     result = invoke("predict", "-m", gru_model, "-f", "jsonl", *texts)
     assert result.exit_code == 0, result.output
     records = jsonl(result.stdout)
     assert [r["text"] for r in records] == texts
-    for r in records:
-        assert r["status"] == "ok" and 0.0 <= r["score"] <= 1.0
-        assert r["label"] == ("positive" if positive_probability(r) >= 0.5 else "negative")
+    with Predictor.load(gru_model, engine="tf", device="cpu") as keras_model:
+        reference = keras_model.scores(texts)
+    positive = [r["scores"]["positive"] for r in records]
+    np.testing.assert_allclose(positive, reference, atol=1e-4, rtol=0)
+    assert len({round(p, 3) for p in positive}) == len(texts)  # no constant answer
+    threshold = json.loads((gru_model / "rnncli.json").read_text())["threshold"]
+    for r, p in zip(records, positive):
+        assert r["status"] == "ok" and r["score"] in r["scores"].values()
+        assert abs(sum(r["scores"].values()) - 1) < 2e-6
+        assert r["label"] == ("positive" if p >= threshold else "negative")
 
 
 def test_predict_stdin_keeps_blank_lines(gru_model):
@@ -350,22 +361,51 @@ def test_empty_stdin_gives_nothing(gru_model):
     assert result.exit_code == 0 and result.stdout == ""
 
 
+def _records_as(fmt: str, output: str) -> list[tuple]:
+    """(text, label, score, status) from predict's output in ``fmt``; the label format
+    has labels alone; the table has its status column when a row is not ok."""
+    if fmt in ("json", "jsonl"):
+        parsed = json.loads(output) if fmt == "json" else jsonl(output)
+        return [(r["text"], r["label"], r["score"], r["status"]) for r in parsed]
+    if fmt == "csv":
+        import csv
+        import io
+
+        return [(r["text"], r["label"] or None, float(r["score"]) if r["score"] else None,
+                 r["status"]) for r in csv.DictReader(io.StringIO(output))]
+    if fmt == "label":
+        return [(None, line or None, None, None) for line in output.splitlines()]
+    rows = [[cell.strip() for cell in line.split("│")]
+            for line in output.splitlines() if "│" in line]  # the table's body
+    return [(text, None if label == "-" else label, None if score == "-" else float(score),
+             status) for text, label, score, status in rows]
+
+
+# A threshold between the texts' scores makes both labels occur; one text is empty.
+FORMAT_TEXTS = ["good film", 'terrible, "dull", long', "a wonderful, moving film", "   ",
+                "boring"]
+
+
 @pytest.mark.parametrize("fmt", ["json", "csv", "label", "table"])
 def test_predict_formats_agree(gru_model, fmt):
-    texts = ["good film", "terrible"]
-    result = invoke("predict", "-m", gru_model, "-f", fmt, *texts)
-    assert result.exit_code == 0
-    if fmt == "json":
-        assert [r["text"] for r in json.loads(result.stdout)] == texts
-    elif fmt == "csv":
-        assert (result.stdout.splitlines()[0]
-                == "text,label,score,status,score_negative,score_positive")
-        assert len(result.stdout.splitlines()) == 3
-    elif fmt == "label":
-        assert set(result.stdout.split()) <= {"positive", "negative"}
-        assert len(result.stdout.splitlines()) == 2
+    """Every format gives the labels and scores JSON lines give for the same texts."""
+    reference = jsonl(invoke("predict", "-m", gru_model, "-f", "jsonl", *FORMAT_TEXTS).stdout)
+    positive = sorted(r["scores"]["positive"] for r in reference if r["status"] == "ok")
+    assert positive[0] < positive[1]
+    threshold = repr((positive[0] + positive[1]) / 2)  # the lowest alone is negative
+    args = ("predict", "-m", gru_model, "--threshold", threshold)
+    expected = _records_as("jsonl", invoke(*args, "-f", "jsonl", *FORMAT_TEXTS).stdout)
+    assert [label for _, label, _, _ in expected].count("negative") == 1
+    assert [status for *_, status in expected] == ["ok", "ok", "ok", "empty", "ok"]
+    result = invoke(*args, "-f", fmt, *FORMAT_TEXTS)
+    assert result.exit_code == 0, result.output
+    got = _records_as(fmt, result.stdout)
+    if fmt == "label":
+        assert got == [(None, label, None, None) for _, label, _, _ in expected]
+    elif fmt == "table":  # cells are stripped: the empty text is ""
+        assert got == [(text.strip(), *rest) for text, *rest in expected]
     else:
-        assert "good film" in result.stdout and "score" in result.output
+        assert got == expected
 
 
 def test_threshold_override(gru_model):

@@ -142,6 +142,7 @@ def _plain(record) -> str:
 # --------------------------------------------------------------------------- offsets
 
 
+@slow
 def test_offsets_point_into_the_original_text(explainer):
     standardize = explainer.engine.standardize
     text = "The <b>İSTANBUL</b> hotel’s ＷＩＦＩ was GREAT!!! Don't go; ΣΑΣ \x00 end"
@@ -156,6 +157,7 @@ def test_offsets_point_into_the_original_text(explainer):
     assert starts == sorted(starts)
 
 
+@slow
 def test_tag_words_are_not_taken_for_the_texts(explainer):
     text = "a <b>b</b> b"
     tokens = explainer.engine.tokens(text)[1:]

@@ -9,7 +9,8 @@ import pytest
 from rnncli.config import TrainConfig
 from rnncli.data import Dataset
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+# rnncli.ngrams imports TensorFlow and fits Keras layers: slow, even without a network
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 
 
 class Quiet:

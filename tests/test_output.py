@@ -48,11 +48,26 @@ def test_figures_json_has_exactly_the_documented_keys(capsys):
     assert list(out) == list(METRIC_KEYS + CLASS_KEYS)
 
 
+def _cells(out: str) -> dict[str, list[str]]:
+    """A Rich table's body rows by their first cell: {"accuracy": ["0.4000"], ...}."""
+    rows = (line.split("│") for line in out.splitlines() if "│" in line)
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows}
+
+
 def test_figures_table_for_people(capsys):
-    render_figures(evaluate_scores([0, 1], [0.2, 0.7]), "table")
+    # 2 of 5 right; the errors are not symmetric: 2 negatives called positive, 1 positive
+    # called negative, so a transposed confusion matrix or swapped classes show
+    figures = evaluate_scores([0, 0, 0, 1, 1], [0.2, 0.6, 0.7, 0.9, 0.4])
+    render_figures(figures, "table")
     out = capsys.readouterr().out
-    assert "accuracy" in out and "confusion matrix" in out
-    assert "per class" in out and "predicted positive" in out
+    assert "confusion matrix" in out and "per class" in out
+    cells = _cells(out)
+    assert cells["accuracy"] == ["0.4000"] and cells["n"] == ["5"]
+    assert cells["precision"] == ["0.3333"] and cells["recall"] == ["0.5000"]
+    assert cells["roc_auc"] == [f"{figures['roc_auc']:.4f}"] == ["0.6667"]
+    assert cells["actual negative"] == ["1", "2"] and cells["actual positive"] == ["1", "1"]
+    assert cells["0"] == ["0.5000", "0.3333", "0.4000", "3"]  # precision, recall, F1, support
+    assert cells["1"] == ["0.3333", "0.5000", "0.4000", "2"]
 
 
 def test_multi_class_table_prints_class_names_literally(capsys):
@@ -66,6 +81,11 @@ def test_multi_class_table_prints_class_names_literally(capsys):
                  "confusion matrix", "eval [on] data"):
         assert text in out, text
     assert "predicted positive" not in out
+    cells = _cells(out)
+    assert cells["accuracy"] == ["0.7500"] and cells["macro F1"] == ["0.7778"]
+    assert cells["actual [red]x"] == ["1", "0", "0"]
+    assert cells["actual neutral"] == ["1", "1", "0"]  # one neutral taken for [red]x
+    assert cells["neutral"] == ["1.0000", "0.5000", "0.6667", "2"]
 
 
 def test_table_prints_texts_literally_never_as_markup():
