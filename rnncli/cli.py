@@ -70,9 +70,9 @@ class RnnCliGroup(click.Group):
 
 def _interrupted(exc: BaseException) -> str:
     """"interrupted during epoch 3/10 (step 41/70); no model was written": the
-    interrupt's args, where given, say where it came and what became of the output
-    (train.py)."""
-    where, outcome = (tuple(str(a) for a in exc.args) + ("", ""))[:2]
+    interrupt's ``where`` and ``outcome``, where training gave them (fitloop.py,
+    train_notes.py)."""
+    where, outcome = getattr(exc, "where", ""), getattr(exc, "outcome", "")
     what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
     return what + (f" {where}" if where else "") + (f"; {outcome}" if outcome else "")
 
@@ -232,9 +232,8 @@ def predict(ctx, texts, model_dir, fmt, threshold, batch_size, device, engine, q
 
     One record per input line, in order; blank lines get status "empty", and lines that
     are not UTF-8 "invalid_utf8", scored with U+FFFD for the bad bytes (the exit code is
-    then 3). Records: text, label, score (the
-    positive-class probability; with more than two classes, the label's), status, and
-    scores (every class's probability).
+    then 3). Records: text, label, score (the label's probability), status, and scores
+    (every class's probability, in class order).
     """
     from rnncli import output
     from rnncli.predict import FAILED, Predictor

@@ -39,8 +39,8 @@ EXPLAIN_TOKENS = 50_000  # per /explain request: 1 to 2 s on 2 cores (README, se
                    "never split).")
 @click.option("--max-explain-tokens", type=click.IntRange(1), default=EXPLAIN_TOKENS,
               show_default=True, help="Most tokens one POST /explain may cover, over all "
-                                      "its texts (each token is a run of the network; "
-                                      "more: HTTP 413).")
+                                      "its texts (each token is a run of the network, "
+                                      "and each text one more; more: HTTP 413).")
 @click.option("--explain-queue", type=click.IntRange(0), default=8, show_default=True,
               help="POST /explain requests that may wait while one runs (more: HTTP 503 "
                    "with Retry-After).")
@@ -77,9 +77,9 @@ def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch
 
     def ready():
         if host not in ("127.0.0.1", "localhost", "::1"):
-            console.print(f"warning: listening on {host} with no authentication: anyone who "
-                          "can reach this port can use the model; see the README for a "
-                          "reverse proxy", markup=False)
+            output.tell(console, f"warning: listening on {host} with no authentication: "
+                        "anyone who can reach this port can use the model; see the README "
+                        "for a reverse proxy")
         output.tell(console, f"serving {model_dir} as {name!r} on http://{shown}:{port} "
                     f"({workers} worker{'s' if workers > 1 else ''}); try: curl "
                     f"-d '{{\"texts\": [\"great movie\"]}}' http://{shown}:{port}/predict")

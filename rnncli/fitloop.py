@@ -76,7 +76,7 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     if caught:
         keep_progress(progress, reporter)
         # what the user is told (cli.py): where training was cut
-        caught[0].args = (done.cut_note(len(before)),)
+        caught[0].where = done.cut_note(len(before))  # shown by cli._interrupted
         raise caught[0]
     history = before + done.history
     losses = (state["val_losses"] if state else []) + done.val_losses

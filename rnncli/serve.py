@@ -158,6 +158,12 @@ class ExplainQueue:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="rnncli-explain")
         self.texts = 0  # texts explained so far (GET /health)
 
+    def state(self) -> dict[str, int]:
+        """What GET /health says of it: texts explained, requests running and waiting."""
+        running = int(self._lock is not None and self._lock.locked())
+        return {"texts_explained": self.texts, "explain_running": running,
+                "explain_waiting": self._waiting}
+
     def stop(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
 
@@ -206,14 +212,16 @@ def _gone() -> RequestError:
 
 
 def explain_tokens(predictor: Predictor, items: list, *, limit: int | None = None) -> int:
-    """What explaining ``items`` costs: the tokens the explanations cover (each one a run
-    of the network and an n-gram update), over the texts that are scored; counting stops
-    once past ``limit`` (the server's loop does the counting: it stays short)."""
+    """What explaining ``items`` costs, in runs of the network: one per token the
+    explanation covers, plus the text's own scoring (``engine.tokens`` gives the start
+    marker and the words: that many), so a text of punctuation alone still counts 1;
+    over the texts that are scored. Counting stops once past ``limit`` (the server's loop
+    does the counting: it stays short)."""
     total = 0
     for item in items:
         text, status = decode_input(item)
         if to_score([(text, status)]):
-            total += max(len(predictor.engine.tokens(text)) - 1, 0)
+            total += max(len(predictor.engine.tokens(text)), 1)
             if limit is not None and total > limit:
                 break
     return total
@@ -264,7 +272,7 @@ async def read_body(request, limit: int) -> bytes:
             if inflater is None:
                 body += chunk
     except ClientDisconnect:
-        raise RequestError(499, "the client closed the connection") from None
+        raise _gone() from None
     except zlib.error as exc:
         raise RequestError(400, f"the body is not valid {encoding} ({exc})") from None
     if inflater is not None and not inflater.eof and received:

@@ -70,7 +70,7 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
     async def health(request: Request) -> Response:
         return json_response({"status": "ok", "name": settings.name, "pid": os.getpid(),
                               "engine_calls": batcher.calls, "texts_scored": batcher.texts,
-                              "texts_explained": explainer.texts})
+                              **explainer.state()})
 
     async def show_info(request: Request) -> Response:
         return json_response(info)

@@ -56,7 +56,8 @@ def parse_path(spec: str, method: str, served: str) -> Target:
                                 "(see /openapi.json)")
     allowed = ("POST",) if post else ("GET", "HEAD")
     if method not in allowed:
-        raise RequestError(405, f"{method} is not allowed on /v1/models/{spec}",
+        raise RequestError(405, f"{method} is not allowed on /v1/models/"
+                                f"{reprlib.repr(spec)[1:-1]}",
                            headers={"Allow": ", ".join(allowed)})
     name, version, label = match.group(1), match.group(2), match.group(3)
     if name != served:

@@ -48,8 +48,8 @@ def _model_identity(out: Path) -> tuple[int, int] | None:
 
 @contextlib.contextmanager
 def outcome_on_interrupt(out: Path):
-    """On Ctrl-C or SIGTERM, add to the interrupt what became of ``out``: its args are
-    (where training was, what became of the model), which cli.py shows on one line."""
+    """On Ctrl-C or SIGTERM, add to the interrupt what became of ``out`` (its ``outcome``;
+    the fit loop gives its ``where``), which cli.py shows on one line."""
     before = _model_identity(out)
     try:
         yield
@@ -61,7 +61,7 @@ def outcome_on_interrupt(out: Path):
             outcome = "an existing model there was left as it was"
         else:  # interrupted after the new model was published
             outcome = f"the new model was saved to {out}"
-        exc.args = (exc.args[0] if exc.args else "", outcome)
+        exc.outcome = outcome  # shown by cli._interrupted
         raise
 
 
