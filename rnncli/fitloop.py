@@ -216,8 +216,11 @@ def progress_callback(reporter, epochs: int, steps: int,
             if reporter.wants_batches:
                 reporter.batch_end(self.step, {k: float(v) for k, v in (logs or {}).items()})
 
-        def on_test_batch_end(self, batch, logs=None):
-            if interrupted and self.step < steps:  # cut: its validation would only delay
+        def on_test_begin(self, logs=None):
+            # cut: its validation would only delay. Keras checks stop_evaluating after
+            # each batch, so one runs; not a batch hook, which would turn off Keras's
+            # asynchronous dispatch of every validation batch's logs.
+            if interrupted and self.step < steps:
                 self.model.stop_evaluating = True
 
         def cut_note(self, epochs_before: int) -> str:

@@ -153,3 +153,19 @@ def test_a_failed_write_where_there_was_no_model_says_none_was_written(
     last = result.output.strip().splitlines()[-1]
     assert "cannot write the model (No space left on device)" in last
     assert last.endswith("(no model was written)") and not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step, skipped", [(3, True), (10, False)])
+def test_the_validation_of_a_cut_epoch_is_skipped(step, skipped):
+    """Interrupted at step 3 of 10, the epoch's validation stops after its first batch; an
+    epoch whose batches all ran is validated in full. The hook is on_test_begin, not a
+    batch hook, which would turn off Keras's asynchronous dispatch of validation logs."""
+    from rnncli import fitloop
+
+    callback = fitloop.progress_callback(SimpleNamespace(), 2, 10, [KeyboardInterrupt()])
+    callback.set_model(SimpleNamespace(stop_evaluating=False))
+    callback.step = step
+    callback.on_test_begin()
+    assert callback.model.stop_evaluating is skipped
+    assert type(callback).on_test_batch_end is fitloop.keras.callbacks.Callback.on_test_batch_end
