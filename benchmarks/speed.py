@@ -7,7 +7,7 @@
 Which rnncli is measured: by default the one on PATH, with this interpreter for the
 references. ``--fresh`` clones this checkout's last commit (uncommitted changes are not
 measured) and builds a new virtual environment from the clone exactly as the README's
-first command does (``python -m venv``, then ``pip install .``, so pip picks today's
+first command does (``python -m venv``, then ``pip install '.[train]'``, so pip picks today's
 release of every dependency), then measures the rnncli in it, with its own Python for the
 references; ``--keep DIR`` builds it in DIR, for ``--venv DIR`` to reuse later. The
 versions of the packages that decide these figures are printed first: a development
@@ -17,7 +17,7 @@ made a cold predict 4x slower on a fresh install only).
 DATA is the labelled file MODEL_DIR was trained on (its split and settings are reused);
 ``--sample`` instead trains on sample_data/imdb_sample.csv.gz with the README's command,
 times it, and uses that file and model. Printed:
-- install: seconds of ``pip install .`` (with --fresh);
+- install: seconds of ``pip install '.[train]'`` (with --fresh);
 - sample: seconds and test accuracy of ``rnncli train sample_data/imdb_sample.csv.gz
   --cell gru`` (with --sample);
 - help: ``rnncli --help`` against ``python -c "import click, rich"``;
@@ -134,7 +134,7 @@ def main() -> None:
     if args.fresh:
         env, seconds, commit = _Env.build(Path(args.keep) if args.keep else work / "venv",
                                           work / "clone")
-        rows.note([f"install: pip install . of commit {commit} into {env.root}: "
+        rows.note([f"install: pip install '.[train]' of commit {commit} into {env.root}: "
                    f"{seconds:.0f} s"])
     rows.note(env.versions())
     if args.sample:
@@ -201,7 +201,7 @@ class _Env:
     @classmethod
     def build(cls, root: Path, clone: Path) -> tuple[_Env, float, str]:
         """The README's install, timed: a fresh clone of this checkout's last commit, a new
-        venv, then ``pip install .`` of the clone."""
+        venv, then ``pip install '.[train]'`` of the clone."""
         if root.exists():
             sys.exit(f"{root}: exists; --fresh builds a new environment (--venv reuses one)")
         try:
@@ -215,7 +215,8 @@ class _Env:
         subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
         env = cls(root)
         started = time.perf_counter()
-        subprocess.run([env.python, "-m", "pip", "install", "--quiet", str(clone)], check=True)
+        subprocess.run([env.python, "-m", "pip", "install", "--quiet", f"{clone}[train]"],
+                       check=True)
         return env, time.perf_counter() - started, commit
 
     def command(self, name: str, *args: str) -> list[str]:

@@ -191,6 +191,9 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
           unlabelled, out, device, mixed_precision, resume, quiet, **settings):
     """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
     from rnncli import output
+    from rnncli.extras import require
+
+    require("train")
     from rnncli.train import run
     from rnncli.train_notes import SMALL_SPLIT_ROWS, accuracy_error
 
@@ -317,6 +320,9 @@ def export(model_dir, dest, force):
     lists the classes).
     """
     from rnncli import fsio, output
+    from rnncli.extras import require
+
+    require("train")
     from rnncli.export import export_saved_model
 
     path = export_saved_model(model_dir, dest, force=force)
@@ -343,6 +349,9 @@ def info(model_dir, fmt):
 def devices(fmt):
     """List the devices TensorFlow can run on, with their --device names."""
     from rnncli import output, tables
+    from rnncli.extras import require
+
+    require("train")
     from rnncli.runtime import list_devices
 
     tables.render_rows(list_devices(), output.resolve_format(fmt, piped="json"))

@@ -73,10 +73,11 @@ def report(data, model_dir, text_col, label_col, encoding, show_skipped, out, er
     out when the model was trained. Needs matplotlib: pip install 'rnncli[report]'.
     """
     from rnncli import output
-    from rnncli.report import check_matplotlib, write_report
+    from rnncli.extras import require
+    from rnncli.report import write_report
 
     check_data_file_options(data, text_col, label_col, encoding)
-    check_matplotlib()  # before the model and the data: say at once what to install
+    require("report")  # before the model and the data: say at once what to install
     page, notes = write_report(model_dir, data, out, errors=errors, show_skipped=show_skipped,
                                text_col=text_col,
                                label_col=label_col, encoding=encoding, device=device,

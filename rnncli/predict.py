@@ -154,6 +154,9 @@ class Predictor:
                                      ngram_order=config.ngram_order, classes=config.classes,
                                      temperature=artifacts.temperature(manifest))
             return cls(model_dir, manifest, engine, threshold)
+        from rnncli.extras import require
+
+        require("train")  # the TensorFlow engine
         from rnncli.runtime import select_device
 
         select_device(device)

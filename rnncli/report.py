@@ -15,27 +15,13 @@ from typing import Any
 import numpy as np
 
 from rnncli.errors import UsageError
+from rnncli.extras import install_line, require
 from rnncli.evaluation import Scored, figures_of, notes_of, score_dataset
 from rnncli.metrics import ECE_BINS, decide, label_probability, roc_auc
 from rnncli.report_page import render_page
 
-MISSING = ("rnncli report draws its plots with matplotlib, which is not installed: pip "
-           "install 'rnncli[report]'")
 PLOTS = ("roc", "pr", "reliability", "confusion", "scores", "learning")
 MAX_ANNOTATED = 20  # classes up to which the confusion matrix prints its counts
-
-
-def check_matplotlib() -> None:
-    """Say at once (before the model and the data are read) when matplotlib is missing;
-    it is imported only when the plots are drawn."""
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec("matplotlib") is not None
-    except ValueError:  # sys.modules["matplotlib"] is None: its import is blocked
-        found = False
-    if not found:
-        raise UsageError(MISSING)
 
 
 def pyplot():
@@ -46,7 +32,8 @@ def pyplot():
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError as exc:  # missing, or installed without what it needs
-        raise UsageError(f"{MISSING} ({exc})") from None
+        raise UsageError(f"rnncli report cannot import matplotlib ({exc}): "
+                         f"{install_line('report')}") from None
     return plt
 
 
@@ -56,7 +43,7 @@ def write_report(model_dir: str | Path, data_path: str | Path | None, out: str |
     """Write ``out``/index.html and one PNG per plot; returns (the page, notes).
     ``scoring``: text_col, label_col, encoding, device, engine, threshold as for
     ``score_dataset``."""
-    check_matplotlib()
+    require("report")
     if not str(out).strip():
         raise UsageError("-o is empty; name the directory to write the report to")
     out = Path(out)

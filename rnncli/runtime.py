@@ -64,6 +64,9 @@ def import_tensorflow():
     if os.environ["KERAS_BACKEND"] != "tensorflow":
         raise RnnCliError(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}: rnncli needs the "
                           "tensorflow backend; unset KERAS_BACKEND")
+    from rnncli.extras import require
+
+    require("train")
     with stderr_to_file():
         import tensorflow as tf
         import keras  # noqa: F401

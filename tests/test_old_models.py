@@ -73,7 +73,8 @@ def test_format4_scores_as_before(engine):
         np.testing.assert_allclose(predictor.scores(EXPECTED4["texts"]),
                                    EXPECTED4["scores"][engine], atol=1e-6, rtol=0)
         records = predictor.records(["a wonderful, moving film"])
-    assert records[0]["label"] == ("positive" if records[0]["score"] >= 0.5 else "negative")
+    positive = records[0]["scores"]["positive"]
+    assert records[0]["label"] == ("positive" if positive >= 0.5 else "negative")
 
 
 def test_format4_info_and_evaluate():
