@@ -51,7 +51,8 @@ def main() -> None:
     texts = test_texts(args.model_dir)
     print(f"model {args.model_dir}; {len(texts)} test texts, {os.cpu_count()} cores; "
           f"{args.seconds:g} s per run")
-    print(f"streaming predict (ONNX engine, batches of 256): {stream_rate(args.model_dir, texts):,.0f} texts/s")
+    rate = stream_rate(args.model_dir, texts)
+    print(f"streaming predict (ONNX engine, batches of 256): {rate:,.0f} texts/s")
     servers = {"rnncli serve": start([sys.executable, "-m", "rnncli", "serve", "-m",
                                       args.model_dir, "--port", "{port}"]),
                "plain Keras server": start([sys.executable, __file__, args.model_dir,
@@ -61,7 +62,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         for size in args.sizes:
             for clients in args.clients:
-                for name, (proc, port) in servers.items():
+                for name, (_, port) in servers.items():
                     got = load(port, texts, clients=clients, size=size, seconds=args.seconds)
                     print(f"| {name} | {clients} | {size} | {got['rps']:.1f} | "
                           f"{got['tps']:.0f} | {got['p50']:.1f} | {got['p99']:.1f} |",
@@ -182,7 +183,7 @@ def explain_load(model_dir: str, seconds: float) -> None:
             answers: dict[int, int] = {}
             stop = threading.Event()
 
-            def explain_client() -> None:
+            def explain_client(stop=stop, answers=answers) -> None:
                 while not stop.is_set():
                     status, _ = post(port, "/explain", {"texts": big})
                     answers[status] = answers.get(status, 0) + 1

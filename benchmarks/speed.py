@@ -334,7 +334,7 @@ def _keras_reference(rows_path: str, settings_json: str, epochs: str) -> None:
     inputs = keras.Input(shape=(s["seq_len"],), dtype="int64")
     x = keras.layers.Embedding(s["max_tokens"], s["embed_dim"], mask_zero=True)(inputs)
     x = keras.layers.SpatialDropout1D(s["dropout"])(x)
-    for i in range(s["layers"]):
+    for _ in range(s["layers"]):
         x = keras.layers.Bidirectional(cell(s["units"], return_sequences=True))(x)
     x = keras.layers.GlobalMaxPooling1D()(x)
     x = keras.layers.Dropout(s["dropout"])(x)

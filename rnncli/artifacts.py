@@ -234,8 +234,9 @@ def check_archive(path: Path) -> None:
             if not (name in _ARCHIVE_MEMBERS or _is_asset(name)):
                 raise ModelError(f"{path}: unexpected archive member {name!r}; refusing to load")
             total += info.file_size
-            if total > MAX_ARCHIVE_BYTES or (
-                    info.file_size > 2**20 and info.file_size > MAX_RATIO * max(1, info.compress_size)):
+            ratio_limit = MAX_RATIO * max(1, info.compress_size)
+            if total > MAX_ARCHIVE_BYTES or (info.file_size > 2**20
+                                             and info.file_size > ratio_limit):
                 raise ModelError(f"{path}: archive member {name!r} is implausibly large; "
                                  "refusing to load")
         try:

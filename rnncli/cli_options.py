@@ -54,7 +54,8 @@ def model_option(f):
 
 def device_option(f):
     return click.option("--device", type=DeviceType(), default="auto", show_default=True,
-                        metavar="auto|cpu|gpu|gpu:N", help="Where to run. 'auto': the ONNX engine runs on "
+                        metavar="auto|cpu|gpu|gpu:N",
+                        help="Where to run. 'auto': the ONNX engine runs on "
                              "the CPU, the TensorFlow engine takes a GPU when one is visible. "
                              "An absent GPU is an error, never a silent CPU fallback.")(f)
 

@@ -195,7 +195,8 @@ def _positive_key(path: Path, keys: list[str], positive_label: str | None) -> st
         other = next(k for k in keys if k != positives[0])
         # With two numbers, '1' is positive only against 0 or -1: with 1 and 2 (star
         # ratings) it is the negative one, and a wrong guess would invert the model.
-        if not (_is_numeric_label(positives[0]) and _is_numeric_label(other)) or other in NEGATIVE_NAMES:
+        numeric = _is_numeric_label(positives[0]) and _is_numeric_label(other)
+        if not numeric or other in NEGATIVE_NAMES:
             return positives[0]
     raise DataError(f"{path}: cannot tell which of the labels {_quote(keys)} is positive; "
                     "name it with --positive-label")

@@ -271,7 +271,8 @@ class OnnxEngine:
         try:
             out = self._session.run(None, {self._input: batch})[0]
         except Exception as exc:  # onnxruntime's own types
-            raise ModelError(f"{self.path}: ONNX Runtime failed to run it ({first_line(exc, with_type=True)});"
+            raise ModelError(f"{self.path}: ONNX Runtime failed to run it "
+                             f"({first_line(exc, with_type=True)});"
                              " use --engine tf or retrain the model") from exc
         out = np.asarray(out, dtype=np.float32)
         if out.shape != (len(batch), self.outputs) or not np.all((out >= 0) & (out <= 1)):
@@ -378,7 +379,8 @@ def _session(path: Path, graph: bytes):
     try:
         return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for a bad graph
-        raise ModelError(f"{path}: ONNX Runtime cannot load it ({first_line(exc, with_type=True)}); use "
+        raise ModelError(f"{path}: ONNX Runtime cannot load it "
+                         f"({first_line(exc, with_type=True)}); use "
                          "--engine tf or retrain the model") from exc
 
 

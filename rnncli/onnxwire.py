@@ -61,7 +61,7 @@ def scan_model(data: bytes) -> GraphScan:
         message, pos, end, depth = stack.pop()
         children = _CHILDREN[message]
         tensors += message == "TensorProto"
-        for number, wire, value, start, pos in _fields(data, pos, end):
+        for number, wire, value, start, stop in _fields(data, pos, end):
             if message == "TensorProto" and number in (_EXTERNAL_DATA, _DATA_LOCATION):
                 expected = _LENGTH if number == _EXTERNAL_DATA else _VARINT
                 if wire != expected:
@@ -78,7 +78,7 @@ def scan_model(data: bytes) -> GraphScan:
             if depth + 1 > MAX_DEPTH:
                 raise MalformedGraph(f"nested more than {MAX_DEPTH} deep")
             graphs += message == "ModelProto" and number == _GRAPH
-            stack.append((child, start, pos, depth + 1))
+            stack.append((child, start, stop, depth + 1))
     return GraphScan(graphs=graphs, tensors=tensors, external=external)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -167,7 +168,8 @@ class Predictor:
                              f"{keras_model.output.shape[-1]} output(s) where the manifest "
                              f"has {classes} classes; restore the directory or retrain the "
                              "model")
-        layer = next((l.temperature for l in keras_model.layers if l.name == "temperature"), 1.0)
+        layer = next((layer.temperature for layer in keras_model.layers
+                      if layer.name == "temperature"), 1.0)
         if layer != artifacts.temperature(manifest):
             raise ModelError(f"{model_dir}: model.keras is calibrated with temperature {layer} "
                              f"where the manifest says {artifacts.temperature(manifest)}; "

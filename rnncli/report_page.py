@@ -57,7 +57,8 @@ Written {e(created)} by rnncli {e(str(manifest.get('rnncli_version', '')))}.</p>
 <p>The texts the model got wrong with the highest probability: often label errors worth
 fixing in the data. {_nouns(explained).capitalize()} are shaded by their contribution to
 the predicted label (<span class="for3">towards it</span>,
-<span class="against3">against it</span>; darker: stronger), as <code>rnncli explain</code> shows them.</p>
+<span class="against3">against it</span>; darker: stronger), as <code>rnncli explain</code>
+shows them.</p>
 {_errors_table(wrong, explained, listed)}
 <h2>Model</h2>
 {_settings_table(manifest)}

@@ -372,7 +372,8 @@ def list_devices() -> list[dict[str, str]]:
                 info = tf.config.experimental.get_device_details(device)
                 detail = info.get("device_name", "")
                 if "compute_capability" in info:
-                    detail += " (compute capability %d.%d)" % info["compute_capability"]
+                    major, minor = info["compute_capability"]
+                    detail += f" (compute capability {major}.{minor})"
             except (ValueError, RuntimeError):
                 detail = ""
             option = f"gpu:{gpu_index}"

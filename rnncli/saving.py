@@ -33,7 +33,8 @@ _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int8": 1, "
 
 def manifest(config: TrainConfig, train_set: Dataset, val_set: Dataset, test_set: Dataset,
              val_scores, test_scores, *, source: dict, device: str, history: list[dict],
-             best_epoch: int, versions: dict[str, str], precision: str = "float32", replicas: int = 1,
+             best_epoch: int, versions: dict[str, str], precision: str = "float32",
+             replicas: int = 1,
              workers: int = 1, seconds: float, threshold: float = 0.5,
              blend: dict[str, Any] | None = None,
              calibration: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -14,7 +14,8 @@ NOISE = RNG.uniform(0.2, 0.8, 400)
 
 def ngram(val_scores, test_scores):
     """What choose_blend reads of an ngrams.NgramFit."""
-    return SimpleNamespace(ngrams=10, solver={"ngram_solver": "adam"}, val_scores=val_scores, test_scores=test_scores)
+    return SimpleNamespace(ngrams=10, solver={"ngram_solver": "adam"}, val_scores=val_scores,
+                           test_scores=test_scores)
 
 
 def _blend(*args):

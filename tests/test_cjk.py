@@ -15,7 +15,8 @@ from rnncli import scripts
 from rnncli.cli import cli
 
 slow = pytest.mark.slow
-JAPANESE = ["サポートがbad", "このホテルは最高でした！", "部屋が狭くてうるさい。", "ラーメンー美味しい",
+JAPANESE = ["サポートがbad", "このホテルは最高でした！", "部屋が狭くてうるさい。",
+            "ラーメンー美味しい",
             "ｻｰﾋﾞｽ最悪", "スタッフの対応がとても良かった", "二度と泊まりません…"]
 MIXED = ["这款iPhone很好用", "ＷＩＦＩ很慢！！", "房间ok，早餐so-so", "服务good，价格贵了点？",
          "５星级？不值！", "＜ｂｒ＞标签"]
@@ -188,7 +189,8 @@ def test_explain_chinese_and_japanese_character_by_character(zh_model):
     from rnncli.explain import explain_records, load_explainer
 
     out, _ = zh_model
-    texts = ["酒店很好，服务不错！下次还来。", "サポートが最悪でした。ｉＰｈｏｎｅは好き", "房间太差了"]
+    texts = ["酒店很好，服务不错！下次还来。", "サポートが最悪でした。ｉＰｈｏｎｅは好き",
+             "房间太差了"]
     with load_explainer(out) as predictor:
         records = explain_records(predictor, texts)
         standardize = predictor.engine.standardize

@@ -353,7 +353,8 @@ def test_huge_lines_are_cut_and_still_answered(gru_model, monkeypatch):
 
 def test_markup_in_texts_is_printed_literally(gru_model):
     result = invoke("predict", "-m", gru_model, "-f", "table", "closing [/] tag", "[bold]x")
-    assert result.exit_code == 0 and "closing [/] tag" in result.stdout and "[bold]x" in result.stdout
+    assert result.exit_code == 0
+    assert "closing [/] tag" in result.stdout and "[bold]x" in result.stdout
 
 
 def test_empty_stdin_gives_nothing(gru_model):
@@ -790,7 +791,7 @@ def test_length_batches_use_every_row_once_per_epoch_cut_to_their_longest():
     epochs = []
     for _ in range(2):
         seen = []
-        for x, y in data:
+        for x, _ in data:
             x = x.numpy()
             assert x.shape[1] == max(1, lengths[x[:, 0] - 2].max())  # cut to the longest
             seen += list(x[:, 0] - 2)

@@ -19,7 +19,8 @@ def test_hand_computed_figures():
     assert f["f1"] == pytest.approx(3 / 4)
     # positives 0.9, 0.8, 0.3, 0.7 vs negatives 0.6, 0.2, 0.1, 0.4: 14 of 16 pairs ordered
     assert f["roc_auc"] == pytest.approx(14 / 16)
-    expected_loss = -np.mean([math.log(s) if y else math.log(1 - s) for y, s in zip(labels, scores)])
+    expected_loss = -np.mean([math.log(s) if y else math.log(1 - s)
+                              for y, s in zip(labels, scores)])
     assert f["loss"] == pytest.approx(expected_loss)
     assert f["n"] == 8
     assert tuple(f)[:len(METRIC_KEYS)] == METRIC_KEYS
@@ -49,7 +50,8 @@ def test_loss_is_finite_for_extreme_scores():
 
 
 def test_round_figures():
-    assert round_figures({"a": 0.123456, "b": float("nan"), "n": 3}) == {"a": 0.1235, "b": None, "n": 3}
+    rounded = round_figures({"a": 0.123456, "b": float("nan"), "n": 3})
+    assert rounded == {"a": 0.1235, "b": None, "n": 3}
 
 
 def test_mismatched_lengths():

@@ -17,7 +17,10 @@ def test_words_in_the_same_contexts_get_similar_vectors():
         rows.append([b, rng.integers(20, 30), 0, 0])
     v = learn_vectors([np.array(rows[:300]), np.array(rows[300:])], vocab_size=30, dim=4,
                       window=1, flush_pairs=100)  # several flushes
-    cos = lambda x, y: x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+
+    def cos(x, y):
+        return x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+
     assert v.shape == (30, 4) and v.dtype == np.float32
     assert cos(v[2], v[3]) > 0.9 and cos(v[4], v[5]) > 0.9
     assert cos(v[2], v[4]) < 0.5
