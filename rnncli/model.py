@@ -64,8 +64,8 @@ def standardize(text):
     lowercase, drop HTML tags, keep letters/digits/apostrophes/!/?, prefix the marker.
 
     Unicode line breaks such as NEL (\\x85) are removed here because a vocabulary token
-    that holds one cannot be reloaded (KERAS_NOTES: "repeated term ''").
-    """
+    that holds one cannot be reloaded: Keras writes the vocabulary one token per line, and
+    reading it back splits that token, which fails with "repeated term ''"."""
     return _standardize(text, cjk=False)
 
 
