@@ -15,7 +15,8 @@ import sys
 import numpy as np
 
 from rnncli import artifacts
-from rnncli.blend import log_loss, with_temperature
+from rnncli.blend import log_loss
+from rnncli.scoring import with_temperature
 from rnncli.metrics import evaluate_scores
 from rnncli.evaluation import score_dataset
 

@@ -195,7 +195,7 @@ def describe_tokens(manifest: dict[str, Any]) -> str:
 
 def temperature(manifest: dict[str, Any]) -> float:
     """The calibration's temperature (1.0 for none, and for models older than format 6)."""
-    from rnncli.blend import TEMPERATURES
+    from rnncli.scoring import TEMPERATURES
 
     value = (manifest.get("calibration") or {}).get("temperature", 1.0)
     if (not isinstance(value, (int, float)) or isinstance(value, bool)

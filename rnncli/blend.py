@@ -4,17 +4,14 @@ validation split, and the record the manifest keeps. Light: numpy only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from rnncli.metrics import decide, label_probability
-
-if TYPE_CHECKING:
-    from rnncli.ngrams import NgramFit
+from rnncli.scoring import CLIP, TEMPERATURES, with_temperature
 
 BLEND_TOLERANCE = 1e-4  # validation log loss
-CLIP = 1e-7  # probabilities are clipped to [CLIP, 1 - CLIP] for logs (Keras's epsilon)
 BLEND_MIN_ROWS = 50
 
 
@@ -37,7 +34,7 @@ class Blend:
                 f"x n-gram model ({how})")
 
 
-def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
+def choose_blend(ngram: Any, val_labels, test_labels, rnn_val: np.ndarray,
                  rnn_test: np.ndarray, val_weights: np.ndarray | None = None) -> Blend:
     """Choose the RNN's weight in the blend of the two probabilities (the n-gram model
     gets the rest): the weight in 0, 0.05, ..., 1 with the lowest validation log loss.
@@ -46,6 +43,8 @@ def choose_blend(ngram: NgramFit, val_labels, test_labels, rnn_val: np.ndarray,
     even blend; with fewer than BLEND_MIN_ROWS validation rows the blend is even, since
     so few rows cannot tell the parts apart. Scores are positive-class probabilities (two
     classes) or rows of class probabilities; ``val_weights``: the rows' class weights.
+    ``ngram``: the n-gram model's fit (an ``ngrams.NgramFit``, not imported here: ngrams
+    imports this module).
     """
     y_val = np.asarray(val_labels)
     weights = np.linspace(0.0, 1.0, 21)
@@ -94,27 +93,6 @@ def accuracy(labels, scores: np.ndarray) -> float | None:
 # Calibration: temperature scaling (Guo et al. 2017) of the blend's probabilities.
 CALIBRATION_ECE = 0.02  # validation ECE above which a temperature is fitted
 CALIBRATION_GAIN = 0.002  # validation log loss it must save to be kept
-TEMPERATURES = (0.05, 20.0)
-
-
-def with_temperature(scores: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities after temperature scaling: the positive class's logit divided by
-    ``temperature`` (a vector of two-class scores), softmax(log p / ``temperature``) for
-    rows of class probabilities; as the saved model's Temperature layer computes it."""
-    scores = np.asarray(scores)
-    if temperature == 1.0:
-        return scores
-    # clipped in float32, as the layer is (1 - 1e-7 is 0.99999988 there): a score of 1.0
-    # gets the same logit in both
-    p = np.clip(scores.astype(np.float32), np.float32(CLIP),
-                np.float32(1 - CLIP)).astype(np.float64)
-    if p.ndim == 1:
-        out = 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature))
-    else:
-        logits = np.log(p) / temperature
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        out = exp / exp.sum(axis=1, keepdims=True)
-    return out.astype(np.float32)
 
 
 def calibrate(labels, scores: np.ndarray, weights: np.ndarray | None = None) -> dict[str, Any]:

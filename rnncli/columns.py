@@ -8,14 +8,11 @@ import math
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from rnncli.errors import DataError, ModelError
-
-if TYPE_CHECKING:
-    from rnncli.data import Table
 
 TEXT_COLUMNS = ("text", "review", "sentence", "content", "body", "comment", "document",
                 "tweet", "message", "review_text", "phrase",
@@ -36,6 +33,19 @@ MAX_CLASSES = 100
 
 # --------------------------------------------------------------------------- columns
 
+
+
+@dataclass
+class Table:
+    """A parsed file: header, rows (all strings, or None for a JSON null/missing key)."""
+
+    path: Path
+    header: list[str]
+    rows: list[list[str | None]]
+    lines: list[int]  # the line each row starts on, for messages
+    fingerprint: str  # sha256 of the decompressed bytes
+    notes: list[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
 
 def choose_columns(table: Table, text_col: str | None, label_col: str | None,
                    *, need_label: bool = True) -> tuple[str, str | None, list[str]]:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from rnncli import jsontext
-from rnncli.columns import check_label, choose_columns, map_labels, normalize_label
+from rnncli.columns import (Table, check_label, choose_columns, map_labels,
+                            normalize_label)
 from rnncli.encoding import decode
 from rnncli.errors import DataError
 
@@ -31,19 +32,6 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndj
 _GZIP_MAGIC = b"\x1f\x8b"
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 10 MB review is a valid cell
-
-
-@dataclass
-class Table:
-    """A parsed file: header, rows (all strings, or None for a JSON null/missing key)."""
-
-    path: Path
-    header: list[str]
-    rows: list[list[str | None]]
-    lines: list[int]  # the line each row starts on, for messages
-    fingerprint: str  # sha256 of the decompressed bytes
-    notes: list[str] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)
 
 
 @dataclass

@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 
 from rnncli.artifacts import ONNX_FILE, SERVING_FILE
-from rnncli.blend import with_temperature
 from rnncli.config import output_width
 from rnncli.errors import ModelError, first_line
-from rnncli.predict import length_chunks
+from rnncli.scoring import length_chunks, with_temperature
 from rnncli.onnxwire import MalformedGraph, scan_model
 from rnncli.scripts import FULLWIDTH_TO_ASCII, SPLIT_MARKS
 from rnncli.serving import read_serving
@@ -168,7 +167,7 @@ class OnnxEngine:
         self.bias = serving.get("ngram_bias")
         self._executor: ThreadPoolExecutor | None = None
         self.path = ""
-        self.temperature = 1.0  # the calibration (blend.with_temperature)
+        self.temperature = 1.0  # the calibration (scoring.with_temperature)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, tokenizer: str | None = None,

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from rnncli.blend import CLIP
+from rnncli.scoring import CLIP
 from rnncli.engine import probabilities
 from rnncli.errors import ModelError
 from rnncli.predict import SCORE_DIGITS, Predictor

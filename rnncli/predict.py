@@ -20,6 +20,7 @@ from rnncli import artifacts
 from rnncli.config import MAX_TEXT_CHARS, output_width
 from rnncli.errors import ModelError, UsageError
 from rnncli.metrics import decide
+from rnncli.scoring import length_chunks
 
 SCORE_DIGITS = 6  # a record's score is rounded to this many decimals
 STATUS_OK = "ok"
@@ -71,13 +72,6 @@ def as_scores(outputs: np.ndarray) -> np.ndarray:
     class probabilities as they are."""
     outputs = np.asarray(outputs)
     return outputs.reshape(-1) if outputs.ndim < 2 or outputs.shape[1] == 1 else outputs
-
-
-def length_chunks(lengths: list[int], size: int) -> list[np.ndarray]:
-    """Indexes of the texts in chunks of at most ``size``, shortest texts first: what both
-    engines score together (each chunk padded only to its longest text)."""
-    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 class KerasEngine:

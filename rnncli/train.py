@@ -207,7 +207,8 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     reporter = reporter or Reporter()
     from rnncli import fitloop, ngrams
     from rnncli import model as M
-    from rnncli.blend import calibrate, choose_blend, with_temperature
+    from rnncli.blend import calibrate, choose_blend
+    from rnncli.scoring import with_temperature
     from rnncli.runtime import chosen_labels, precision_policy, set_seed
 
     device_names, strategy, replicas, where = _devices(device, role, config,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnncli import artifacts, blend
+from rnncli import artifacts, blend, scoring
 from rnncli.cli import cli
 from rnncli.predict import Predictor
 
@@ -56,7 +56,7 @@ def test_every_engine_applies_the_temperature(pair, tmp_path):
         onnx = p.scores(TEXTS)
     with Predictor.load(hot, engine="tf") as p:
         keras = p.scores(TEXTS)
-    expected = blend.with_temperature(base, 0.5)
+    expected = scoring.with_temperature(base, 0.5)
     np.testing.assert_allclose(onnx, expected, atol=1e-5)
     np.testing.assert_allclose(keras, expected, atol=1e-4)
     assert np.array_equal(onnx >= 0.5, base >= 0.5)
@@ -99,11 +99,11 @@ def test_the_layer_and_numpy_agree_on_saturated_scores():
     p = np.array([[1.0], [0.0], [0.9999999], [1e-9], [0.5], [0.3]], np.float32)
     for t in (0.05, 0.5, 3.0, 20.0):
         layer = np.asarray(Temperature(t)(p)).ravel()
-        np.testing.assert_allclose(layer, blend.with_temperature(p.ravel(), t), atol=2e-6)
+        np.testing.assert_allclose(layer, scoring.with_temperature(p.ravel(), t), atol=2e-6)
     rows = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]], np.float32)
     for t in (0.05, 3.0, 20.0):
         np.testing.assert_allclose(np.asarray(Temperature(t)(rows)),
-                                   blend.with_temperature(rows, t), atol=2e-6)
+                                   scoring.with_temperature(rows, t), atol=2e-6)
 
 
 def test_a_manifest_whose_temperature_differs_from_the_model_is_refused(pair, tmp_path):
