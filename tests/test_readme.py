@@ -1,6 +1,7 @@
 """The README and the docs/ pages: their statements about the code stay true of it, the
 README stays the first screen, and every page is part of the built site."""
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,3 +68,13 @@ def test_the_docs_cite_only_what_the_repository_holds():
         text = page.read_text(encoding="utf-8")
         for outside in ("../shared", "KERAS_NOTES"):
             assert outside not in text, f"{page.name} cites {outside}, which users do not have"
+
+
+def test_the_readmes_links_into_the_repository_lead_somewhere():
+    # MkDocs checks the links between docs/ pages; the README is not one of its pages.
+    readme = ROOT.joinpath("README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert any(t.startswith("docs/") for t in local), "the README links to no docs/ page"
+    broken = sorted({t for t in local if not (ROOT / t).exists()})
+    assert not broken, f"README.md links to files that do not exist: {broken}"
