@@ -10,14 +10,14 @@ import click
 from rnncli.cli_options import RnnCliCommand, model_option
 from rnncli.errors import UsageError
 
-EXPLAIN_TOKENS = 50_000  # per /explain request: 1 to 2 s on 2 cores (README, serve)
+EXPLAIN_TOKENS = 50_000  # per /explain request: 1 to 2 s on 2 cores (docs/serve.md)
 
 
 @click.command(cls=RnnCliCommand)
 @model_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; the server has no authentication, so keep it on "
-                   "localhost or a private network (see the README).")
+                   "localhost or a private network (see docs/serve.md).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
               help="Port (8501 is TF Serving's REST port).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -78,7 +78,7 @@ def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch
     def ready():
         if host not in ("127.0.0.1", "localhost", "::1"):
             output.tell(console, f"warning: listening on {host} with no authentication: "
-                        "anyone who can reach this port can use the model; see the README "
+                        "anyone who can reach this port can use the model; see docs/serve.md "
                         "for a reverse proxy")
         output.tell(console, f"serving {model_dir} as {name!r} on http://{shown}:{port} "
                     f"({workers} worker{'s' if workers > 1 else ''}); try: curl "

@@ -1,6 +1,6 @@
 """Why a text got its label: each token's contribution to the predicted class's log-odds.
 
-Light: numpy and the ONNX engine, never TensorFlow. The method (README "Why a label"):
+Light: numpy and the ONNX engine, never TensorFlow. The method (docs/explain.md, "The method"):
 
 - A token's contribution is how much the blend's log-odds of the predicted class fall
   when that token is replaced by a word the model has never seen (occlusion): the

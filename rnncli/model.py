@@ -37,7 +37,7 @@ MAX_AUTO_TOKENS = 20000
 MAX_AUTO_SEQ_LEN = 800
 # Token pairs (layers.TokenPairs): hash buckets, and the embedding size "auto" gives when
 # over half of the training tokens are single Chinese or Japanese characters. Measured on
-# the hotel reviews, on two splits kept apart from the rows README quotes: defaults with
+# the hotel reviews, on two splits kept apart from the rows docs/accuracy.md quotes: defaults with
 # pairs 0.9110 and 0.8919 test accuracy, without 0.8967 and 0.8903.
 BIGRAM_BUCKETS = 2**15
 AUTO_BIGRAM_DIM = 32

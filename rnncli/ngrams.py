@@ -10,7 +10,7 @@
   "lbfgs") minimizes it (scikit-learn is not a dependency for one function; scipy already
   is, for vectors.py).
 
-Measured with the same recurrent networks (benchmarks in the README): on five splits of
+Measured with the same recurrent networks (benchmarks in docs/accuracy.md): on five splits of
 short IMDB reviews the exact fit's blend scored 0.889 against Adam's 0.900 (word
 1-2-grams); on seven splits of the hotel reviews 0.902 with the exact fit and character
 1-3-grams, 0.898 with the exact fit and 1-2-grams, 0.895 with Adam and 1-2-grams (Adam

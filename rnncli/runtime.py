@@ -224,7 +224,7 @@ def multi_worker_role() -> WorkerRole | None:
         task, index = str(config["task"]["type"]), int(config["task"]["index"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"TF_CONFIG is not a cluster description ({type(exc).__name__}: "
-                         f"{exc}); fix it (see the README, 'Several machines') or unset it") \
+                         f"{exc}); fix it (see docs/gpus.md, 'Several machines') or unset it") \
             from exc
     other = sorted(set(members) - {"chief", "worker"})
     if other:
