@@ -3,8 +3,6 @@ serve.py and serve_app.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from rnncli.cli_options import RnnCliCommand, model_option
@@ -61,6 +59,8 @@ def serve(model_dir, host, port, workers, name, max_texts, max_body_bytes, batch
     from rnncli.serve_app import run_server
 
     if name is None:
+        from pathlib import Path  # here: pathlib (and urllib.parse) would cost --help 4 ms
+
         name = Path(model_dir).resolve().name
         if not name or ":" in name:
             raise UsageError(f"the model directory's name ({name!r}) cannot be a name in "
