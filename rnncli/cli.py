@@ -193,7 +193,7 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
     from rnncli import output
     from rnncli.extras import require
 
-    require("train")
+    require("train")  # before the data is read (TensorFlow is imported after it)
     from rnncli.train import run
     from rnncli.train_notes import SMALL_SPLIT_ROWS, accuracy_error
 
@@ -320,9 +320,6 @@ def export(model_dir, dest, force):
     lists the classes).
     """
     from rnncli import fsio, output
-    from rnncli.extras import require
-
-    require("train")
     from rnncli.export import export_saved_model
 
     path = export_saved_model(model_dir, dest, force=force)
@@ -349,9 +346,6 @@ def info(model_dir, fmt):
 def devices(fmt):
     """List the devices TensorFlow can run on, with their --device names."""
     from rnncli import output, tables
-    from rnncli.extras import require
-
-    require("train")
     from rnncli.runtime import list_devices
 
     tables.render_rows(list_devices(), output.resolve_format(fmt, piped="json"))

@@ -149,10 +149,7 @@ class Predictor:
                                      ngram_order=config.ngram_order, classes=config.classes,
                                      temperature=artifacts.temperature(manifest))
             return cls(model_dir, manifest, engine, threshold)
-        from rnncli.extras import require
-
-        require("train")  # the TensorFlow engine
-        from rnncli.runtime import select_device
+        from rnncli.runtime import select_device  # import_tensorflow requires the extra
 
         select_device(device)
         keras_model = artifacts.load_keras_model(model_dir)

@@ -55,8 +55,8 @@ def stderr_to_file():
 
 def import_tensorflow():
     """Import TensorFlow and Keras quietly; returns the ``tensorflow`` module."""
-    if "tensorflow" in sys.modules and "keras" in sys.modules:
-        return sys.modules["tensorflow"]
+    if sys.modules.get("tensorflow") is not None and sys.modules.get("keras") is not None:
+        return sys.modules["tensorflow"]  # (None there means its import is blocked)
     _root_case_mapping()
     if not os.environ.get("RNNCLI_DEBUG"):  # --debug: TensorFlow's own log lines too
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -66,7 +66,7 @@ def import_tensorflow():
                           "tensorflow backend; unset KERAS_BACKEND")
     from rnncli.extras import require
 
-    require("train")
+    require("train")  # the one check for every TensorFlow path (train checks earlier too)
     with stderr_to_file():
         import tensorflow as tf
         import keras  # noqa: F401
