@@ -37,7 +37,7 @@ note; F1 (of the positive class) is then '-', and the header names the classes.
 - `auto` (the default): chars when Han and kana make up at least CHARS_SHARE (20%) of the
   letters in the baselines' training texts, else words.
 Each system runs in its own process; the table gives accuracy, F1, macro-F1 (the mean of
-the classes' F1, by rnncli.metrics' rule for all systems), train seconds and that
+the classes' F1, by rnncli.inference.metrics' rule for all systems), train seconds and that
 process's peak RSS, and says which tokens the baselines used. Train seconds: for rnncli the
 whole 'rnncli train' command (start-up, reading, tokenizing, fitting, saving and
 verifying); for the baselines only their fit.
@@ -177,8 +177,8 @@ class Split:
 def _baseline_split(data: str, model: Path | None, test_file: str | None) -> Split:
     """rnncli's split: read from its model's manifest, or made here with its defaults."""
     sys.path.insert(0, str(HERE.parent.parent))
-    from rnncli.config import TrainConfig
-    from rnncli.data import load_dataset, split_dataset
+    from rnncli.core.config import TrainConfig
+    from rnncli.data.dataset import load_dataset, split_dataset
 
     if model is None:
         d = TrainConfig()
@@ -317,12 +317,12 @@ def _baseline(system: str, tokens: str, classes: str, train_path: str, val_path:
 
 
 def _macro_f1(labels: list[int], predicted: list[int], k: int) -> float | None:
-    """rnncli's own macro F1 (rnncli.metrics), so that all rows of the table agree on it:
+    """rnncli's own macro F1 (rnncli.inference.metrics), so that all rows of the table agree on it:
     a class never predicted, or absent from the test rows, is left out of the mean."""
     import numpy as np
 
     sys.path.insert(0, str(HERE.parent.parent))
-    from rnncli.metrics import evaluate_scores
+    from rnncli.inference.metrics import evaluate_scores
 
     predicted = np.asarray(predicted, dtype=np.int64)
     # the predicted class as a score: 0/1 for two classes, else one-hot rows

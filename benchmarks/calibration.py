@@ -14,11 +14,11 @@ import sys
 
 import numpy as np
 
-from rnncli import artifacts
-from rnncli.blend import log_loss
-from rnncli.scoring import with_temperature
-from rnncli.metrics import evaluate_scores
-from rnncli.evaluation import score_dataset
+from rnncli.core.scoring import with_temperature
+from rnncli.inference.evaluation import score_dataset
+from rnncli.inference.metrics import evaluate_scores
+from rnncli.modeldir import artifacts
+from rnncli.training.blend import log_loss
 
 
 def main() -> None:

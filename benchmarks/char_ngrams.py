@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    from rnncli.blend import accuracy, choose_blend
+    from rnncli.training.blend import accuracy, choose_blend
 
     train, val, test, rnn_val, rnn_test = _network(args.data, args.seed)
     out = {"data": Path(args.data).name, "seed": args.seed,
@@ -52,12 +52,12 @@ def main() -> None:
 
 def _network(path: str, seed: int):
     """(train, val, test, the network's validation and test scores), as rnncli trains it."""
-    from rnncli import fitloop
-    from rnncli import model as M
-    from rnncli.config import TrainConfig
-    from rnncli.data import load_dataset, split_dataset
-    from rnncli.runtime import set_seed
-    from rnncli.train import Reporter
+    from rnncli.core.config import TrainConfig
+    from rnncli.data.dataset import load_dataset, split_dataset
+    from rnncli.network import model as M
+    from rnncli.network.runtime import set_seed
+    from rnncli.training import fitloop
+    from rnncli.training.train import Reporter
 
     config = TrainConfig(seed=seed)
     data = load_dataset(path)

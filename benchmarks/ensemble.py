@@ -32,13 +32,13 @@ def main() -> None:
     parser.add_argument("--rnns", type=int, default=3)
     args = parser.parse_args()
 
-    from rnncli import fitloop, ngrams
-    from rnncli import model as M
-    from rnncli.blend import accuracy, choose_blend
-    from rnncli.config import TrainConfig
-    from rnncli.data import load_dataset, split_dataset
-    from rnncli.runtime import set_seed
-    from rnncli.train import Reporter
+    from rnncli.core.config import TrainConfig
+    from rnncli.data.dataset import load_dataset, split_dataset
+    from rnncli.network import model as M
+    from rnncli.network.runtime import set_seed
+    from rnncli.training import fitloop, ngrams
+    from rnncli.training.blend import accuracy, choose_blend
+    from rnncli.training.train import Reporter
 
     config = TrainConfig(seed=args.seed)
     data = load_dataset(args.data)

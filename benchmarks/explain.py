@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnncli.explain import explain_records, load_explainer
+from rnncli.inference.explain import explain_records, load_explainer
 
 
 def main() -> None:

@@ -98,14 +98,15 @@ def main() -> int:
                         help="also N Chinese, Japanese and mixed strings")
     args = parser.parse_args()
 
-    from rnncli.data import read_texts
-    from rnncli.predict import Predictor
+    from rnncli.data.dataset import read_texts
+    from rnncli.inference.predict import Predictor
 
     onnx = Predictor.load(args.model, engine="onnx").engine
     keras = Predictor.load(args.model, engine="tf", device="cpu").engine
-    from rnncli.artifacts import model_config, read_manifest
-    from rnncli.model import STANDARDIZERS
     import tensorflow as tf
+
+    from rnncli.modeldir.artifacts import model_config, read_manifest
+    from rnncli.network.model import STANDARDIZERS
 
     standardize = STANDARDIZERS[model_config(read_manifest(args.model)).tokenizer]
 

@@ -68,16 +68,17 @@ def _f(value: float | None) -> str:
 
 def groups(model_dir: Path, test_file: str | None = None) -> dict:
     """Each part's and the blend's accuracy on groups of the model's test rows."""
-    from rnncli import artifacts
+    from rnncli.modeldir import artifacts
+    from rnncli.network import loading
 
     manifest = artifacts.check_model_dir(model_dir, extra=(artifacts.TEST_FILE,))
     if not manifest.get("blend"):
         raise SystemExit(f"{model_dir}: has no n-gram model (trained with --no-ngrams); "
                          "nothing to compare")
-    from rnncli.metrics import decide
-    from rnncli.data import load_dataset
+    from rnncli.data.dataset import load_dataset
+    from rnncli.inference.metrics import decide
 
-    model = artifacts.load_keras_model(model_dir)
+    model = loading.load_keras_model(model_dir)
     # the saved split's labels are class names, read as evaluate reads them
     data = load_dataset(test_file or model_dir / artifacts.TEST_FILE,
                         **({} if test_file else {"text_col": "text", "label_col": "label"}),
@@ -115,7 +116,7 @@ def _scores(model, texts: list[str]):
     token counts, from the served model's parts."""
     import tensorflow as tf
 
-    from rnncli.predict import as_scores
+    from rnncli.core.scoring import as_scores
 
     rnn, ngram, blend, lengths = [], [], [], []
     for i in range(0, len(texts), 256):

@@ -79,7 +79,7 @@ def test_texts(model_dir: str) -> list[str]:
 
 
 def stream_rate(model_dir: str, texts: list[str]) -> float:
-    from rnncli.predict import Predictor
+    from rnncli.inference.predict import Predictor
 
     many = (texts * (3000 // len(texts) + 1))[:3000]
     with Predictor.load(model_dir) as predictor:
@@ -157,9 +157,9 @@ def load(port: int, texts: list[str], *, clients: int, size: int, seconds: float
 
 
 def explain_load(model_dir: str, seconds: float) -> None:
-    from rnncli.cli_serve import EXPLAIN_TOKENS
-    from rnncli.predict import Predictor
-    from rnncli.serve import explain_tokens
+    from rnncli.cli.serve import EXPLAIN_TOKENS
+    from rnncli.inference.predict import Predictor
+    from rnncli.serve.service import explain_tokens
 
     texts = test_texts(model_dir)
     with Predictor.load(model_dir) as predictor:  # as many long reviews as one request takes
@@ -213,9 +213,9 @@ def reference_server(model_dir: str, port: int) -> None:
 
     import tensorflow as tf
 
-    from rnncli import artifacts
+    from rnncli.network import loading
 
-    model = artifacts.load_keras_model(model_dir)
+    model = loading.load_keras_model(model_dir)
     serve = tf.function(lambda x: model(x, training=False),
                         input_signature=[tf.TensorSpec([None], tf.string)])
 

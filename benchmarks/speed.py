@@ -288,7 +288,7 @@ def _row(what: str, timed: tuple[float, int], n_texts: int) -> dict:
 def _rows(what: str, data: str, model: str, out: str, n: str = "0") -> None:
     """Run by the measured Python (``speed.py _rows``): write the first N texts of DATA, one
     per line ("texts"), or the model's training rows as JSON lines ("train")."""
-    from rnncli.data import load_dataset, split_dataset
+    from rnncli.data.dataset import load_dataset, split_dataset
 
     manifest = json.loads((Path(model) / "rnncli.json").read_text())
     data_set = load_dataset(data, text_col=manifest["data"]["text_col"],
@@ -318,9 +318,9 @@ def _keras_epochs(env: _Env, data: Path, model: Path, epochs: int, work: Path) -
 
 def _keras_reference(rows_path: str, settings_json: str, epochs: str) -> None:
     """A plain Keras script: TextVectorization padded to seq_len, the same network."""
+    import keras
     import numpy as np
     import tensorflow as tf
-    import keras
 
     s = json.loads(settings_json)
     rows = [json.loads(line) for line in open(rows_path, encoding="utf-8")]

@@ -5,8 +5,8 @@ This module stays light: importing it never imports TensorFlow or Keras.
 
 __version__ = "0.2.0"
 
-from rnncli.config import TrainConfig  # noqa: E402  (light: a dataclass)
-from rnncli.errors import (  # noqa: E402
+from rnncli.core.config import TrainConfig  # noqa: E402  (light: a dataclass)
+from rnncli.core.errors import (  # noqa: E402
     DataError,
     DeviceError,
     ModelError,

@@ -1,4 +1,4 @@
-from rnncli.cli import main
+from rnncli.cli.main import main
 
 if __name__ == "__main__":
     main()

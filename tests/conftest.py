@@ -82,7 +82,7 @@ def tiny_csv(tmp_path_factory) -> Path:
 def _train(out: Path, data: Path, *extra: str) -> Path:
     from click.testing import CliRunner
 
-    from rnncli.cli import cli
+    from rnncli.cli.main import cli
 
     result = CliRunner().invoke(cli, ["train", str(data), "-o", str(out), *TINY, *extra])
     assert result.exit_code == 0, result.output + str(result.exception)
@@ -121,7 +121,7 @@ def no_onnx(monkeypatch):
     """Train without writing the ONNX engine's files, where they are not under test (the
     export takes 1-3 s of a tiny training); the model is published as one whose export
     failed is, with a note."""
-    from rnncli import saving
+    from rnncli.training import saving
 
     monkeypatch.setattr(saving, "_write_onnx",
                         lambda staged, text_model, tokenizer: "skipped by the test")
@@ -132,7 +132,7 @@ def no_fit(monkeypatch):
     """Train without fitting the recurrent network, where fitting is not under test (the
     network keeps its initial weights; a tiny fit costs 2-3 s, mostly tracing): reading,
     the n-gram model, saving, verifying and publishing all run as usual."""
-    from rnncli import fitloop
+    from rnncli.training import fitloop
 
     def one_unfitted_epoch(core, config, *args, **kwargs):
         return [{"epoch": 1, "loss": 0.69, "accuracy": 0.5, "val_loss": 0.69,

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from rnncli.blend import calibrate, choose_blend, log_loss
-from rnncli.scoring import with_temperature
+from rnncli.core.scoring import with_temperature
+from rnncli.training.blend import calibrate, choose_blend, log_loss
 
 RNG = np.random.default_rng(0)
 LABELS = RNG.integers(0, 2, 400)

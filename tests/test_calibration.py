@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnncli import artifacts, blend, scoring
-from rnncli.cli import cli
-from rnncli.predict import Predictor
+from rnncli.cli.main import cli
+from rnncli.core import scoring
+from rnncli.inference.predict import Predictor
+from rnncli.modeldir import artifacts
+from rnncli.training import blend
 
 pytestmark = pytest.mark.slow
 TEXTS = ["great movie", "boring and far too long", "Ça n'était pas terrible<br />",
@@ -27,7 +29,7 @@ def pair(tmp_path_factory, tiny_csv, train_model):
     """The same tiny model twice (no fit: deterministic), once with temperature 0.5."""
     out = tmp_path_factory.mktemp("calibrated")
     patch = pytest.MonkeyPatch()
-    from rnncli import fitloop
+    from rnncli.training import fitloop
 
     patch.setattr(fitloop, "fit", lambda *a, **k: ([{"epoch": 1, "loss": 0.69,
                                                      "accuracy": 0.5, "val_loss": 0.69,
@@ -68,7 +70,7 @@ def test_every_engine_applies_the_temperature(pair, tmp_path):
 
 
 def test_explain_is_faithful_to_the_calibrated_model(pair):
-    from rnncli.explain import explain_records, load_explainer
+    from rnncli.inference.explain import explain_records, load_explainer
 
     _, hot = pair
     with load_explainer(hot) as predictor:
@@ -94,7 +96,7 @@ def test_a_bad_temperature_in_the_manifest_is_refused(pair, tmp_path, value):
 
 
 def test_the_layer_and_numpy_agree_on_saturated_scores():
-    from rnncli.layers import Temperature
+    from rnncli.network.layers import Temperature
 
     p = np.array([[1.0], [0.0], [0.9999999], [1e-9], [0.5], [0.3]], np.float32)
     for t in (0.05, 0.5, 3.0, 20.0):

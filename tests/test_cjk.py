@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import ZH_SAMPLE, positive_probability, sample_rows, write_csv
 
-from rnncli import scripts
-from rnncli.cli import cli
+from rnncli.cli.main import cli
+from rnncli.core import scripts
 
 slow = pytest.mark.slow
 JAPANESE = ["サポートがbad", "このホテルは最高でした！", "部屋が狭くてうるさい。",
@@ -52,8 +52,8 @@ def test_warnings_for_scripts_rnncli_does_not_split():
 def test_settings_derived_from_characters():
     """A review of n Chinese characters is about n tokens; the vocabulary is characters;
     the same texts split at spaces only would be mostly long "words", which is warned of."""
-    from rnncli import model as M
-    from rnncli.config import TrainConfig
+    from rnncli.core.config import TrainConfig
+    from rnncli.network import model as M
 
     texts = zh_texts(400)
     derived = M.derive_settings(TrainConfig(), texts)
@@ -108,7 +108,7 @@ def test_character_vectors_apply(zh_model):
 
 @slow
 def test_engines_agree_on_chinese_japanese_and_mixed_text(zh_model):
-    from rnncli.predict import Predictor
+    from rnncli.inference.predict import Predictor
 
     out, _ = zh_model
     texts = zh_texts(2000)[240:] + JAPANESE + MIXED
@@ -186,7 +186,7 @@ def test_training_says_thai_is_not_split(tmp_path, no_fit, no_onnx):
 
 @slow
 def test_explain_chinese_and_japanese_character_by_character(zh_model):
-    from rnncli.explain import explain_records, load_explainer
+    from rnncli.inference.explain import explain_records, load_explainer
 
     out, _ = zh_model
     texts = ["酒店很好，服务不错！下次还来。", "サポートが最悪でした。ｉＰｈｏｎｅは好き",

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from rnncli import __version__
-from rnncli.artifacts import FORMAT_VERSION, MANIFEST, MODEL_FILE, sha256_file
-from rnncli.cli import cli
-from rnncli.config import TrainConfig
+from rnncli.cli.main import cli
+from rnncli.core.config import TrainConfig
+from rnncli.modeldir.artifacts import FORMAT_VERSION, MANIFEST, MODEL_FILE, sha256_file
 
 # The light paths are pinned by what they import, not by how long they take: timing on a
 # warm development machine hid a dependency upgrade that made a cold predict 4x slower
@@ -37,7 +37,7 @@ import json, sys
 before = set(sys.modules)
 args, out = json.loads(sys.argv[1]), sys.argv[2]
 sys.argv = ["rnncli", *args]
-from rnncli.cli import main
+from rnncli.cli.main import main
 try:
     main()
     code = 0
@@ -273,7 +273,7 @@ def test_bad_data_exit_3_before_tensorflow(tmp_path):
 
 
 def test_second_training_into_the_same_directory_stops_at_once(tmp_path, tiny_csv):
-    from rnncli.fsio import lock
+    from rnncli.core.fsio import lock
 
     out = tmp_path / "model"
     with lock(out):
@@ -319,15 +319,15 @@ def test_bad_data_leaves_no_directories_behind(tmp_path):
     ("cpu:0,1", ("cpu", (0, 1))),
 ])
 def test_device_specs(spec, parsed):
-    from rnncli.device_spec import parse_device
+    from rnncli.core.device_spec import parse_device
 
     assert parse_device(spec) == parsed
 
 
 @pytest.mark.parametrize("spec", ["tpu", "auto:1", "gpu:", "gpu:0,0", "gpu:-1", "gpu:1,all"])
 def test_bad_device_specs(spec):
-    from rnncli.errors import DeviceError
-    from rnncli.device_spec import parse_device
+    from rnncli.core.device_spec import parse_device
+    from rnncli.core.errors import DeviceError
 
     with pytest.raises(DeviceError):
         parse_device(spec)
@@ -346,7 +346,7 @@ def _tf_config(cluster, task_type="worker", index=0):
     (_tf_config({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0), ("chief", 0, 2, True)),
 ])
 def test_multi_worker_role_from_tf_config(monkeypatch, config, role):
-    from rnncli.runtime import multi_worker_role
+    from rnncli.network.runtime import multi_worker_role
 
     monkeypatch.setenv("TF_CONFIG", config)
     got = multi_worker_role()

@@ -1,4 +1,4 @@
-"""Fast tests for the data reader (rnncli.data): no TensorFlow, no Keras model.
+"""Fast tests for the data reader (rnncli.data.dataset): no TensorFlow, no Keras model.
 
 Three parts: golden files in tests/data/ (one odd input per file, its expected outcome in
 <stem>.expected.json beside it), focused unit tests, and hypothesis property tests that
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnncli import errors
-from rnncli.columns import choose_columns, map_labels, normalize_label
-from rnncli.data import Dataset, Table, load_dataset, read_table, split_dataset, write_split
-from rnncli.errors import DataError
+from rnncli.core import errors
+from rnncli.core.errors import DataError
+from rnncli.data.columns import choose_columns, map_labels, normalize_label
+from rnncli.data.dataset import Dataset, Table, load_dataset, read_table, split_dataset, write_split
 
 DATA = Path(__file__).parent / "data"
 SUFFIX = ".expected.json"
@@ -37,7 +37,7 @@ SUFFIX = ".expected.json"
 #       "skipped_lines": {reason: [line, ...]}, "text_values": [exact texts, in order],
 #       "notes_match": "<regex searched in the notes, one per line>"
 # and optionally in both: "options": {keyword arguments for load_dataset},
-#   "xfail": "<why: a known bug in rnncli/data.py>" (run as a strict xfail).
+#   "xfail": "<why: a known bug in rnncli/data/dataset.py>" (run as a strict xfail).
 
 
 def _golden_cases():
@@ -223,7 +223,7 @@ def test_a_class_name_never_keeps_an_invisible_character():
 
 def test_classes_an_older_rnncli_kept_apart_are_refused():
     """Names that now read as one class cannot be matched: a model error, not a guess."""
-    from rnncli.errors import ModelError
+    from rnncli.core.errors import ModelError
 
     with pytest.raises(ModelError, match=r"differ only in case, width or invisible "
                                           r"characters.*retrain the model"):
@@ -529,7 +529,7 @@ def test_an_encoding_that_fails_in_its_own_way_is_a_data_error(name):
 def test_the_encoding_help_says_what_decode_does(command):
     from click.testing import CliRunner
 
-    from rnncli.cli import cli
+    from rnncli.cli.main import cli
 
     result = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
     helptext = " ".join(result.output.split())
@@ -538,7 +538,7 @@ def test_the_encoding_help_says_what_decode_does(command):
 
 
 def test_charset_normalizer_is_imported_only_for_a_file_that_is_not_utf8():
-    code = ("import sys; from rnncli.data import load_dataset; load_dataset(sys.argv[1]); "
+    code = ("import sys; from rnncli.data.dataset import load_dataset; load_dataset(sys.argv[1]); "
             "print('charset_normalizer' in sys.modules)")
     for name, imported in [("crlf.csv", "False"), ("cp1252.csv", "True")]:
         out = subprocess.run([sys.executable, "-c", code, str(DATA / name)], check=True,

@@ -16,13 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import TINY, interrupt_after_first_epoch, positive_probability, sample_rows, write_csv
 
-from rnncli import artifacts
-from rnncli.cli import cli
-from rnncli.metrics import CLASS_KEYS, METRIC_KEYS
-
-from conftest import (TINY, interrupt_after_first_epoch, positive_probability, sample_rows,
-                      write_csv)
+from rnncli.cli.main import cli
+from rnncli.inference.metrics import CLASS_KEYS, METRIC_KEYS
+from rnncli.modeldir import artifacts
 
 pytestmark = pytest.mark.slow
 
@@ -147,12 +145,12 @@ def test_interrupted_training_leaves_the_old_model(tmp_path, tiny_csv, old_model
 
 
 def test_unexpected_errors_exit_1_without_traceback(tmp_path, tiny_csv, monkeypatch):
-    import rnncli.train
+    import rnncli.training.train
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(rnncli.train, "fit_and_publish", boom)
+    monkeypatch.setattr(rnncli.training.train, "fit_and_publish", boom)
     result = invoke("train", tiny_csv, "-o", tmp_path / "m")
     assert result.exit_code == 1
     assert "unexpected RuntimeError: disk on fire" in result.output
@@ -194,9 +192,10 @@ def test_two_devices_train_mirrored(tmp_path, tiny_csv, gru_model):
     assert invoke("predict", "-m", out, "great movie").exit_code == 0
     # A batch that cannot be split evenly is refused before any work (the device choice
     # itself stands in: this process has one CPU device).
-    from rnncli import runtime, train
-    from rnncli.config import TrainConfig
-    from rnncli.errors import UsageError
+    from rnncli.core.config import TrainConfig
+    from rnncli.core.errors import UsageError
+    from rnncli.network import runtime
+    from rnncli.training import train
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runtime, "select_devices", lambda spec: ["/cpu:0", "/cpu:1"])
@@ -261,8 +260,8 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, tiny_csv, tr
     also trains on the CPU. Either way the saved model computes in float32."""
     import zipfile
 
-    from rnncli.config import TrainConfig
-    from rnncli.train import run
+    from rnncli.core.config import TrainConfig
+    from rnncli.training.train import run
 
     out = train_model(tmp_path / "bf16", tiny_csv, "--mixed-precision", "--no-ngrams")
     manifest = json.loads((out / "rnncli.json").read_text())
@@ -285,7 +284,7 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, tiny_csv, tr
 def test_predict_arguments(gru_model):
     """Each argument is scored as the Keras model scores it (the reference: TensorFlow,
     not the ONNX engine predict uses), and labelled from its positive probability."""
-    from rnncli.predict import Predictor
+    from rnncli.inference.predict import Predictor
 
     texts = ["great movie", "a dull, boring waste of time", "!!!", "zzqx unknownword"]
     result = invoke("predict", "-m", gru_model, "-f", "jsonl", *texts)
@@ -339,9 +338,9 @@ def test_non_utf8_arguments_are_marked_not_crashed(gru_model):
 
 
 def test_huge_lines_are_cut_and_still_answered(gru_model, monkeypatch):
-    import rnncli.predict
+    import rnncli.inference.predict
 
-    monkeypatch.setattr(rnncli.predict, "MAX_LINE_BYTES", 64)
+    monkeypatch.setattr(rnncli.inference.predict, "MAX_LINE_BYTES", 64)
     lines = b"short\n" + "é".encode() * 100 + b"\n" + b"x" * 64 + b"\nlast"
     result = CliRunner().invoke(cli, ["predict", "-m", str(gru_model)], input=lines)
     records = jsonl(result.stdout)
@@ -428,7 +427,7 @@ def test_threshold_override(gru_model):
 
 def test_stdin_is_streamed_lazily(gru_model):
     """Results of the first window come out before the rest of the input is read."""
-    from rnncli.predict import STREAM_WINDOW, Predictor
+    from rnncli.inference.predict import STREAM_WINDOW, Predictor
 
     predictor = Predictor.load(gru_model)
     consumed = []
@@ -621,7 +620,8 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     first = invoke(*args[1:5], "--epochs", "1", *args[7:], "--resume")
     assert first.exit_code == 0, first.output[-2000:]
     assert not re.search(r"^epoch \d", first.output, re.M)  # nothing trained
-    _, model = artifacts.load_model(out)
+    from rnncli.network import loading
+    _, model = loading.load_model(out)
     published = model.get_layer("core").get_weights()
     assert len(published) == len(kept_weights)
     for got, want in zip(published, kept_weights):
@@ -655,7 +655,7 @@ def test_failed_write_while_publishing_keeps_the_old_model(tmp_path, tiny_csv, o
 
     import keras
 
-    from rnncli import fsio
+    from rnncli.core import fsio
 
     out = old_model
     before = _hashes(out)
@@ -732,7 +732,7 @@ def test_every_pooling_saves_reloads_and_exports(tmp_path, tiny_csv, train_model
 def test_length_grouped_scoring_keeps_input_order(gru_model, engine):
     """Both engines (score_texts in TensorFlow) batch texts of similar length; the scores
     come back in input order."""
-    from rnncli.predict import Predictor
+    from rnncli.inference.predict import Predictor
 
     predictor = Predictor.load(gru_model, engine=engine)
     texts = ["long review " * (i * 37 % 50) + f"number {i}" for i in range(23)]
@@ -745,7 +745,7 @@ def test_padding_never_changes_a_score(gru_model, engine):
     """Texts are padded per batch; the masks (Keras's, in the TensorFlow engine) must make
     a text's score independent of the other texts in its batch (short alone vs next to a
     long one)."""
-    from rnncli.predict import Predictor
+    from rnncli.inference.predict import Predictor
 
     predictor = Predictor.load(gru_model, engine=engine)
     assert predictor.engine.name == engine
@@ -763,7 +763,8 @@ def test_word_vectors_from_a_file_and_from_unlabelled_texts(tmp_path, tiny_csv, 
     assert manifest["settings"]["embed_dim"] == 4
     assert manifest["data"]["embeddings"] == {"file": "vectors.txt", "found": 3}
     # the file's vectors sit in the rows of their words (not fitted: as they were set)
-    _, model = artifacts.load_model(out)
+    from rnncli.network import loading
+    _, model = loading.load_model(out)
     vocab = model.get_layer("vectorizer").get_vocabulary()
     table = model.get_layer("core").get_layer("embedding").get_weights()[0]
     np.testing.assert_allclose(table[vocab.index("film")], [1, 2, 3, 4], atol=1e-5)
@@ -780,7 +781,7 @@ def test_word_vectors_from_a_file_and_from_unlabelled_texts(tmp_path, tiny_csv, 
 
 
 def test_length_batches_use_every_row_once_per_epoch_cut_to_their_longest():
-    from rnncli.fitloop import length_batches
+    from rnncli.training.fitloop import length_batches
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 40, size=203)
@@ -817,7 +818,8 @@ def test_saved_model_serves_the_recorded_blend(gru_model):
     # words: Adam with early stopping (and 1-2-grams), as "auto" chooses for them
     assert manifest["settings"]["ngram_solver"] == "adam" and blend["ngram_epochs"] >= 1
     assert manifest["settings"]["ngram_order"] == 2
-    model = artifacts.load_keras_model(gru_model)
+    from rnncli.network import loading
+    model = loading.load_keras_model(gru_model)
     texts = tf.constant(["a great movie", "dull, dull, dull", "", "<br />?!"])
     ids = model.get_layer("truncate")(model.get_layer("vectorizer")(texts))
     rnn = model.get_layer("core")(ids).numpy()
@@ -846,7 +848,7 @@ def test_unigrams_fitted_exactly_serve_the_same_scores_in_both_engines(tmp_path,
                                                                        no_fit):
     """--ngram-order 1 --ngram-solver lbfgs on English words: recorded, shown, and the ONNX
     engine's n-grams match TextVectorization's."""
-    from rnncli.predict import Predictor
+    from rnncli.inference.predict import Predictor
 
     out = tmp_path / "model"
     result = invoke("train", tiny_csv, "-o", out, *TINY, "--ngram-order", "1",
@@ -866,7 +868,7 @@ def test_ngram_features_are_unit_length_sublinear_tfidf():
     """NgramLogistic's features, checked against the formula computed by hand."""
     import tensorflow as tf
 
-    from rnncli.layers import NgramLogistic
+    from rnncli.network.layers import NgramLogistic
 
     layer = NgramLogistic(4)
     counts = tf.SparseTensor([[0, 0], [0, 1], [0, 3], [1, 2]], [5, 1, 3, 2], [2, 4])
@@ -888,7 +890,7 @@ def test_ngram_model_never_asks_for_xla(monkeypatch):
     matmul, so the n-gram layer must opt out (a real GPU machine crashed without it)."""
     import tensorflow as tf
 
-    from rnncli import model as M
+    from rnncli.network import model as M
 
     gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
     real = tf.config.list_physical_devices
@@ -900,7 +902,8 @@ def test_ngram_model_never_asks_for_xla(monkeypatch):
 
 
 def test_ngram_vocabulary_leaves_out_the_start_marker(gru_model):
-    vocab = artifacts.load_keras_model(gru_model).get_layer("ngram_vectorizer").get_vocabulary()
+    from rnncli.network import loading
+    vocab = loading.load_keras_model(gru_model).get_layer("ngram_vectorizer").get_vocabulary()
     assert len(vocab) > 100
     assert not [g for g in vocab if g == "xxbos" or g.startswith("xxbos ")]
 
@@ -909,7 +912,8 @@ def test_no_ngrams_trains_the_rnn_alone(tmp_path, tiny_csv, train_model, no_fit)
     out = train_model(tmp_path / "m", tiny_csv, "--no-ngrams")
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["settings"]["ngrams"] is False and manifest["blend"] is None
-    names = {layer.name for layer in artifacts.load_keras_model(out).layers}
+    from rnncli.network import loading
+    names = {layer.name for layer in loading.load_keras_model(out).layers}
     assert "ngram" not in names and "blend" not in names
     result = invoke("predict", "-m", out, "great movie")
     assert result.exit_code == 0 and jsonl(result.stdout)[0]["status"] == "ok"

@@ -13,15 +13,15 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import sample_rows, secret_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnncli import artifacts, engine, serving
-from rnncli.cli import cli
-from rnncli.errors import ModelError, UsageError
-from rnncli.predict import Predictor, choose_engine
-
-from conftest import sample_rows, secret_table
+from rnncli.cli.main import cli
+from rnncli.core.errors import ModelError, UsageError
+from rnncli.inference import onnx_engine as engine
+from rnncli.inference.predict import Predictor, choose_engine
+from rnncli.modeldir import artifacts, serving
 
 # Texts where a re-implementation of the standardization would most likely slip.
 TRICKY = [
@@ -195,7 +195,7 @@ slow = pytest.mark.slow
 def standardizers(request):
     """(Python Standardizer from TensorFlow's tables, TensorFlow's own standardize), for
     each tokenizer."""
-    from rnncli import model as M
+    from rnncli.network import model as M
 
     tables = M.standardize_tables()
     split = tables["split"] if request.param == "cjk-chars" else None
@@ -244,7 +244,7 @@ def test_standardization_matches_tensorflow_on_cjk_text(standardizers, texts):
 def test_cjk_tokens():
     """Chinese and Japanese characters are tokens, other scripts' words stay whole,
     full-width forms read as ASCII and CJK punctuation separates."""
-    from rnncli import model as M
+    from rnncli.network import model as M
 
     def tokens(text):
         return M.standardize_cjk(M.tf.constant([text])).numpy()[0].decode().split()[1:]
@@ -281,7 +281,7 @@ def test_engines_agree_on_a_fixed_sample(request, fixture):
 @slow
 @pytest.mark.parametrize("command", ["predict", "explain"])
 def test_predict_and_explain_do_not_import_tensorflow(gru_model, command):
-    code = ("import sys; from rnncli.cli import cli\n"
+    code = ("import sys; from rnncli.cli.main import cli\n"
             f"try: cli.main([{command!r}, '-m', {str(gru_model)!r}, '-f', 'jsonl', 'good film'])\n"
             "except SystemExit as e: assert not e.code, e.code\n"
             "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
@@ -404,7 +404,7 @@ def test_engine_option_errors(gru_model):
 @slow
 def test_failed_onnx_export_still_publishes_the_keras_model(tmp_path, tiny_csv, train_model,
                                                             monkeypatch, no_fit):
-    from rnncli import export
+    from rnncli.training import export
 
     def broken(*args, **kwargs):
         raise RuntimeError("converter exploded")

@@ -12,13 +12,12 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from rnncli import artifacts
-from rnncli.cli import cli
-from rnncli.explain import explain_records, load_explainer, token_spans
-from rnncli.highlight import ExplanationWriter
-
 from conftest import sample_rows
+
+from rnncli.cli.main import cli
+from rnncli.inference.explain import explain_records, load_explainer, token_spans
+from rnncli.modeldir import artifacts
+from rnncli.render.highlight import ExplanationWriter
 
 slow = pytest.mark.slow
 
@@ -245,7 +244,7 @@ def test_a_model_without_ngrams(tmp_path, tiny_csv, train_model):
 
 
 def test_at_most_twenty_words_are_shaded_even_on_ties():
-    from rnncli.highlight import shown_spans
+    from rnncli.render.highlight import shown_spans
 
     tokens = [{"start": 2 * i, "end": 2 * i + 1, "contribution": 1.0} for i in range(40)]
     assert len(shown_spans(tokens)) == 20

@@ -12,11 +12,10 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from rnncli.cli import cli
-from rnncli.predict import Predictor
-
 from conftest import write_csv
+
+from rnncli.cli.main import cli
+from rnncli.inference.predict import Predictor
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,16 @@ import math
 import numpy as np
 import pytest
 
-from rnncli.metrics import (CLASS_KEYS, METRIC_KEYS, MULTI_METRIC_KEYS, confident_errors,
-                            decide, evaluate_scores, roc_auc, round_figures)
+from rnncli.inference.metrics import (
+    CLASS_KEYS,
+    METRIC_KEYS,
+    MULTI_METRIC_KEYS,
+    confident_errors,
+    decide,
+    evaluate_scores,
+    roc_auc,
+    round_figures,
+)
 
 
 def test_hand_computed_figures():
@@ -209,7 +217,7 @@ def test_wrong_shapes_raise(labels, scores, names):
 
 
 def test_expected_calibration_error():
-    from rnncli.metrics import expected_calibration_error
+    from rnncli.inference.metrics import expected_calibration_error
 
     # two bins used: 0.95 (right 1 of 2: gap 0.45) and 0.55 (right 2 of 2: gap 0.45)
     assert expected_calibration_error([0.95, 0.95, 0.55, 0.55], [1, 0, 1, 1]) == \
@@ -224,7 +232,7 @@ def test_expected_calibration_error():
 
 
 def test_confident_errors_lists_the_surest_mistakes_first():
-    from rnncli.metrics import confident_errors
+    from rnncli.inference.metrics import confident_errors
 
     texts = ["a", "b", "c", "d"]
     got = confident_errors([1, 0, 0, 1], [0.9, 0.8, 0.6, 0.1], texts, ("neg", "pos"), count=5)
@@ -240,7 +248,7 @@ def test_confident_errors_lists_the_surest_mistakes_first():
 
 def test_a_score_that_is_not_a_number_leaves_the_figures_defined():
     """A NaN score (a diverged model) gives no ECE and is no listed error, never a crash."""
-    from rnncli.metrics import confident_errors
+    from rnncli.inference.metrics import confident_errors
 
     assert evaluate_scores([1, 0], [0.9, float("nan")])["ece"] is None
     assert evaluate_scores([0, 1], [[0.9, 0.1], [float("nan"), 0.5]])["ece"] is None
@@ -262,7 +270,7 @@ class _FixedEngine:
 
 
 def _predictor(raw, names=("neg", "pos"), threshold=0.5):
-    from rnncli.predict import Predictor
+    from rnncli.inference.predict import Predictor
 
     labels = ({"negative": names[0], "positive": names[1]} if len(names) == 2
               else {"classes": list(names)})

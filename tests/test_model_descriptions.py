@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-
-from rnncli import artifacts
-from rnncli.cli import cli
-
 from conftest import TINY, ZH_SAMPLE, sample_rows, write_csv
+
+from rnncli.cli.main import cli
+from rnncli.modeldir import artifacts
 
 slow = pytest.mark.slow
 
@@ -69,7 +68,7 @@ def test_info_and_report_describe_the_tokens_alike(gru_model, zh_model, tmp_path
 
 @slow
 def test_report_shows_its_path_once_on_a_terminal(gru_model, tmp_path, monkeypatch):
-    from rnncli import output
+    from rnncli.render import output
 
     piped = invoke("report", "-m", gru_model, "-o", tmp_path / "a", "--errors", "0")
     page = str(tmp_path / "a" / "index.html")
@@ -121,7 +120,7 @@ def test_chinese_class_names_are_drawn_or_named_without_missing_glyphs(zh_model,
     missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
     assert not missing, missing
     page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
-    from rnncli.plotfonts import plot_names
+    from rnncli.report.fonts import plot_names
 
     if plot_names(["好", "差"]).stand_ins:  # no CJK font here
         assert ("<tr><td>class 1</td><td>差</td></tr><tr><td>class 2</td><td>好</td></tr>"
@@ -132,7 +131,7 @@ def test_chinese_class_names_are_drawn_or_named_without_missing_glyphs(zh_model,
 def test_a_font_with_the_glyphs_is_chosen_and_placeholders_are_not():
     from matplotlib import get_data_path
 
-    from rnncli.plotfonts import covering_font
+    from rnncli.report.fonts import covering_font
 
     dejavu = f"{get_data_path()}/fonts/ttf/DejaVuSans.ttf"
     last_resort = [("Last Resort High-Efficiency", f"{get_data_path()}/fonts/ttf/"

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from rnncli import artifacts
-from rnncli.cli import cli
-from rnncli.metrics import MULTI_METRIC_KEYS
-
 from conftest import TINY, interrupt_after_first_epoch, sample_rows, write_csv
+
+from rnncli.cli.main import cli
+from rnncli.inference.metrics import MULTI_METRIC_KEYS
+from rnncli.modeldir import artifacts
 
 pytestmark = pytest.mark.slow
 CLASSES = ["negative", "neutral", "positive"]
@@ -130,7 +129,7 @@ def test_threshold_is_a_usage_error_on_a_multi_class_model(three_model, command)
 
 
 def test_both_engines_give_the_same_class_probabilities(three_model):
-    from rnncli.predict import Predictor
+    from rnncli.inference.predict import Predictor
 
     with Predictor.load(three_model, engine="onnx") as onnx:
         fast = onnx.scores(PROBES)
@@ -171,7 +170,7 @@ def test_evaluate_refuses_labels_the_model_does_not_know(three_model, tmp_path):
 def test_the_saved_model_gives_every_class_probability(three_model, tmp_path):
     import tensorflow as tf
 
-    from rnncli.predict import Predictor
+    from rnncli.inference.predict import Predictor
 
     result = invoke("export", "-m", three_model, "-o", tmp_path / "saved")
     assert result.exit_code == 0, result.output
@@ -196,7 +195,7 @@ def test_the_exact_multinomial_n_gram_model_is_served_by_both_engines(
     assert manifest["blend"]["ngram_solver"] == "lbfgs"
     assert manifest["blend"]["ngram_refit"]["rows"] == 300 - 30
     assert "core.onnx" in manifest["files"]  # ONNX/Keras parity held at training
-    from rnncli.serving import read_serving
+    from rnncli.modeldir.serving import read_serving
 
     serving = read_serving(out / "serving.npz")
     assert serving["outputs"] == 3 and serving["ngram_kernel"].shape[1] == 3
@@ -207,9 +206,9 @@ def test_class_weight_balanced_on_a_skewed_binary_file(tmp_path, train_model, no
     (the balanced weights are scikit-learn's)."""
     from sklearn.utils.class_weight import compute_class_weight
 
-    from rnncli.data import load_dataset
-    from rnncli.train import _class_weights
-    from rnncli.config import TrainConfig
+    from rnncli.core.config import TrainConfig
+    from rnncli.data.dataset import load_dataset
+    from rnncli.training.train import _class_weights
 
     rows = [r for r in sample_rows(400) if r[1] == "positive"][:160]
     rows += [r for r in sample_rows(400) if r[1] == "negative"][:40]
@@ -319,7 +318,7 @@ def test_evaluate_lists_the_most_confidently_wrong_texts(model, extra, request):
 
 
 def test_explain_a_three_class_model(three_model):
-    from rnncli.explain import explain_records, load_explainer
+    from rnncli.inference.explain import explain_records, load_explainer
 
     texts = ["a great film, I loved it", "dull, boring and far too long", "it was okay"]
     with load_explainer(three_model) as predictor:

@@ -6,10 +6,10 @@ that had not."""
 import numpy as np
 import pytest
 
-from rnncli.config import TrainConfig
-from rnncli.data import Dataset
+from rnncli.core.config import TrainConfig
+from rnncli.data.dataset import Dataset
 
-# rnncli.ngrams imports TensorFlow and fits Keras layers: slow, even without a network
+# rnncli.training.ngrams imports TensorFlow and fits Keras layers: slow, even without a network
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 
 
@@ -39,7 +39,7 @@ def _splits():
 
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_the_served_model_is_refit_on_training_and_validation_rows(solver):
-    from rnncli import ngrams
+    from rnncli.training import ngrams
 
     train, val, test = _splits()
     config = TrainConfig(tokenizer="words", ngram_solver=solver)
@@ -64,7 +64,7 @@ def test_the_served_model_is_refit_on_training_and_validation_rows(solver):
 
 
 def test_no_refit_with_fewer_than_50_validation_rows():
-    from rnncli import ngrams
+    from rnncli.training import ngrams
 
     train, val, test = _splits()
     few = _dataset(val.texts[:49], val.labels[:49])
@@ -78,10 +78,10 @@ def test_no_refit_with_fewer_than_50_validation_rows():
 def test_the_fit_is_scikit_learns_logistic_regression():
     """_logistic minimizes the objective of LogisticRegression(C=c), whose solution on
     the same features it matches (scikit-learn is a test dependency, not a runtime one)."""
-    import sklearn.linear_model as sklearn
     import scipy.sparse as sp
+    import sklearn.linear_model as sklearn
 
-    from rnncli import ngrams
+    from rnncli.training import ngrams
 
     rng = np.random.default_rng(1)
     x = sp.random(300, 40, density=0.1, random_state=2, format="csr")
@@ -97,10 +97,10 @@ def test_the_fit_is_scikit_learns_logistic_regression():
 def test_the_multinomial_fit_is_scikit_learns(balanced):
     """With more than two classes (and with class weights) the exact fit is scikit-learn's
     multinomial LogisticRegression, and _predict gives its probabilities."""
-    import sklearn.linear_model as sklearn
     import scipy.sparse as sp
+    import sklearn.linear_model as sklearn
 
-    from rnncli import ngrams
+    from rnncli.training import ngrams
 
     rng = np.random.default_rng(3)
     x = sp.random(400, 30, density=0.15, random_state=4, format="csr")
@@ -122,7 +122,7 @@ def test_the_multinomial_fit_is_scikit_learns(balanced):
 def test_the_served_keras_model_gives_the_fitted_scores():
     import tensorflow as tf
 
-    from rnncli import ngrams
+    from rnncli.training import ngrams
 
     train, val, test = _splits()
     fit = ngrams.fit_ngrams(TrainConfig(tokenizer="words", ngram_solver="lbfgs"), train, val,

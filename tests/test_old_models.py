@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnncli.cli import cli
-from rnncli.predict import Predictor
+from rnncli.cli.main import cli
+from rnncli.inference.predict import Predictor
 
 MODELS = Path(__file__).resolve().parent / "models"
 FORMAT2 = MODELS / "format2"

@@ -1,18 +1,18 @@
-"""The graph check's own protobuf reader (rnncli/onnxwire.py) against the onnx package:
+"""The graph check's own protobuf reader (rnncli/modeldir/onnxwire.py) against the onnx package:
 the same tensors found, external data found wherever ONNX allows a tensor, malformed
 bytes refused with MalformedGraph and nothing else. No TensorFlow here."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 onnx = pytest.importorskip("onnx")
+from conftest import secret_table  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
-from rnncli.onnxwire import _CHILDREN, MAX_DEPTH, MalformedGraph, scan_model  # noqa: E402
-
-from conftest import secret_table  # noqa: E402
+from rnncli.modeldir.onnxwire import _CHILDREN, MAX_DEPTH, MalformedGraph, scan_model  # noqa: E402
 
 
 def _tensor(name: str, external: bool = False) -> TensorProto:
@@ -306,8 +306,8 @@ def test_onnx_runtimes_own_format_is_refused(tmp_path):
     """ONNX Runtime takes bytes with its flatbuffer identifier ("ORTM") as its own format
     unless told otherwise; the scan reads protobuf only, so the engine tells it."""
     ort = pytest.importorskip("onnxruntime")
-    from rnncli import engine
-    from rnncli.errors import ModelError
+    from rnncli.core.errors import ModelError
+    from rnncli.inference import onnx_engine as engine
 
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])], "g",
@@ -333,8 +333,8 @@ def test_the_engine_refuses_a_graph_hidden_behind_a_long_key(tmp_path, monkeypat
     """The attack the 32-bit key rule stops: ONNX Runtime loads this model and returns
     the first 32 bytes of ./secret.txt; the engine refuses it before ONNX Runtime sees it."""
     ort = pytest.importorskip("onnxruntime")
-    from rnncli import engine
-    from rnncli.errors import ModelError
+    from rnncli.core.errors import ModelError
+    from rnncli.inference import onnx_engine as engine
 
     secret = b"hunter2 " * 8
     (tmp_path / "secret.txt").write_bytes(secret)

@@ -2,9 +2,9 @@ import csv
 import io
 import json
 
-from rnncli.output import RecordWriter
-from rnncli.tables import render_figures
-from rnncli.metrics import CLASS_KEYS, METRIC_KEYS, evaluate_scores, round_figures
+from rnncli.inference.metrics import CLASS_KEYS, METRIC_KEYS, evaluate_scores, round_figures
+from rnncli.render.output import RecordWriter
+from rnncli.render.tables import render_figures
 
 RECORDS = [
     {"text": "good, \"really\"", "label": "pos", "score": 0.9, "status": "ok"},
@@ -106,7 +106,7 @@ def test_table_is_written_batch_by_batch():
 
 
 def test_epoch_line_survives_a_diverged_epoch(capsys):
-    from rnncli.output import PlainReporter
+    from rnncli.render.output import PlainReporter
 
     reporter = PlainReporter()
     reporter.train_begin(3, 10)
@@ -116,7 +116,7 @@ def test_epoch_line_survives_a_diverged_epoch(capsys):
 
 
 def test_stdin_windows_close_at_their_line_or_byte_limit():
-    from rnncli.predict import _batched
+    from rnncli.inference.predict import _batched
 
     lines = [b"x" * 10] * 5
     assert [len(w) for w in _batched(lines, 100, max_bytes=25)] == [3, 2]

@@ -30,7 +30,7 @@ WITHOUT_EXTRAS = f"""
 import sys
 for name in {ABSENT!r}:
     sys.modules[name] = None
-from rnncli.cli import main
+from rnncli.cli.main import main
 sys.argv = ["rnncli", *sys.argv[1:]]
 main()
 """

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rnncli import artifacts, fsio
-from rnncli.cli import cli
-from rnncli.errors import ModelError, UsageError
+from rnncli.cli.main import cli
+from rnncli.core import fsio
+from rnncli.core.errors import ModelError, UsageError
+from rnncli.modeldir import artifacts
 
 
 def _model_dir(path: Path, marker: str) -> Path:
@@ -161,9 +162,9 @@ def test_a_directory_made_at_out_during_training_survives(tmp_path, tiny_csv, mo
                                                           no_fit, no_onnx):
     """End to end: the --out directory appears (someone else's files) while the network
     trains; training ends with exit 2 and leaves those files as they were."""
-    from rnncli import fitloop
-
     from conftest import TINY
+
+    from rnncli.training import fitloop
 
     out = tmp_path / "m"
     real_fit = fitloop.fit  # no_fit's: the directory appears where fitting would be
@@ -291,9 +292,9 @@ def test_train_into_the_current_directory(tmp_path, tiny_csv, monkeypatch, no_fi
     """``cd m && rnncli train ... -o .``: a non-empty directory that is no model is refused
     before training; an empty one (and then the model it holds) is replaced, nothing is
     left inside or beside it, and the person is told that the shell must ``cd .``."""
-    from rnncli import fitloop
-
     from conftest import TINY
+
+    from rnncli.training import fitloop
 
     here = tmp_path / "m"
     here.mkdir()

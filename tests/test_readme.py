@@ -22,12 +22,14 @@ def _layout_paragraph() -> str:
 
 
 def modules_the_layout_misses(layout: str) -> tuple[list[str], list[str]]:
-    """Modules of rnncli/ the paragraph does not name, and names it gives that are no module."""
-    modules = sorted(p.name for p in (ROOT / "rnncli").glob("*.py")
-                     if p.name not in ("__init__.py", "__main__.py"))
+    """Modules of rnncli/ (paths inside it, subpackages included) the paragraph does not
+    name, and names it gives that are no module."""
+    package = ROOT / "rnncli"
+    modules = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py")
+                     if p.name != "__init__.py")
     missing = [name for name in modules if f"`{name}`" not in layout]
     named = {word.strip("`,:;()") for word in layout.split()}
-    gone = sorted(n for n in named if n.endswith(".py") and not (ROOT / "rnncli" / n).exists())
+    gone = sorted(n for n in named if n.endswith(".py") and not (package / n).is_file())
     return missing, gone
 
 
@@ -39,9 +41,10 @@ def test_the_layout_paragraph_names_every_module():
 
 def test_the_layout_check_fails_when_a_module_is_left_out():
     layout = _layout_paragraph()
-    assert "`onnxwire.py`" in layout
-    missing, _ = modules_the_layout_misses(layout.replace("`onnxwire.py`", "the wire reader"))
-    assert missing == ["onnxwire.py"]
+    assert "`modeldir/onnxwire.py`" in layout
+    missing, _ = modules_the_layout_misses(layout.replace("`modeldir/onnxwire.py`",
+                                                          "the wire reader"))
+    assert missing == ["modeldir/onnxwire.py"]
     _, gone = modules_the_layout_misses(layout + " `nosuchmodule.py`")
     assert gone == ["nosuchmodule.py"]
 

@@ -11,11 +11,10 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from rnncli.cli import cli
-from rnncli.report import pr_curve, roc_curve
-
 from conftest import sample_rows, write_csv
+
+from rnncli.cli.main import cli
+from rnncli.report.build import pr_curve, roc_curve
 
 slow = pytest.mark.slow
 PNG = b"\x89PNG\r\n\x1a\n"

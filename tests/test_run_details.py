@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnncli import resume
-from rnncli.predict import Predictor
-
+from rnncli.inference.predict import Predictor
+from rnncli.training import resume
 
 # --------------------------------------------------------------------------- resume
 
@@ -70,7 +69,7 @@ def test_the_label_is_decided_on_the_raw_score(raw, score, label):
 
 
 def test_a_word_vector_file_is_known_without_reading_all_of_it(tmp_path, monkeypatch):
-    from rnncli import train
+    from rnncli.training import train
 
     path = tmp_path / "glove.txt"
     with open(path, "wb") as fh:
@@ -120,7 +119,7 @@ def test_a_word_vector_file_is_known_without_reading_all_of_it(tmp_path, monkeyp
 
 @pytest.mark.parametrize("debug", [False, True])
 def test_debug_shows_what_tensorflow_prints_while_it_starts(debug):
-    code = ("import os\nfrom rnncli.runtime import stderr_to_file\n"
+    code = ("import os\nfrom rnncli.network.runtime import stderr_to_file\n"
             "with stderr_to_file():\n    os.write(2, b'no GPU: libcudnn not found\\n')\n")
     env = {**os.environ, "RNNCLI_DEBUG": "1" if debug else ""}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env,
@@ -134,7 +133,7 @@ def test_debug_shows_what_tensorflow_prints_while_it_starts(debug):
 
 @pytest.mark.slow
 def test_the_onnx_engine_releases_its_threads(gru_model):
-    from rnncli.engine import OnnxEngine
+    from rnncli.inference.onnx_engine import OnnxEngine
 
     others = set(threading.enumerate())  # other tests' engines may hold threads
 
@@ -157,8 +156,8 @@ def test_the_onnx_engine_releases_its_threads(gru_model):
 def test_keras_internals_are_mended_only_where_known(monkeypatch, version):
     import keras
 
-    from rnncli import runtime
-    from rnncli.errors import DeviceError
+    from rnncli.core.errors import DeviceError
+    from rnncli.network import runtime
 
     monkeypatch.setattr(keras, "__version__", version)
     with pytest.raises(DeviceError, match=r"pip install 'keras<3\.16'"):

@@ -19,10 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from click.testing import CliRunner
-
-from rnncli.cli import cli
-
 from conftest import positive_probability
+
+from rnncli.cli.main import cli
 
 pytestmark = pytest.mark.slow
 
@@ -489,11 +488,11 @@ def test_explain_queue_is_bounded_and_work_for_gone_clients_is_dropped(gru_model
 FAILING_SERVER = """
 import sys
 import threading
-from rnncli import engine
+from rnncli.inference import onnx_engine as engine
 def broken(self, *args, **kwargs):
     raise OSError("/srv/secret/model/core.onnx: the disk went away")
 engine.OnnxEngine.scores = broken
-from rnncli.cli import cli
+from rnncli.cli.main import cli
 cli(sys.argv[1:])
 """
 

@@ -10,13 +10,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import sample_rows, write_csv
 from rich.console import Console
 
-from rnncli import output
-from rnncli.cli import cli
-from rnncli.terminal import visible
-
-from conftest import sample_rows, write_csv
+from rnncli.cli.main import cli
+from rnncli.core.terminal import visible
+from rnncli.render import output
 
 NASTY = "\x1b[2J\x1b]0;pwned\x07[bold]x[/]"
 
@@ -51,7 +50,7 @@ def test_error_messages_are_escaped(tmp_path):
 
 def test_report_notes_are_escaped(monkeypatch, tmp_path):
     pytest.importorskip("matplotlib")
-    from rnncli import report
+    from rnncli.report import build as report
 
     monkeypatch.setattr(report, "write_report",
                         lambda *a, **k: (tmp_path / "index.html", [f"skipped {NASTY}"]))

@@ -10,11 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
-
-from rnncli import artifacts
-from rnncli.cli import cli
-
 from conftest import TINY
+
+from rnncli.cli.main import cli
+from rnncli.modeldir import artifacts
 
 LOUD = [a for a in TINY if a != "--quiet"]  # epoch lines and notes on stderr
 
@@ -65,7 +64,7 @@ def test_ctrl_c_mid_epoch_says_which_epoch_was_cut_and_what_became_of_the_model(
 
 
 def test_small_splits_are_warned_about_with_the_rows_that_would_do():
-    from rnncli.train_notes import SMALL_SPLIT_ROWS, split_warnings
+    from rnncli.training.train_notes import SMALL_SPLIT_ROWS, split_warnings
 
     val, test = split_warnings(24, 4)
     assert val.startswith("the validation split has only 24 rows") and "0.10" in val
@@ -78,7 +77,7 @@ def test_small_splits_are_warned_about_with_the_rows_that_would_do():
 def test_the_blend_line_says_how_the_weight_was_set():
     import numpy as np
 
-    from rnncli.blend import BLEND_MIN_ROWS, choose_blend
+    from rnncli.training.blend import BLEND_MIN_ROWS, choose_blend
 
     def blend(rows):
         labels = np.arange(rows) % 2
@@ -109,7 +108,7 @@ def test_training_on_few_rows_says_so(tmp_path, tiny_csv, no_onnx, no_fit):
 
 
 def test_stopping_note_says_why_training_ended_and_which_weights_are_kept():
-    from rnncli.train_notes import stopping_note
+    from rnncli.training.train_notes import stopping_note
 
     def epochs(*val_losses):
         return [{"epoch": i + 1, "loss": 0.5, "val_loss": v} for i, v in enumerate(val_losses)]
@@ -161,7 +160,7 @@ def test_the_validation_of_a_cut_epoch_is_skipped(step, skipped):
     """Interrupted at step 3 of 10, the epoch's validation stops after its first batch; an
     epoch whose batches all ran is validated in full. The hook is on_test_begin, not a
     batch hook, which would turn off Keras's asynchronous dispatch of validation logs."""
-    from rnncli import fitloop
+    from rnncli.training import fitloop
 
     callback = fitloop.progress_callback(SimpleNamespace(), 2, 10, [KeyboardInterrupt()])
     callback.set_model(SimpleNamespace(stop_evaluating=False))

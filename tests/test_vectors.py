@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rnncli.errors import DataError
-from rnncli.vectors import learn_vectors, read_vectors
+from rnncli.core.errors import DataError
+from rnncli.training.vectors import learn_vectors, read_vectors
 
 
 def test_words_in_the_same_contexts_get_similar_vectors():
@@ -28,7 +28,7 @@ def test_words_in_the_same_contexts_get_similar_vectors():
 
 
 def test_only_the_most_frequent_words_are_learned(monkeypatch):
-    import rnncli.vectors as vectors
+    import rnncli.training.vectors as vectors
 
     monkeypatch.setattr(vectors, "LEARN_WORDS", 6)
     monkeypatch.setattr(vectors, "CONTEXTS", 4)

@@ -1,0 +1,250 @@
+"""HEAVY: the recurrent network's training loop: early stopping, learning-rate decay,
+length-grouped tf.data batches, progress events, Ctrl-C and SIGTERM, and the state kept
+for ``--resume`` (resume.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+
+import numpy as np
+
+from rnncli.core import jsontext
+from rnncli.core.config import TrainConfig, output_width
+from rnncli.core.errors import Terminated, UsageError
+from rnncli.core.scoring import as_scores
+from rnncli.network.model import keras, tf
+from rnncli.training import resume as resume_run
+from rnncli.training.resume import Progress
+
+
+def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
+        replicas: int = 1, progress: Progress | None = None, precision: str = "float32",
+        class_weights: np.ndarray | None = None) -> tuple[list[dict[str, float]], int]:
+    """Train with early stopping (best weights restored) and learning-rate decay.
+
+    On several devices (``replicas``): Keras clips each device's share of the gradient
+    before they are summed, so the clipping norm is divided between the devices; training
+    batches are all full (the rows left over change each epoch), and every batch splits
+    evenly, as MirroredStrategy needs. Returns (history, best epoch): the 1-based epoch
+    whose weights early stopping restored, chosen on the unrounded validation losses.
+    ``class_weights``: one weight per class, applied to the rows' losses (training and
+    validation, so early stopping reads the same loss), or None.
+    """
+    clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
+    binary = output_width(config.classes) == 1
+    core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
+                 loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+                 metrics=["accuracy"])
+    early = resume_run.resumable_early_stopping(keras, monitor="val_loss",
+                                                patience=config.patience,
+                                                restore_best_weights=True)
+    callbacks = [early]
+    if config.lr_decay < 1:
+        # A worse validation loss first cuts the learning rate; only a second one in a
+        # row (with the default patience) stops training.
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=config.lr_decay, patience=0, min_lr=config.lr / 100))
+    full_only = replicas > 1
+    steps = len(x_train) // config.batch_size if full_only else -(-len(x_train)
+                                                                   // config.batch_size)
+    caught: list[BaseException] = []  # filled by stop_on_signals
+    done = progress_callback(reporter, config.epochs, steps, interrupted=caught)
+    callbacks += [done, keras.callbacks.TerminateOnNaN()]
+    state = progress.state if progress else None
+    before = state["history"] if state else []
+    if progress is not None:  # after `done`, whose history it saves
+        callbacks.append(resume_run.callback(keras, progress, precision,
+                                             lambda: done.history, steps, reporter.message))
+    if state:
+        resume_run.restore(core, early, progress, precision)
+        if resume_run.finished(state, config.epochs, config.patience):
+            core.set_weights(early.resumed[1])  # what early stopping would have restored
+            return before, resume_run.best_epoch(state["val_losses"])
+    train_data = length_batches(x_train, y_train, config.batch_size, seed=config.seed,
+                                 shuffle=True, drop_remainder=full_only,
+                                 class_weights=class_weights)
+    val_batch = config.batch_size
+    if full_only and len(x_val) < val_batch:  # the first batch must split evenly
+        val_batch = max(replicas, len(x_val) - len(x_val) % replicas)
+    val_data = length_batches(x_val, y_val, val_batch, class_weights=class_weights)
+    with stop_on_signals(core, caught):
+        core.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                 initial_epoch=len(before), callbacks=callbacks, verbose=0)
+    if caught:
+        keep_progress(progress, reporter)
+        # what the user is told (cli/main.py): where training was cut
+        caught[0].where = done.cut_note(len(before))  # shown by cli._interrupted
+        raise caught[0]
+    history = before + done.history
+    losses = (state["val_losses"] if state else []) + done.val_losses
+    if not any(h.get("val_loss") is not None for h in history):
+        raise UsageError("training diverged in its first epoch (the loss is not finite); "
+                         "lower --lr or set --clipnorm")
+    # A later divergence is survivable: EarlyStopping has restored the best finite weights,
+    # and the scores are checked once more before anything is saved.
+    return history, resume_run.best_epoch(losses)
+
+
+def keep_progress(progress: Progress | None, reporter) -> None:
+    """After an interruption: say how to continue, or leave no empty state behind."""
+    if progress is None:
+        return
+    backup = progress.backup
+    try:
+        finished = len(jsontext.loads((backup / resume_run.STATE).read_text())["history"])
+    except (OSError, ValueError, KeyError):
+        resume_run.finish(backup)
+        return
+    reporter.message(f"kept the state after epoch {finished}: the same command with --resume "
+                     "continues from there")
+
+
+@contextlib.contextmanager
+def stop_on_signals(model, caught: list[BaseException] | None = None):
+    """Ctrl-C / SIGTERM during fit: stop after the current batch, then raise.
+
+    An exception raised at an arbitrary point inside Keras's loop, while tf.data threads
+    run, has crashed the process (SIGSEGV) here; so the first signal only asks Keras to
+    stop, and the interrupt is raised once fit has returned. A second signal acts at once.
+    The interrupt is appended to ``caught`` (a new list if None), which it yields.
+    """
+    caught = [] if caught is None else caught
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        caught.append(KeyboardInterrupt() if signum == signal.SIGINT else Terminated())
+        model.stop_training = True
+        signal.signal(signum, previous[signum])
+
+    for signum in previous:
+        signal.signal(signum, handler)
+    try:
+        yield caught
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def start_embedding(core, initial: np.ndarray) -> None:
+    """Copy the given rows into the embedding; rows that are all zero keep their random
+    initialisation (padding, [UNK], words without a vector)."""
+    layer = core.get_layer("embedding")
+    start = layer.get_weights()[0]
+    found = np.any(initial != 0, axis=1)
+    start[found] = initial[found]
+    layer.set_weights([start])
+
+
+def scores(core, ids: np.ndarray) -> np.ndarray:
+    """Positive-class probabilities (n,), or class probabilities (n, k)."""
+    return as_scores(core.predict(ids, batch_size=256, verbose=0))
+
+
+def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
+                   seed: int = 0, shuffle: bool = False, drop_remainder: bool = False,
+                   class_weights: np.ndarray | None = None):
+    """A tf.data pipeline of batches of similar length, each cut to its longest text.
+
+    Texts are right-padded to seq_len; a batch of short texts would otherwise run every
+    recurrent step over padding. Training rows are shuffled, sorted by length within
+    windows of 50 batches, batched, and the batches shuffled again, so each epoch sees
+    different neighbours. The masks make the result identical to full-length padding.
+    Only TensorFlow ops: no Python generator, in which Ctrl-C could be swallowed.
+    ``class_weights``: each row's loss is weighted by its class's weight (Keras's
+    sample weights), or None.
+    """
+    lengths = np.count_nonzero(ids, axis=1).astype(np.int32)
+    weights = (np.ones(len(labels), np.float32) if class_weights is None
+               else np.asarray(class_weights, np.float32)[np.asarray(labels, np.int64)])
+    labels = labels.astype(np.float32)
+    if not shuffle:  # one pass in length order: the tightest batches
+        order = np.argsort(lengths, kind="stable")
+        ids, labels, lengths, weights = ids[order], labels[order], lengths[order], weights[order]
+    data = tf.data.Dataset.from_tensor_slices((ids, labels, lengths, weights))
+    if shuffle:
+        def by_length(x, y, n, w):
+            order = tf.argsort(n, stable=True)
+            return tuple(tf.gather(t, order) for t in (x, y, n, w))
+
+        data = (data.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+                .batch(batch_size * 50).map(by_length).unbatch())
+    data = data.batch(batch_size, drop_remainder=drop_remainder)
+    if shuffle:
+        data = data.shuffle(50, seed=seed, reshuffle_each_iteration=True)
+
+    def trim(x, y, n, w):
+        x = x[:, : tf.maximum(1, tf.reduce_max(n))]
+        return (x, y) if class_weights is None else (x, y, w)
+
+    n_batches = len(ids) // batch_size if drop_remainder else -(-len(ids) // batch_size)
+    return (data.map(trim).apply(tf.data.experimental.assert_cardinality(n_batches))
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def progress_callback(reporter, epochs: int, steps: int,
+                      interrupted: list[BaseException] | tuple = ()):
+    """The callback that reports epochs. ``interrupted``: non-empty once Ctrl-C or
+    SIGTERM has asked fit to stop (stop_on_signals); the epoch it cuts short is neither
+    reported nor kept in the history."""
+
+    class EpochProgress(keras.callbacks.Callback):
+        """Forwards Keras events to the reporter and keeps a clean per-epoch history."""
+
+        def __init__(self):
+            super().__init__()
+            self.history: list[dict[str, float]] = []
+            self.val_losses: list[float | None] = []  # unrounded, as early stopping saw them
+            self._started = 0.0
+            self.epoch, self.step = 0, 0  # the epoch running (1-based), its batches done
+            self.cut = False  # the last epoch was cut short by an interrupt
+
+        def on_train_begin(self, logs=None):
+            reporter.train_begin(epochs, steps)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.perf_counter()
+            self.epoch, self.step = epoch + 1, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            if reporter.wants_batches:
+                reporter.batch_end(self.step, {k: float(v) for k, v in (logs or {}).items()})
+
+        def on_test_begin(self, logs=None):
+            # cut: its validation would only delay. Keras checks stop_evaluating after
+            # each batch, so one runs; not a batch hook, which would turn off Keras's
+            # asynchronous dispatch of every validation batch's logs.
+            if interrupted and self.step < steps:
+                self.model.stop_evaluating = True
+
+        def cut_note(self, epochs_before: int) -> str:
+            """Where the interrupt stopped training, for the one-line error."""
+            if self.epoch == 0:
+                return f"before epoch {epochs_before + 1}/{epochs} began"
+            if self.cut:
+                return f"during epoch {self.epoch}/{epochs} (step {self.step}/{steps})"
+            return f"after epoch {self.epoch}/{epochs}"
+
+        def on_epoch_end(self, epoch, logs=None):
+            if interrupted and self.step < steps:
+                self.cut = True  # not a finished epoch: Keras ends it early on stop_training
+                return
+            seconds = time.perf_counter() - self._started
+            clean = {k: round(float(v), 5) if np.isfinite(float(v)) else None
+                     for k, v in (logs or {}).items()
+                     if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+            self.history.append({"epoch": epoch + 1, **clean, "seconds": round(seconds, 2)})
+            loss = float((logs or {}).get("val_loss", np.nan))
+            self.val_losses.append(loss if np.isfinite(loss) else None)
+            reporter.epoch_end(epoch + 1, clean, seconds)
+
+        def on_train_end(self, logs=None):
+            reporter.train_end()
+
+    return EpochProgress()

@@ -1,0 +1,411 @@
+"""Training: read and split the data, fit both parts, publish the model directory.
+
+The data is read, checked and split *before* TensorFlow is imported, so a bad file fails
+in a fraction of a second. Where the rest lives: the recurrent network's fit loop in
+fitloop.py, the n-gram model in ngrams.py and the blend in blend.py, saving, verifying
+and publishing in saving.py, the state for ``--resume`` in resume.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnncli.core import fsio
+from rnncli.core.config import TrainConfig
+from rnncli.core.errors import UsageError
+from rnncli.core.scripts import segmentation_warnings
+from rnncli.data.dataset import Dataset, load_dataset, read_texts, split_dataset
+from rnncli.modeldir import artifacts
+from rnncli.training import resume as resume_run
+from rnncli.training import saving
+from rnncli.training.train_notes import outcome_on_interrupt, split_warnings, stopping_note
+
+# A file named by --embeddings or --unlabelled is known to --resume by its name, size,
+# modification time and the sha256 of its first and last KEY_SAMPLE_BYTES (hashing a
+# GloVe file of several GB on every run would take minutes).
+KEY_SAMPLE_BYTES = 2**20
+
+
+class Reporter:
+    """What training tells a person. The CLI passes a Rich or plain implementation."""
+
+    wants_batches = False
+
+    def message(self, text: str) -> None: ...
+    def warning(self, text: str) -> None: ...
+    def train_begin(self, epochs: int, steps: int) -> None: ...
+    def batch_end(self, step: int, logs: dict[str, float]) -> None: ...
+    def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None: ...
+    def train_end(self) -> None: ...
+
+
+def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
+        text_col: str | None = None, label_col: str | None = None,
+        positive_label: str | None = None, encoding: str | None = None,
+        embeddings: str | Path | None = None, unlabelled: str | Path | None = None,
+        device: str = "auto", mixed_precision: bool | str = False, resume: bool = False,
+        show_skipped: bool = False, reporter: Reporter | None = None) -> dict[str, Any] | None:
+    """Train on a labelled file and publish the model directory ``out``; return its manifest
+    (None in a worker of a multi-machine run, which publishes nothing: see TF_CONFIG).
+
+    ``embeddings``: a GloVe/word2vec text file to start the embedding from.
+    ``unlabelled``: a file of texts (.csv/.tsv/.jsonl) to learn word vectors from first.
+    ``mixed_precision``: see :func:`runtime.precision_policy`.
+    ``resume``: continue an interrupted run of the same data and settings (resume.py).
+    """
+    from rnncli.network.runtime import multi_worker_role
+
+    reporter = reporter or Reporter()
+    out = fsio.resolve_output(out)
+    role = multi_worker_role()  # TF_CONFIG: one of several machines
+    writes = role is None or role.chief  # the other workers write nothing
+    if resume and role is not None:
+        raise UsageError("--resume is not available when training on several machines "
+                         "(TF_CONFIG); start the run again without it")
+    if writes:
+        artifacts.check_target(out)  # again under the lock, just before the swap
+    with outcome_on_interrupt(out) if writes else contextlib.nullcontext():
+        return _train(data_path, config, out=out, role=role, writes=writes, text_col=text_col,
+                      label_col=label_col, positive_label=positive_label, encoding=encoding,
+                      embeddings=embeddings, unlabelled=unlabelled, device=device,
+                      mixed_precision=mixed_precision, resume=resume,
+                      show_skipped=show_skipped, reporter=reporter)
+
+
+def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, text_col,
+           label_col, positive_label, encoding, embeddings, unlabelled, device,
+           mixed_precision, resume: bool, show_skipped: bool,
+           reporter: Reporter) -> dict[str, Any] | None:
+    """:func:`run`, once the target is checked."""
+    data = load_dataset(data_path, text_col=text_col, label_col=label_col,
+                        positive_label=positive_label, encoding=encoding)
+    for note in data.notes + (data.skipped_report() if show_skipped else []):
+        reporter.message(note)
+    train_set, val_set, test_set = split_dataset(
+        data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    reporter.message(
+        f"{data.summary()}; {_classes_note(data)}; "
+        f"train/validation/test = {len(train_set.texts)}/{len(val_set.texts)}/"
+        f"{len(test_set.texts)}")
+    for warning in split_warnings(len(val_set.texts), len(test_set.texts)):
+        reporter.warning(warning)
+    source = _source(data_path, data, train_set, val_set, test_set)
+    extra_texts = None
+    if unlabelled is not None:
+        extra_texts, notes = read_texts(unlabelled)
+        for note in notes:
+            reporter.message(note)
+        source["unlabelled"] = {"file": Path(unlabelled).name, "texts": len(extra_texts)}
+    if embeddings is not None:
+        source["embeddings"] = {"file": Path(embeddings).name}
+    with fsio.lock(out) if writes else contextlib.nullcontext():
+        progress = None
+        if role is None:
+            key = _resume_key(data, config, embeddings, unlabelled, mixed_precision)
+            progress = resume_run.prepare(out, key, resume)
+            if progress.state:
+                reporter.message(f"resuming after epoch {len(progress.state['history'])} of "
+                                 "the interrupted run")
+        elif role.chief:  # a run on several machines keeps no state: discard an old one
+            resume_run.prepare(out, {}, resume=False)
+        return fit_and_publish(train_set, val_set, test_set, config, out=out, source=source,
+                               device=device, mixed_precision=mixed_precision, role=role,
+                               reporter=reporter, embeddings=embeddings,
+                               unlabelled_texts=extra_texts, progress=progress)
+
+
+def _classes_note(data: Dataset) -> str:
+    if data.binary:
+        return f"positive label {data.positive_label!r}"
+    counts = ", ".join(f"{name!r} {n}" for name, n in data.class_counts().items())
+    return f"{len(data.label_names)} classes ({counts} rows)"
+
+
+def _class_weights(config: TrainConfig, train_set: Dataset) -> np.ndarray | None:
+    """One weight per class for the losses: with ``class_weight`` "balanced", rows /
+    (classes x rows of the class) over the training rows (scikit-learn's rule), else
+    None."""
+    if config.class_weight != "balanced":
+        return None
+    counts = np.bincount(train_set.labels, minlength=len(train_set.label_names))
+    return len(train_set.labels) / (len(counts) * np.maximum(counts, 1))
+
+
+def _source(data_path: str | Path, data, train_set: Dataset, val_set: Dataset,
+            test_set: Dataset) -> dict[str, Any]:
+    """The manifest's "data" section: where the rows came from and how they were split."""
+    return {
+        "file": Path(data_path).name,
+        "fingerprint": f"sha256:{data.fingerprint}",
+        "text_col": data.text_col,
+        "label_col": data.label_col,
+        "rows_read": data.rows_read,
+        "rows_used": len(data.texts),
+        "skipped": data.skipped,
+        **({"positive_rate": round(float(np.mean(data.labels)), 4)} if data.binary else {}),
+        "class_counts": data.class_counts(),
+        "split": {"train": len(train_set.texts), "validation": len(val_set.texts),
+                  "test": len(test_set.texts)},
+    }
+
+
+def _resume_key(data, config: TrainConfig, embeddings, unlabelled,
+                mixed_precision) -> dict[str, Any]:
+    """What must not change between an interrupted run and its --resume."""
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in resume_run.FREE_SETTINGS}
+    return {"data": _content_key(data.texts, data.labels, data.label_names),
+            "settings": settings,
+            "word vectors": [_file_key(embeddings), _file_key(unlabelled)],
+            "mixed precision": bool(mixed_precision)}
+
+
+def _content_key(texts: list[str], labels, label_names) -> str:
+    """What training reads from the data: texts, labels and their names (so a different
+    encoding, column or positive label is a different key, as is a different file)."""
+    digest = hashlib.sha256(json.dumps(list(label_names)).encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    digest.update(np.asarray(labels, np.int8).tobytes())
+    return digest.hexdigest()
+
+
+def _file_key(path: str | Path | None) -> str | None:
+    """A word-vector file's identity for --resume, without reading all of it."""
+    if path is None:
+        return None
+    path = Path(path)
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        digest = hashlib.sha256(fh.read(KEY_SAMPLE_BYTES))
+        if size > KEY_SAMPLE_BYTES:
+            fh.seek(max(KEY_SAMPLE_BYTES, size - KEY_SAMPLE_BYTES))
+            digest.update(fh.read(KEY_SAMPLE_BYTES))
+        modified = os.fstat(fh.fileno()).st_mtime_ns
+    return f"{path.name} {size} bytes, modified {modified}, sampled sha256:{digest.hexdigest()}"
+
+
+def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
+                    config: TrainConfig, *, out: Path, source: dict[str, Any],
+                    device: str = "auto", mixed_precision: bool | str = False,
+                    role=None, reporter: Reporter | None = None,
+                    embeddings: str | Path | None = None,
+                    unlabelled_texts: list[str] | None = None,
+                    progress: resume_run.Progress | None = None) -> dict[str, Any] | None:
+    """Fit on tokenized data, then save, verify and atomically publish ``out``.
+
+    ``role``: this process's place in a multi-machine run (runtime.WorkerRole); only the
+    chief publishes, the others return None. ``progress``: from :func:`resume.prepare`,
+    or None to keep no state.
+    """
+    reporter = reporter or Reporter()
+    from rnncli.core.scoring import with_temperature
+    from rnncli.network import model as M
+    from rnncli.network.runtime import chosen_labels, precision_policy, set_seed
+    from rnncli.training import fitloop, ngrams
+    from rnncli.training.blend import calibrate, choose_blend
+
+    device_names, strategy, replicas, where = _devices(device, role, config,
+                                                       len(train_set.texts), reporter)
+    precision = precision_policy(mixed_precision, device_names)
+    config = config.replace(classes=len(train_set.label_names))
+    weights = _class_weights(config, train_set)
+    set_seed(config.seed)
+    config, vocab, character_share = _derive(config, train_set.texts, reporter)
+    source = {**source, "character_share": round(character_share, 4)}
+    where = _precision_note(precision, where, reporter)
+    reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
+                     f"device {where}")
+    vectorizer = M.build_vectorizer(config, vocab)
+    x_train, x_val, x_test = (M.vectorize(vectorizer, s.texts, config.seq_len)
+                              for s in (train_set, val_set, test_set))
+    started = time.perf_counter()
+    initial, found = _initial_vectors(vectorizer, vocab, config, embeddings, unlabelled_texts,
+                                      train_set.texts, reporter)
+    if embeddings is not None:
+        source = {**source, "embeddings": {**source["embeddings"], "found": found}}
+        if initial.shape[1] != config.embed_dim:
+            reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
+            config = config.replace(embed_dim=int(initial.shape[1]))
+    with M.tf.device(device_names[0]):  # small and sparse: one device is enough
+        # a worker other than the chief publishes nothing: no refit there
+        ngram = (ngrams.fit_ngrams(config, train_set, val_set, test_set, reporter,
+                                   refit=role is None or role.chief, class_weights=weights)
+                 if config.ngrams else None)
+    core, history, best_epoch = _fit_rnn(
+        config, initial, (x_train, train_set.labels), (x_val, val_set.labels), device_names,
+        strategy, reporter, replicas=replicas, progress=progress, precision=precision,
+        class_weights=weights)
+    if role is not None and not role.chief:
+        reporter.message(f"{role}: training finished; the chief writes the model")
+        return None
+    with M.tf.device(device_names[0]):
+        serving_core = _serving_copy(config, core)
+        val_scores = fitloop.scores(serving_core, x_val)
+        test_scores = fitloop.scores(serving_core, x_test)
+    if not (np.all(np.isfinite(val_scores)) and np.all(np.isfinite(test_scores))):
+        raise UsageError("training diverged (the model outputs NaN); lower --lr or set "
+                         "--clipnorm")
+    blend, ngram_parts, served_val = None, None, val_scores
+    if ngram is not None:
+        blend = choose_blend(ngram, val_set.labels, test_set.labels, val_scores, test_scores,
+                             None if weights is None else weights[val_set.labels])
+        refit = ngram.refit_record(test_set.labels, test_scores, blend.rnn_weight)
+        if refit:
+            blend.record["ngram_refit"] = refit
+        # what the served model gives on the validation rows (its n-gram part was refit
+        # on them), which the check of the saved model compares with
+        served_val = (blend.rnn_weight * val_scores
+                      + (1 - blend.rnn_weight) * ngram.served_val_scores)
+        val_scores, test_scores = blend.val_scores, blend.test_scores
+        ngram_parts = ngram.serving_parts(blend.rnn_weight)
+        reporter.message(blend.describe(config.cell))
+    calibration = calibrate(val_set.labels, val_scores,
+                            None if weights is None else weights[val_set.labels])
+    temperature = calibration["temperature"]
+    if temperature != 1.0:
+        val_scores, test_scores, served_val = (with_temperature(s, temperature)
+                                               for s in (val_scores, test_scores, served_val))
+        reporter.message(f"calibration: temperature {temperature:.2f} (validation ECE "
+                         f"{calibration['validation_ece']:.3f} -> "
+                         f"{calibration['calibrated_validation_ece']:.3f})")
+    manifest = saving.manifest(
+        config, train_set, val_set, test_set, val_scores, test_scores, source=source,
+        device=",".join(chosen_labels()), precision=precision, replicas=replicas,
+        workers=role.workers if role else 1, history=history, best_epoch=best_epoch,
+        versions={"keras_version": M.keras.__version__,
+                  "tensorflow_version": M.tf.__version__},
+        seconds=time.perf_counter() - started, blend=blend.record if blend else None,
+        calibration=calibration)
+    text_model = M.build_text_model(config, vectorizer, serving_core, ngram_parts,
+                                    temperature)
+    saving.publish_model(out, text_model, test_set, manifest,
+                         val_set.texts[:saving.VERIFY_ROWS],
+                         served_val[:saving.VERIFY_ROWS], reporter)
+    if progress is not None:
+        resume_run.finish(progress.backup)
+    reporter.message(f"saved model to {out}")
+    if fsio.replaces_cwd(out):
+        reporter.message(fsio.CWD_NOTE)
+    return artifacts.read_manifest(out)
+
+
+def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val: tuple,
+             device_names: list[str], strategy, reporter: Reporter, *, replicas: int,
+             progress: resume_run.Progress | None, precision: str,
+             class_weights: np.ndarray | None = None):
+    """Build the recurrent network on its devices, start its embedding from ``initial``
+    (if any) and fit it on (ids, labels) pairs; returns (network, history, best epoch)."""
+    from rnncli.network import model as M
+    from rnncli.network.runtime import device_scope, dtype_policy, set_seed
+    from rnncli.training import fitloop
+
+    with device_scope(device_names, strategy):
+        set_seed(config.seed)
+        with dtype_policy(precision):
+            core = M.build_core(config)
+        if initial is not None:
+            fitloop.start_embedding(core, initial)
+        history, best_epoch = fitloop.fit(core, config, *train, *val, reporter,
+                                          replicas=replicas, progress=progress,
+                                          precision=precision, class_weights=class_weights)
+    note = stopping_note(history, best_epoch, config.epochs)
+    if note:
+        reporter.message(note)
+    return core, history, best_epoch
+
+
+def _serving_copy(config: TrainConfig, core):
+    """A clean, uncompiled copy of the trained network: the saved model carries no
+    optimizer state or compile config (smaller, and nothing outside the loader's
+    allowlist). keras.models.clone_model would copy compile()."""
+    from rnncli.network import model as M
+
+    copy = M.build_core(config)
+    copy.set_weights(core.get_weights())
+    return copy
+
+
+def _precision_note(precision: str, where: str, reporter: Reporter) -> str:
+    """The device description with the precision; a note when it will not pay."""
+    if precision == "mixed_bfloat16":
+        reporter.message("note: mixed precision is meant for GPUs; on a CPU (bfloat16) it is "
+                         "usually slower")
+    return where if precision == "float32" else f"{where}, {precision.replace('_', ' ')} precision"
+
+
+def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: Reporter):
+    """(TensorFlow device names, strategy or None, replicas in all, description).
+
+    On several machines (``role`` from TF_CONFIG) the strategy is created here, before
+    TensorFlow runs any operation, as MultiWorkerMirroredStrategy requires.
+    """
+    from rnncli.network.runtime import chosen_labels, multi_worker_strategy, select_devices
+
+    device_names = select_devices(device)
+    strategy = None
+    if role is not None:
+        reporter.message(f"{role}: joining the cluster in TF_CONFIG (waits for the others)")
+        strategy = multi_worker_strategy()
+    replicas = strategy.num_replicas_in_sync if strategy else len(device_names)
+    if replicas > 1 and (config.batch_size % replicas or train_rows < config.batch_size):
+        raise UsageError(f"--batch-size {config.batch_size} on {replicas} devices: the batch "
+                         f"is split evenly, so give a multiple of {replicas} that is at most "
+                         f"the {train_rows} training rows")
+    where = ",".join(chosen_labels())
+    if role is not None:
+        where += f" ({role.workers} processes, {replicas} devices in all: each batch is split " \
+                 "between them)"
+    elif replicas > 1:
+        where += " (mirrored: each batch is split between them)"
+    return device_names, strategy, replicas, where
+
+
+def _derive(config: TrainConfig, texts: list[str], reporter: Reporter):
+    """(config with the data-derived settings resolved, vocabulary, share of the tokens
+    that are one Chinese or Japanese character); says what it found about the tokens."""
+    from rnncli.network import model as M
+
+    derived = M.derive_settings(config, texts)
+    for warning in segmentation_warnings(texts, derived.long_share):
+        reporter.warning(warning)
+    if derived.config.bigram_dim:
+        reporter.message(f"token pairs embedded ({derived.config.bigram_dim} dimensions); "
+                         f"{derived.char_share:.0%} of the tokens are Chinese or Japanese "
+                         "characters")
+    return derived.config, derived.vocab, derived.char_share
+
+
+def _initial_vectors(vectorizer, vocab: list[str], config: TrainConfig,
+                     embeddings: str | Path | None, unlabelled_texts: list[str] | None,
+                     train_texts: list[str], reporter: Reporter) -> tuple[np.ndarray | None, int]:
+    """(rows for the embedding matrix (index 0 padding, 1 [UNK], then ``vocab``) or None,
+    how many of ``vocab`` the ``embeddings`` file has a vector for)."""
+    from rnncli.network import model as M
+    from rnncli.training import vectors
+
+    if embeddings is not None:
+        matrix, found = vectors.read_vectors(embeddings, vocab)
+        reporter.message(f"{Path(embeddings).name}: vectors for {found.sum()} of {len(vocab)} "
+                         "words")
+        return (np.concatenate([np.zeros((2, matrix.shape[1]), np.float32), matrix]),
+                int(found.sum()))
+    if not config.word_vectors and unlabelled_texts is None:
+        return None, 0
+    started = time.perf_counter()
+    texts = (unlabelled_texts or []) + train_texts
+    batches = (M.vectorize(vectorizer, texts[i:i + 2048], config.seq_len)
+               for i in range(0, len(texts), 2048))
+    matrix = vectors.learn_vectors(batches, config.max_tokens, config.embed_dim,
+                                   seed=config.seed)
+    reporter.message(f"learned word vectors from {len(texts)} texts in "
+                     f"{time.perf_counter() - started:.0f}s")
+    return matrix, 0
