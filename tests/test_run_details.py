@@ -69,7 +69,7 @@ def test_the_label_is_decided_on_the_raw_score(raw, score, label):
 
 
 def test_a_word_vector_file_is_known_without_reading_all_of_it(tmp_path, monkeypatch):
-    from rnncli.training import train
+    from rnncli.training import resume
 
     path = tmp_path / "glove.txt"
     with open(path, "wb") as fh:
@@ -96,22 +96,22 @@ def test_a_word_vector_file_is_known_without_reading_all_of_it(tmp_path, monkeyp
         def __exit__(self, *exc):
             self.fh.close()
 
-    monkeypatch.setattr(train, "open", lambda *a, **k: Counting(real_open(*a, **k)),
+    monkeypatch.setattr(resume, "open", lambda *a, **k: Counting(real_open(*a, **k)),
                         raising=False)
-    key = train._file_key(path)
-    assert sum(read) <= 2 * train.KEY_SAMPLE_BYTES
+    key = resume._file_key(path)
+    assert sum(read) <= 2 * resume.KEY_SAMPLE_BYTES
     monkeypatch.undo()
-    assert train._file_key(path) == key
+    assert resume._file_key(path) == key
     stat = path.stat()
     with open(path, "r+b") as fh:  # the same size and time, other words at the start
         fh.write(b"THE")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert train._file_key(path) != key
+    assert resume._file_key(path) != key
     with open(path, "r+b") as fh:  # or at the end
         fh.seek(-4, 2)
         fh.write(b"0.5\n")
-    assert train._file_key(path) != key
-    assert train._file_key(None) is None
+    assert resume._file_key(path) != key
+    assert resume._file_key(None) is None
 
 
 # --------------------------------------------------------------------------- --debug

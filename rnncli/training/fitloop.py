@@ -33,20 +33,11 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     ``class_weights``: one weight per class, applied to the rows' losses (training and
     validation, so early stopping reads the same loss), or None.
     """
-    clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
-    binary = output_width(config.classes) == 1
-    core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
-                 loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-                 metrics=["accuracy"])
+    _compile(core, config, replicas)
     early = resume_run.resumable_early_stopping(keras, monitor="val_loss",
                                                 patience=config.patience,
                                                 restore_best_weights=True)
-    callbacks = [early]
-    if config.lr_decay < 1:
-        # A worse validation loss first cuts the learning rate; only a second one in a
-        # row (with the default patience) stops training.
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=config.lr_decay, patience=0, min_lr=config.lr / 100))
+    callbacks = [early, *_lr_decay(config)]
     full_only = replicas > 1
     steps = len(x_train) // config.batch_size if full_only else -(-len(x_train)
                                                                    // config.batch_size)
@@ -63,13 +54,8 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         if resume_run.finished(state, config.epochs, config.patience):
             core.set_weights(early.resumed[1])  # what early stopping would have restored
             return before, resume_run.best_epoch(state["val_losses"])
-    train_data = length_batches(x_train, y_train, config.batch_size, seed=config.seed,
-                                 shuffle=True, drop_remainder=full_only,
-                                 class_weights=class_weights)
-    val_batch = config.batch_size
-    if full_only and len(x_val) < val_batch:  # the first batch must split evenly
-        val_batch = max(replicas, len(x_val) - len(x_val) % replicas)
-    val_data = length_batches(x_val, y_val, val_batch, class_weights=class_weights)
+    train_data, val_data = _batches(config, x_train, y_train, x_val, y_val,
+                                    replicas=replicas, class_weights=class_weights)
     with stop_on_signals(core, caught):
         core.fit(train_data, validation_data=val_data, epochs=config.epochs,
                  initial_epoch=len(before), callbacks=callbacks, verbose=0)
@@ -78,8 +64,48 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         # what the user is told (cli/main.py): where training was cut
         caught[0].where = done.cut_note(len(before))  # shown by cli._interrupted
         raise caught[0]
-    history = before + done.history
-    losses = (state["val_losses"] if state else []) + done.val_losses
+    return _outcome(before + done.history,
+                    (state["val_losses"] if state else []) + done.val_losses)
+
+
+def _compile(core, config: TrainConfig, replicas: int) -> None:
+    """Adam with the clipping norm divided between the ``replicas``, the loss for the
+    output's width, and accuracy."""
+    clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
+    binary = output_width(config.classes) == 1
+    core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
+                 loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+                 metrics=["accuracy"])
+
+
+def _lr_decay(config: TrainConfig) -> list:
+    """The learning-rate decay callback, if ``lr_decay`` asks for one."""
+    if config.lr_decay >= 1:
+        return []
+    # A worse validation loss first cuts the learning rate; only a second one in a
+    # row (with the default patience) stops training.
+    return [keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=config.lr_decay, patience=0, min_lr=config.lr / 100)]
+
+
+def _batches(config: TrainConfig, x_train, y_train, x_val, y_val, *, replicas: int,
+             class_weights: np.ndarray | None):
+    """(training batches, validation batches); on several ``replicas`` every batch
+    splits evenly between them."""
+    full_only = replicas > 1
+    train_data = length_batches(x_train, y_train, config.batch_size, seed=config.seed,
+                                 shuffle=True, drop_remainder=full_only,
+                                 class_weights=class_weights)
+    val_batch = config.batch_size
+    if full_only and len(x_val) < val_batch:  # the first batch must split evenly
+        val_batch = max(replicas, len(x_val) - len(x_val) % replicas)
+    val_data = length_batches(x_val, y_val, val_batch, class_weights=class_weights)
+    return train_data, val_data
+
+
+def _outcome(history: list[dict[str, float]],
+             losses: list[float | None]) -> tuple[list[dict[str, float]], int]:
+    """(history, best epoch) of a finished fit; an error if no epoch had a finite loss."""
     if not any(h.get("val_loss") is not None for h in history):
         raise UsageError("training diverged in its first epoch (the loss is not finite); "
                          "lower --lr or set --clipnorm")
@@ -192,59 +218,63 @@ def progress_callback(reporter, epochs: int, steps: int,
     """The callback that reports epochs. ``interrupted``: non-empty once Ctrl-C or
     SIGTERM has asked fit to stop (stop_on_signals); the epoch it cuts short is neither
     reported nor kept in the history."""
+    return EpochProgress(reporter, epochs, steps, interrupted)
 
-    class EpochProgress(keras.callbacks.Callback):
-        """Forwards Keras events to the reporter and keeps a clean per-epoch history."""
 
-        def __init__(self):
-            super().__init__()
-            self.history: list[dict[str, float]] = []
-            self.val_losses: list[float | None] = []  # unrounded, as early stopping saw them
-            self._started = 0.0
-            self.epoch, self.step = 0, 0  # the epoch running (1-based), its batches done
-            self.cut = False  # the last epoch was cut short by an interrupt
+class EpochProgress(keras.callbacks.Callback):
+    """Forwards Keras events to the reporter and keeps a clean per-epoch history (see
+    :func:`progress_callback`)."""
 
-        def on_train_begin(self, logs=None):
-            reporter.train_begin(epochs, steps)
+    def __init__(self, reporter, epochs: int, steps: int,
+                 interrupted: list[BaseException] | tuple):
+        super().__init__()
+        self._reporter, self._epochs, self._steps = reporter, epochs, steps
+        self._interrupted = interrupted
+        self.history: list[dict[str, float]] = []
+        self.val_losses: list[float | None] = []  # unrounded, as early stopping saw them
+        self._started = 0.0
+        self.epoch, self.step = 0, 0  # the epoch running (1-based), its batches done
+        self.cut = False  # the last epoch was cut short by an interrupt
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self._started = time.perf_counter()
-            self.epoch, self.step = epoch + 1, 0
+    def on_train_begin(self, logs=None):
+        self._reporter.train_begin(self._epochs, self._steps)
 
-        def on_train_batch_end(self, batch, logs=None):
-            self.step += 1
-            if reporter.wants_batches:
-                reporter.batch_end(self.step, {k: float(v) for k, v in (logs or {}).items()})
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+        self.epoch, self.step = epoch + 1, 0
 
-        def on_test_begin(self, logs=None):
-            # cut: its validation would only delay. Keras checks stop_evaluating after
-            # each batch, so one runs; not a batch hook, which would turn off Keras's
-            # asynchronous dispatch of every validation batch's logs.
-            if interrupted and self.step < steps:
-                self.model.stop_evaluating = True
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self._reporter.wants_batches:
+            self._reporter.batch_end(self.step, {k: float(v) for k, v in (logs or {}).items()})
 
-        def cut_note(self, epochs_before: int) -> str:
-            """Where the interrupt stopped training, for the one-line error."""
-            if self.epoch == 0:
-                return f"before epoch {epochs_before + 1}/{epochs} began"
-            if self.cut:
-                return f"during epoch {self.epoch}/{epochs} (step {self.step}/{steps})"
-            return f"after epoch {self.epoch}/{epochs}"
+    def on_test_begin(self, logs=None):
+        # cut: its validation would only delay. Keras checks stop_evaluating after
+        # each batch, so one runs; not a batch hook, which would turn off Keras's
+        # asynchronous dispatch of every validation batch's logs.
+        if self._interrupted and self.step < self._steps:
+            self.model.stop_evaluating = True
 
-        def on_epoch_end(self, epoch, logs=None):
-            if interrupted and self.step < steps:
-                self.cut = True  # not a finished epoch: Keras ends it early on stop_training
-                return
-            seconds = time.perf_counter() - self._started
-            clean = {k: round(float(v), 5) if np.isfinite(float(v)) else None
-                     for k, v in (logs or {}).items()
-                     if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-            self.history.append({"epoch": epoch + 1, **clean, "seconds": round(seconds, 2)})
-            loss = float((logs or {}).get("val_loss", np.nan))
-            self.val_losses.append(loss if np.isfinite(loss) else None)
-            reporter.epoch_end(epoch + 1, clean, seconds)
+    def cut_note(self, epochs_before: int) -> str:
+        """Where the interrupt stopped training, for the one-line error."""
+        if self.epoch == 0:
+            return f"before epoch {epochs_before + 1}/{self._epochs} began"
+        if self.cut:
+            return f"during epoch {self.epoch}/{self._epochs} (step {self.step}/{self._steps})"
+        return f"after epoch {self.epoch}/{self._epochs}"
 
-        def on_train_end(self, logs=None):
-            reporter.train_end()
+    def on_epoch_end(self, epoch, logs=None):
+        if self._interrupted and self.step < self._steps:
+            self.cut = True  # not a finished epoch: Keras ends it early on stop_training
+            return
+        seconds = time.perf_counter() - self._started
+        clean = {k: round(float(v), 5) if np.isfinite(float(v)) else None
+                 for k, v in (logs or {}).items()
+                 if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        self.history.append({"epoch": epoch + 1, **clean, "seconds": round(seconds, 2)})
+        loss = float((logs or {}).get("val_loss", np.nan))
+        self.val_losses.append(loss if np.isfinite(loss) else None)
+        self._reporter.epoch_end(epoch + 1, clean, seconds)
 
-    return EpochProgress()
+    def on_train_end(self, logs=None):
+        self._reporter.train_end()

@@ -17,6 +17,7 @@ Light at import; Keras is reached through the callback factory only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,12 +30,17 @@ from typing import Any
 import numpy as np
 
 from rnncli.core import fsio, jsontext
+from rnncli.core.config import TrainConfig
 from rnncli.core.errors import UsageError, first_line
 from rnncli.training import saving
 
 STATE = "rnncli-resume.json"
 # Settings that may change on --resume: they do not change what an epoch does.
 FREE_SETTINGS = ("epochs", "patience")
+# A file named by --embeddings or --unlabelled is known to --resume by its name, size,
+# modification time and the sha256 of its first and last KEY_SAMPLE_BYTES (hashing a
+# GloVe file of several GB on every run would take minutes).
+KEY_SAMPLE_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,41 @@ class Progress:
 
 def resume_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.resume"
+
+
+def run_key(data, config: TrainConfig, embeddings, unlabelled,
+            mixed_precision) -> dict[str, Any]:
+    """What must not change between an interrupted run and its --resume."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in FREE_SETTINGS}
+    return {"data": _content_key(data.texts, data.labels, data.label_names),
+            "settings": settings,
+            "word vectors": [_file_key(embeddings), _file_key(unlabelled)],
+            "mixed precision": bool(mixed_precision)}
+
+
+def _content_key(texts: list[str], labels, label_names) -> str:
+    """What training reads from the data: texts, labels and their names (so a different
+    encoding, column or positive label is a different key, as is a different file)."""
+    digest = hashlib.sha256(json.dumps(list(label_names)).encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    digest.update(np.asarray(labels, np.int8).tobytes())
+    return digest.hexdigest()
+
+
+def _file_key(path: str | Path | None) -> str | None:
+    """A word-vector file's identity for --resume, without reading all of it."""
+    if path is None:
+        return None
+    path = Path(path)
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        digest = hashlib.sha256(fh.read(KEY_SAMPLE_BYTES))
+        if size > KEY_SAMPLE_BYTES:
+            fh.seek(max(KEY_SAMPLE_BYTES, size - KEY_SAMPLE_BYTES))
+            digest.update(fh.read(KEY_SAMPLE_BYTES))
+        modified = os.fstat(fh.fileno()).st_mtime_ns
+    return f"{path.name} {size} bytes, modified {modified}, sampled sha256:{digest.hexdigest()}"
 
 
 def prepare(out: Path, key: dict[str, Any], resume: bool) -> Progress:
@@ -166,32 +207,16 @@ def callback(keras, progress: Progress, precision: str, history: Callable[[], li
                 return  # an epoch cut short is not a finished one
             loss = float((logs or {}).get("val_loss", math.nan))
             losses.append(loss if math.isfinite(loss) else None)
-            need = saving.weight_bytes(self.model, self.model.optimizer) * 2.5 + 2**20
-            free = fsio.free_bytes(backup)
-            if free is not None and free < need:
-                return self._give_up(f"{free // 2**20} MB free, about {need // 2**20:.0f} MB "
-                                     "needed")
+            short = _short_of_space(self.model, backup)
+            if short is not None:
+                return self._give_up(short)
             so_far = before + history()
             improved = best_epoch(losses) == epoch + 1
             reason = None
             try:
-                backup.mkdir(parents=True, exist_ok=True)
-                weights = f"epoch-{epoch + 1}.weights.h5"
-                self.model.save_weights(backup / weights, overwrite=True)
-                if improved or best is None:
-                    best = {"epoch": epoch + 1, "val_loss": losses[-1],
-                            "weights": f"best-{epoch + 1}.npz"}
-                    with open(backup / best["weights"], "wb") as fh:
-                        np.savez(fh, *self.model.get_weights())
-                text = json.dumps({"key": key, "history": so_far, "val_losses": losses,
-                                   "weights": weights, "best": best, "precision": precision},
-                                  allow_nan=False)
-                tmp = backup / (STATE + ".tmp")
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, backup / STATE)  # the commit point
-                for old in backup.iterdir():  # files of earlier epochs
-                    if old.name not in (STATE, weights, best["weights"]):
-                        old.unlink()
+                best = _write_state(self.model, backup, epoch + 1, improved or best is None,
+                                    key=key, history=so_far, losses=losses, best=best,
+                                    precision=precision)
             except (OSError, RuntimeError, ValueError) as exc:  # h5py: either, full disk
                 reason = first_line(exc, 120)
             if reason is not None:
@@ -205,6 +230,40 @@ def callback(keras, progress: Progress, precision: str, history: Callable[[], li
                  "without it")
 
     return Keep()
+
+
+def _short_of_space(model, backup: Path) -> str | None:
+    """Why the state after an epoch will not fit on the disk of ``backup``, or None."""
+    need = saving.weight_bytes(model, model.optimizer) * 2.5 + 2**20
+    free = fsio.free_bytes(backup)
+    if free is not None and free < need:
+        return f"{free // 2**20} MB free, about {need // 2**20:.0f} MB needed"
+    return None
+
+
+def _write_state(model, backup: Path, epoch: int, new_best: bool, *, key: dict[str, Any],
+                 history: list[dict], losses: list[float | None], best: dict[str, Any] | None,
+                 precision: str) -> dict[str, Any]:
+    """Keep the state after ``epoch`` (1-based) in ``backup``, its weights saved as the
+    best too if ``new_best``; the files of earlier epochs go once the JSON, written last,
+    names the new ones. Returns the best epoch's record."""
+    backup.mkdir(parents=True, exist_ok=True)
+    weights = f"epoch-{epoch}.weights.h5"
+    model.save_weights(backup / weights, overwrite=True)
+    if new_best:
+        best = {"epoch": epoch, "val_loss": losses[-1], "weights": f"best-{epoch}.npz"}
+        with open(backup / best["weights"], "wb") as fh:
+            np.savez(fh, *model.get_weights())
+    text = json.dumps({"key": key, "history": history, "val_losses": losses,
+                       "weights": weights, "best": best, "precision": precision},
+                      allow_nan=False)
+    tmp = backup / (STATE + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, backup / STATE)  # the commit point
+    for old in backup.iterdir():  # files of earlier epochs
+        if old.name not in (STATE, weights, best["weights"]):
+            old.unlink()
+    return best
 
 
 def resumable_early_stopping(keras, **kwargs):

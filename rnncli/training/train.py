@@ -9,9 +9,6 @@ and publishing in saving.py, the state for ``--resume`` in resume.py.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,11 +24,6 @@ from rnncli.modeldir import artifacts
 from rnncli.training import resume as resume_run
 from rnncli.training import saving
 from rnncli.training.train_notes import outcome_on_interrupt, split_warnings, stopping_note
-
-# A file named by --embeddings or --unlabelled is known to --resume by its name, size,
-# modification time and the sha256 of its first and last KEY_SAMPLE_BYTES (hashing a
-# GloVe file of several GB on every run would take minutes).
-KEY_SAMPLE_BYTES = 2**20
 
 
 class Reporter:
@@ -109,7 +101,7 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
     with fsio.lock(out) if writes else contextlib.nullcontext():
         progress = None
         if role is None:
-            key = _resume_key(data, config, embeddings, unlabelled, mixed_precision)
+            key = resume_run.run_key(data, config, embeddings, unlabelled, mixed_precision)
             progress = resume_run.prepare(out, key, resume)
             if progress.state:
                 reporter.message(f"resuming after epoch {len(progress.state['history'])} of "
@@ -157,42 +149,6 @@ def _source(data_path: str | Path, data, train_set: Dataset, val_set: Dataset,
     }
 
 
-def _resume_key(data, config: TrainConfig, embeddings, unlabelled,
-                mixed_precision) -> dict[str, Any]:
-    """What must not change between an interrupted run and its --resume."""
-    settings = {k: v for k, v in config.to_dict().items()
-                if k not in resume_run.FREE_SETTINGS}
-    return {"data": _content_key(data.texts, data.labels, data.label_names),
-            "settings": settings,
-            "word vectors": [_file_key(embeddings), _file_key(unlabelled)],
-            "mixed precision": bool(mixed_precision)}
-
-
-def _content_key(texts: list[str], labels, label_names) -> str:
-    """What training reads from the data: texts, labels and their names (so a different
-    encoding, column or positive label is a different key, as is a different file)."""
-    digest = hashlib.sha256(json.dumps(list(label_names)).encode())
-    for text in texts:
-        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
-    digest.update(np.asarray(labels, np.int8).tobytes())
-    return digest.hexdigest()
-
-
-def _file_key(path: str | Path | None) -> str | None:
-    """A word-vector file's identity for --resume, without reading all of it."""
-    if path is None:
-        return None
-    path = Path(path)
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        digest = hashlib.sha256(fh.read(KEY_SAMPLE_BYTES))
-        if size > KEY_SAMPLE_BYTES:
-            fh.seek(max(KEY_SAMPLE_BYTES, size - KEY_SAMPLE_BYTES))
-            digest.update(fh.read(KEY_SAMPLE_BYTES))
-        modified = os.fstat(fh.fileno()).st_mtime_ns
-    return f"{path.name} {size} bytes, modified {modified}, sampled sha256:{digest.hexdigest()}"
-
-
 def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                     config: TrainConfig, *, out: Path, source: dict[str, Any],
                     device: str = "auto", mixed_precision: bool | str = False,
@@ -207,11 +163,50 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     or None to keep no state.
     """
     reporter = reporter or Reporter()
-    from rnncli.core.scoring import with_temperature
     from rnncli.network import model as M
-    from rnncli.network.runtime import chosen_labels, precision_policy, set_seed
-    from rnncli.training import fitloop, ngrams
-    from rnncli.training.blend import calibrate, choose_blend
+    from rnncli.network.runtime import chosen_labels
+
+    config, source, vocab, weights, precision, (device_names, strategy, replicas) = _settings(
+        config, train_set, source, device, mixed_precision, role, reporter)
+    vectorizer = M.build_vectorizer(config, vocab)
+    x_train, x_val, x_test = (M.vectorize(vectorizer, s.texts, config.seq_len)
+                              for s in (train_set, val_set, test_set))
+    started = time.perf_counter()
+    initial, config, source = _starting_vectors(vectorizer, vocab, config, source, embeddings,
+                                                unlabelled_texts, train_set.texts, reporter)
+    ngram = _fit_ngrams(config, (train_set, val_set, test_set), device_names[0], role,
+                        weights, reporter)
+    core, history, best_epoch = _fit_rnn(
+        config, initial, (x_train, train_set.labels), (x_val, val_set.labels), device_names,
+        strategy, reporter, replicas=replicas, progress=progress, precision=precision,
+        class_weights=weights)
+    if role is not None and not role.chief:
+        reporter.message(f"{role}: training finished; the chief writes the model")
+        return None
+    serving_core, (val_scores, test_scores) = _network_scores(config, core, device_names[0],
+                                                              x_val, x_test)
+    blend, ngram_parts, calibration, (val_scores, test_scores, served_val) = _final_scores(
+        config, ngram, val_set, test_set, val_scores, test_scores, weights, reporter)
+    manifest = saving.manifest(
+        config, train_set, val_set, test_set, val_scores, test_scores, source=source,
+        device=",".join(chosen_labels()), precision=precision, replicas=replicas,
+        workers=role.workers if role else 1, history=history, best_epoch=best_epoch,
+        versions={"keras_version": M.keras.__version__,
+                  "tensorflow_version": M.tf.__version__},
+        seconds=time.perf_counter() - started, blend=blend.record if blend else None,
+        calibration=calibration)
+    text_model = M.build_text_model(config, vectorizer, serving_core, ngram_parts,
+                                    calibration["temperature"])
+    return _publish(out, text_model, manifest, val_set, test_set, served_val, progress,
+                    reporter)
+
+
+def _settings(config: TrainConfig, train_set: Dataset, source: dict[str, Any], device: str,
+              mixed_precision: bool | str, role, reporter: Reporter):
+    """(config with the data-derived settings, source with the tokens' character share,
+    vocabulary, class weights, precision, (device names, strategy, replicas)); says which
+    devices, vocabulary and sequence length training uses."""
+    from rnncli.network.runtime import precision_policy, set_seed
 
     device_names, strategy, replicas, where = _devices(device, role, config,
                                                        len(train_set.texts), reporter)
@@ -224,36 +219,68 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     where = _precision_note(precision, where, reporter)
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
                      f"device {where}")
-    vectorizer = M.build_vectorizer(config, vocab)
-    x_train, x_val, x_test = (M.vectorize(vectorizer, s.texts, config.seq_len)
-                              for s in (train_set, val_set, test_set))
-    started = time.perf_counter()
-    initial, found = _initial_vectors(vectorizer, vocab, config, embeddings, unlabelled_texts,
-                                      train_set.texts, reporter)
+    return config, source, vocab, weights, precision, (device_names, strategy, replicas)
+
+
+def _starting_vectors(vectorizer, vocab: list[str], config: TrainConfig,
+                      source: dict[str, Any], embeddings: str | Path | None,
+                      unlabelled_texts: list[str] | None, train_texts: list[str],
+                      reporter: Reporter):
+    """(rows to start the embedding from or None, config with the embedding size of the
+    ``embeddings`` file, source with how many words it has a vector for)."""
+    from rnncli.training import vectors
+
+    initial, found = vectors.initial_vectors(vectorizer, vocab, config, embeddings,
+                                             unlabelled_texts, train_texts, reporter)
     if embeddings is not None:
         source = {**source, "embeddings": {**source["embeddings"], "found": found}}
         if initial.shape[1] != config.embed_dim:
             reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
             config = config.replace(embed_dim=int(initial.shape[1]))
-    with M.tf.device(device_names[0]):  # small and sparse: one device is enough
+    return initial, config, source
+
+
+def _fit_ngrams(config: TrainConfig, sets: tuple[Dataset, Dataset, Dataset], device_name: str,
+                role, class_weights: np.ndarray | None, reporter: Reporter):
+    """The fitted n-gram model (ngrams.py), or None without --ngrams."""
+    from rnncli.network import model as M
+    from rnncli.training import ngrams
+
+    with M.tf.device(device_name):  # small and sparse: one device is enough
         # a worker other than the chief publishes nothing: no refit there
-        ngram = (ngrams.fit_ngrams(config, train_set, val_set, test_set, reporter,
-                                   refit=role is None or role.chief, class_weights=weights)
-                 if config.ngrams else None)
-    core, history, best_epoch = _fit_rnn(
-        config, initial, (x_train, train_set.labels), (x_val, val_set.labels), device_names,
-        strategy, reporter, replicas=replicas, progress=progress, precision=precision,
-        class_weights=weights)
-    if role is not None and not role.chief:
-        reporter.message(f"{role}: training finished; the chief writes the model")
-        return None
-    with M.tf.device(device_names[0]):
-        serving_core = _serving_copy(config, core)
+        return (ngrams.fit_ngrams(config, *sets, reporter, refit=role is None or role.chief,
+                                  class_weights=class_weights)
+                if config.ngrams else None)
+
+
+def _network_scores(config: TrainConfig, core, device_name: str, x_val, x_test):
+    """(a clean, uncompiled copy of the trained network, its (validation, test) scores); an
+    error if they are not finite. The saved model carries no optimizer state or compile
+    config (smaller, and nothing outside the loader's allowlist); keras.models.clone_model
+    would copy compile()."""
+    from rnncli.network import model as M
+    from rnncli.training import fitloop
+
+    with M.tf.device(device_name):
+        serving_core = M.build_core(config)
+        serving_core.set_weights(core.get_weights())
         val_scores = fitloop.scores(serving_core, x_val)
         test_scores = fitloop.scores(serving_core, x_test)
     if not (np.all(np.isfinite(val_scores)) and np.all(np.isfinite(test_scores))):
         raise UsageError("training diverged (the model outputs NaN); lower --lr or set "
                          "--clipnorm")
+    return serving_core, (val_scores, test_scores)
+
+
+def _final_scores(config: TrainConfig, ngram, val_set: Dataset, test_set: Dataset,
+                  val_scores: np.ndarray, test_scores: np.ndarray,
+                  weights: np.ndarray | None, reporter: Reporter):
+    """Blend the network's scores with the n-gram model's (if any), then calibrate them:
+    (blend or None, the n-gram model's serving parts or None, calibration, (validation,
+    test, served validation scores))."""
+    from rnncli.core.scoring import with_temperature
+    from rnncli.training.blend import calibrate, choose_blend
+
     blend, ngram_parts, served_val = None, None, val_scores
     if ngram is not None:
         blend = choose_blend(ngram, val_set.labels, test_set.labels, val_scores, test_scores,
@@ -277,16 +304,13 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
         reporter.message(f"calibration: temperature {temperature:.2f} (validation ECE "
                          f"{calibration['validation_ece']:.3f} -> "
                          f"{calibration['calibrated_validation_ece']:.3f})")
-    manifest = saving.manifest(
-        config, train_set, val_set, test_set, val_scores, test_scores, source=source,
-        device=",".join(chosen_labels()), precision=precision, replicas=replicas,
-        workers=role.workers if role else 1, history=history, best_epoch=best_epoch,
-        versions={"keras_version": M.keras.__version__,
-                  "tensorflow_version": M.tf.__version__},
-        seconds=time.perf_counter() - started, blend=blend.record if blend else None,
-        calibration=calibration)
-    text_model = M.build_text_model(config, vectorizer, serving_core, ngram_parts,
-                                    temperature)
+    return blend, ngram_parts, calibration, (val_scores, test_scores, served_val)
+
+
+def _publish(out: Path, text_model, manifest: dict[str, Any], val_set: Dataset,
+             test_set: Dataset, served_val: np.ndarray,
+             progress: resume_run.Progress | None, reporter: Reporter) -> dict[str, Any]:
+    """Save, verify and publish ``out``, drop the state kept for --resume; the manifest."""
     saving.publish_model(out, text_model, test_set, manifest,
                          val_set.texts[:saving.VERIFY_ROWS],
                          served_val[:saving.VERIFY_ROWS], reporter)
@@ -321,17 +345,6 @@ def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val:
     if note:
         reporter.message(note)
     return core, history, best_epoch
-
-
-def _serving_copy(config: TrainConfig, core):
-    """A clean, uncompiled copy of the trained network: the saved model carries no
-    optimizer state or compile config (smaller, and nothing outside the loader's
-    allowlist). keras.models.clone_model would copy compile()."""
-    from rnncli.network import model as M
-
-    copy = M.build_core(config)
-    copy.set_weights(core.get_weights())
-    return copy
 
 
 def _precision_note(precision: str, where: str, reporter: Reporter) -> str:
@@ -382,30 +395,3 @@ def _derive(config: TrainConfig, texts: list[str], reporter: Reporter):
                          f"{derived.char_share:.0%} of the tokens are Chinese or Japanese "
                          "characters")
     return derived.config, derived.vocab, derived.char_share
-
-
-def _initial_vectors(vectorizer, vocab: list[str], config: TrainConfig,
-                     embeddings: str | Path | None, unlabelled_texts: list[str] | None,
-                     train_texts: list[str], reporter: Reporter) -> tuple[np.ndarray | None, int]:
-    """(rows for the embedding matrix (index 0 padding, 1 [UNK], then ``vocab``) or None,
-    how many of ``vocab`` the ``embeddings`` file has a vector for)."""
-    from rnncli.network import model as M
-    from rnncli.training import vectors
-
-    if embeddings is not None:
-        matrix, found = vectors.read_vectors(embeddings, vocab)
-        reporter.message(f"{Path(embeddings).name}: vectors for {found.sum()} of {len(vocab)} "
-                         "words")
-        return (np.concatenate([np.zeros((2, matrix.shape[1]), np.float32), matrix]),
-                int(found.sum()))
-    if not config.word_vectors and unlabelled_texts is None:
-        return None, 0
-    started = time.perf_counter()
-    texts = (unlabelled_texts or []) + train_texts
-    batches = (M.vectorize(vectorizer, texts[i:i + 2048], config.seq_len)
-               for i in range(0, len(texts), 2048))
-    matrix = vectors.learn_vectors(batches, config.max_tokens, config.embed_dim,
-                                   seed=config.seed)
-    reporter.message(f"learned word vectors from {len(texts)} texts in "
-                     f"{time.perf_counter() - started:.0f}s")
-    return matrix, 0

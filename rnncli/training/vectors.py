@@ -3,16 +3,19 @@ from unlabelled texts (positive PMI + truncated SVD, a count-based cousin of wor
 
 NumPy, and SciPy's sparse matrices for the co-occurrence counts; the tokens come from the
 model's own vectorizer, so the vectors line up with the vocabulary exactly.
+:func:`initial_vectors` gives a training run the rows to start from.
 """
 
 from __future__ import annotations
 
 import gzip
+import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from rnncli.core.config import TrainConfig
 from rnncli.core.errors import DataError
 
 # Words (most frequent first) and contexts that learn_vectors counts, in a sparse table
@@ -152,3 +155,28 @@ def _randomized_svd(matrix: np.ndarray, rank: int, *, seed: int, oversample: int
     if u.shape[1] < rank:  # tiny vocabularies: pad to the embedding size
         u = np.pad(u, ((0, 0), (0, rank - u.shape[1])))
     return u
+
+
+def initial_vectors(vectorizer, vocab: list[str], config: TrainConfig,
+                    embeddings: str | Path | None, unlabelled_texts: list[str] | None,
+                    train_texts: list[str], reporter) -> tuple[np.ndarray | None, int]:
+    """(rows for the embedding matrix (index 0 padding, 1 [UNK], then ``vocab``) or None,
+    how many of ``vocab`` the ``embeddings`` file has a vector for)."""
+    from rnncli.network import model as M
+
+    if embeddings is not None:
+        matrix, found = read_vectors(embeddings, vocab)
+        reporter.message(f"{Path(embeddings).name}: vectors for {found.sum()} of {len(vocab)} "
+                         "words")
+        return (np.concatenate([np.zeros((2, matrix.shape[1]), np.float32), matrix]),
+                int(found.sum()))
+    if not config.word_vectors and unlabelled_texts is None:
+        return None, 0
+    started = time.perf_counter()
+    texts = (unlabelled_texts or []) + train_texts
+    batches = (M.vectorize(vectorizer, texts[i:i + 2048], config.seq_len)
+               for i in range(0, len(texts), 2048))
+    matrix = learn_vectors(batches, config.max_tokens, config.embed_dim, seed=config.seed)
+    reporter.message(f"learned word vectors from {len(texts)} texts in "
+                     f"{time.perf_counter() - started:.0f}s")
+    return matrix, 0
