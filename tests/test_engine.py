@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from rnncli.cli.main import cli
 from rnncli.core.errors import ModelError, UsageError
-from rnncli.inference import onnx_engine as engine
 from rnncli.inference.predict import Predictor, choose_engine
+from rnncli.inference.standardize import Standardizer
 from rnncli.modeldir import artifacts, serving
 
 # Texts where a re-implementation of the standardization would most likely slip.
@@ -199,11 +199,11 @@ def standardizers(request):
 
     tables = M.standardize_tables()
     split = tables["split"] if request.param == "cjk-chars" else None
-    python = engine.Standardizer(keep=tables["keep"], cased=tables["cased"],
-                                 ignorable=tables["ignorable"],
-                                 lower_from=np.asarray(tables["lower_from"]),
-                                 lower_to=tables["lower_to"], max_chars=tables["max_chars"],
-                                 start_token=tables["start_token"], split=split)
+    python = Standardizer(keep=tables["keep"], cased=tables["cased"],
+                          ignorable=tables["ignorable"],
+                          lower_from=np.asarray(tables["lower_from"]),
+                          lower_to=tables["lower_to"], max_chars=tables["max_chars"],
+                          start_token=tables["start_token"], split=split)
     function = M.STANDARDIZERS[request.param]
 
     def reference(texts):

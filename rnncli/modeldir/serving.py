@@ -104,6 +104,21 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
     tokenizer = text["tokenizer"] if text["version"] > 1 else "words"
     if not isinstance(tokenizer, str) or tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}")
+    serving = _settings_and_tables(data, text, tokenizer)
+    serving.update(_model_shape(text))
+    if len(serving["tokens"]) < 3:
+        raise ValueError("vocabulary too small")
+    if not all(len(serving[name]) for name in _RANGES) or (
+            serving["split"] is not None and not len(serving["split"])):
+        raise ValueError("empty character tables")
+    if serving["rnn_weight"] < 1:
+        serving.update(_ngram_model(data, serving["outputs"]))
+    return serving
+
+
+def _settings_and_tables(data: dict[str, np.ndarray], text: dict,
+                         tokenizer: str) -> dict[str, Any]:
+    """The tokenizer's settings from ``text`` and its vocabulary and character tables."""
     seq_len, max_chars = text["seq_len"], text["max_chars"]
     weight, start, lower_to = text["rnn_weight"], text["start_token"], text["lower_to"]
     if not (_whole(seq_len) and _whole(max_chars) and isinstance(weight, (int, float))
@@ -114,40 +129,41 @@ def _check(data: dict[str, np.ndarray]) -> dict[str, Any]:
     lower_from = _codepoints(data["lower_from"], "lower_from")
     if len(lower_from) != len(lower_to):
         raise ValueError("lower_from and lower_to differ in length")
-    serving: dict[str, Any] = {
+    return {
         "seq_len": seq_len, "max_chars": max_chars, "rnn_weight": float(weight),
         "start_token": start, "lower_from": lower_from, "lower_to": lower_to,
         "tokens": _utf8_text(data["tokens"]).split("\n"), "tokenizer": tokenizer,
         "split": _ranges(data["split"], "split") if tokenizer == "cjk-chars" else None,
         **{name: _ranges(data[name], name) for name in _RANGES},
     }
+
+
+def _model_shape(text: dict) -> dict[str, int]:
+    """The n-gram order and the number of outputs (older formats had neither)."""
     order = text["ngram_order"] if text["version"] > 2 else 2
     if not (_whole(order) and order <= 3):
         raise ValueError(f"bad ngram_order {order!r}")
-    serving["ngram_order"] = order
     outputs = text["outputs"] if text["version"] > 3 else 1
     if not (_whole(outputs) and outputs != 2 and outputs <= 10**4):
         raise ValueError(f"bad outputs {outputs!r}")
-    serving["outputs"] = outputs
-    if len(serving["tokens"]) < 3:
-        raise ValueError("vocabulary too small")
-    if not all(len(serving[name]) for name in _RANGES) or (
-            serving["split"] is not None and not len(serving["split"])):
-        raise ValueError("empty character tables")
-    if serving["rnn_weight"] < 1:
-        serving["ngrams"] = _utf8_text(data["ngrams"]).split("\n")
-        for name in _NGRAM_ARRAYS:
-            array = data[name]
-            if array.ndim != 1 or array.dtype != np.float32 or not np.all(np.isfinite(array)):
-                raise ValueError(f"{name} is not a finite float32 vector")
-            serving[name] = array
-        size = len(serving["ngrams"])
-        if not (len(serving["ngram_idf"]) == size
-                and len(serving["ngram_kernel"]) == size * outputs
-                and len(serving["ngram_bias"]) == outputs):
-            raise ValueError("n-gram arrays do not match the n-gram list")
-        serving["ngram_kernel"] = serving["ngram_kernel"].reshape(size, outputs)
-    return serving
+    return {"ngram_order": order, "outputs": outputs}
+
+
+def _ngram_model(data: dict[str, np.ndarray], outputs: int) -> dict[str, Any]:
+    """The n-gram list and its weights (a model that is not all RNN)."""
+    model: dict[str, Any] = {"ngrams": _utf8_text(data["ngrams"]).split("\n")}
+    for name in _NGRAM_ARRAYS:
+        array = data[name]
+        if array.ndim != 1 or array.dtype != np.float32 or not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} is not a finite float32 vector")
+        model[name] = array
+    size = len(model["ngrams"])
+    if not (len(model["ngram_idf"]) == size
+            and len(model["ngram_kernel"]) == size * outputs
+            and len(model["ngram_bias"]) == outputs):
+        raise ValueError("n-gram arrays do not match the n-gram list")
+    model["ngram_kernel"] = model["ngram_kernel"].reshape(size, outputs)
+    return model
 
 
 def _whole(value: Any) -> bool:

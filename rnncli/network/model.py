@@ -138,8 +138,8 @@ def standardize_tables() -> dict:
     changes, and what it becomes; ``cased`` / ``ignorable``: ranges of the characters
     ICU counts as cased and as case-ignorable, which decide whether a capital sigma is
     final (ς) or not (σ); ``split``: ranges of the characters that are tokens of their
-    own (``SPLIT_CHARS``). ``engine.Standardizer`` reproduces both standardizations from
-    these, whatever Unicode version Python's own tables follow.
+    own (``SPLIT_CHARS``). ``standardize.Standardizer`` reproduces both standardizations
+    from these, whatever Unicode version Python's own tables follow.
     """
     codepoints = np.array([c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF])
     chars = [chr(c) for c in codepoints]  # NUL never reaches lower: standardize replaces it

@@ -286,12 +286,20 @@ def _patch_keras_for_multi_worker() -> None:
                               f"{keras.__version__} lacks the internal {name} that rnncli "
                               "mends; install another Keras 3 release")
     tf = import_tensorflow()
-    reduce_per_replica = trainer.reduce_per_replica
 
     def local(strategy, value):
         if isinstance(value, tf.distribute.DistributedValues):
             return strategy.experimental_local_results(value)[0]
         return value
+
+    trainer.reduce_per_replica = _reduce_multi_worker(trainer, tree, local)
+    trainer.TensorFlowTrainer._maybe_symbolic_build = _build_on_local_batch(tree, local)
+    trainer._rnncli_multi_worker = True
+
+
+def _reduce_multi_worker(trainer, tree, local):
+    """Mends (2): ``reduce_per_replica``, with a scalar's mean taken without an axis."""
+    reduce_per_replica = trainer.reduce_per_replica
 
     def reduce_multi_worker(values, strategy, reduction):
         if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(
@@ -306,6 +314,11 @@ def _patch_keras_for_multi_worker() -> None:
 
         return tree.map_structure(mean, values)
 
+    return reduce_multi_worker
+
+
+def _build_on_local_batch(tree, local):
+    """Mends (1): ``_maybe_symbolic_build``, from one device's share of the first batch."""
     def maybe_symbolic_build(self, iterator=None, data_batch=None):
         if self._distribute_strategy is None:
             return
@@ -317,9 +330,7 @@ def _patch_keras_for_multi_worker() -> None:
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
-    trainer.reduce_per_replica = reduce_multi_worker
-    trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
-    trainer._rnncli_multi_worker = True
+    return maybe_symbolic_build
 
 
 def precision_policy(mixed_precision: bool | str, device_names: list[str]) -> str:

@@ -41,85 +41,100 @@ def create_app(settings: ServeSettings | None = None, predictor=None) -> Starlet
     """The application (a factory for uvicorn: with no arguments, the settings come from
     the environment ``rnncli serve`` set)."""
     settings = settings or service.settings_from_env()
-    predictor = predictor or service.load_predictor(settings)
-    batcher = service.Batcher(predictor.scores, window=settings.batch_window,
-                            max_batch=settings.max_batch)
-    info = service.public_info(predictor.manifest, settings.name)
-
-    def explain_texts(items: list) -> list:
-        from rnncli.inference.explain import explain_records
-
-        return explain_records(predictor, items)
-
-    explainer = service.ExplainQueue(explain_texts, size=settings.explain_queue)
-
-    async def predict(request: Request) -> Response:
-        body = await service.read_json(request, settings.max_body_bytes)
-        texts = service.texts_field(body, settings)
-        return json_response(await service.predict_records(predictor, batcher, texts))
-
-    async def explain(request: Request) -> Response:
-        if getattr(predictor.engine, "name", "") != "onnx":
-            raise RequestError(501, "explain runs on the ONNX engine, which this model "
-                                    "lacks (trained by an older rnncli); retrain it")
-        body = await service.read_json(request, settings.max_body_bytes)
-        items = [capped_text(t) for t in service.texts_field(body, settings)]
-        service.check_explain_budget(predictor, items, settings.max_explain_tokens)
-        return json_response(await explainer.run(items, request.is_disconnected))
-
-    async def health(request: Request) -> Response:
-        return json_response({"status": "ok", "name": settings.name, "pid": os.getpid(),
-                              "engine_calls": batcher.calls, "texts_scored": batcher.texts,
-                              **explainer.state()})
-
-    async def show_info(request: Request) -> Response:
-        return json_response(info)
-
-    async def openapi(request: Request) -> Response:
-        return json_response(openapi_document(settings))
-
-    async def tf_serving(request: Request) -> Response:
-        target = tf_api.parse_path(request.path_params["spec"], request.method,
-                                     settings.name)
-        if target.verb is None:
-            if target.metadata:
-                return json_response(tf_api.metadata(settings.name, predictor.label_names))
-            return json_response(tf_api.model_status())
-        if target.verb != "predict":
-            raise tf_api.not_predict(target.verb)
-        body = await service.read_json(request, settings.max_body_bytes)
-        asked = tf_api.predict_request(body, predictor.label_names, settings.max_texts)
-        scores = await batcher.score(asked.texts)
-        return json_response(tf_api.predict_answer(scores, asked, predictor.label_names))
-
-    @asynccontextmanager
-    async def lifespan(app):
-        batcher.start()
-        try:
-            yield
-        finally:
-            await batcher.stop()
-            explainer.stop()
-            predictor.close()
-
-    routes = [
-        Route("/predict", predict, methods=["POST"]),
-        Route("/explain", explain, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/info", show_info, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route(TF_PREFIX + "{spec:path}", tf_serving, methods=["GET", "POST"]),
-    ]
-    # TF Serving's paths are case-insensitive (/V1/MODELS/...)
-    routes[-1].path_regex = re.compile(f"^{TF_PREFIX}(?P<spec>.*)$", re.IGNORECASE)
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+    endpoints = Endpoints(settings, predictor or service.load_predictor(settings))
+    handlers = {
         RequestError: lambda request, exc: error_response(exc.status, exc.message,
                                                           exc.headers),
         RnnCliError: _unexpected,  # a model's fault while serving: a 500 like any other
         HTTPException: _http_error,
         Exception: _unexpected,
-    })
-    return RequestLog(app)
+    }
+    return RequestLog(Starlette(routes=endpoints.routes(), lifespan=endpoints.lifespan,
+                                exception_handlers=handlers))
+
+
+class Endpoints:
+    """The routes of one application, with what they share: the settings, the predictor,
+    the batcher that scores for it and the queue that explains with it."""
+
+    def __init__(self, settings: ServeSettings, predictor):
+        self.settings = settings
+        self.predictor = predictor
+        self.batcher = service.Batcher(predictor.scores, window=settings.batch_window,
+                                       max_batch=settings.max_batch)
+        self.info = service.public_info(predictor.manifest, settings.name)
+        self.explainer = service.ExplainQueue(self.explain_texts,
+                                              size=settings.explain_queue)
+
+    def explain_texts(self, items: list) -> list:
+        from rnncli.inference.explain import explain_records
+
+        return explain_records(self.predictor, items)
+
+    def routes(self) -> list[Route]:
+        routes = [
+            Route("/predict", self.predict, methods=["POST"]),
+            Route("/explain", self.explain, methods=["POST"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/info", self.show_info, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route(TF_PREFIX + "{spec:path}", self.tf_serving, methods=["GET", "POST"]),
+        ]
+        # TF Serving's paths are case-insensitive (/V1/MODELS/...)
+        routes[-1].path_regex = re.compile(f"^{TF_PREFIX}(?P<spec>.*)$", re.IGNORECASE)
+        return routes
+
+    @asynccontextmanager
+    async def lifespan(self, app):
+        self.batcher.start()
+        try:
+            yield
+        finally:
+            await self.batcher.stop()
+            self.explainer.stop()
+            self.predictor.close()
+
+    async def predict(self, request: Request) -> Response:
+        body = await service.read_json(request, self.settings.max_body_bytes)
+        texts = service.texts_field(body, self.settings)
+        return json_response(await service.predict_records(self.predictor, self.batcher,
+                                                           texts))
+
+    async def explain(self, request: Request) -> Response:
+        if getattr(self.predictor.engine, "name", "") != "onnx":
+            raise RequestError(501, "explain runs on the ONNX engine, which this model "
+                                    "lacks (trained by an older rnncli); retrain it")
+        body = await service.read_json(request, self.settings.max_body_bytes)
+        items = [capped_text(t) for t in service.texts_field(body, self.settings)]
+        service.check_explain_budget(self.predictor, items,
+                                     self.settings.max_explain_tokens)
+        return json_response(await self.explainer.run(items, request.is_disconnected))
+
+    async def health(self, request: Request) -> Response:
+        return json_response({"status": "ok", "name": self.settings.name,
+                              "pid": os.getpid(), "engine_calls": self.batcher.calls,
+                              "texts_scored": self.batcher.texts,
+                              **self.explainer.state()})
+
+    async def show_info(self, request: Request) -> Response:
+        return json_response(self.info)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(self.settings))
+
+    async def tf_serving(self, request: Request) -> Response:
+        name, labels = self.settings.name, self.predictor.label_names
+        target = tf_api.parse_path(request.path_params["spec"], request.method, name)
+        if target.verb is None:
+            if target.metadata:
+                return json_response(tf_api.metadata(name, labels))
+            return json_response(tf_api.model_status())
+        if target.verb != "predict":
+            raise tf_api.not_predict(target.verb)
+        body = await service.read_json(request, self.settings.max_body_bytes)
+        asked = tf_api.predict_request(body, labels, self.settings.max_texts)
+        scores = await self.batcher.score(asked.texts)
+        return json_response(tf_api.predict_answer(scores, asked, labels))
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response:
