@@ -346,7 +346,7 @@ def _tf_config(cluster, task_type="worker", index=0):
     (_tf_config({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0), ("chief", 0, 2, True)),
 ])
 def test_multi_worker_role_from_tf_config(monkeypatch, config, role):
-    from rnncli.network.runtime import multi_worker_role
+    from rnncli.network.multi_worker import multi_worker_role
 
     monkeypatch.setenv("TF_CONFIG", config)
     got = multi_worker_role()

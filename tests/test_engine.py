@@ -382,7 +382,7 @@ def test_graph_of_another_shape_is_refused(gru_model, tmp_path):
 def test_tensorflow_lower_cases_the_same_under_a_turkish_locale(gru_model):
     """ICU inside TensorFlow would lower-case "I" to "ı" under tr_TR; rnncli keeps the
     root mapping, so both engines (and every machine) tokenize alike."""
-    code = ("from rnncli import model as M\n"
+    code = ("from rnncli.network import model as M\n"
             "print(M.standardize(M.tf.constant(['TITANIC IS GREAT'])).numpy()[0].decode())")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -157,11 +157,11 @@ def test_keras_internals_are_mended_only_where_known(monkeypatch, version):
     import keras
 
     from rnncli.core.errors import DeviceError
-    from rnncli.network import runtime
+    from rnncli.network import multi_worker
 
     monkeypatch.setattr(keras, "__version__", version)
     with pytest.raises(DeviceError, match=r"pip install 'keras<3\.16'"):
-        runtime._patch_keras_for_multi_worker()
+        multi_worker._patch_keras_for_multi_worker()
 
 
 def test_a_state_kept_before_val_losses_existed_still_resumes(tmp_path):

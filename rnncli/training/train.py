@@ -53,7 +53,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     ``mixed_precision``: see :func:`runtime.precision_policy`.
     ``resume``: continue an interrupted run of the same data and settings (resume.py).
     """
-    from rnncli.network.runtime import multi_worker_role
+    from rnncli.network.multi_worker import multi_worker_role
 
     reporter = reporter or Reporter()
     out = fsio.resolve_output(out)
@@ -158,7 +158,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                     progress: resume_run.Progress | None = None) -> dict[str, Any] | None:
     """Fit on tokenized data, then save, verify and atomically publish ``out``.
 
-    ``role``: this process's place in a multi-machine run (runtime.WorkerRole); only the
+    ``role``: this process's place in a multi-machine run (multi_worker.WorkerRole); only the
     chief publishes, the others return None. ``progress``: from :func:`resume.prepare`,
     or None to keep no state.
     """
@@ -361,7 +361,8 @@ def _devices(device: str, role, config: TrainConfig, train_rows: int, reporter: 
     On several machines (``role`` from TF_CONFIG) the strategy is created here, before
     TensorFlow runs any operation, as MultiWorkerMirroredStrategy requires.
     """
-    from rnncli.network.runtime import chosen_labels, multi_worker_strategy, select_devices
+    from rnncli.network.multi_worker import multi_worker_strategy
+    from rnncli.network.runtime import chosen_labels, select_devices
 
     device_names = select_devices(device)
     strategy = None
