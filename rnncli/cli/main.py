@@ -13,7 +13,6 @@ import sys
 
 import click
 
-from rnncli import __version__
 from rnncli.cli.explain_report import echo_written, explain, report
 from rnncli.cli.options import (
     DEFAULT_MODEL_DIR,
@@ -49,6 +48,7 @@ from rnncli.core.errors import (
     UsageError,
 )
 from rnncli.core.terminal import visible
+from rnncli.core.version import __version__
 
 _debug = False
 

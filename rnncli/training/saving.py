@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from rnncli import __version__
 from rnncli.core import fsio
 from rnncli.core.config import TrainConfig
 from rnncli.core.errors import ModelError, RnnCliError, Terminated, UsageError, first_line
+from rnncli.core.version import __version__
 from rnncli.data.dataset import Dataset, write_split
 from rnncli.inference.metrics import evaluate_scores, round_figures
 from rnncli.modeldir import artifacts
