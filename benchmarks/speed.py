@@ -152,7 +152,7 @@ def main() -> None:
 
     if "help" not in skip:
         rows += _compare("help", env.command("rnncli", "--help"),
-                         [env.python, "-c", "import click, rich"], args.repeat, 1.3)
+                         [env.python, "-c", "import click, rich"], args.repeat, 1.2)
     if "cold" not in skip:
         predict = env.command("rnncli", "predict", "-m", str(model), "great movie")
         rows += _compare("cold predict", predict, [env.python, "-c", "import tensorflow"],

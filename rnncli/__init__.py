@@ -4,7 +4,6 @@ This module stays light: importing it never imports TensorFlow or Keras. From Py
 ``rnncli.load(model_dir).predict(texts)`` scores texts (``rnncli/api.py``, docs/python.md).
 """
 
-from rnncli.core.config import TrainConfig  # light: a dataclass
 from rnncli.core.errors import (
     DataError,
     DeviceError,
@@ -28,10 +27,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # load and Model come from rnncli.api on first use, so that importing rnncli (as the
-    # command line does for --help) stays as light as it was
+    # load, Model and TrainConfig are imported on first use, so that importing rnncli (as
+    # the command line does for --help) imports neither the API nor the settings
     if name in ("load", "Model"):
         from rnncli import api
 
         return getattr(api, name)
+    if name == "TrainConfig":
+        from rnncli.core.config import TrainConfig
+
+        return TrainConfig
     raise AttributeError(f"module 'rnncli' has no attribute {name!r}")

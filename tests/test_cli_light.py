@@ -88,6 +88,35 @@ def test_light_paths_import_only_what_they_need(tmp_path, args, code, allowed):
     assert packages <= allowed, f"also imported: {sorted(packages - allowed)}"
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+def test_the_groups_help_imports_no_command(tmp_path, args):
+    """`rnncli --help` lists the commands from cli.main.COMMANDS: no command's module, nor
+    the settings they are built from, is imported (what kept --help within 1.2x of
+    `import click, rich`)."""
+    code, modules = _imported(args, tmp_path)
+    assert code == 0
+    mine = sorted(m for m in modules if m.startswith("rnncli."))
+    assert not {"rnncli.core.config", "rnncli.cli.options", "rnncli.cli.train",
+                "rnncli.cli.score"} & set(mine), mine
+
+
+def test_the_groups_list_is_each_commands_own_help():
+    import importlib
+
+    from rnncli.cli.main import COMMANDS
+
+    for name, (module, summary) in COMMANDS.items():
+        command = getattr(importlib.import_module(f"rnncli.cli.{module}"), name)
+        assert command.name == name
+        assert " ".join(command.help.split("\n\n")[0].split()) == summary, name
+    listed = CliRunner().invoke(cli, ["--help"]).output
+    assert "  predict   Label TEXTs, or lines from stdin when no TEXT (or '-') is given." \
+        in listed
+    for name in COMMANDS:  # each listed command runs
+        assert CliRunner().invoke(cli, [name, "--help"]).exit_code == 0, name
+    assert CliRunner().invoke(cli, ["nosuch"]).exit_code == 2
+
+
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["train"]])
 def test_help_and_usage_errors_skip_shutil(tmp_path, args):
     """Click imports shutil (with bz2, lzma, zlib) for the terminal's width alone; the

@@ -59,7 +59,7 @@ def test_unknown_keys_are_refused():
 def test_train_options_default_to_the_settings_objects_defaults():
     """Defaults live only in TrainConfig: each `rnncli train` option of a setting starts
     at the value a TrainConfig() holds (None: derived from the data)."""
-    from rnncli.cli.main import train
+    from rnncli.cli.train import train
 
     config = TrainConfig()
     options = {p.name: p.default for p in train.params}
@@ -90,7 +90,7 @@ def test_the_cli_and_the_settings_object_allow_the_same_values():
     setting and the other way round, at and around every bound (--layers 9 included)."""
     import click
 
-    from rnncli.cli.main import train
+    from rnncli.cli.train import train
     from rnncli.core.config import RANGES
 
     options = {p.name: p for p in train.params}

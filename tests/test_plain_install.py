@@ -102,3 +102,31 @@ def test_the_plain_venv_has_none_of_the_extras():
     found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
                            check=True).stdout
     assert json.loads(found) == []
+
+
+SERVERS = [pytest.param((sys.executable, "-c", WITHOUT_EXTRAS), id="simulated"),
+           pytest.param((str(Path(PLAIN_VENV or ".") / "bin" / "rnncli"),), id="plain-venv",
+                        marks=pytest.mark.skipif(not PLAIN_VENV, reason="RNNCLI_PLAIN_VENV "
+                                                 "is not set (.ci/run sets it)"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", SERVERS)
+def test_the_plain_install_serves_what_the_full_one_trained(command, gru_model):
+    """A model trained here (the full install) served by the plain one: the scores the
+    full install's own engine gives."""
+    from test_serve import Server
+
+    import rnncli
+
+    texts = ["a wonderful, moving film", "dull and far too long", "一部好电影", ""]
+    with rnncli.load(gru_model) as model:
+        expected = model.predict(texts)
+    server = Server(gru_model, command=command)
+    try:
+        status, records = server.request("POST", "/predict", {"texts": texts})
+    finally:
+        server.stop()
+    assert status == 200
+    assert [(r["label"], r["scores"], r["status"]) for r in records] == \
+        [(r["label"], r["scores"], r["status"]) for r in expected]

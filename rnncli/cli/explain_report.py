@@ -7,10 +7,10 @@ import sys
 
 import click
 
+from rnncli.cli.context import RnnCliCommand
 from rnncli.cli.options import (
     FailedLines,
     Probability,
-    RnnCliCommand,
     check_data_file_options,
     data_options,
     device_option,

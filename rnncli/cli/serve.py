@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from rnncli.cli.options import RnnCliCommand, model_option
+from rnncli.cli.context import RnnCliCommand
+from rnncli.cli.options import model_option
 from rnncli.core.errors import UsageError
 
 EXPLAIN_TOKENS = 50_000  # per /explain request: 1 to 2 s on 2 cores (docs/serve.md)

@@ -3,8 +3,8 @@
 ``pip install rnncli`` predicts, evaluates, explains, serves and describes models with
 ONNX Runtime alone; training, ``export``, ``devices`` and ``--engine tf`` need the
 ``train`` extra (TensorFlow, Keras, tf2onnx, onnx, SciPy), ``report`` the ``report`` extra
-(matplotlib). A command that needs a missing one says so before it reads anything, with
-the one line that installs it (exit 2). Light: standard library only; finding a package
+(matplotlib), the Ray job the ``ray`` extra. A command that needs a missing one says so
+before it reads anything, with the one line that installs it (exit 2). Light: standard library only; finding a package
 does not import it.
 """
 
@@ -17,10 +17,12 @@ from rnncli.core.errors import UsageError
 EXTRAS = {
     "train": ("tensorflow", "keras", "tf2onnx", "onnx", "scipy"),
     "report": ("matplotlib",),
+    "ray": ("ray", "pandas", "pyarrow"),  # ray[data]: what Ray Data reads and writes with
 }
 NEEDED_BY = {
     "train": "training, export, devices and --engine tf",
     "report": "rnncli report",
+    "ray": "the Ray job (python -m rnncli.ray_job)",
 }
 
 

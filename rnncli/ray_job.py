@@ -1,0 +1,168 @@
+"""Scoring a corpus too large for one machine on Ray Data (docs/distributed.md).
+
+``score(dataset, model_dir)`` adds predict's fields to every row of a Ray dataset:
+``label``, ``score`` (the label's probability), ``status`` and ``score_<class>`` for each
+class, as ``rnncli predict --format csv`` names them. ``python -m rnncli.ray_job INPUT
+OUTPUT -m MODEL`` reads CSV, JSON lines or Parquet files, scores them and writes Parquet,
+JSON lines or CSV.
+
+The model directory travels with the job: its four scoring files (a few MB) are read and
+checked once, on the driver, and each of Ray's actors writes them to a temporary directory
+of its own, checks their hashes and loads the model once (``rnncli.load``, the ONNX
+engine). Workers need rnncli's plain install and Ray, not the model's path.
+Needs ``pip install 'rnncli[ray]'``; ``ray`` is imported only when a job runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnncli.api import Model
+from rnncli.core.errors import RnnCliError, UsageError
+from rnncli.core.extras import require
+from rnncli.core.terminal import visible
+from rnncli.inference.predict import check_files
+from rnncli.modeldir import artifacts
+
+# What scoring reads; the held-out test split (test.jsonl.gz) stays behind
+SCORING_FILES = (artifacts.MANIFEST, artifacts.MODEL_FILE, artifacts.ONNX_FILE,
+                 artifacts.SERVING_FILE)
+READERS = {".csv": "read_csv", ".jsonl": "read_json", ".json": "read_json",
+           ".parquet": "read_parquet"}
+WRITERS = {"parquet": "write_parquet", "jsonl": "write_json", "csv": "write_csv"}
+
+
+def model_files(model_dir: str | Path) -> dict[str, bytes]:
+    """The files a worker needs to score, checked here (hashes, archive, the ONNX engine's
+    files) so that a broken model fails before any work is sent out."""
+    model_dir = Path(model_dir)
+    manifest = artifacts.read_manifest(model_dir)
+    check_files(model_dir, manifest, engine="onnx", device="cpu")
+    return {name: (model_dir / name).read_bytes() for name in SCORING_FILES}
+
+
+def output_columns(labels: tuple[str, ...], prefix: str = "") -> list[str]:
+    """The columns :func:`score` adds, in order."""
+    return [prefix + name for name in ("label", "score", "status",
+                                       *(f"score_{label}" for label in labels))]
+
+
+class Scorer:
+    """Ray Data's callable class: one loaded model per actor, one call per batch (a dict
+    of NumPy columns, ``batch_format="numpy"``)."""
+
+    def __init__(self, files: dict[str, bytes], text_column: str = "text", prefix: str = ""):
+        self._dir = tempfile.mkdtemp(prefix="rnncli-model-")
+        for name, data in files.items():
+            Path(self._dir, name).write_bytes(data)
+        self.model = Model(self._dir, engine="onnx")
+        self.text_column, self.prefix = text_column, prefix
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.text_column not in batch:
+            raise UsageError(f"no column {self.text_column!r} in the data (it has "
+                             f"{', '.join(batch)}); name the texts' column with text_column "
+                             "(--text-column)")
+        records = self.model.predict([_text(value) for value in batch[self.text_column]])
+        names = output_columns(self.model.labels, self.prefix)
+        out = dict(batch)
+        out[names[0]] = np.array([r["label"] for r in records], dtype=object)
+        out[names[1]] = _probabilities(r["score"] for r in records)
+        out[names[2]] = np.array([r["status"] for r in records], dtype=object)
+        for name, label in zip(names[3:], self.model.labels):
+            out[name] = _probabilities((r["scores"] or {}).get(label) for r in records)
+        return out
+
+    def __del__(self):
+        model = getattr(self, "model", None)
+        if model is not None:
+            model.close()
+        shutil.rmtree(getattr(self, "_dir", ""), ignore_errors=True)
+
+
+def _text(value: Any) -> str | bytes:
+    """A cell as predict's input: a missing value (None, NaN) is a blank text ("empty")."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value if isinstance(value, (str, bytes)) else str(value)
+
+
+def _probabilities(values) -> np.ndarray:
+    # NaN where a text has no score (status "empty")
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def score(dataset, model_dir: str | Path, *, text_column: str = "text", prefix: str = "",
+          batch_size: int = 256, concurrency: int | tuple[int, int] = (1, 4)):
+    """``dataset`` (a ``ray.data.Dataset``) with predict's fields added to every row.
+
+    ``concurrency``: Ray actors scoring at once, each with its own copy of the model (a
+    number, or (least, most) for a pool that grows with the work). ``prefix`` goes before
+    the added columns' names, for data that already has a ``label`` or ``score`` column.
+    """
+    files = model_files(model_dir)
+    manifest = artifacts.read_manifest(model_dir)
+    added = output_columns(artifacts.label_names(manifest), prefix)
+    taken = sorted(set(added) & set(dataset.columns()))
+    if taken:
+        raise UsageError(f"the data already has column(s) {', '.join(taken)}; give a prefix "
+                         "for the scores' columns (--prefix pred_)")
+    return dataset.map_batches(
+        Scorer, fn_constructor_kwargs={"files": files, "text_column": text_column,
+                                       "prefix": prefix},
+        batch_size=batch_size, batch_format="numpy", concurrency=concurrency)
+
+
+def read(ray_data, paths: list[str]):
+    """A dataset of CSV, JSON-lines or Parquet files (one kind, by suffix)."""
+    kinds = {Path(p).suffix.lower() for p in paths}
+    if len(kinds) != 1 or next(iter(kinds)) not in READERS:
+        raise UsageError(f"input files end in {', '.join(sorted(kinds)) or 'nothing'}; give "
+                         "files of one kind: .csv, .jsonl (JSON lines) or .parquet")
+    return getattr(ray_data, READERS[kinds.pop()])(paths)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rnncli.ray_job",
+        description="Score files on Ray Data: predict's fields added to every row.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help=".csv, .jsonl or .parquet files (local paths, or any URL Ray "
+                             "reads, such as s3://)")
+    parser.add_argument("output", metavar="OUTPUT", help="directory Ray writes the files into")
+    parser.add_argument("-m", "--model", required=True, help="the model directory")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--prefix", default="", help="before the added columns' names")
+    parser.add_argument("--format", choices=sorted(WRITERS), default="parquet")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="actors at once [default: 1 to 4, as the work needs]")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--address", default=None,
+                        help="a Ray cluster [default: RAY_ADDRESS, else a local Ray]")
+    args = parser.parse_args(argv)
+    try:
+        require("ray")
+        import ray
+
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        dataset = read(ray.data, args.inputs)
+        scored = score(dataset, args.model, text_column=args.text_column,
+                       prefix=args.prefix, batch_size=args.batch_size,
+                       concurrency=args.concurrency or (1, 4))
+        getattr(scored, WRITERS[args.format])(args.output)
+    except RnnCliError as exc:
+        print(f"Error: {visible(str(exc), lines=True)}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
