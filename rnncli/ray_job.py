@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -101,13 +102,17 @@ def _probabilities(values) -> np.ndarray:
 
 
 def score(dataset, model_dir: str | Path, *, text_column: str = "text", prefix: str = "",
-          batch_size: int = 256, concurrency: int | tuple[int, int] = (1, 4)):
+          batch_size: int = 256, actors: int | tuple[int, int] | None = None):
     """``dataset`` (a ``ray.data.Dataset``) with predict's fields added to every row.
 
-    ``concurrency``: Ray actors scoring at once, each with its own copy of the model (a
-    number, or (least, most) for a pool that grows with the work). ``prefix`` goes before
-    the added columns' names, for data that already has a ``label`` or ``score`` column.
+    ``actors``: Ray actors scoring at once, each with its own copy of the model and one
+    CPU: a number, or (least, most) for a pool that grows with the work; by default 1 to
+    the cluster's CPUs less one, which stays for reading and writing (a pool that takes
+    every CPU starves them, and the job waits forever). ``prefix`` goes before the added
+    columns' names, for data that already has a ``label`` or ``score`` column.
     """
+    import ray
+
     files = model_files(model_dir)
     manifest = artifacts.read_manifest(model_dir)
     added = output_columns(artifacts.label_names(manifest), prefix)
@@ -115,10 +120,14 @@ def score(dataset, model_dir: str | Path, *, text_column: str = "text", prefix: 
     if taken:
         raise UsageError(f"the data already has column(s) {', '.join(taken)}; give a prefix "
                          "for the scores' columns (--prefix pred_)")
+    if actors is None:
+        actors = (1, max(1, int(ray.cluster_resources().get("CPU", 2)) - 1))
+    least, most = (actors, actors) if isinstance(actors, int) else actors
     return dataset.map_batches(
         Scorer, fn_constructor_kwargs={"files": files, "text_column": text_column,
                                        "prefix": prefix},
-        batch_size=batch_size, batch_format="numpy", concurrency=concurrency)
+        batch_size=batch_size, batch_format="numpy", num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(min_size=least, max_size=most))
 
 
 def read(ray_data, paths: list[str]):
@@ -142,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--prefix", default="", help="before the added columns' names")
     parser.add_argument("--format", choices=sorted(WRITERS), default="parquet")
-    parser.add_argument("--concurrency", type=int, default=None,
-                        help="actors at once [default: 1 to 4, as the work needs]")
+    parser.add_argument("--actors", type=int, default=None,
+                        help="actors scoring at once, one CPU each [default: 1 to the "
+                             "cluster's CPUs less one, as the work needs]")
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="CPUs of the Ray started here when there is no --address "
+                             "[default: this machine's]")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--address", default=None,
                         help="a Ray cluster [default: RAY_ADDRESS, else a local Ray]")
@@ -152,11 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         require("ray")
         import ray
 
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        local = not (args.address or os.environ.get("RAY_ADDRESS"))
+        ray.init(address=args.address, num_cpus=args.num_cpus if local else None,
+                 include_dashboard=False, log_to_driver=False)
         dataset = read(ray.data, args.inputs)
         scored = score(dataset, args.model, text_column=args.text_column,
                        prefix=args.prefix, batch_size=args.batch_size,
-                       concurrency=args.concurrency or (1, 4))
+                       actors=args.actors)
         getattr(scored, WRITERS[args.format])(args.output)
     except RnnCliError as exc:
         print(f"Error: {visible(str(exc), lines=True)}", file=sys.stderr)

@@ -65,7 +65,7 @@ def test_the_job_in_rays_local_mode_scores_as_predict(tmp_path, gru_model):
     out = tmp_path / "out"
     job = subprocess.run(
         [sys.executable, "-m", "rnncli.ray_job", str(source), str(out), "-m", str(gru_model),
-         "--format", "jsonl", "--concurrency", "2", "--batch-size", "8"],
+         "--format", "jsonl", "--num-cpus", "3", "--actors", "2", "--batch-size", "8"],
         capture_output=True, text=True, timeout=300)
     assert job.returncode == 0, job.stderr[-3000:]
     scored = sorted((json.loads(line) for part in sorted(out.glob("*.json*"))

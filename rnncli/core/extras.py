@@ -4,8 +4,8 @@
 ONNX Runtime alone; training, ``export``, ``devices`` and ``--engine tf`` need the
 ``train`` extra (TensorFlow, Keras, tf2onnx, onnx, SciPy), ``report`` the ``report`` extra
 (matplotlib), the Ray job the ``ray`` extra. A command that needs a missing one says so
-before it reads anything, with the one line that installs it (exit 2). Light: standard library only; finding a package
-does not import it.
+before it reads anything, with the one line that installs it (exit 2). Light: standard
+library only; finding a package does not import it.
 """
 
 from __future__ import annotations
