@@ -10,11 +10,14 @@ readable there, and checks its hashes as any load does.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 from typing import Any
 
+from rnncli.core.config import ENGINES
+from rnncli.core.errors import UsageError
 from rnncli.inference.predict import Predictor
 
 
@@ -22,14 +25,20 @@ class Model:
     """A model directory loaded for scoring."""
 
     def __init__(self, model_dir: str | os.PathLike, *, engine: str = "auto",
-                 threshold: float | None = None):
-        """``engine``: auto (ONNX when the model has its files), onnx or tf (needs
-        ``pip install 'rnncli[train]'``); ``threshold``: a two-class model's decision
-        threshold instead of its own."""
-        self._args = (str(Path(model_dir).resolve()), engine, threshold)
+                 threshold: float | None = None, workers: int | None = None):
+        """``engine``: auto (ONNX when the model has its files, else TensorFlow), onnx or
+        tf (TensorFlow needs ``pip install 'rnncli[train]'``); ``threshold``: a two-class
+        model's decision threshold, in [0, 1], instead of its own; ``workers``: threads
+        the ONNX engine scores with at once (default: one per core)."""
+        _check_arguments(engine, threshold, workers)
+        # absolute, not resolved: a pickled Model names the path as given (a link the
+        # workers have too), from wherever it was given
+        self._args = (str(Path(model_dir).absolute()), engine, threshold, workers)
         # CPU only: a GPU is for training; scoring many texts spreads over processes
         self._predictor = Predictor.load(self._args[0], device="cpu", engine=engine,
                                          threshold=threshold)
+        if workers is not None and hasattr(self._predictor.engine, "max_workers"):
+            self._predictor.engine.max_workers = workers
 
     @property
     def model_dir(self) -> Path:
@@ -60,17 +69,19 @@ class Model:
         one record."""
         if isinstance(texts, (str, bytes)):
             texts = [texts]
-        try:
-            items = list(texts)
-        except TypeError:
-            items = [texts]  # not iterable: refused below with its type
+        if isinstance(texts, (Mapping, Set, bytearray, memoryview)) or not isinstance(
+                texts, Iterable):
+            raise TypeError("predict takes a text (str or bytes) or a sequence of them, not "
+                            f"{type(texts).__name__}")
+        items = list(texts)
         wrong = next((item for item in items if not isinstance(item, (str, bytes))), None)
         if wrong is not None:
             raise TypeError(f"predict takes texts (str or bytes), not {type(wrong).__name__}")
         return self._predictor.records(items, batch_size)
 
     def close(self) -> None:
-        """Release the engine's threads (also done by ``with``)."""
+        """Release the engine's threads (also done by ``with``), once no thread is
+        predicting with it."""
         self._predictor.close()
 
     def __enter__(self) -> Model:
@@ -82,18 +93,32 @@ class Model:
     def __reduce__(self):
         # the directory travels, not the loaded engine (an ONNX Runtime session pickles
         # not at all); each process that unpickles a Model loads it once
-        path, engine, threshold = self._args
-        return (_load, (path, engine, threshold))
+        return (_load, self._args)
 
     def __repr__(self) -> str:
         return f"rnncli.Model({self._args[0]!r}, engine={self.engine!r})"
 
 
-def _load(path: str, engine: str, threshold: float | None) -> Model:
-    return Model(path, engine=engine, threshold=threshold)
+def _load(path: str, engine: str, threshold: float | None, workers: int | None) -> Model:
+    return Model(path, engine=engine, threshold=threshold, workers=workers)
+
+
+def _check_arguments(engine: str, threshold: float | None, workers: int | None) -> None:
+    """What the command line's option types check, for callers from Python."""
+    if engine not in ENGINES:
+        raise UsageError(f"engine={engine!r}: give one of {', '.join(ENGINES)}")
+    if threshold is not None and (isinstance(threshold, bool)
+                                  or not isinstance(threshold, (int, float))
+                                  or math.isnan(threshold) or not 0 <= threshold <= 1):
+        raise UsageError(f"threshold={threshold!r}: give a number in [0, 1], or None for "
+                         "the model's own")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise UsageError(f"workers={workers!r}: give a whole number >= 1, or None for one "
+                         "per core")
 
 
 def load(model_dir: str | os.PathLike, *, engine: str = "auto",
-         threshold: float | None = None) -> Model:
+         threshold: float | None = None, workers: int | None = None) -> Model:
     """Load a model directory for scoring from Python (see :class:`Model`)."""
-    return Model(model_dir, engine=engine, threshold=threshold)
+    return Model(model_dir, engine=engine, threshold=threshold, workers=workers)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnncli.api import Model
-from rnncli.core.errors import RnnCliError, UsageError
+from rnncli.core.errors import ModelError, RnnCliError, UsageError
 from rnncli.core.extras import require
 from rnncli.core.terminal import visible
 from rnncli.inference.predict import check_files
@@ -46,6 +46,9 @@ def model_files(model_dir: str | Path) -> dict[str, bytes]:
     files) so that a broken model fails before any work is sent out."""
     model_dir = Path(model_dir)
     manifest = artifacts.read_manifest(model_dir)
+    if not all(name in manifest["files"] for name in SCORING_FILES[2:]):
+        raise ModelError(f"{model_dir}: has no ONNX files (it was trained by an older rnncli, "
+                         "or their export failed), which the Ray job scores with; retrain it")
     check_files(model_dir, manifest, engine="onnx", device="cpu")
     return {name: (model_dir / name).read_bytes() for name in SCORING_FILES}
 
@@ -61,10 +64,16 @@ class Scorer:
     of NumPy columns, ``batch_format="numpy"``)."""
 
     def __init__(self, files: dict[str, bytes], text_column: str = "text", prefix: str = ""):
-        self._dir = tempfile.mkdtemp(prefix="rnncli-model-")
-        for name, data in files.items():
-            Path(self._dir, name).write_bytes(data)
-        self.model = Model(self._dir, engine="onnx")
+        # The files are written, checked and loaded, then removed: the ONNX engine holds
+        # what it needs in memory, and an actor Ray stops runs no clean-up of its own.
+        folder = tempfile.mkdtemp(prefix="rnncli-model-")
+        try:
+            for name, data in files.items():
+                Path(folder, name).write_bytes(data)
+            # one thread: Ray gives each actor one CPU
+            self.model = Model(folder, engine="onnx", workers=1)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         self.text_column, self.prefix = text_column, prefix
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -81,13 +90,6 @@ class Scorer:
         for name, label in zip(names[3:], self.model.labels):
             out[name] = _probabilities((r["scores"] or {}).get(label) for r in records)
         return out
-
-    def __del__(self):
-        model = getattr(self, "model", None)
-        if model is not None:
-            model.close()
-        shutil.rmtree(getattr(self, "_dir", ""), ignore_errors=True)
-
 
 def _text(value: Any) -> str | bytes:
     """A cell as predict's input: a missing value (None, NaN) is a blank text ("empty")."""
@@ -116,12 +118,20 @@ def score(dataset, model_dir: str | Path, *, text_column: str = "text", prefix: 
     files = model_files(model_dir)
     manifest = artifacts.read_manifest(model_dir)
     added = output_columns(artifacts.label_names(manifest), prefix)
-    taken = sorted(set(added) & set(dataset.columns()))
+    columns = dataset.columns()
+    if text_column not in columns:
+        raise UsageError(f"no column {text_column!r} in the data (it has "
+                         f"{', '.join(columns)}); name the texts' column with --text-column")
+    taken = sorted(set(added) & set(columns))
     if taken:
         raise UsageError(f"the data already has column(s) {', '.join(taken)}; give a prefix "
                          "for the scores' columns (--prefix pred_)")
     if actors is None:
-        actors = (1, max(1, int(ray.cluster_resources().get("CPU", 2)) - 1))
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if cpus < 2:
+            raise UsageError(f"Ray has {cpus} CPU(s): the actors need one and reading and "
+                             "writing another; start it with more (--num-cpus 2)")
+        actors = (1, cpus - 1)
     least, most = (actors, actors) if isinstance(actors, int) else actors
     return dataset.map_batches(
         Scorer, fn_constructor_kwargs={"files": files, "text_column": text_column,
@@ -139,6 +149,20 @@ def read(ray_data, paths: list[str]):
     return getattr(ray_data, READERS[kinds.pop()])(paths)
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _check_inputs(paths: list[str]) -> None:
+    """Local inputs must exist (Ray's own error is a long traceback); URLs are Ray's."""
+    missing = [p for p in paths if "://" not in p and not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such input file: {missing[0]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rnncli.ray_job",
@@ -151,17 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--prefix", default="", help="before the added columns' names")
     parser.add_argument("--format", choices=sorted(WRITERS), default="parquet")
-    parser.add_argument("--actors", type=int, default=None,
+    parser.add_argument("--actors", type=positive_int, default=None,
                         help="actors scoring at once, one CPU each [default: 1 to the "
                              "cluster's CPUs less one, as the work needs]")
-    parser.add_argument("--num-cpus", type=int, default=None,
+    parser.add_argument("--num-cpus", type=positive_int, default=None,
                         help="CPUs of the Ray started here when there is no --address "
                              "[default: this machine's]")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--address", default=None,
                         help="a Ray cluster [default: RAY_ADDRESS, else a local Ray]")
     args = parser.parse_args(argv)
     try:
+        _check_inputs(args.inputs)
         require("ray")
         import ray
 

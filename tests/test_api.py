@@ -46,6 +46,31 @@ def test_one_text_gives_one_record_and_non_texts_are_refused(gru_model):
             model.predict(["fine", 3])
         with pytest.raises(TypeError, match="not int"):
             model.predict(3)
+        for unordered in ({"a": 1}, {"fine"}, bytearray(b"fine")):
+            with pytest.raises(TypeError, match="or a sequence of them"):
+                model.predict(unordered)
+        assert model.predict(t for t in TEXTS[:2]) == model.predict(TEXTS[:2])
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"engine": "ONNX"}, "engine='ONNX': give one of auto, onnx, tf"),
+    ({"threshold": 2.0}, r"threshold=2.0: give a number in \[0, 1\]"),
+    ({"threshold": "0.5"}, "threshold='0.5'"),
+    ({"threshold": float("nan")}, "threshold=nan"),
+    ({"workers": 0}, "workers=0: give a whole number >= 1"),
+])
+def test_arguments_are_checked_as_the_command_line_checks_them(arguments, message):
+    with pytest.raises(rnncli.UsageError, match=message):
+        rnncli.load("no-such-model", **arguments)  # refused before the directory is read
+
+
+@pytest.mark.slow
+def test_workers_bound_the_engines_threads(gru_model):
+    with rnncli.load(gru_model, workers=1) as one, rnncli.load(gru_model) as every:
+        texts = [f"film {i}" for i in range(300)]
+        assert one.predict(texts, batch_size=16) == every.predict(texts, batch_size=16)
+        assert one._predictor.engine._executor._max_workers == 1
+        assert pickle.loads(pickle.dumps(one))._args == one._args
 
 
 @pytest.mark.slow

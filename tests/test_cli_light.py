@@ -115,6 +115,8 @@ def test_the_groups_list_is_each_commands_own_help():
     for name in COMMANDS:  # each listed command runs
         assert CliRunner().invoke(cli, [name, "--help"]).exit_code == 0, name
     assert CliRunner().invoke(cli, ["nosuch"]).exit_code == 2
+    typo = CliRunner().invoke(cli, ["trian"])  # suggestions, though no command is loaded
+    assert typo.exit_code == 2 and "Did you mean 'train'?" in typo.output
 
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["train"]])

@@ -4,6 +4,7 @@ whole job (read, ship the model, score on actors, write) in Ray's local mode."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,8 @@ def test_the_scorer_adds_predicts_fields(gru_model):
     files = model_files(gru_model)
     assert sorted(files) == sorted(SCORING_FILES)  # the test split stays behind
     scorer = Scorer(files, text_column="review", prefix="p_")
+    assert not Path(scorer.model.model_dir).exists()  # loaded, then removed: nothing leaks
+    assert scorer.model._predictor.engine.max_workers == 1  # one CPU per actor
     batch = {"id": np.arange(6), "review": np.array(TEXTS + [None], dtype=object)}
     out = scorer(batch)
     expected = _expected(gru_model, TEXTS + [""])
@@ -76,6 +79,12 @@ def test_the_job_in_rays_local_mode_scores_as_predict(tmp_path, gru_model):
                                 input="\n".join(r["text"] for r in rows) + "\n")
     predicted = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(predicted) == len(scored)
+    wrong = subprocess.run(
+        [sys.executable, "-m", "rnncli.ray_job", str(source), str(tmp_path / "o2"), "-m",
+         str(gru_model), "--text-column", "review", "--num-cpus", "2"],
+        capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2, wrong.stderr[-3000:]
+    assert "Error: no column 'review' in the data (it has id, text)" in wrong.stderr
     for got, want in zip(scored, predicted):
         assert (got["label"], got["status"]) == (want["label"], want["status"])
         if want["score"] is None:
@@ -84,10 +93,14 @@ def test_the_job_in_rays_local_mode_scores_as_predict(tmp_path, gru_model):
             assert got["score"] == pytest.approx(want["score"], abs=5e-7)
 
 
-def test_the_job_says_which_extra_it_needs(monkeypatch, capsys):
+def test_the_job_says_which_extra_it_needs(monkeypatch, capsys, tmp_path):
     from rnncli import ray_job
 
+    source = tmp_path / "in.csv"
+    source.write_text("text\nfine\n")
+    assert ray_job.main([str(tmp_path / "none.csv"), "out", "-m", "model"]) == 2
+    assert "no such input file" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
-    code = ray_job.main(["in.csv", "out", "-m", "model"])
+    code = ray_job.main([str(source), "out", "-m", "model"])
     assert code == 2
     assert "pip install 'rnncli[ray]'" in capsys.readouterr().err

@@ -83,6 +83,14 @@ class RnnCliGroup(click.Group):
             return None
         return getattr(importlib.import_module(f"rnncli.cli.{COMMANDS[name][0]}"), name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:  # Click's suggestions come from the
+            # commands it holds, and this group holds none until one is asked for
+            raise click.exceptions.NoSuchCommand(exc.command_name, possibilities=list(COMMANDS),
+                                                 ctx=ctx) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Click's own listing, from ``COMMANDS`` instead of the imported commands."""
         limit = formatter.width - 6 - max(len(name) for name in COMMANDS)

@@ -64,6 +64,7 @@ class OnnxEngine:
         self.kernel = serving.get("ngram_kernel")
         self.bias = serving.get("ngram_bias")
         self._executor: ThreadPoolExecutor | None = None
+        self.max_workers: int | None = None  # threads scoring at once; None: one per core
         self.path = ""
         self.temperature = 1.0  # the calibration (scoring.with_temperature)
 
@@ -195,7 +196,7 @@ class OnnxEngine:
     def _pool(self) -> ThreadPoolExecutor:
         with _POOL_LOCK:  # two threads scoring at once (rnncli serve) start one pool
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(_workers(),
+                self._executor = ThreadPoolExecutor(self.max_workers or _workers(),
                                                     thread_name_prefix="rnncli-onnx")
             return self._executor
 

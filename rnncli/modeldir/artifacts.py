@@ -11,7 +11,7 @@ A model directory holds:
     serving.npz     what that engine needs around it; both absent in older models
 
 Light: reading the manifest and checking the archive need no TensorFlow (the loading
-itself is ``rnncli.network.model.load_keras_model``). Loading never runs code from the
+itself is ``rnncli.network.loading.load_keras_model``). Loading never runs code from the
 model: hashes are checked first, the archive's members and config are checked against what
 rnncli itself builds, then Keras loads with ``safe_mode=True``.
 """

@@ -62,7 +62,7 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     if caught:
         keep_progress(progress, reporter)
         # what the user is told (cli/main.py): where training was cut
-        caught[0].where = done.cut_note(len(before))  # shown by cli._interrupted
+        caught[0].where = done.cut_note(len(before))  # shown by cli/main.py's _interrupted
         raise caught[0]
     return _outcome(before + done.history,
                     (state["val_losses"] if state else []) + done.val_losses)

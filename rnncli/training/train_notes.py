@@ -61,7 +61,7 @@ def outcome_on_interrupt(out: Path):
             outcome = "an existing model there was left as it was"
         else:  # interrupted after the new model was published
             outcome = f"the new model was saved to {out}"
-        exc.outcome = outcome  # shown by cli._interrupted
+        exc.outcome = outcome  # shown by cli/main.py's _interrupted
         raise
 
 
