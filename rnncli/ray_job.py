@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnncli.api import Model
-from rnncli.core.errors import ModelError, RnnCliError, UsageError
+from rnncli.core.errors import EXIT_UNEXPECTED, ModelError, RnnCliError, UsageError, first_line
 from rnncli.core.extras import require
 from rnncli.core.terminal import visible
 from rnncli.inference.predict import check_files
@@ -201,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     except RnnCliError as exc:
         print(f"Error: {visible(str(exc), lines=True)}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # noqa: BLE001  (Ray's own failures: reading, a lost worker)
+        if os.environ.get("RNNCLI_DEBUG"):
+            raise
+        print(f"Error: the Ray job failed: {visible(first_line(exc, with_type=True))} (set "
+              "RNNCLI_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_UNEXPECTED
     return 0
 
 

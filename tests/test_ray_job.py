@@ -85,6 +85,13 @@ def test_the_job_in_rays_local_mode_scores_as_predict(tmp_path, gru_model):
         capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2, wrong.stderr[-3000:]
     assert "Error: no column 'review' in the data (it has id, text)" in wrong.stderr
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    failed = subprocess.run(
+        [sys.executable, "-m", "rnncli.ray_job", str(broken), str(tmp_path / "o3"), "-m",
+         str(gru_model), "--num-cpus", "2"], capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1].startswith("Error: the Ray job failed: ")
     for got, want in zip(scored, predicted):
         assert (got["label"], got["status"]) == (want["label"], want["status"])
         if want["score"] is None:
