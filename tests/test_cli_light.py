@@ -122,7 +122,7 @@ def test_the_groups_list_is_each_commands_own_help():
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["train"]])
 def test_help_and_usage_errors_skip_shutil(tmp_path, args):
     """Click imports shutil (with bz2, lzma, zlib) for the terminal's width alone; the
-    formatter asks os instead (cli.RnnCliContext)."""
+    formatter asks os instead (cli/context.py's RnnCliContext)."""
     assert "shutil" not in _imported(args, tmp_path)[1]
 
 

@@ -131,8 +131,8 @@ class RnnCliGroup(click.Group):
 
 def _interrupted(exc: BaseException) -> str:
     """"interrupted during epoch 3/10 (step 41/70); no model was written": the
-    interrupt's ``where`` and ``outcome``, where training gave them (fitloop.py,
-    train_notes.py)."""
+    interrupt's ``where`` and ``outcome``, where training gave them (training/fitloop.py,
+    training/train_notes.py)."""
     where, outcome = getattr(exc, "where", ""), getattr(exc, "outcome", "")
     what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
     return what + (f" {where}" if where else "") + (f"; {outcome}" if outcome else "")
@@ -179,7 +179,7 @@ def cli(debug: bool) -> None:
     global _debug
     _debug = debug
     if debug:
-        os.environ["RNNCLI_DEBUG"] = "1"  # runtime.py then keeps Keras's warnings too
+        os.environ["RNNCLI_DEBUG"] = "1"  # network/runtime.py then keeps Keras's warnings too
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ from rnncli.core.errors import UsageError
 
 CELLS = ("gru", "lstm")
 POOLINGS = ("last", "max", "mean", "attention")
-# How the n-gram model is fitted (ngrams.py): Adam with early stopping, or the exact
+# How the n-gram model is fitted (training/ngrams.py): Adam with early stopping, or the exact
 # L2-regularized logistic regression with C chosen on validation (L-BFGS).
 NGRAM_SOLVERS = ("adam", "lbfgs")
 # Per-class weights in both parts' losses: none, or "balanced" (rows / (classes x rows of
@@ -31,7 +31,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 # How info and report describe a model's tokens: artifacts.describe_tokens.
 TOKENIZERS = ("cjk-chars", "words")
 # Above this share of Chinese or Japanese characters among the training tokens, a model is
-# one of characters: token pairs are embedded and its n-grams are longer (model.py).
+# one of characters: token pairs are embedded and its n-grams are longer (network/model.py).
 AUTO_BIGRAM_SHARE = 0.5
 # `rnncli predict --format` choices; here so that `--help` need not import Rich.
 PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")

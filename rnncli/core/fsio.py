@@ -2,7 +2,7 @@
 target, staging directories, the atomic swap (renameat2 RENAME_EXCHANGE, or two renames
 with the old directory kept aside), fsync and free space.
 
-Light: standard library only. What a model directory holds is artifacts.py's business;
+Light: standard library only. What a model directory holds is modeldir/artifacts.py's business;
 this module only moves directories into place, the old one or the new, never a mix.
 """
 

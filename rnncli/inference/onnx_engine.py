@@ -2,13 +2,13 @@
 the n-gram model in Python and NumPy.
 
 Light: imports numpy and (when a model is loaded) onnxruntime, never TensorFlow nor the
-``onnx`` package (``onnxwire.py`` reads what the graph check needs), so a cold
+``onnx`` package (``modeldir/onnxwire.py`` reads what the graph check needs), so a cold
 ``rnncli predict "great movie"`` costs a fraction of the ~4 s ``import tensorflow`` takes.
 
 Training writes two files beside ``model.keras`` (see ``export.write_onnx``):
     core.onnx     the recurrent network: token ids (batch, time) -> probability (batch, 1),
                   or class probabilities (batch, k) for k > 2 classes
-    serving.npz   what reproduces the Keras text model around it (``serving.py``)
+    serving.npz   what reproduces the Keras text model around it (``modeldir/serving.py``)
 The standardization tables record what TensorFlow's standardization (ICU lower-casing
 and its context rule for capital sigma, RE2 character classes) does to every
 character, taken from TensorFlow itself at training time: nothing here depends on the

@@ -1,5 +1,5 @@
 """The model directory contract: manifest, hashes, the archive check, safe loading (the
-atomic publish is fsio.py's, the writing saving.py's).
+atomic publish is core/fsio.py's, the writing training/saving.py's).
 
 A model directory holds:
     rnncli.json     the manifest (format version, versions, settings, labels, threshold,
@@ -46,9 +46,9 @@ TEST_FILE = "test.jsonl.gz"
 ONNX_FILE = "core.onnx"  # the ONNX engine's network (inference/onnx_engine.py)
 SERVING_FILE = "serving.npz"  # and what it needs around it (serving.py)
 MAX_MANIFEST_BYTES = 16 * 2**20
-# The exported SavedModel's signatures (export.py writes them, serve/tf_api.py shows them as
-# TF Serving would): one input of strings; the probabilities; the class names beside them
-# (serving_default of a model of more than two classes)
+# The exported SavedModel's signatures (training/export.py writes them, serve/tf_api.py
+# shows them as TF Serving would): one input of strings; the probabilities; the class names
+# beside them (serving_default of a model of more than two classes)
 SAVED_MODEL_INPUT, SAVED_MODEL_OUTPUT, SAVED_MODEL_CLASSES = "text", "output_0", "classes"
 MAX_ARCHIVE_BYTES = 4 * 2**30
 MAX_RATIO = 200  # uncompressed / compressed, per member; zip bombs go far beyond

@@ -4,7 +4,7 @@ pairs, the n-gram logistic regression and the blend of the two models' probabili
 ``keras.layers.GlobalMaxPooling1D`` ignores the mask, so padding (and the state a masked
 RNN carries over padded steps) would leak into the maximum; the pooling layers here take
 the mask into account. All are registered, so ``safe_mode=True`` loading accepts them,
-and ``artifacts.py`` allows them by name.
+and ``modeldir/artifacts.py`` allows them by name.
 """
 
 from __future__ import annotations

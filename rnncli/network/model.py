@@ -53,7 +53,7 @@ MAX_NGRAMS = 200_000  # token n-grams kept for the n-gram model (seen in 2+ text
 # the hotel reviews' seven benchmark splits, character 1-3-grams raised the mean test
 # accuracy from 0.8983 to 0.9022 (better on five); word 3-grams were not measured.
 AUTO_NGRAM_ORDER = {True: 3, False: 2}
-# ... and its solver (ngrams.py says what was measured).
+# ... and its solver (training/ngrams.py says what was measured).
 AUTO_NGRAM_SOLVER = {True: "lbfgs", False: "adam"}
 KEPT_CHARS = r"\p{L}\p{M}\p{N}'!?"  # an RE2 class body: what standardize keeps
 

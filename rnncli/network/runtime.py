@@ -2,7 +2,7 @@
 
 Everything here imports TensorFlow, lazily, through :func:`import_tensorflow`; the light
 core and ``rnncli --help`` never reach this module (``--device`` syntax is checked by the
-light device_spec.py).
+light core/device_spec.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rendering explanations (``explain.py``) on stdout: the text with its words shaded on a
+"""Rendering explanations (``inference/explain.py``) on stdout: the text with its words shaded on a
 terminal, marked with signs elsewhere, or as JSON for programs."""
 
 from __future__ import annotations
