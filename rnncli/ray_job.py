@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnncli.api import Model
+from rnncli.core import jsontext
 from rnncli.core.errors import EXIT_UNEXPECTED, ModelError, RnnCliError, UsageError, first_line
 from rnncli.core.extras import require
 from rnncli.core.terminal import visible
@@ -116,8 +117,9 @@ def score(dataset, model_dir: str | Path, *, text_column: str = "text", prefix: 
     import ray
 
     files = model_files(model_dir)
-    manifest = artifacts.read_manifest(model_dir)
-    added = output_columns(artifacts.label_names(manifest), prefix)
+    # the labels of the manifest that was checked and is shipped, not of a second read
+    labels = artifacts.label_names(jsontext.loads(files[artifacts.MANIFEST]))
+    added = output_columns(labels, prefix)
     columns = dataset.columns()
     if text_column not in columns:
         raise UsageError(f"no column {text_column!r} in the data (it has "
