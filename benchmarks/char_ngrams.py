@@ -54,6 +54,7 @@ def _network(path: str, seed: int):
     """(train, val, test, the network's validation and test scores), as rnncli trains it."""
     from rnncli.core.config import TrainConfig
     from rnncli.data.dataset import load_dataset, split_dataset
+    from rnncli.network import counting
     from rnncli.network import model as M
     from rnncli.network.runtime import set_seed
     from rnncli.training import fitloop
@@ -65,7 +66,7 @@ def _network(path: str, seed: int):
                                      test_split=config.test_split, seed=seed)
     config = config.replace(classes=len(data.label_names))
     set_seed(seed)
-    derived = M.derive_settings(config, train.texts)
+    derived = counting.derive_settings(config, train.texts)
     config = derived.config
     vectorizer = M.build_vectorizer(config, derived.vocab)
     x_train, x_val, x_test = (M.vectorize(vectorizer, part.texts, config.seq_len)

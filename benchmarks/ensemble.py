@@ -34,6 +34,7 @@ def main() -> None:
 
     from rnncli.core.config import TrainConfig
     from rnncli.data.dataset import load_dataset, split_dataset
+    from rnncli.network import counting
     from rnncli.network import model as M
     from rnncli.network.runtime import set_seed
     from rnncli.training import fitloop, ngrams
@@ -46,7 +47,7 @@ def main() -> None:
                                      test_split=config.test_split, seed=args.seed)
     config = config.replace(classes=len(data.label_names))
     set_seed(args.seed)
-    derived = M.derive_settings(config, train.texts)
+    derived = counting.derive_settings(config, train.texts)
     config = derived.config
     vectorizer = M.build_vectorizer(config, derived.vocab)
     x_train, x_val, x_test = (M.vectorize(vectorizer, part.texts, config.seq_len)

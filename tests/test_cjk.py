@@ -53,15 +53,15 @@ def test_settings_derived_from_characters():
     """A review of n Chinese characters is about n tokens; the vocabulary is characters;
     the same texts split at spaces only would be mostly long "words", which is warned of."""
     from rnncli.core.config import TrainConfig
-    from rnncli.network import model as M
+    from rnncli.network import counting
 
     texts = zh_texts(400)
-    derived = M.derive_settings(TrainConfig(), texts)
+    derived = counting.derive_settings(TrainConfig(), texts)
     chars = np.array([len(t) for t in texts])
     assert 0.6 * np.percentile(chars, 95) <= derived.config.seq_len <= 800
     assert sum(len(t) == 1 for t in derived.vocab[:500]) > 450
     assert derived.long_share < 0.05
-    assert M.derive_settings(TrainConfig(tokenizer="words"), texts).long_share > \
+    assert counting.derive_settings(TrainConfig(tokenizer="words"), texts).long_share > \
         scripts.UNSEGMENTED_SHARE
 
 

@@ -195,12 +195,12 @@ def test_two_devices_train_mirrored(tmp_path, tiny_csv, gru_model):
     from rnncli.core.config import TrainConfig
     from rnncli.core.errors import UsageError
     from rnncli.network import runtime
-    from rnncli.training import train
+    from rnncli.training import fitting
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runtime, "select_devices", lambda spec: ["/cpu:0", "/cpu:1"])
         with pytest.raises(UsageError, match="multiple of 2"):
-            train._devices("cpu:0,1", None, TrainConfig(batch_size=33), 185, train.Reporter())
+            fitting._devices("cpu:0,1", None, TrainConfig(batch_size=33), 185, fitting.Reporter())
     # Without the split there is one CPU device.
     one = invoke("train", tiny_csv, "-o", tmp_path / "x", "--device", "cpu:0,1", *TINY)
     assert one.exit_code == 5 and "RNNCLI_CPU_DEVICES" in one.output

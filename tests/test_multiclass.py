@@ -208,7 +208,7 @@ def test_class_weight_balanced_on_a_skewed_binary_file(tmp_path, train_model, no
 
     from rnncli.core.config import TrainConfig
     from rnncli.data.dataset import load_dataset
-    from rnncli.training.train import _class_weights
+    from rnncli.training.fitting import _class_weights
 
     rows = [r for r in sample_rows(400) if r[1] == "positive"][:160]
     rows += [r for r in sample_rows(400) if r[1] == "negative"][:40]

@@ -17,12 +17,11 @@ text or one with only punctuation.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 
-from rnncli.core.config import AUTO_BIGRAM_SHARE, MAX_TEXT_CHARS, TrainConfig, output_width
-from rnncli.core.scripts import FULLWIDTH_OFFSET, FULLWIDTH_RANGES, LONG_TOKEN, SPLIT_MARKS
+from rnncli.core.config import MAX_TEXT_CHARS, TrainConfig, output_width
+from rnncli.core.scripts import FULLWIDTH_OFFSET, FULLWIDTH_RANGES, SPLIT_MARKS
 from rnncli.network.runtime import import_tensorflow
 
 tf = import_tensorflow()
@@ -170,70 +169,6 @@ def _ranges(codepoints: np.ndarray) -> np.ndarray:
                        codepoints[np.r_[breaks, len(codepoints) - 1]]], 1)
     ranges.setflags(write=False)
     return ranges
-
-
-def _tokens(texts: list[str], tokenizer: str, batch: int = 4096):
-    """Yield ragged token tensors for the texts, in chunks (memory stays bounded)."""
-    for start in range(0, len(texts), batch):
-        chunk = tf.constant(texts[start:start + batch])
-        yield tf.strings.split(STANDARDIZERS[tokenizer](chunk))
-
-
-@dataclass(frozen=True)
-class Derived:
-    """What :func:`derive_settings` learns from the training texts."""
-
-    config: TrainConfig  # max_tokens, seq_len, bigram_dim, ngram_order, ngram_solver resolved
-    vocab: list[str]
-    long_share: float  # of token occurrences longer than LONG_TOKEN characters
-    char_share: float  # of token occurrences that are one Chinese or Japanese character
-
-
-def derive_settings(config: TrainConfig, texts: list[str]) -> Derived:
-    """Resolve ``max_tokens`` / ``seq_len`` from the training texts; find the vocabulary.
-
-    Vocabulary: tokens seen at least twice, most frequent first, at most ``max_tokens``
-    (auto: up to 20,000). Sequence length (auto): the 95th percentile of token counts,
-    rounded up to a multiple of 8, between 16 and 800. Batches are cut to their longest
-    text, so a generous cap costs little: only the long texts pay for it.
-    """
-    counts: dict[bytes, int] = {}
-    lengths = []
-    long = chars = 0
-    for ragged in _tokens(texts, config.tokenizer):
-        lengths.append(ragged.row_lengths().numpy())
-        long += int(tf.reduce_sum(tf.cast(
-            tf.strings.length(ragged.flat_values, unit="UTF8_CHAR") > LONG_TOKEN, tf.int64)))
-        chars += int(tf.reduce_sum(tf.cast(
-            tf.strings.regex_full_match(ragged.flat_values, f"[{SPLIT_CHARS}]"), tf.int64)))
-        values, _, n = tf.unique_with_counts(ragged.flat_values)
-        for token, count in zip(values.numpy(), n.numpy()):
-            counts[token] = counts.get(token, 0) + int(count)
-    lengths = np.concatenate(lengths)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    seq_len = config.seq_len
-    if seq_len is None:
-        p95 = float(np.percentile(lengths, 95))
-        seq_len = int(min(MAX_AUTO_SEQ_LEN, max(16, 8 * int(np.ceil(p95 / 8)))))
-    max_tokens = config.max_tokens
-    if max_tokens is None:
-        frequent = sum(1 for _, c in ranked if c >= 2)
-        max_tokens = int(min(MAX_AUTO_TOKENS, frequent) + 2)  # + padding and [UNK]
-    vocab = [t.decode("utf-8") for t, _ in ranked[: max_tokens - 2]]
-    words = int(lengths.sum()) - len(lengths)  # without the start marker
-    long_share, char_share = (long / words, chars / words) if words else (0.0, 0.0)
-    chars_mostly = char_share > AUTO_BIGRAM_SHARE
-    bigram_dim = config.bigram_dim
-    if bigram_dim is None:
-        bigram_dim = AUTO_BIGRAM_DIM if chars_mostly else 0
-    ngram_order = config.ngram_order
-    if ngram_order is None:
-        ngram_order = AUTO_NGRAM_ORDER[chars_mostly]
-    return Derived(config.replace(seq_len=seq_len, max_tokens=max(3, len(vocab) + 2),
-                                  bigram_dim=bigram_dim, ngram_order=ngram_order,
-                                  ngram_solver=config.ngram_solver
-                                  or AUTO_NGRAM_SOLVER[chars_mostly]),
-                   vocab, long_share, char_share)
 
 
 def build_vectorizer(config: TrainConfig, vocab: list[str]):

@@ -22,7 +22,8 @@ from rnncli.training.resume import Progress
 
 def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         replicas: int = 1, progress: Progress | None = None, precision: str = "float32",
-        class_weights: np.ndarray | None = None) -> tuple[list[dict[str, float]], int]:
+        class_weights: np.ndarray | None = None,
+        batches: tuple | None = None) -> tuple[list[dict[str, float]], int]:
     """Train with early stopping (best weights restored) and learning-rate decay.
 
     On several devices (``replicas``): Keras clips each device's share of the gradient
@@ -31,7 +32,9 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     evenly, as MirroredStrategy needs. Returns (history, best epoch): the 1-based epoch
     whose weights early stopping restored, chosen on the unrounded validation losses.
     ``class_weights``: one weight per class, applied to the rows' losses (training and
-    validation, so early stopping reads the same loss), or None.
+    validation, so early stopping reads the same loss), or None. ``batches``: (training
+    batches, validation batches, steps an epoch) made elsewhere (a streamed file's, see
+    training/stream_data.py), in place of the arrays.
     """
     _compile(core, config, replicas)
     early = resume_run.resumable_early_stopping(keras, monitor="val_loss",
@@ -39,8 +42,11 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
                                                 restore_best_weights=True)
     callbacks = [early, *_lr_decay(config)]
     full_only = replicas > 1
-    steps = len(x_train) // config.batch_size if full_only else -(-len(x_train)
-                                                                   // config.batch_size)
+    if batches is not None:
+        steps = batches[2]
+    else:
+        steps = len(x_train) // config.batch_size if full_only else -(-len(x_train)
+                                                                       // config.batch_size)
     caught: list[BaseException] = []  # filled by stop_on_signals
     done = progress_callback(reporter, config.epochs, steps, interrupted=caught)
     callbacks += [done, keras.callbacks.TerminateOnNaN()]
@@ -54,8 +60,8 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         if resume_run.finished(state, config.epochs, config.patience):
             core.set_weights(early.resumed[1])  # what early stopping would have restored
             return before, resume_run.best_epoch(state["val_losses"])
-    train_data, val_data = _batches(config, x_train, y_train, x_val, y_val,
-                                    replicas=replicas, class_weights=class_weights)
+    train_data, val_data = batches[:2] if batches is not None else _batches(
+        config, x_train, y_train, x_val, y_val, replicas=replicas, class_weights=class_weights)
     with stop_on_signals(core, caught):
         core.fit(train_data, validation_data=val_data, epochs=config.epochs,
                  initial_epoch=len(before), callbacks=callbacks, verbose=0)
