@@ -1,7 +1,7 @@
 """Training at scale: peak memory and time against the number of rows.
 
     python benchmarks/scale.py SOURCE --rows 100000 --rows 1000000 [--short] [--epochs 1]
-                               [--rnncli PATH] [--keep DIR]
+                               [--whole-up-to ROWS] [--rnncli PATH] [--keep DIR]
 
 SOURCE is any labelled file rnncli reads (the IMDB training file, say). Synthetic rows are
 made from its sentences, recombined within a label: each row takes the label and the
@@ -15,6 +15,9 @@ own; the table gives its peak resident memory (the kernel's maxrss of that proce
 the wall time, the seconds of the recurrent network's first epoch (from the manifest's
 history), and the ratios against the smallest size. ``--rnncli`` picks the rnncli to run
 (the console script of another virtual environment: today's code beside a change).
+Sizes up to ``--whole-up-to`` rows (default 100,000) are also trained with
+``--no-stream`` (the file read whole, as rnncli did before it streamed large files), in
+the same run; "mode" says which.
 """
 
 from __future__ import annotations
@@ -66,11 +69,11 @@ def write_rows(path: Path, rows: int, pools, shapes, *, short: bool, seed: int =
     return words / max(1, rows)
 
 
-def train(rnncli: str, data: Path, out: Path, epochs: int) -> dict:
+def train(rnncli: str, data: Path, out: Path, epochs: int, *extra: str) -> dict:
     """One ``rnncli train`` in a process of its own: peak RSS (MB), seconds, epoch seconds."""
     started = time.perf_counter()
     proc = subprocess.Popen([rnncli, "train", str(data), "-o", str(out), "--epochs",
-                             str(epochs), "--quiet"], stderr=subprocess.PIPE)
+                             str(epochs), "--quiet", *extra], stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     stderr = proc.stderr.read().decode(errors="replace")
@@ -92,6 +95,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--rnncli", default=str(Path(sys.executable).parent / "rnncli"))
     parser.add_argument("--keep", help="write the synthetic files and models here")
+    parser.add_argument("--whole-up-to", type=int, default=100_000,
+                        help="also train sizes up to this many rows with --no-stream")
     args = parser.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="rnncli-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -99,18 +104,21 @@ def main() -> None:
     print(f"source: {args.source}: {len(shapes)} rows, "
           f"{sum(len(p) for p in pools.values())} sentences; rnncli: {args.rnncli}; "
           f"{os.cpu_count()} CPUs", flush=True)
-    print(f"{'rows':>10} {'words/row':>9} {'peak MB':>8} {'seconds':>8} {'epoch s':>8} "
-          f"{'test acc':>8} {'mem x':>6} {'epoch x':>7}", flush=True)
-    first = None
+    print(f"{'rows':>10} {'mode':>7} {'words/row':>9} {'peak MB':>8} {'seconds':>8} "
+          f"{'epoch s':>8} {'test acc':>8} {'mem x':>6} {'epoch x':>7}", flush=True)
+    first = {}
     for rows in sorted(args.rows):
         data = work / f"rows{rows}{'-short' if args.short else ''}.csv"
         words = write_rows(data, rows, pools, shapes, short=args.short)
-        got = train(args.rnncli, data, work / f"model{rows}", args.epochs)
-        first = first or got
-        print(f"{rows:>10} {words:>9.0f} {got['peak_mb']:>8.0f} {got['seconds']:>8.0f} "
-              f"{got['epoch_seconds']:>8.1f} {got['test_accuracy']:>8.4f} "
-              f"{got['peak_mb'] / first['peak_mb']:>6.2f} "
-              f"{got['epoch_seconds'] / first['epoch_seconds']:>7.2f}", flush=True)
+        modes = [("default", ())] + ([("whole", ("--no-stream",))]
+                                     if rows <= args.whole_up_to else [])
+        for mode, extra in modes:
+            got = train(args.rnncli, data, work / f"model{rows}-{mode}", args.epochs, *extra)
+            base = first.setdefault(mode, got)
+            print(f"{rows:>10} {mode:>7} {words:>9.0f} {got['peak_mb']:>8.0f} "
+                  f"{got['seconds']:>8.0f} {got['epoch_seconds']:>8.1f} "
+                  f"{got['test_accuracy']:>8.4f} {got['peak_mb'] / base['peak_mb']:>6.2f} "
+                  f"{got['epoch_seconds'] / base['epoch_seconds']:>7.2f}", flush=True)
         if not args.keep:
             data.unlink()
 

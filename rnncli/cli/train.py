@@ -76,9 +76,13 @@ from rnncli.core.errors import UsageError
               help="Continue an interrupted run of this same command from its last finished "
                    "epoch (weights, optimizer state and epoch restored); refused if the data "
                    "or settings changed.")
+@click.option("--stream/--no-stream", default=None,
+              help="Stream the file from disk, so memory does not grow with the rows "
+                   "(default: when it has more than 100,000 lines); --no-stream reads it "
+                   "whole, as for a small file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
 def train(data, text_col, label_col, encoding, show_skipped, positive_label, embeddings,
-          unlabelled, out, device, mixed_precision, resume, quiet, **settings):
+          unlabelled, out, device, mixed_precision, resume, stream, quiet, **settings):
     """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
     from rnncli.core.extras import require
     from rnncli.render import output
@@ -95,7 +99,7 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
     manifest = run(data, config, out=out, text_col=text_col, label_col=label_col,
                    positive_label=positive_label, encoding=encoding, embeddings=embeddings,
                    unlabelled=unlabelled, device=device, mixed_precision=mixed_precision,
-                   resume=resume, show_skipped=show_skipped, reporter=reporter)
+                   resume=resume, show_skipped=show_skipped, stream=stream, reporter=reporter)
     if manifest is None:  # a worker of a multi-machine run (TF_CONFIG); the chief saves
         return
     val, test = manifest["validation"], manifest["test"]

@@ -74,6 +74,10 @@ class Dataset:
             skipped_lines={},
         )
 
+    def write_split(self, path: Path) -> None:
+        """Save the rows as the model directory's held-out split (:func:`write_split`)."""
+        write_split(path, self)
+
     def summary(self) -> str:
         used = len(self.texts)
         text = f"{self.rows_read} rows read, {used} used"

@@ -174,8 +174,10 @@ def start_embedding(core, initial: np.ndarray) -> None:
 
 
 def scores(core, ids: np.ndarray) -> np.ndarray:
-    """Positive-class probabilities (n,), or class probabilities (n, k)."""
-    return as_scores(core.predict(ids, batch_size=256, verbose=0))
+    """Positive-class probabilities (n,), or class probabilities (n, k); ``ids``: an array,
+    or a dataset of batches of them."""
+    batch_size = 256 if isinstance(ids, np.ndarray) else None
+    return as_scores(core.predict(ids, batch_size=batch_size, verbose=0))
 
 
 def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,

@@ -7,6 +7,7 @@ one, from disk; both end here.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,6 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     """
     reporter = reporter or Reporter()
     from rnncli.network import model as M
-    from rnncli.network.runtime import chosen_labels
 
     config, source, vocab, weights, precision, (device_names, strategy, replicas) = _settings(
         config, train_set, source, device, mixed_precision, role, reporter)
@@ -80,38 +80,71 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     if role is not None and not role.chief:
         reporter.message(f"{role}: training finished; the chief writes the model")
         return None
-    serving_core, (val_scores, test_scores) = _network_scores(config, core, device_names[0],
-                                                              x_val, x_test)
+    run = Run(config, vectorizer, weights, precision, device_names[0], replicas,
+              role.workers if role else 1, started, source)
+    return finish(run, (core, history, best_epoch), ngram, (train_set, val_set, test_set),
+                  (x_val, x_test), out=out, progress=progress, reporter=reporter)
+
+
+@dataclass
+class Run:
+    """What the last steps of a fit need to know of it."""
+
+    config: TrainConfig
+    vectorizer: Any
+    weights: np.ndarray | None  # class weights, or None
+    precision: str
+    device_name: str  # where the scores are computed
+    replicas: int
+    workers: int
+    started: float  # perf_counter() when fitting began
+    source: dict[str, Any]  # the manifest's "data"
+
+
+def finish(run: Run, fitted: tuple, ngram, sets: tuple, ids: tuple, *, out: Path,
+           progress: resume_run.Progress | None, reporter: Reporter) -> dict[str, Any]:
+    """Score the trained network (``fitted``: network, history, best epoch) on the
+    validation and test ``ids`` (arrays, or batches of them), blend with ``ngram``,
+    calibrate, then save, verify and publish ``out``; the manifest. ``sets``: (training,
+    validation, test): their labels and class names (and the test rows, written with the
+    model)."""
+    from rnncli.network import model as M
+    from rnncli.network.runtime import chosen_labels
+
+    config, (core, history, best_epoch), (train_set, val_set, test_set) = run.config, fitted, sets
+    serving_core, (val_scores, test_scores) = _network_scores(config, core, run.device_name,
+                                                              *ids)
     blend, ngram_parts, calibration, (val_scores, test_scores, served_val) = _final_scores(
-        config, ngram, val_set, test_set, val_scores, test_scores, weights, reporter)
+        config, ngram, val_set, test_set, val_scores, test_scores, run.weights, reporter)
     manifest = saving.manifest(
-        config, train_set, val_set, test_set, val_scores, test_scores, source=source,
-        device=",".join(chosen_labels()), precision=precision, replicas=replicas,
-        workers=role.workers if role else 1, history=history, best_epoch=best_epoch,
+        config, train_set, val_set, test_set, val_scores, test_scores, source=run.source,
+        device=",".join(chosen_labels()), precision=run.precision, replicas=run.replicas,
+        workers=run.workers, history=history, best_epoch=best_epoch,
         versions={"keras_version": M.keras.__version__,
                   "tensorflow_version": M.tf.__version__},
-        seconds=time.perf_counter() - started, blend=blend.record if blend else None,
+        seconds=time.perf_counter() - run.started, blend=blend.record if blend else None,
         calibration=calibration)
-    text_model = M.build_text_model(config, vectorizer, serving_core, ngram_parts,
+    text_model = M.build_text_model(config, run.vectorizer, serving_core, ngram_parts,
                                     calibration["temperature"])
     return _publish(out, text_model, manifest, val_set, test_set, served_val, progress,
                     reporter)
 
 
 def _settings(config: TrainConfig, train_set: Dataset, source: dict[str, Any], device: str,
-              mixed_precision: bool | str, role, reporter: Reporter):
+              mixed_precision: bool | str, role, reporter: Reporter, batches=None):
     """(config with the data-derived settings, source with the tokens' character share,
     vocabulary, class weights, precision, (device names, strategy, replicas)); says which
-    devices, vocabulary and sequence length training uses."""
+    devices, vocabulary and sequence length training uses. ``batches``: the training
+    texts to count, in batches, when ``train_set.texts`` holds only a sample of them."""
     from rnncli.network.runtime import precision_policy, set_seed
 
     device_names, strategy, replicas, where = _devices(device, role, config,
-                                                       len(train_set.texts), reporter)
+                                                       len(train_set.labels), reporter)
     precision = precision_policy(mixed_precision, device_names)
     config = config.replace(classes=len(train_set.label_names))
     weights = _class_weights(config, train_set)
     set_seed(config.seed)
-    config, vocab, character_share = _derive(config, train_set.texts, reporter)
+    config, vocab, character_share = _derive(config, train_set.texts, reporter, batches)
     source = {**source, "character_share": round(character_share, 4)}
     where = _precision_note(precision, where, reporter)
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
@@ -222,9 +255,10 @@ def _publish(out: Path, text_model, manifest: dict[str, Any], val_set: Dataset,
 def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val: tuple,
              device_names: list[str], strategy, reporter: Reporter, *, replicas: int,
              progress: resume_run.Progress | None, precision: str,
-             class_weights: np.ndarray | None = None):
+             class_weights: np.ndarray | None = None, batches: tuple | None = None):
     """Build the recurrent network on its devices, start its embedding from ``initial``
-    (if any) and fit it on (ids, labels) pairs; returns (network, history, best epoch)."""
+    (if any) and fit it on (ids, labels) pairs (or ``batches``, fitloop.fit's); returns
+    (network, history, best epoch)."""
     from rnncli.network import model as M
     from rnncli.network.runtime import device_scope, dtype_policy, set_seed
     from rnncli.training import fitloop
@@ -237,7 +271,8 @@ def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val:
             fitloop.start_embedding(core, initial)
         history, best_epoch = fitloop.fit(core, config, *train, *val, reporter,
                                           replicas=replicas, progress=progress,
-                                          precision=precision, class_weights=class_weights)
+                                          precision=precision, class_weights=class_weights,
+                                          batches=batches)
     note = stopping_note(history, best_epoch, config.epochs)
     if note:
         reporter.message(note)

@@ -58,10 +58,11 @@ def resume_dir(out: Path) -> Path:
 
 
 def run_key(data, config: TrainConfig, embeddings, unlabelled,
-            mixed_precision) -> dict[str, Any]:
-    """What must not change between an interrupted run and its --resume."""
+            mixed_precision, content: str | None = None) -> dict[str, Any]:
+    """What must not change between an interrupted run and its --resume; ``content``:
+    the data's key when ``data`` is None (a streamed file's, made from its fingerprint)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in FREE_SETTINGS}
-    return {"data": _content_key(data.texts, data.labels, data.label_names),
+    return {"data": content or _content_key(data.texts, data.labels, data.label_names),
             "settings": settings,
             "word vectors": [_file_key(embeddings), _file_key(unlabelled)],
             "mixed precision": bool(mixed_precision)}

@@ -18,7 +18,7 @@ from rnncli.core import fsio
 from rnncli.core.config import TrainConfig
 from rnncli.core.errors import ModelError, RnnCliError, Terminated, UsageError, first_line
 from rnncli.core.version import __version__
-from rnncli.data.dataset import Dataset, write_split
+from rnncli.data.dataset import Dataset
 from rnncli.inference.metrics import evaluate_scores, round_figures
 from rnncli.modeldir import artifacts
 
@@ -94,7 +94,7 @@ def publish_model(out: Path, text_model, test_set: Dataset, manifest: dict[str, 
     try:
         with fsio.staging(out) as staged:
             _save_keras(text_model, staged / artifacts.MODEL_FILE)
-            write_split(staged / artifacts.TEST_FILE, test_set)
+            test_set.write_split(staged / artifacts.TEST_FILE)
             onnx_error = _write_onnx(staged, text_model, manifest["settings"]["tokenizer"])
             artifacts.write_manifest(staged, manifest)
             reloaded = _verify(staged, texts, expected)

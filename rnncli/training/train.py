@@ -18,6 +18,7 @@ from rnncli.core import fsio
 from rnncli.core.config import TrainConfig
 from rnncli.core.errors import UsageError
 from rnncli.data.dataset import Dataset, load_dataset, read_texts, split_dataset
+from rnncli.data.spool import should_stream
 from rnncli.modeldir import artifacts
 from rnncli.training import resume as resume_run
 from rnncli.training.fitting import Reporter, fit_and_publish
@@ -29,7 +30,8 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         positive_label: str | None = None, encoding: str | None = None,
         embeddings: str | Path | None = None, unlabelled: str | Path | None = None,
         device: str = "auto", mixed_precision: bool | str = False, resume: bool = False,
-        show_skipped: bool = False, reporter: Reporter | None = None) -> dict[str, Any] | None:
+        show_skipped: bool = False, stream: bool | None = None,
+        reporter: Reporter | None = None) -> dict[str, Any] | None:
     """Train on a labelled file and publish the model directory ``out``; return its manifest
     (None in a worker of a multi-machine run, which publishes nothing: see TF_CONFIG).
 
@@ -37,6 +39,9 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     ``unlabelled``: a file of texts (.csv/.tsv/.jsonl) to learn word vectors from first.
     ``mixed_precision``: see :func:`runtime.precision_policy`.
     ``resume``: continue an interrupted run of the same data and settings (resume.py).
+    ``stream``: read the file from disk as training goes (streamed.py), or whole; None:
+    stream a file of more than spool.STREAM_LINES lines. Several machines (TF_CONFIG)
+    read it whole.
     """
     from rnncli.network.multi_worker import multi_worker_role
 
@@ -50,6 +55,14 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     if writes:
         artifacts.check_target(out)  # again under the lock, just before the swap
     with outcome_on_interrupt(out) if writes else contextlib.nullcontext():
+        opened = None if role is not None else should_stream(
+            data_path, stream, encoding=encoding, text_col=text_col, label_col=label_col)
+        if opened is not None:
+            from rnncli.training import streamed
+            return streamed.run(opened, config, out=out, positive_label=positive_label,
+                                embeddings=embeddings, unlabelled=unlabelled, device=device,
+                                mixed_precision=mixed_precision, resume=resume,
+                                show_skipped=show_skipped, reporter=reporter)
         return _train(data_path, config, out=out, role=role, writes=writes, text_col=text_col,
                       label_col=label_col, positive_label=positive_label, encoding=encoding,
                       embeddings=embeddings, unlabelled=unlabelled, device=device,

@@ -1,0 +1,203 @@
+"""Training on a file too large to hold: read once into parts on disk (data/spool.py),
+counted in one pass (network/counting.py), tokenized on the fly in tf.data
+(stream_data.py), the n-gram model fitted by mini-batches (ngrams_stream.py). Memory
+stays flat in the rows; fitting.finish scores, blends, calibrates and publishes as for a
+file read whole.
+
+The parts are written beside the model directory (``.<name>.stream-<pid>/``, about the
+size of the file) and removed when training ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnncli.core import fsio
+from rnncli.core.config import TrainConfig
+from rnncli.data import spool
+from rnncli.data.dataset import read_texts
+from rnncli.data.stream import LabelledStream
+from rnncli.training import fitting
+from rnncli.training import resume as resume_run
+from rnncli.training.train_notes import split_warnings
+
+SAMPLE_ROWS = 100_000  # training texts kept for the warnings and the word vectors
+
+
+@dataclass
+class SplitView:
+    """What fitting's last steps read of a split: labels, class names, and texts (a
+    sample of the training texts; the validation texts that check the saved model)."""
+
+    labels: np.ndarray
+    label_names: tuple[str, ...]
+    texts: list[str] = field(default_factory=list)
+    spooled: spool.Spooled | None = None  # the test split's rows, written with the model
+
+    @property
+    def binary(self) -> bool:
+        return len(self.label_names) == 2
+
+    def write_split(self, path: Path) -> None:
+        self.spooled.write_test_split(path)
+
+
+def run(stream: LabelledStream, config: TrainConfig, *, out: Path,
+        positive_label: str | None, embeddings, unlabelled, device: str,
+        mixed_precision: bool | str, resume: bool, show_skipped: bool,
+        reporter: fitting.Reporter) -> dict[str, Any]:
+    """Train on ``stream`` and publish ``out`` (train.run has checked the target)."""
+    workdir = out.parent / f".{out.name}.stream-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        reporter.message(f"{stream.path.name}: {stream.physical_lines} lines, more than "
+                         f"{spool.STREAM_LINES}: streamed from disk")
+        started = time.perf_counter()
+        spooled = spool.spool(stream, workdir, val_split=config.val_split,
+                              test_split=config.test_split, seed=config.seed,
+                              positive_label=positive_label)
+        _tell_read(spooled, show_skipped, time.perf_counter() - started, reporter)
+        source = _source(spooled)
+        extra_texts = _unlabelled(unlabelled, source, reporter)
+        if embeddings is not None:
+            source["embeddings"] = {"file": Path(embeddings).name}
+        with fsio.lock(out):
+            key = resume_run.run_key(None, config, embeddings, unlabelled, mixed_precision,
+                                     content=_content_key(spooled))
+            progress = resume_run.prepare(out, key, resume)
+            if progress.state:
+                reporter.message(f"resuming after epoch {len(progress.state['history'])} of "
+                                 "the interrupted run")
+            return _fit_and_publish(spooled, config, out=out, source=source, device=device,
+                                    mixed_precision=mixed_precision, reporter=reporter,
+                                    embeddings=embeddings, unlabelled_texts=extra_texts,
+                                    progress=progress)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _tell_read(spooled: spool.Spooled, show_skipped: bool, seconds: float,
+               reporter: fitting.Reporter) -> None:
+    stream = spooled.stream
+    for note in stream.notes:
+        reporter.message(note)
+    if show_skipped:
+        for line in _skipped_report(stream):
+            reporter.message(line)
+    sizes = {part: spooled.rows(part) for part in ("train", "validation", "test")}
+    used = sum(sizes.values())
+    text = f"{stream.rows_read} rows read, {used} used"
+    if stream.skipped:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(stream.skipped.items()))
+        text += f", {sum(stream.skipped.values())} skipped ({reasons})"
+    if spooled.binary:
+        classes = f"positive label {spooled.label_names[1]!r}"
+    else:
+        counts = ", ".join(f"{name!r} {sum(c[name] for c in spooled.class_counts.values())}"
+                           for name in spooled.label_names)
+        classes = f"{len(spooled.label_names)} classes ({counts} rows)"
+    reporter.message(f"{text}; {classes}; train/validation/test = {sizes['train']}/"
+                     f"{sizes['validation']}/{sizes['test']} (read in {seconds:.0f}s)")
+    for warning in split_warnings(sizes["validation"], sizes["test"]):
+        reporter.warning(warning)
+
+
+def _skipped_report(stream: LabelledStream) -> list[str]:
+    if not stream.skipped_lines:
+        return ["no rows skipped"]
+    return [f"skipped ({reason}): line{'s' if len(lines) > 1 else ''} "
+            f"{', '.join(map(str, lines))}"
+            + (f" (the first {len(lines)} of {stream.skipped[reason]})"
+               if stream.skipped[reason] > len(lines) else "")
+            for reason, lines in sorted(stream.skipped_lines.items())]
+
+
+def _source(spooled: spool.Spooled) -> dict[str, Any]:
+    """The manifest's "data" section, as train._source writes it, and ``streamed``."""
+    stream = spooled.stream
+    totals = {name: sum(c[name] for c in spooled.class_counts.values())
+              for name in spooled.label_names}
+    used = sum(totals.values())
+    return {
+        "file": stream.path.name,
+        "fingerprint": f"sha256:{stream.fingerprint}",
+        "text_col": stream.text_col,
+        "label_col": stream.label_col,
+        "rows_read": stream.rows_read,
+        "rows_used": used,
+        "skipped": dict(stream.skipped),
+        **({"positive_rate": round(totals[spooled.label_names[1]] / used, 4)}
+           if spooled.binary else {}),
+        "class_counts": totals,
+        "split": {"train": spooled.rows("train"), "validation": spooled.rows("validation"),
+                  "test": spooled.rows("test")},
+        "streamed": True,
+    }
+
+
+def _content_key(spooled: spool.Spooled) -> str:
+    """What --resume must find unchanged in the data: the file's bytes, the columns and
+    the classes (the split follows from them and --seed)."""
+    stream = spooled.stream
+    return "|".join([stream.fingerprint, stream.text_col, stream.label_col,
+                     *spooled.label_names])
+
+
+def _unlabelled(unlabelled, source: dict[str, Any], reporter) -> list[str] | None:
+    if unlabelled is None:
+        return None
+    texts, notes = read_texts(unlabelled)
+    for note in notes:
+        reporter.message(note)
+    source["unlabelled"] = {"file": Path(unlabelled).name, "texts": len(texts)}
+    return texts
+
+
+def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
+                     source: dict[str, Any], device: str, mixed_precision: bool | str,
+                     reporter: fitting.Reporter, embeddings, unlabelled_texts,
+                     progress: resume_run.Progress) -> dict[str, Any]:
+    from rnncli.network import model as M
+    from rnncli.training import stream_data
+    from rnncli.training.ngrams_stream import fit_ngrams_streamed
+
+    names = spooled.label_names
+    sample = stream_data.sample_texts(spooled, SAMPLE_ROWS, config.seed)
+    train_view = SplitView(spooled.labels("train"), names, sample)
+    val_view = SplitView(spooled.labels("validation"), names, spooled.verify_texts)
+    test_view = SplitView(spooled.labels("test"), names, spooled=spooled)
+    config, source, vocab, weights, precision, (device_names, strategy, replicas) = (
+        fitting._settings(config, train_view, source, device, mixed_precision, None, reporter,
+                          batches=stream_data.text_batches(spooled, "train")))
+    vectorizer = M.build_vectorizer(config, vocab)
+    started = time.perf_counter()
+    initial, config, source = fitting._starting_vectors(
+        vectorizer, vocab, config, source, embeddings, unlabelled_texts, sample, reporter)
+    ngram = None
+    if config.ngrams:
+        with M.tf.device(device_names[0]):
+            ngram = fit_ngrams_streamed(config, spooled, reporter, class_weights=weights)
+
+    def ids(part: str, **kwargs):
+        return stream_data.ids_batches(spooled, part, vectorizer, config.seq_len,
+                                       config.batch_size, **kwargs)
+
+    (train_data, steps), (val_data, _) = (ids("train", seed=config.seed, class_weights=weights),
+                                          ids("validation", class_weights=weights))
+    fitted = fitting._fit_rnn(config, initial, (None, None), (None, None), device_names,
+                              strategy, reporter, replicas=replicas, progress=progress,
+                              precision=precision, class_weights=weights,
+                              batches=(train_data, val_data, steps))
+    run = fitting.Run(config, vectorizer, weights, precision, device_names[0], replicas, 1,
+                      started, source)
+    return fitting.finish(run, fitted, ngram, (train_view, val_view, test_view),
+                          (ids("validation", keep_order=True)[0],
+                           ids("test", keep_order=True)[0]),
+                          out=out, progress=progress, reporter=reporter)

@@ -1,0 +1,134 @@
+"""Training on a streamed file (data/spool.py, training/streamed.py): memory that does not
+grow with the rows. Tiny files with --stream stand in for millions of rows."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import TINY, sample_rows, write_csv
+
+from rnncli.cli.main import cli
+from rnncli.core.config import TrainConfig
+from rnncli.data import spool
+from rnncli.data.stream import open_labelled
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+@pytest.fixture(scope="module")
+def sorted_csv(tmp_path_factory):
+    """300 reviews sorted by label (all negatives first), one with a line break."""
+    rows = sorted(sample_rows(300), key=lambda r: r[1])
+    rows[5][0] = "first line\nsecond line, " + rows[5][0]
+    return write_csv(tmp_path_factory.mktemp("stream") / "sorted.csv", rows)
+
+
+@pytest.fixture(scope="module")
+def streamed_model(tmp_path_factory, sorted_csv):
+    out = tmp_path_factory.mktemp("models") / "streamed"
+    result = invoke("train", sorted_csv, "-o", out, *TINY, "--stream")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return out
+
+
+def test_a_streamed_model_is_a_model(streamed_model, sorted_csv):
+    manifest = json.loads((streamed_model / "rnncli.json").read_text())
+    data = manifest["data"]
+    assert data["streamed"] is True
+    assert sum(data["split"].values()) == data["rows_used"] == 300
+    assert data["class_counts"] == {"negative": 150, "positive": 150} or \
+        sum(data["class_counts"].values()) == 300
+    assert manifest["test"]["n"] == data["split"]["test"]
+    assert manifest["blend"]["streamed"] is True  # the n-gram part was fitted on the stream
+    # nothing left beside the model
+    assert [p.name for p in streamed_model.parent.iterdir()] == ["streamed"]
+    result = invoke("predict", "-m", streamed_model, "a wonderful, moving film")
+    assert result.exit_code == 0, result.output
+    evaluated = invoke("evaluate", "-m", streamed_model, "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["accuracy"] == pytest.approx(
+        manifest["test"]["accuracy"], abs=1e-6)
+
+
+def test_the_held_out_split_keeps_the_texts_exactly(streamed_model, sorted_csv):
+    with gzip.open(streamed_model / "test.jsonl.gz", "rt", encoding="utf-8") as fh:
+        held_out = [json.loads(line) for line in fh]
+    rows = {text: label for text, label in sample_rows(300)}
+    rows["first line\nsecond line, " + sorted(sample_rows(300), key=lambda r: r[1])[5][0]] = \
+        "negative"
+    assert held_out and all(rows[r["text"]] == r["label"] for r in held_out)
+
+
+def test_the_split_is_decided_per_row_by_the_seed(tmp_path, sorted_csv):
+    def parts(seed):
+        work = tmp_path / f"w{seed}"
+        work.mkdir()
+        spooled = spool.spool(open_labelled(sorted_csv), work, val_split=0.1, test_split=0.1,
+                              seed=seed)
+        return [spooled.rows(p) for p in ("train", "validation", "test")], \
+            (work / "test-exact.jsonl").read_text()
+
+    first, again, other = parts(1), parts(1), parts(2)
+    assert first == again and first[1] != other[1]
+    assert sum(first[0]) == 300 and 15 <= first[0][2] <= 45  # about 10% each
+
+
+def test_training_batches_mix_a_sorted_file(tmp_path, sorted_csv):
+    from rnncli.training import stream_data
+
+    spooled = spool.spool(open_labelled(sorted_csv), tmp_path, val_split=0.1,
+                          test_split=0.1, seed=3)
+    labels, _ = next(iter(stream_data.texts(spooled, "train", batch=32, seed=3)))
+    assert 0 < int(np.sum(labels.numpy())) < 32  # both classes in the first batch
+
+
+def test_too_few_rows_of_a_class_is_refused(tmp_path):
+    rows = sample_rows(60) + [["a rare one", "neutral"]]
+    path = write_csv(tmp_path / "rare.csv", rows)
+    result = invoke("train", path, "-o", tmp_path / "m", *TINY, "--stream")
+    assert result.exit_code != 0
+    assert "too few rows to split" in result.output and "'neutral'" in result.output
+    assert not any(p.name.startswith(".m.stream") for p in tmp_path.iterdir())
+
+
+def test_auto_streams_only_large_files(tmp_path, sorted_csv, monkeypatch):
+    assert spool.should_stream(sorted_csv, None) is None
+    assert spool.should_stream(sorted_csv, True) is not None
+    monkeypatch.setattr(spool, "STREAM_LINES", 100)
+    assert spool.should_stream(sorted_csv, None) is not None
+    assert spool.should_stream(sorted_csv, False) is None
+
+
+def test_counting_batches_equals_counting_a_list():
+    from rnncli.network import counting
+    from rnncli.network import model as M
+
+    texts = [text for text, _ in sample_rows(200)]
+    whole = counting.derive_settings(TrainConfig(), texts)
+    batched = counting.derive_settings(
+        TrainConfig(), batches=(texts[i:i + 7] for i in range(0, len(texts), 7)))
+    assert whole == batched
+    vocab, idf = counting.count_ngrams((texts[i:i + 9] for i in range(0, len(texts), 9)),
+                                       "words", 2)
+    expected_vocab, expected_idf = M.derive_ngrams(texts, "words", 2)
+    assert dict(zip(vocab, idf[1:])) == pytest.approx(
+        dict(zip(expected_vocab, expected_idf[1:])))
+
+
+def test_counting_is_pruned_to_a_bound(monkeypatch):
+    from rnncli.network import counting
+
+    monkeypatch.setattr(counting, "PRUNE_AT", 40)
+    counter = counting._Counter()
+    for start in range(0, 500, 50):
+        tokens = [b"common"] * 5 + [f"word{i}".encode() for i in range(start, start + 50)]
+        values, _, counts = counting.tf.unique_with_counts(tokens)
+        counter.add(values, counts)
+        assert len(counter.counts) <= 40
+    assert counter.ranked()[0] == (b"common", 50)
