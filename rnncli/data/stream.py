@@ -60,7 +60,7 @@ def open_labelled(path: str | Path, *, text_col: str | None = None,
                   label_col: str | None = None, encoding: str | None = None,
                   chunk_bytes: int = 1 << 20) -> LabelledStream:
     """Check a labelled file and read its header; rows come from ``rows()``."""
-    path = Path(path)
+    path, chunk_bytes = Path(path), max(1, chunk_bytes)  # read(0) would end the file at once
     scan = _Scan(path, chunk_bytes)
     fmt, notes = detect_format(path, scan.sniff)
     text = None
@@ -183,7 +183,7 @@ class LabelledStream:
             return
         with _open_binary(self.path) as fh, \
                 io.TextIOWrapper(fh, encoding="utf-8-sig", newline=newline) as text:
-            text._CHUNK_SIZE = max(1, self._chunk_bytes)  # how much it decodes at a time
+            text._CHUNK_SIZE = self._chunk_bytes  # how much it decodes at a time
             yield text
 
     def _numbered_cells(self, lines, parsed: Counter) -> Iterator[tuple[int, str | None,
