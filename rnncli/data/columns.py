@@ -4,6 +4,7 @@ Light: NumPy and the standard library."""
 
 from __future__ import annotations
 
+import functools
 import math
 import unicodedata
 from collections import Counter
@@ -108,6 +109,38 @@ def check_label(path: Path, line: int, label: str) -> None:
         raise DataError(f"{path}: line {line}: the label {label.strip()!r} holds a control "
                         f"character ({bad!r}); a label must be one line of text: fix that "
                         "row")
+
+
+def skip_reason(path: Path, line: int, text: str | None, label: str | None) -> str | None:
+    """Why a row of a labelled file is skipped ("empty text", "empty label"), or None when
+    it is used; a used row's label must be one line of text (check_label)."""
+    if text is None or not text.strip():
+        return "empty text"
+    if label is None or _label_state(label) == "empty":
+        return "empty label"
+    if _label_state(label) == "bad":
+        check_label(path, line, label)  # raises, naming the line
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_state(label: str) -> str:
+    """"empty", "bad" (check_label refuses it) or "ok": cached, because a file has few
+    label values and a million rows (2 µs a row uncached, 0.2 µs cached)."""
+    if not normalize_label(label):
+        return "empty"
+    try:
+        check_label(Path(), 0, label)
+    except DataError:
+        return "bad"
+    return "ok"
+
+
+def no_usable_rows(path: Path, skipped: Counter) -> DataError:
+    """The error for a labelled file without a usable row; ``skipped``: rows by reason."""
+    return DataError(f"{path}: no usable rows (" + (f"{sum(skipped.values())} "
+        "skipped: " + ", ".join(f"{n} {r}" for r, n in skipped.items()) if skipped
+        else "a header and no rows") + "); add rows with a text and a label")
 
 
 def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
