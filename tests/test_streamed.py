@@ -50,9 +50,9 @@ def test_a_streamed_model_is_a_model(streamed_model, sorted_csv):
     assert [p.name for p in streamed_model.parent.iterdir()] == ["streamed"]
     result = invoke("predict", "-m", streamed_model, "a wonderful, moving film")
     assert result.exit_code == 0, result.output
-    evaluated = invoke("evaluate", "-m", streamed_model, "--json")
+    evaluated = invoke("evaluate", "-m", streamed_model, "-f", "json")
     assert evaluated.exit_code == 0, evaluated.output
-    assert json.loads(evaluated.output)["accuracy"] == pytest.approx(
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(
         manifest["test"]["accuracy"], abs=1e-6)
 
 
@@ -68,7 +68,7 @@ def test_the_held_out_split_keeps_the_texts_exactly(streamed_model, sorted_csv):
 def test_the_split_is_decided_per_row_by_the_seed(tmp_path, sorted_csv):
     def parts(seed):
         work = tmp_path / f"w{seed}"
-        work.mkdir()
+        work.mkdir(exist_ok=True)
         spooled = spool.spool(open_labelled(sorted_csv), work, val_split=0.1, test_split=0.1,
                               seed=seed)
         return [spooled.rows(p) for p in ("train", "validation", "test")], \

@@ -39,7 +39,7 @@ def _split(spooled: Spooled):
     classes = tf.constant(spooled.class_of_code, tf.int64)
 
     def split(lines):
-        parts = tf.strings.split(lines, "\t", maxsplit=1)
+        parts = tf.strings.split(lines, "\t", maxsplit=1).to_tensor()
         codes = tf.strings.to_number(parts[:, 0], tf.int64)
         return tf.gather(classes, codes), parts[:, 1]
 

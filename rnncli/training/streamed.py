@@ -57,8 +57,10 @@ def run(stream: LabelledStream, config: TrainConfig, *, out: Path,
     workdir = out.parent / f".{out.name}.stream-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        reporter.message(f"{stream.path.name}: {stream.physical_lines} lines, more than "
-                         f"{spool.STREAM_LINES}: streamed from disk")
+        why = (f"more than {spool.STREAM_LINES}" if stream.physical_lines > spool.STREAM_LINES
+               else "--stream")
+        reporter.message(f"{stream.path.name}: {stream.physical_lines} lines ({why}): read "
+                         "as a stream, its parts kept on disk")
         started = time.perf_counter()
         spooled = spool.spool(stream, workdir, val_split=config.val_split,
                               test_split=config.test_split, seed=config.seed,
