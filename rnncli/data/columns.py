@@ -153,7 +153,8 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
     each spelled as most rows spell it. ``known``: a trained model's class names;
     ``lines``: the line of each label, for messages.
     """
-    keys = [normalize_label(v) for v in raw]
+    normal = {v: normalize_label(v) for v in set(raw)}  # few values, a million rows
+    keys = [normal[v] for v in raw]
     counts = Counter(keys)
     if known is not None:
         lookup = {normalize_label(name): i for i, name in enumerate(known)}
@@ -175,9 +176,9 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
         listed = ", ".join(f"{k!r} ({n} rows)" for k, n in counts.most_common(10))
         raise DataError(f"{path}: only one label value ({listed}); a classifier needs rows of "
                         "two or more classes")
-    spelled = {}
-    for value, key in zip(raw, keys):
-        spelled.setdefault(key, Counter())[_visible(value)] += 1
+    spelled: dict[str, Counter] = {}
+    for value, n in Counter(raw).items():  # in order of first sight, as ties are broken
+        spelled.setdefault(normal[value], Counter())[_visible(value)] += n
     names = {key: spellings.most_common(1)[0][0] for key, spellings in spelled.items()}
     if len(counts) > 2:
         if positive_label is not None:
