@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 from typing import IO, Any
 
 from rich.console import Console
@@ -193,15 +194,20 @@ class StreamProgress:
 # --------------------------------------------------------------------------- train
 
 
+PROGRESS_EVERY = 60.0  # seconds between the plain reporter's lines within an epoch
+
+
 class PlainReporter:
-    """One plain line per epoch on stderr: for logs and pipes."""
+    """One plain line per epoch on stderr, for logs and pipes; in an epoch longer than
+    PROGRESS_EVERY seconds, a progress line (rows, rows/s, time left) at most that often."""
 
     wants_batches = False
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.console = err_console()
-        self.epochs = 0
+        self.epochs, self.steps, self.rows, self.batch_size = 0, 0, 0, 0
+        self.epoch, self._started, self._told = 0, 0.0, 0.0
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -211,8 +217,24 @@ class PlainReporter:
         """Something the user should act on: shown even with --quiet."""
         tell(self.console, f"warning: {text}")
 
-    def train_begin(self, epochs: int, steps: int) -> None:
-        self.epochs = epochs
+    def train_begin(self, epochs: int, steps: int, rows: int = 0, batch_size: int = 0) -> None:
+        """``rows``: training rows in an epoch, in ``steps`` batches of ``batch_size``
+        (the last may be short); 0 if unknown: then no rows per second or time left."""
+        self.epochs, self.steps, self.rows, self.batch_size = epochs, steps, rows, batch_size
+
+    def epoch_begin(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._started = self._told = time.perf_counter()
+
+    def step_end(self, step: int) -> None:
+        """A batch is done; its figures are not read (the plain reporter needs none)."""
+        now = time.perf_counter()
+        if now - self._told < PROGRESS_EVERY or step >= self.steps or not self.batch_size:
+            return
+        self._told = now
+        done, rate, left = _pace(step, now - self._started, self.rows, self.batch_size)
+        self.message(f"epoch {self.epoch}/{self.epochs}  {done:,}/{self.rows:,} rows "
+                     f"({done / self.rows:.0%})  {rate:,.0f} rows/s  about {_duration(left)} left")
 
     def batch_end(self, step: int, logs: dict[str, float]) -> None:
         pass
@@ -225,32 +247,57 @@ class PlainReporter:
 
 
 class RichReporter(PlainReporter):
-    """Progress bars for epochs and batches with live loss/accuracy, on a terminal."""
+    """Progress bars for epochs and batches with live loss/accuracy, rows per second and
+    the time left in the epoch, on a terminal."""
 
     wants_batches = True
 
-    def train_begin(self, epochs: int, steps: int) -> None:
-        super().train_begin(epochs, steps)
+    def train_begin(self, epochs: int, steps: int, rows: int = 0, batch_size: int = 0) -> None:
+        super().train_begin(epochs, steps, rows, batch_size)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(),
-            console=self.console, transient=True)
-        self._epoch_task = self._progress.add_task("epoch", total=epochs, metrics="")
-        self._batch_task = self._progress.add_task("batch", total=steps, metrics="")
+            TextColumn("{task.fields[metrics]}"), TextColumn("{task.fields[pace]}"),
+            TimeElapsedColumn(), console=self.console, transient=True)
+        self._epoch_task = self._progress.add_task("epoch", total=epochs, metrics="", pace="")
+        self._batch_task = self._progress.add_task("batch", total=steps, metrics="", pace="")
         self._progress.start()
 
     def batch_end(self, step: int, logs: dict[str, float]) -> None:
-        self._progress.update(self._batch_task, completed=step, metrics=_metrics_text(logs))
+        pace = ""
+        if self.batch_size:
+            _, rate, left = _pace(step, time.perf_counter() - self._started, self.rows,
+                                  self.batch_size)
+            pace = f"{rate:,.0f} rows/s  {_duration(left)} left"
+        self._progress.update(self._batch_task, completed=step, metrics=_metrics_text(logs),
+                              pace=pace)
 
     def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         self._progress.update(self._epoch_task, completed=epoch)
-        self._progress.reset(self._batch_task, metrics="")
+        self._progress.reset(self._batch_task, metrics="", pace="")
         self._progress.console.print(
             f"epoch {epoch}/{self.epochs}  " + _metrics_text(logs) + f"  {seconds:.1f}s",
             markup=False)
 
     def train_end(self) -> None:
         self._progress.stop()
+
+
+def _pace(step: int, elapsed: float, rows: int, batch_size: int) -> tuple[int, float, float]:
+    """(rows done this epoch, rows per second, seconds left in the epoch) after ``step``
+    batches; rows are counted as steps x batch size, at most the epoch's ``rows``."""
+    done = min(step * batch_size, rows)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return done, rate, (rows - done) / rate if rate else 0.0
+
+
+def _duration(seconds: float) -> str:
+    """"32s", "4m 10s", "2h 05m": a time left, to the second under an hour."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
 def train_reporter(quiet: bool) -> PlainReporter:

@@ -33,8 +33,8 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     whose weights early stopping restored, chosen on the unrounded validation losses.
     ``class_weights``: one weight per class, applied to the rows' losses (training and
     validation, so early stopping reads the same loss), or None. ``batches``: (training
-    batches, validation batches, steps an epoch) made elsewhere (a streamed file's, see
-    training/stream_data.py), in place of the arrays.
+    batches, validation batches, steps an epoch, training rows) made elsewhere (a streamed
+    file's, see training/stream_data.py), in place of the arrays.
     """
     _compile(core, config, replicas)
     early = resume_run.resumable_early_stopping(keras, monitor="val_loss",
@@ -43,12 +43,14 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     callbacks = [early, *_lr_decay(config)]
     full_only = replicas > 1
     if batches is not None:
-        steps = batches[2]
+        steps, rows = batches[2:]
     else:
-        steps = len(x_train) // config.batch_size if full_only else -(-len(x_train)
-                                                                       // config.batch_size)
+        rows = len(x_train)
+        steps = rows // config.batch_size if full_only else -(-rows // config.batch_size)
     caught: list[BaseException] = []  # filled by stop_on_signals
-    done = progress_callback(reporter, config.epochs, steps, interrupted=caught)
+    done = progress_callback(reporter, config.epochs, steps, interrupted=caught,
+                             rows=min(rows, steps * config.batch_size),
+                             batch_size=config.batch_size)
     callbacks += [done, keras.callbacks.TerminateOnNaN()]
     state = progress.state if progress else None
     before = state["history"] if state else []
@@ -222,11 +224,13 @@ def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
 
 
 def progress_callback(reporter, epochs: int, steps: int,
-                      interrupted: list[BaseException] | tuple = ()):
+                      interrupted: list[BaseException] | tuple = (), *, rows: int = 0,
+                      batch_size: int = 0):
     """The callback that reports epochs. ``interrupted``: non-empty once Ctrl-C or
     SIGTERM has asked fit to stop (stop_on_signals); the epoch it cuts short is neither
-    reported nor kept in the history."""
-    return EpochProgress(reporter, epochs, steps, interrupted)
+    reported nor kept in the history. ``rows``: training rows in an epoch, in ``steps``
+    batches of ``batch_size`` (for rows per second and the time left)."""
+    return EpochProgress(reporter, epochs, steps, interrupted, rows=rows, batch_size=batch_size)
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -234,9 +238,11 @@ class EpochProgress(keras.callbacks.Callback):
     :func:`progress_callback`)."""
 
     def __init__(self, reporter, epochs: int, steps: int,
-                 interrupted: list[BaseException] | tuple):
+                 interrupted: list[BaseException] | tuple, *, rows: int = 0,
+                 batch_size: int = 0):
         super().__init__()
         self._reporter, self._epochs, self._steps = reporter, epochs, steps
+        self._rows, self._batch_size = rows, batch_size
         self._interrupted = interrupted
         self.history: list[dict[str, float]] = []
         self.val_losses: list[float | None] = []  # unrounded, as early stopping saw them
@@ -245,16 +251,19 @@ class EpochProgress(keras.callbacks.Callback):
         self.cut = False  # the last epoch was cut short by an interrupt
 
     def on_train_begin(self, logs=None):
-        self._reporter.train_begin(self._epochs, self._steps)
+        self._reporter.train_begin(self._epochs, self._steps, self._rows, self._batch_size)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
         self.epoch, self.step = epoch + 1, 0
+        self._reporter.epoch_begin(self.epoch)
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         if self._reporter.wants_batches:
             self._reporter.batch_end(self.step, {k: float(v) for k, v in (logs or {}).items()})
+        else:  # the count only: the plain reporter reads no figures
+            self._reporter.step_end(self.step)
 
     def on_test_begin(self, logs=None):
         # cut: its validation would only delay. Keras checks stop_evaluating after

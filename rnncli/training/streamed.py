@@ -196,7 +196,8 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
     fitted = fitting._fit_rnn(config, initial, (None, None), (None, None), device_names,
                               strategy, reporter, replicas=replicas, progress=progress,
                               precision=precision, class_weights=weights,
-                              batches=(train_data, val_data, steps))
+                              batches=(train_data, val_data, steps,
+                                       spooled.rows("train")))
     run = fitting.Run(config, vectorizer, weights, precision, device_names[0], replicas, 1,
                       started, source)
     return fitting.finish(run, fitted, ngram, (train_view, val_view, test_view),
