@@ -1,12 +1,14 @@
 """HEAVY: tf.data pipelines over a spooled file (data/spool.py): texts are read from disk
 and tokenized on the fly, so no part of the data is held in memory whole.
 
-Training rows: the bucket files in a new random order each epoch, a few read at a time
-and interleaved, then a shuffle buffer of ``SHUFFLE_ROWS`` rows; token ids are made by the
-model's own TextVectorization in parallel map calls, then batches of similar length are
-formed as fitloop.length_batches forms them (sorted within windows of 50 batches, the
-batches shuffled again). Validation and test rows are read in file order, which the
-scores keep (their labels are in that order).
+Token ids are made once by the model's own TextVectorization and written beside the
+texts as fixed-length records (:class:`IdFiles`), so an epoch only reads them; the
+n-gram model tokenizes its n-grams on the fly (:func:`texts`). Training rows: the bucket
+files in a new random order each epoch, a few read at a time and interleaved, then a
+shuffle buffer of ``SHUFFLE_ROWS`` rows; batches of similar length are formed as
+fitloop.length_batches forms them (sorted within windows of 50 batches, the batches
+shuffled again). Validation and test rows are read in file order, which the scores
+keep (their labels are in that order).
 """
 
 from __future__ import annotations
@@ -34,14 +36,19 @@ def _lines(spooled: Spooled, part: str, *, seed: int | None = None):
     return lines.shuffle(SHUFFLE_ROWS, seed=seed + 1, reshuffle_each_iteration=True)
 
 
+def _code_and_text(lines):
+    """A batch of ``<code>\\t<text>`` lines -> (label codes, texts)."""
+    parts = tf.strings.split(lines, "\t", maxsplit=1).to_tensor()
+    return tf.strings.to_number(parts[:, 0], tf.int64), parts[:, 1]
+
+
 def _split(spooled: Spooled):
     """A batch of lines -> (class indexes, texts)."""
     classes = tf.constant(spooled.class_of_code, tf.int64)
 
     def split(lines):
-        parts = tf.strings.split(lines, "\t", maxsplit=1).to_tensor()
-        codes = tf.strings.to_number(parts[:, 0], tf.int64)
-        return tf.gather(classes, codes), parts[:, 1]
+        codes, text = _code_and_text(lines)
+        return tf.gather(classes, codes), text
 
     return split
 
@@ -72,26 +79,78 @@ def sample_texts(spooled: Spooled, rows: int, seed: int) -> list[str]:
     return out[:rows]
 
 
-def ids_batches(spooled: Spooled, part: str, vectorizer, seq_len: int, batch_size: int, *,
-                seed: int | None = None, class_weights: np.ndarray | None = None,
-                keep_order: bool = False):
-    """(ids, labels[, weights]) batches of a part for fit, or ids only (``keep_order``:
-    in file order, for scores). Training (``seed`` given) batches texts of similar length."""
+class IdFiles:
+    """A spooled file's token ids, made once and kept on disk beside its texts: per text
+    file a file of fixed-length records, ``(label code, seq_len ids)`` as uint16 (int32
+    for a vocabulary of 65,536 tokens or more), right-padded, in the text file's order.
+    Epochs then read records, with no tokenizing."""
+
+    def __init__(self, spooled: Spooled, vectorizer, seq_len: int):
+        self.spooled, self.seq_len = spooled, seq_len
+        self.dtype = np.uint16 if vectorizer.vocabulary_size() < 2**16 else np.int32
+        self.files: dict[str, list[str]] = {}
+        for part, entry in spooled.parts.items():
+            self.files[part] = [self._write(f, vectorizer) for f in entry.files]
+
+    def _write(self, path, vectorizer) -> str:
+        target = path.with_suffix(".ids")
+        with open(target, "wb") as out:
+            for codes, batch in texts_of_file(path):
+                ids = vectorizer(batch).numpy()[:, : self.seq_len]
+                records = np.zeros((len(ids), self.seq_len + 1), self.dtype)
+                records[:, 0] = codes.numpy()
+                records[:, 1:ids.shape[1] + 1] = ids
+                out.write(records.tobytes())
+        return str(target)
+
+    def records(self, part: str, *, seed: int | None = None):
+        """(class index, ids) rows of a part: shuffled (``seed`` given) or in file order."""
+        width = self.seq_len + 1
+        dtype = tf.uint16 if self.dtype == np.uint16 else tf.int32
+        classes = tf.constant(self.spooled.class_of_code, tf.int64)
+
+        def read(files):
+            return tf.data.FixedLengthRecordDataset(files, width * np.dtype(self.dtype).itemsize)
+
+        files = self.files[part]
+        if seed is None:
+            rows = read(files)
+        else:
+            rows = (tf.data.Dataset.from_tensor_slices(files)
+                    .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+                    .interleave(read, cycle_length=min(_CYCLE, len(files)), block_length=16)
+                    .shuffle(SHUFFLE_ROWS, seed=seed + 1, reshuffle_each_iteration=True))
+
+        def decode(record):
+            values = tf.cast(tf.io.decode_raw(record, dtype), tf.int64)
+            return tf.gather(classes, values[0]), values[1:]
+
+        return rows.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def texts_of_file(path):
+    """(label codes, texts) batches of one spooled file, in its order."""
+    return (tf.data.TextLineDataset(str(path)).batch(READ_BATCH)
+            .map(_code_and_text, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(2))
+
+
+def ids_batches(ids: IdFiles, part: str, batch_size: int, *, seed: int | None = None,
+                class_weights: np.ndarray | None = None, keep_order: bool = False):
+    """((ids, labels[, weights]) batches of a part for fit, or ids only (``keep_order``:
+    in file order, for scores); steps). Other than in file order, batches are of texts of
+    similar length, as fitloop.length_batches makes them."""
     weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
 
-    def tokenize(y, text):
-        ids = vectorizer(text)[:, :seq_len]
-        ids = tf.pad(ids, [[0, 0], [0, seq_len - tf.shape(ids)[1]]])
-        ids = tf.ensure_shape(tf.cast(ids, tf.int64), [None, seq_len])
-        n = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)
-        w = tf.ones_like(y, tf.float32) if weights is None else tf.gather(weights, y)
-        return ids, tf.cast(y, tf.float32), n, w
+    def row(y, x):
+        n = tf.math.count_nonzero(x, dtype=tf.int32)
+        w = tf.constant(1.0) if weights is None else tf.gather(weights, y)
+        return x, tf.cast(y, tf.float32), n, w
 
-    data = (texts(spooled, part, seed=seed)
-            .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .unbatch())
-    steps = -(-spooled.rows(part) // batch_size)
-    if not keep_order:  # batches of similar length, as fitloop.length_batches makes them
+    data = ids.records(part, seed=seed).map(row, num_parallel_calls=tf.data.AUTOTUNE,
+                                            deterministic=True)
+    steps = -(-ids.spooled.rows(part) // batch_size)
+    if not keep_order:
         def by_length(x, y, n, w):
             order = tf.argsort(n, stable=True)
             return tuple(tf.gather(t, order) for t in (x, y, n, w))

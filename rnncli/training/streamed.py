@@ -187,9 +187,12 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
         with M.tf.device(device_names[0]):
             ngram = fit_ngrams_streamed(config, spooled, reporter, class_weights=weights)
 
+    tokenized = time.perf_counter()
+    id_files = stream_data.IdFiles(spooled, vectorizer, config.seq_len)
+    reporter.message(f"token ids written to disk ({time.perf_counter() - tokenized:.0f}s)")
+
     def ids(part: str, **kwargs):
-        return stream_data.ids_batches(spooled, part, vectorizer, config.seq_len,
-                                       config.batch_size, **kwargs)
+        return stream_data.ids_batches(id_files, part, config.batch_size, **kwargs)
 
     (train_data, steps), (val_data, _) = (ids("train", seed=config.seed, class_weights=weights),
                                           ids("validation", class_weights=weights))
