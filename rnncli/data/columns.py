@@ -145,17 +145,22 @@ def no_usable_rows(path: Path, skipped: Counter) -> DataError:
 
 def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
                known: tuple[str, ...] | None = None,
-               lines: list[int] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+               lines: list[int] | None = None,
+               rows: list[int] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
     """Map raw label strings to class indexes; returns (indexes, class names).
 
     Two values: a binary classifier, (negative, positive) as 0/1. Three or more: one class
     per value, numbers in numeric order (1 < 2 < 10), other names in alphabetical order,
     each spelled as most rows spell it. ``known``: a trained model's class names;
-    ``lines``: the line of each label, for messages.
+    ``lines``: the line of each label, for messages. ``rows``: how many rows hold each
+    entry of ``raw`` (a streamed file's distinct values), else one each.
     """
     normal = {v: normalize_label(v) for v in set(raw)}  # few values, a million rows
     keys = [normal[v] for v in raw]
-    counts = Counter(keys)
+    tally = Counter(raw) if rows is None else Counter(dict(zip(raw, rows)))
+    counts = Counter()
+    for value, n in tally.items():
+        counts[normal[value]] += n
     if known is not None:
         lookup = {normalize_label(name): i for i, name in enumerate(known)}
         if len(lookup) < len(known):  # names an older rnncli kept apart
@@ -177,7 +182,7 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
         raise DataError(f"{path}: only one label value ({listed}); a classifier needs rows of "
                         "two or more classes")
     spelled: dict[str, Counter] = {}
-    for value, n in Counter(raw).items():  # in order of first sight, as ties are broken
+    for value, n in tally.items():  # in order of first sight, as ties are broken
         spelled.setdefault(normal[value], Counter())[_visible(value)] += n
     names = {key: spellings.most_common(1)[0][0] for key, spellings in spelled.items()}
     if len(counts) > 2:
@@ -185,7 +190,7 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
             raise DataError(f"{path}: --positive-label applies to two label values; this file "
                             f"has {len(counts)} ({_examples(counts)}), so every class is "
                             "learnt: drop --positive-label")
-        _check_class_count(path, counts, len(keys))
+        _check_class_count(path, counts, sum(counts.values()))
         order = sorted(counts, key=_class_order)
         lookup = {key: i for i, key in enumerate(order)}
         return (np.array([lookup[k] for k in keys], dtype=_label_dtype(len(order))),

@@ -36,7 +36,8 @@ from rnncli.data.columns import map_labels
 from rnncli.data.stream import LabelledStream, open_labelled
 
 STREAM_LINES = 100_000  # "auto" streams a file of more lines than this
-BUCKET_ROWS = 16_384  # training rows per bucket file, about
+BUCKET_ROWS = 16_384  # training rows per bucket file, about, up to MAX_BUCKETS files
+MAX_BUCKETS = 256  # files open at once while spooling stay well under the usual 1024
 VERIFY_ROWS = 256  # validation texts kept exactly, for the check of the saved model
 MAX_RAW_LABELS = 1000  # distinct label spellings kept (columns.MAX_CLASSES classes at most)
 _DRAWS = 65_536  # uniform draws made at a time
@@ -106,7 +107,7 @@ def spool(stream: LabelledStream, workdir: Path, *, val_split: float, test_split
           seed: int, positive_label: str | None = None) -> Spooled:
     """Read every row of ``stream`` once and write it to its part under ``workdir``."""
     expected = stream.physical_lines * (1 - val_split - test_split)
-    buckets = max(1, math.ceil(expected / BUCKET_ROWS))
+    buckets = min(MAX_BUCKETS, max(1, math.ceil(expected / BUCKET_ROWS)))
     parts = {"train": Part([workdir / f"train-{i:04d}.txt" for i in range(buckets)]),
              "validation": Part([workdir / "validation.txt"]),
              "test": Part([workdir / "test.txt"])}
@@ -115,9 +116,6 @@ def spool(stream: LabelledStream, workdir: Path, *, val_split: float, test_split
         writer.write_all(stream)
     finally:
         writer.close()
-    if not writer.raw:
-        raise DataError(f"{stream.path}: no usable rows ({_skipped_text(stream.skipped)}); "
-                        "add rows with a text and a label")
     class_of_code, names = _classes(stream, writer, positive_label)
     counts = {part: _class_counts(writer.part_codes[part], class_of_code, names)
               for part in _PARTS}
@@ -150,7 +148,9 @@ class _Writer:
                 draws, buckets = self.rng.random(_DRAWS), self.rng.integers(0, 2**31, _DRAWS)
             code = self.raw.setdefault(label, len(self.raw))
             if len(self.raw) > MAX_RAW_LABELS:
-                return  # a text column read as labels: map_labels says so
+                raise DataError(f"{stream.path}: more than {MAX_RAW_LABELS} different values "
+                                f"in the label column {stream.label_col!r} (line {line}); "
+                                "that is not a column of class labels: check --label-col")
             if code not in self.first_lines:
                 self.first_lines[code] = line
             self.raw_counts[code] += 1
@@ -179,16 +179,13 @@ class _Writer:
 
 def _classes(stream: LabelledStream, writer: _Writer,
              positive_label: str | None) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(class index of each raw label code, class names), by columns.map_labels's rules.
-    map_labels's choices depend on the values and how many rows spell each, so it is
-    given each distinct value as many times as rows hold it (one reference a row)."""
-    raw, lines, first = [], [], []
-    for value, code in writer.raw.items():
-        first.append(len(raw))
-        raw.extend([value] * writer.raw_counts[code])
-        lines.extend([writer.first_lines[code]] * writer.raw_counts[code])
-    labels, names = map_labels(stream.path, raw, positive_label=positive_label, lines=lines)
-    return np.asarray(labels[first], np.int64), names
+    """(class index of each raw label code, class names), by columns.map_labels's rules,
+    given each distinct value once with the rows that hold it."""
+    raw = list(writer.raw)  # in code order
+    labels, names = map_labels(stream.path, raw, positive_label=positive_label,
+                               lines=[writer.first_lines[c] for c in range(len(raw))],
+                               rows=[writer.raw_counts[c] for c in range(len(raw))])
+    return np.asarray(labels, np.int64), names
 
 
 def _class_counts(codes: Counter, class_of_code: np.ndarray,
@@ -201,19 +198,18 @@ def _class_counts(codes: Counter, class_of_code: np.ndarray,
 
 def _check_parts(stream: LabelledStream, counts: dict[str, dict[str, int]],
                  names: tuple[str, ...]) -> None:
-    """Each class needs rows in every part (split_dataset's rule for small files)."""
+    """dataset.split_dataset's rules: validation and test need 2 rows, training 4, every
+    class 3; with three or more classes, every class needs a row in each part (the split
+    is drawn per row here, so a class of a few rows can miss one: another --seed, or
+    --no-stream, which splits each class exactly)."""
     sizes = {part: sum(c.values()) for part, c in counts.items()}
-    empty = [(part, name) for part, c in counts.items() for name, n in c.items() if n == 0]
-    if sizes["validation"] < 2 or sizes["test"] < 2 or empty:
-        where = ", ".join(f"{name!r} has no {part} rows" for part, name in empty[:5])
+    totals = {name: sum(c[name] for c in counts.values()) for name in names}
+    missing = [(part, name) for part, c in counts.items() for name, n in c.items()
+               if n == 0] if len(names) > 2 else []
+    if (sizes["validation"] < 2 or sizes["test"] < 2 or sizes["train"] < 4
+            or min(totals.values()) < 3 or missing):
+        where = "".join(f", {name!r} has no {part} rows" for part, name in missing[:5])
         raise DataError(f"{stream.path}: too few rows to split: train/validation/test = "
-                        f"{sizes['train']}/{sizes['validation']}/{sizes['test']}"
-                        + (f" ({where})" if where else "")
-                        + "; add rows or raise --val-split/--test-split")
-
-
-def _skipped_text(skipped: dict[str, int]) -> str:
-    if not skipped:
-        return "a header and no rows"
-    return (f"{sum(skipped.values())} skipped: "
-            + ", ".join(f"{n} {reason}" for reason, n in skipped.items()))
+                        f"{sizes['train']}/{sizes['validation']}/{sizes['test']}{where}; "
+                        "add rows, raise --val-split/--test-split"
+                        + (", try another --seed or --no-stream" if missing else ""))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnncli.core.config import AUTO_BIGRAM_SHARE, TrainConfig
+from rnncli.core.config import AUTO_BIGRAM_SHARE, MAX_TEXT_CHARS, TrainConfig
 from rnncli.core.scripts import LONG_TOKEN
 from rnncli.network.model import (
     AUTO_BIGRAM_DIM,
@@ -60,28 +60,28 @@ def derive_settings(config: TrainConfig, texts: list[str] | None = None, *,
     rounded up to a multiple of 8, between 16 and 800. Batches are cut to their longest
     text, so a generous cap costs little: only the long texts pay for it.
     """
-    counter, lengths = _Counter(), []
+    counter, lengths = _Counter(), np.zeros(MAX_TEXT_CHARS + 2, np.int64)  # a histogram
     long = chars = 0
     for batch in (text_batches(texts) if batches is None else batches):
         ragged = tf.strings.split(STANDARDIZERS[config.tokenizer](tf.convert_to_tensor(batch)))
-        lengths.append(ragged.row_lengths().numpy().astype(np.int32))
+        lengths += np.bincount(ragged.row_lengths().numpy(), minlength=len(lengths))
         long += int(tf.reduce_sum(tf.cast(
             tf.strings.length(ragged.flat_values, unit="UTF8_CHAR") > LONG_TOKEN, tf.int64)))
         chars += int(tf.reduce_sum(tf.cast(
             tf.strings.regex_full_match(ragged.flat_values, f"[{SPLIT_CHARS}]"), tf.int64)))
         counter.add(*tf.unique_with_counts(ragged.flat_values)[::2])
-    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
     ranked = counter.ranked()
     seq_len = config.seq_len
     if seq_len is None:
-        p95 = float(np.percentile(lengths, 95))
+        p95 = _percentile(lengths, 95)
         seq_len = int(min(MAX_AUTO_SEQ_LEN, max(16, 8 * int(np.ceil(p95 / 8)))))
     max_tokens = config.max_tokens
     if max_tokens is None:
         frequent = sum(1 for _, c in ranked if c >= 2)
         max_tokens = int(min(MAX_AUTO_TOKENS, frequent) + 2)  # + padding and [UNK]
     vocab = [t.decode("utf-8") for t, _ in ranked[: max_tokens - 2]]
-    words = int(lengths.sum()) - len(lengths)  # without the start marker
+    texts = int(lengths.sum())
+    words = int(np.dot(lengths, np.arange(len(lengths)))) - texts  # without the start marker
     long_share, char_share = (long / words, chars / words) if words else (0.0, 0.0)
     chars_mostly = char_share > AUTO_BIGRAM_SHARE
     bigram_dim = config.bigram_dim
@@ -95,6 +95,17 @@ def derive_settings(config: TrainConfig, texts: list[str] | None = None, *,
                                   ngram_solver=config.ngram_solver
                                   or AUTO_NGRAM_SOLVER[chars_mostly]),
                    vocab, long_share, char_share)
+
+
+def _percentile(histogram: np.ndarray, q: float) -> float:
+    """np.percentile's (linear) ``q``-th percentile of the values a histogram counts."""
+    n = int(histogram.sum())
+    position = q / 100 * (n - 1)
+    below = int(np.floor(position))
+    cumulative = np.cumsum(histogram)
+    low, high = (int(np.searchsorted(cumulative, k, side="right"))
+                 for k in (below, min(below + 1, n - 1)))
+    return low + (position - below) * (high - low)
 
 
 def count_ngrams(batches: Iterable, tokenizer: str, order: int) -> tuple[list[str], np.ndarray]:

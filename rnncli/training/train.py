@@ -60,6 +60,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         if opened is not None:
             from rnncli.training import streamed
             return streamed.run(opened, config, out=out, positive_label=positive_label,
+                                encoding=encoding,
                                 embeddings=embeddings, unlabelled=unlabelled, device=device,
                                 mixed_precision=mixed_precision, resume=resume,
                                 show_skipped=show_skipped, reporter=reporter)
