@@ -153,6 +153,18 @@ def test_physical_lines_of_a_utf16_file_count_its_newlines_not_its_0x0a_bytes(tm
     assert stream.in_memory and stream.physical_lines == 3
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "UTF8", "utf_8"])
+def test_encoding_utf8_given_still_streams(tmp_path, encoding):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\n\xe5\xa5\xbd good,pos\nbad,neg\n")
+    stream = open_labelled(path, encoding=encoding)
+    assert not stream.in_memory
+    data = load_dataset(path, encoding=encoding)
+    assert [text for _, text, _ in stream.rows()] == data.texts
+    path.write_bytes(b"text,label\ngood,pos\nbad,neg\n")
+    assert open_labelled(path, encoding="cp1252").in_memory
+
+
 def test_skipped_lines_are_bounded(tmp_path):
     path = tmp_path / "many_empty.csv"
     empty = SKIPPED_LINES_KEPT + 500

@@ -12,8 +12,8 @@ messages; an error in a row comes from ``rows()`` when it is met. rows() may be 
 again: each call reads the file from the start.
 
 Memory: UTF-8 files (with or without a BOM) stream. A UTF-16 file (BOM), a file read with a
-given ``encoding``, or bytes that are not UTF-8 go through today's whole-file decode
-(encoding.decode: detection needs the whole file, and its notes and errors stay the same);
+given ``encoding`` other than UTF-8, or bytes that are not UTF-8 go through the whole-file
+decode (encoding.decode: detection needs the whole file, and its notes and errors stay the same);
 the decoded text is kept and its rows streamed from it, so memory grows with those files
 only. JSON lines are parsed twice: ``open_labelled`` reads every object for the header
 (the union of the keys, which choose_columns needs), and rows() again.
@@ -64,12 +64,20 @@ def open_labelled(path: str | Path, *, text_col: str | None = None,
     scan = _Scan(path, chunk_bytes)
     fmt, notes = detect_format(path, scan.sniff)
     text = None
-    if encoding is not None or not scan.utf8:
+    if (encoding is not None and not _names_utf8(encoding)) or not scan.utf8:
         text = decode_text(path, read_bytes(path), fmt, encoding, notes)
     elif scan.nul_line:
         raise nul_error(path, scan.nul_line, fmt)
     return LabelledStream(path, fmt=fmt, text=text, scan=scan, text_col=text_col,
                           label_col=label_col, notes=notes, chunk_bytes=chunk_bytes)
+
+
+def _names_utf8(encoding: str) -> bool:
+    """``--encoding utf-8`` (any spelling) streams as a file with no --encoding would."""
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False  # decode_text reports the unknown name
 
 
 class _Scan:
