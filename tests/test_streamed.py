@@ -176,3 +176,41 @@ def test_the_lbfgs_solver_is_replaced_and_said(tmp_path, sorted_csv):
     assert "Adam, not L-BFGS" in result.output
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["settings"]["ngram_solver"] == "adam"
+
+
+def test_two_machines_train_a_streamed_file(tmp_path, sorted_csv):
+    """TF_CONFIG with a streamed file: each worker reads the file into parts of its own,
+    both train on their share of the same batches, only the chief writes the model."""
+    import os
+    import subprocess
+
+    from test_end_to_end import _free_ports
+
+    hosts = [f"localhost:{port}" for port in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
+        args = ["rnncli", "train", str(sorted_csv), *TINY[:-1], "--epochs", "2", "--stream",
+                "--no-ngrams", "-o", str(tmp_path / f"out{index}")]
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE))
+    try:
+        results = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc, (_, err) in zip(procs, results):
+        assert proc.returncode == 0, err.decode()[-2000:]
+    chief, worker = (err.decode() for _, err in results)
+    assert "read as a stream" in chief and "read as a stream" in worker
+    assert "worker 1 of 2 processes: training finished; the chief writes" in worker
+    assert not (tmp_path / "out1").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out0"]  # no parts left
+    manifest = json.loads((tmp_path / "out0" / "rnncli.json").read_text())
+    assert manifest["training"]["workers"] == 2 and manifest["data"]["streamed"]
+
+    def epochs(log):  # "epoch 1/2  loss ...  val_acc ...  8.1s", without the seconds
+        return [line.rsplit("  ", 1)[0] for line in log.splitlines() if line.startswith("epoch ")]
+
+    assert len(epochs(chief)) == 2 and epochs(chief) == epochs(worker)

@@ -162,21 +162,7 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
     for value, n in tally.items():
         counts[normal[value]] += n
     if known is not None:
-        lookup = {normalize_label(name): i for i, name in enumerate(known)}
-        if len(lookup) < len(known):  # names an older rnncli kept apart
-            raise ModelError(f"{path}: the model's classes ({_quote(known)}) differ only in "
-                             "case, width or invisible characters, so labels cannot be "
-                             "matched to them; retrain the model")
-        unknown = Counter(_visible(v) for v, k in zip(raw, keys) if k not in lookup)
-        if unknown:  # counted by spelling, as the file has them
-            first = next(i for i, k in enumerate(keys) if k not in lookup)
-            where = f" (first at line {lines[first]})" if lines else ""
-            rows = sum(unknown.values())
-            raise DataError(f"{path}: {rows} row{'s have labels' if rows > 1 else ' has a label'}"
-                            f" that {'are' if rows > 1 else 'is'} not the model's "
-                            f"({_quote(known)}): {_examples(unknown)}{where}; check "
-                            "--label-col, or relabel or drop those rows")
-        return np.array([lookup[k] for k in keys], dtype=_label_dtype(len(known))), known
+        return _to_known(path, raw, keys, known, lines)
     if len(counts) < 2:
         listed = ", ".join(f"{k!r} ({n} rows)" for k, n in counts.most_common(10))
         raise DataError(f"{path}: only one label value ({listed}); a classifier needs rows of "
@@ -199,6 +185,26 @@ def map_labels(path: Path, raw: list[str], *, positive_label: str | None = None,
     negative = next(k for k in counts if k != positive)
     labels = np.array([1 if k == positive else 0 for k in keys], dtype=np.int8)
     return labels, (names[negative], names[positive])
+
+
+def _to_known(path: Path, raw: list[str], keys: list[str], known: tuple[str, ...],
+              lines: list[int] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """map_labels onto a trained model's classes ``known``."""
+    lookup = {normalize_label(name): i for i, name in enumerate(known)}
+    if len(lookup) < len(known):  # names an older rnncli kept apart
+        raise ModelError(f"{path}: the model's classes ({_quote(known)}) differ only in "
+                         "case, width or invisible characters, so labels cannot be "
+                         "matched to them; retrain the model")
+    unknown = Counter(_visible(v) for v, k in zip(raw, keys) if k not in lookup)
+    if unknown:  # counted by spelling, as the file has them
+        first = next(i for i, k in enumerate(keys) if k not in lookup)
+        where = f" (first at line {lines[first]})" if lines else ""
+        rows = sum(unknown.values())
+        raise DataError(f"{path}: {rows} row{'s have labels' if rows > 1 else ' has a label'}"
+                        f" that {'are' if rows > 1 else 'is'} not the model's "
+                        f"({_quote(known)}): {_examples(unknown)}{where}; check "
+                        "--label-col, or relabel or drop those rows")
+    return np.array([lookup[k] for k in keys], dtype=_label_dtype(len(known))), known
 
 
 def _label_dtype(classes: int):

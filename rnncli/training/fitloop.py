@@ -42,11 +42,8 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
                                                 restore_best_weights=True)
     callbacks = [early, *_lr_decay(config)]
     full_only = replicas > 1
-    if batches is not None:
-        steps, rows = batches[2:]
-    else:
-        rows = len(x_train)
-        steps = rows // config.batch_size if full_only else -(-rows // config.batch_size)
+    steps, rows = batches[2:] if batches is not None else _steps(config, len(x_train),
+                                                                 full_only)
     caught: list[BaseException] = []  # filled by stop_on_signals
     done = progress_callback(reporter, config.epochs, steps, interrupted=caught,
                              rows=min(rows, steps * config.batch_size),
@@ -74,6 +71,12 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         raise caught[0]
     return _outcome(before + done.history,
                     (state["val_losses"] if state else []) + done.val_losses)
+
+
+def _steps(config: TrainConfig, rows: int, full_only: bool) -> tuple[int, int]:
+    """(batches an epoch, rows): all full on several devices."""
+    steps = rows // config.batch_size if full_only else -(-rows // config.batch_size)
+    return steps, rows
 
 
 def _compile(core, config: TrainConfig, replicas: int) -> None:

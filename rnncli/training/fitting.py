@@ -133,15 +133,17 @@ def finish(run: Run, fitted: tuple, ngram, sets: tuple, ids: tuple, *, out: Path
 
 
 def _settings(config: TrainConfig, train_set: Dataset, source: dict[str, Any], device: str,
-              mixed_precision: bool | str, role, reporter: Reporter, batches=None):
+              mixed_precision: bool | str, role, reporter: Reporter, batches=None,
+              devices: tuple | None = None):
     """(config with the data-derived settings, source with the tokens' character share,
     vocabulary, class weights, precision, (device names, strategy, replicas)); says which
     devices, vocabulary and sequence length training uses. ``batches``: the training
-    texts to count, in batches, when ``train_set.texts`` holds only a sample of them."""
+    texts to count, in batches, when ``train_set.texts`` holds only a sample of them;
+    ``devices``: what :func:`_devices` gave, when it had to run first."""
     from rnncli.network.runtime import precision_policy, set_seed
 
-    device_names, strategy, replicas, where = _devices(device, role, config,
-                                                       len(train_set.labels), reporter)
+    device_names, strategy, replicas, where = devices or _devices(
+        device, role, config, len(train_set.labels), reporter)
     precision = precision_policy(mixed_precision, device_names)
     config = config.replace(classes=len(train_set.label_names))
     weights = _class_weights(config, train_set)

@@ -170,6 +170,11 @@ def ids_batches(ids: IdFiles, part: str, batch_size: int, *, seed: int | None = 
             return x
         return (x, y) if class_weights is None else (x, y, w)
 
+    options = tf.data.Options()  # on several machines: the same batches on every worker,
+    # each taking its share of each (as for arrays); sharding by file would give the
+    # workers different numbers of batches, and synchronous training would wait forever
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
     return (data.map(trim, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .apply(tf.data.experimental.assert_cardinality(steps))
-            .prefetch(tf.data.AUTOTUNE)), steps
+            .prefetch(tf.data.AUTOTUNE).with_options(options)), steps

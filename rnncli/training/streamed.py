@@ -12,6 +12,7 @@ test rows once more) and removed when training ends, unless the process is kille
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -51,11 +52,14 @@ class SplitView:
         self.spooled.write_test_split(path)
 
 
-def run(stream: LabelledStream, config: TrainConfig, *, out: Path,
+def run(stream: LabelledStream, config: TrainConfig, *, out: Path, role=None,
         positive_label: str | None, encoding: str | None, embeddings, unlabelled, device: str,
         mixed_precision: bool | str, resume: bool, show_skipped: bool,
-        reporter: fitting.Reporter) -> dict[str, Any]:
-    """Train on ``stream`` and publish ``out`` (train.run has checked the target)."""
+        reporter: fitting.Reporter) -> dict[str, Any] | None:
+    """Train on ``stream`` and publish ``out`` (train.run has checked the target); on
+    several machines (``role``, from TF_CONFIG) every worker reads the file into parts of
+    its own and trains on its share of each batch; only the chief publishes (the others
+    return None)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.stream-", dir=out.parent))
     try:
@@ -72,19 +76,32 @@ def run(stream: LabelledStream, config: TrainConfig, *, out: Path,
         extra_texts = _unlabelled(unlabelled, source, reporter)
         if embeddings is not None:
             source["embeddings"] = {"file": Path(embeddings).name}
-        with fsio.lock(out):
-            key = resume_run.run_key(None, config, embeddings, unlabelled, mixed_precision,
-                                     content=_content_key(spooled, encoding))
-            progress = resume_run.prepare(out, key, resume)
-            if progress.state:
-                reporter.message(f"resuming after epoch {len(progress.state['history'])} of "
-                                 "the interrupted run")
+        with fsio.lock(out) if role is None or role.chief else contextlib.nullcontext():
+            progress = _progress(out, role, resume, config, spooled, encoding, embeddings,
+                                 unlabelled, mixed_precision, reporter)
             return _fit_and_publish(spooled, config, out=out, source=source, device=device,
                                     mixed_precision=mixed_precision, reporter=reporter,
                                     embeddings=embeddings, unlabelled_texts=extra_texts,
-                                    progress=progress)
+                                    progress=progress, role=role)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _progress(out: Path, role, resume: bool, config: TrainConfig, spooled: spool.Spooled,
+              encoding, embeddings, unlabelled, mixed_precision, reporter):
+    """The state for --resume (train._train's rules): none on several machines, where the
+    chief discards an old one."""
+    if role is not None:
+        if role.chief:
+            resume_run.prepare(out, {}, resume=False)
+        return None
+    key = resume_run.run_key(None, config, embeddings, unlabelled, mixed_precision,
+                             content=_content_key(spooled, encoding))
+    progress = resume_run.prepare(out, key, resume)
+    if progress.state:
+        reporter.message(f"resuming after epoch {len(progress.state['history'])} of "
+                         "the interrupted run")
+    return progress
 
 
 def _tell_read(spooled: spool.Spooled, show_skipped: bool, seconds: float,
@@ -164,26 +181,34 @@ def _unlabelled(unlabelled, source: dict[str, Any], reporter) -> list[str] | Non
     return texts
 
 
+def _adam_for_ngrams(config: TrainConfig, reporter) -> TrainConfig:
+    """The n-gram model of a streamed file is fitted by Adam, whatever was chosen."""
+    if config.ngrams and config.ngram_solver == "lbfgs":
+        reporter.message("n-gram model: Adam, not L-BFGS, for a streamed file (the exact fit "
+                         "needs every row in memory; --no-stream reads the file whole)")
+        return config.replace(ngram_solver="adam")
+    return config
+
+
 def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
                      source: dict[str, Any], device: str, mixed_precision: bool | str,
                      reporter: fitting.Reporter, embeddings, unlabelled_texts,
-                     progress: resume_run.Progress) -> dict[str, Any]:
+                     progress: resume_run.Progress | None, role=None) -> dict[str, Any] | None:
     from rnncli.network import model as M
     from rnncli.training import stream_data
     from rnncli.training.ngrams_stream import fit_ngrams_streamed
 
     names = spooled.label_names
+    # several machines: the strategy comes before TensorFlow's first operation
+    devices = fitting._devices(device, role, config, spooled.rows("train"), reporter)
     sample = stream_data.sample_texts(spooled, SAMPLE_ROWS, config.seed)
     train_view = SplitView(spooled.labels("train"), names, sample)
     val_view = SplitView(spooled.labels("validation"), names, spooled.verify_texts)
     test_view = SplitView(spooled.labels("test"), names, spooled=spooled)
     config, source, vocab, weights, precision, (device_names, strategy, replicas) = (
-        fitting._settings(config, train_view, source, device, mixed_precision, None, reporter,
-                          batches=stream_data.text_batches(spooled, "train")))
-    if config.ngrams and config.ngram_solver == "lbfgs":
-        reporter.message("n-gram model: Adam, not L-BFGS, for a streamed file (the exact fit "
-                         "needs every row in memory; --no-stream reads the file whole)")
-        config = config.replace(ngram_solver="adam")
+        fitting._settings(config, train_view, source, device, mixed_precision, role, reporter,
+                          batches=stream_data.text_batches(spooled, "train"), devices=devices))
+    config = _adam_for_ngrams(config, reporter)
     vectorizer = M.build_vectorizer(config, vocab)
     started = time.perf_counter()
     initial, config, source = fitting._starting_vectors(
@@ -208,8 +233,11 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
                               precision=precision, class_weights=weights,
                               batches=(train_data, val_data, steps,
                                        spooled.rows("train")))
-    run = fitting.Run(config, vectorizer, weights, precision, device_names[0], replicas, 1,
-                      started, source)
+    if role is not None and not role.chief:
+        reporter.message(f"{role}: training finished; the chief writes the model")
+        return None
+    run = fitting.Run(config, vectorizer, weights, precision, device_names[0], replicas,
+                      role.workers if role else 1, started, source)
     return fitting.finish(run, fitted, ngram, (train_view, val_view, test_view),
                           (ids("validation", keep_order=True)[0],
                            ids("test", keep_order=True)[0]),

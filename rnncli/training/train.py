@@ -40,8 +40,7 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     ``mixed_precision``: see :func:`runtime.precision_policy`.
     ``resume``: continue an interrupted run of the same data and settings (resume.py).
     ``stream``: read the file from disk as training goes (streamed.py), or whole; None:
-    stream a file of more than spool.STREAM_LINES lines. Several machines (TF_CONFIG)
-    read it whole.
+    stream a file of more than spool.STREAM_LINES lines.
     """
     from rnncli.network.multi_worker import multi_worker_role
 
@@ -55,12 +54,12 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     if writes:
         artifacts.check_target(out)  # again under the lock, just before the swap
     with outcome_on_interrupt(out) if writes else contextlib.nullcontext():
-        opened = None if role is not None else should_stream(
-            data_path, stream, encoding=encoding, text_col=text_col, label_col=label_col)
+        opened = should_stream(data_path, stream, encoding=encoding, text_col=text_col,
+                               label_col=label_col)
         if opened is not None:
             from rnncli.training import streamed
-            return streamed.run(opened, config, out=out, positive_label=positive_label,
-                                encoding=encoding,
+            return streamed.run(opened, config, out=out, role=role,
+                                positive_label=positive_label, encoding=encoding,
                                 embeddings=embeddings, unlabelled=unlabelled, device=device,
                                 mixed_precision=mixed_precision, resume=resume,
                                 show_skipped=show_skipped, reporter=reporter)
