@@ -214,3 +214,14 @@ def test_two_machines_train_a_streamed_file(tmp_path, sorted_csv):
         return [line.rsplit("  ", 1)[0] for line in log.splitlines() if line.startswith("epoch ")]
 
     assert len(epochs(chief)) == 2 and epochs(chief) == epochs(worker)
+
+
+def test_too_little_room_for_the_parts_is_refused_before_reading(tmp_path, sorted_csv,
+                                                                  monkeypatch):
+    from rnncli.core import fsio
+
+    monkeypatch.setattr(fsio, "free_bytes", lambda directory: 1000)
+    result = invoke("train", sorted_csv, "-o", tmp_path / "m", *TINY, "--stream")
+    assert result.exit_code == 2, result.output
+    assert "not enough free space" in result.output and "-o" in result.output
+    assert list(tmp_path.iterdir()) == []

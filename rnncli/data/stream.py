@@ -89,6 +89,7 @@ class _Scan:
         newlines, last = 0, b""
         self.sniff = Sniff()
         self.nul_line = 0
+        self.size = 0  # decompressed bytes
         self.utf8 = True
         utf8 = codecs.getincrementaldecoder("utf-8")()
         with _read_chunks(path, chunk_bytes) as chunks:
@@ -98,6 +99,7 @@ class _Scan:
                 if not self.nul_line and b"\x00" in chunk:
                     self.nul_line = newlines + chunk.count(b"\n", 0, chunk.index(b"\x00")) + 1
                 newlines += chunk.count(b"\n")
+                self.size += len(chunk)
                 last = chunk[-1:]
                 if self.utf8:
                     self.utf8 = _still_utf8(utf8, chunk)
@@ -160,6 +162,7 @@ class LabelledStream:
                  chunk_bytes: int):
         self.path = path
         self.fingerprint = scan.fingerprint
+        self.size = scan.size  # decompressed bytes
         self.physical_lines = scan.physical_lines
         if text is not None:  # counted in the text: a UTF-16 character may hold a 0x0a byte
             self.physical_lines = text.count("\n") + (not text.endswith("\n"))

@@ -24,6 +24,7 @@ import numpy as np
 
 from rnncli.core import fsio
 from rnncli.core.config import TrainConfig
+from rnncli.core.errors import UsageError
 from rnncli.data import spool
 from rnncli.data.dataset import read_texts
 from rnncli.data.stream import LabelledStream
@@ -60,6 +61,7 @@ def run(stream: LabelledStream, config: TrainConfig, *, out: Path, role=None,
     several machines (``role``, from TF_CONFIG) every worker reads the file into parts of
     its own and trains on its share of each batch; only the chief publishes (the others
     return None)."""
+    _check_room(stream, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.stream-", dir=out.parent))
     try:
@@ -85,6 +87,16 @@ def run(stream: LabelledStream, config: TrainConfig, *, out: Path, role=None,
                                     progress=progress, role=role)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_room(stream: LabelledStream, out: Path) -> None:
+    """The parts need about three times the file (its texts, the test rows once more, the
+    token ids); refuse before reading when the disk beside ``out`` has less."""
+    need, free = 3 * stream.size, fsio.free_bytes(out.parent)
+    if free is not None and free < need:
+        raise UsageError(f"not enough free space beside {out} for the parts of a streamed file: "
+                         f"{free // 2**20} MB free, about {need // 2**20} MB needed; free some "
+                         "space or train into a directory on a larger disk (-o)")
 
 
 def _progress(out: Path, role, resume: bool, config: TrainConfig, spooled: spool.Spooled,
