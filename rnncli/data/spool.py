@@ -15,7 +15,8 @@ parts beside the model directory, so memory does not grow with the rows:
 - the test rows are also written exactly as the file has them, for the model
   directory's held-out split (what ``rnncli evaluate`` reads).
 
-What stays in memory is a few bytes a row: the validation and test rows' label codes.
+What stays in memory is two bytes a row: each row's label code (class weights and the
+validation and test labels come from them).
 Light: the standard library and NumPy.
 """
 
