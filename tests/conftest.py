@@ -69,6 +69,35 @@ def interrupt_after_first_epoch(args: list[str], timeout: float = 120) -> str:
     return rest
 
 
+def two_workers(command) -> tuple[str, str]:
+    """Run ``command(index)`` for workers 0 and 1 of a two-process TF_CONFIG cluster on
+    this machine; both must exit 0. Returns (the chief's stderr, the other's)."""
+    import json
+    import socket
+    import subprocess
+
+    sockets = [socket.socket() for _ in range(2)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    hosts = [f"localhost:{sock.getsockname()[1]}" for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(command(index), env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE))
+    try:
+        results = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc, (_, err) in zip(procs, results):
+        assert proc.returncode == 0, err.decode()[-2000:]
+    return results[0][1].decode(), results[1][1].decode()
+
+
 def positive_probability(record: dict) -> float:
     """A two-class record's positive-class probability (its ``score`` is its label's)."""
     return list(record["scores"].values())[1]

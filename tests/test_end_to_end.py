@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, interrupt_after_first_epoch, positive_probability, sample_rows, write_csv
+from conftest import (
+    TINY,
+    interrupt_after_first_epoch,
+    positive_probability,
+    sample_rows,
+    two_workers,
+    write_csv,
+)
 
 from rnncli.cli.main import cli
 from rnncli.inference.metrics import CLASS_KEYS, METRIC_KEYS
@@ -209,39 +216,13 @@ def test_two_devices_train_mirrored(tmp_path, tiny_csv, gru_model):
     assert several.exit_code == 2 and "only 'rnncli train'" in several.output
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for sock in sockets:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def test_two_machines_train_from_tf_config(tmp_path, tiny_csv):
     """Two processes on this machine stand in for two machines: TF_CONFIG gives the cluster,
     MultiWorkerMirroredStrategy splits each batch between them; only the chief (worker 0)
     writes the model, and both saw the same training."""
-    hosts = [f"localhost:{port}" for port in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps(
-            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
-        args = ["rnncli", "train", str(tiny_csv), *TINY, "--epochs", "2",
-                "-o", str(tmp_path / f"out{index}")]
-        procs.append(subprocess.Popen([a for a in args if a != "--quiet"], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    try:
-        results = [proc.communicate(timeout=300) for proc in procs]
-    finally:
-        for proc in procs:
-            proc.kill()
-    for proc, (_, err) in zip(procs, results):
-        assert proc.returncode == 0, err.decode()[-2000:]
-    chief, worker = (err.decode() for _, err in results)
+    chief, worker = two_workers(lambda index: [
+        "rnncli", "train", str(tiny_csv), *TINY[:-1], "--epochs", "2",
+        "-o", str(tmp_path / f"out{index}")])
     assert "worker 1 of 2 processes: training finished; the chief writes" in worker
     assert not (tmp_path / "out1").exists()
     manifest = json.loads((tmp_path / "out0" / "rnncli.json").read_text())

@@ -181,28 +181,11 @@ def test_the_lbfgs_solver_is_replaced_and_said(tmp_path, sorted_csv):
 def test_two_machines_train_a_streamed_file(tmp_path, sorted_csv):
     """TF_CONFIG with a streamed file: each worker reads the file into parts of its own,
     both train on their share of the same batches, only the chief writes the model."""
-    import os
-    import subprocess
+    from conftest import two_workers
 
-    from test_end_to_end import _free_ports
-
-    hosts = [f"localhost:{port}" for port in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps(
-            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
-        args = ["rnncli", "train", str(sorted_csv), *TINY[:-1], "--epochs", "2", "--stream",
-                "--no-ngrams", "-o", str(tmp_path / f"out{index}")]
-        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE))
-    try:
-        results = [proc.communicate(timeout=300) for proc in procs]
-    finally:
-        for proc in procs:
-            proc.kill()
-    for proc, (_, err) in zip(procs, results):
-        assert proc.returncode == 0, err.decode()[-2000:]
-    chief, worker = (err.decode() for _, err in results)
+    chief, worker = two_workers(lambda index: [
+        "rnncli", "train", str(sorted_csv), *TINY[:-1], "--epochs", "2", "--stream",
+        "--no-ngrams", "-o", str(tmp_path / f"out{index}")])
     assert "read as a stream" in chief and "read as a stream" in worker
     assert "worker 1 of 2 processes: training finished; the chief writes" in worker
     assert not (tmp_path / "out1").exists()
