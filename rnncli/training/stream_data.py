@@ -59,15 +59,10 @@ def texts(spooled: Spooled, part: str, *, batch: int = READ_BATCH, seed: int | N
             .map(_split(spooled), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
 
-def text_batches(spooled: Spooled, part: str, *, limit: int | None = None,
-                 batch: int = 4096):
-    """A part's texts as string tensors of ``batch`` texts (what counting.py counts);
-    ``limit``: the first rows only."""
-    lines = _lines(spooled, part)
-    if limit is not None:
-        lines = lines.take(limit)
+def text_batches(spooled: Spooled, part: str, *, batch: int = 4096):
+    """A part's texts as string tensors of ``batch`` texts (what counting.py counts)."""
     split = _split(spooled)
-    for chunk in lines.batch(batch).prefetch(2):
+    for chunk in _lines(spooled, part).batch(batch).prefetch(2):
         yield split(chunk)[1]
 
 
