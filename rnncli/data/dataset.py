@@ -81,20 +81,31 @@ class Dataset:
         write_split(path, self)
 
     def summary(self) -> str:
-        used = len(self.texts)
-        text = f"{self.rows_read} rows read, {used} used"
-        if self.skipped:
-            reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
-            text += f", {sum(self.skipped.values())} skipped ({reasons})"
-        return text
+        return read_summary(self.rows_read, len(self.texts), self.skipped)
 
     def skipped_report(self) -> list[str]:
-        """One line per reason, with the line numbers of the rows skipped for it."""
-        if not self.skipped_lines:
-            return ["no rows skipped"]
-        return [f"skipped ({reason}): line{'s' if len(lines) > 1 else ''} "
-                f"{', '.join(map(str, lines))}"
-                for reason, lines in sorted(self.skipped_lines.items())]
+        return skipped_report(self.skipped_lines, self.skipped)
+
+
+def read_summary(rows_read: int, used: int, skipped: dict[str, int]) -> str:
+    """"N rows read, M used, K skipped (reasons)"."""
+    text = f"{rows_read} rows read, {used} used"
+    if skipped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        text += f", {sum(skipped.values())} skipped ({reasons})"
+    return text
+
+
+def skipped_report(skipped_lines: dict[str, list[int]], skipped: dict[str, int]) -> list[str]:
+    """One line per reason, with the line numbers of the rows skipped for it (a streamed
+    file keeps the first of them only, and says so)."""
+    if not skipped_lines:
+        return ["no rows skipped"]
+    return [f"skipped ({reason}): line{'s' if len(lines) > 1 else ''} "
+            f"{', '.join(map(str, lines))}"
+            + (f" (the first {len(lines)} of {skipped[reason]})"
+               if skipped.get(reason, 0) > len(lines) else "")
+            for reason, lines in sorted(skipped_lines.items())]
 
 
 # --------------------------------------------------------------------------- reading

@@ -207,22 +207,34 @@ def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
         ids, labels, lengths, weights = ids[order], labels[order], lengths[order], weights[order]
     data = tf.data.Dataset.from_tensor_slices((ids, labels, lengths, weights))
     if shuffle:
+        data = data.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+    return grouped_batches(data, batch_size, len(ids), sort=shuffle,
+                           seed=seed if shuffle else None, drop_remainder=drop_remainder,
+                           outputs="xy" if class_weights is None else "xyw")
+
+
+def grouped_batches(rows, batch_size: int, count: int, *, sort: bool, seed: int | None,
+                    drop_remainder: bool = False, outputs: str = "xy"):
+    """(ids, label, length, weight) ``rows`` -> batches cut to their longest text, of
+    ``outputs``: "xy", "xyw", or "x" (ids only). ``sort``: rows sorted by length within
+    windows of 50 batches; ``seed``: the batches shuffled again. ``count``: the rows."""
+    if sort:
         def by_length(x, y, n, w):
             order = tf.argsort(n, stable=True)
             return tuple(tf.gather(t, order) for t in (x, y, n, w))
 
-        data = (data.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
-                .batch(batch_size * 50).map(by_length).unbatch())
-    data = data.batch(batch_size, drop_remainder=drop_remainder)
-    if shuffle:
+        rows = rows.batch(batch_size * 50).map(by_length).unbatch()
+    data = rows.batch(batch_size, drop_remainder=drop_remainder)
+    if seed is not None:
         data = data.shuffle(50, seed=seed, reshuffle_each_iteration=True)
 
     def trim(x, y, n, w):
         x = x[:, : tf.maximum(1, tf.reduce_max(n))]
-        return (x, y) if class_weights is None else (x, y, w)
+        return {"x": x, "xy": (x, y), "xyw": (x, y, w)}[outputs]
 
-    n_batches = len(ids) // batch_size if drop_remainder else -(-len(ids) // batch_size)
-    return (data.map(trim).apply(tf.data.experimental.assert_cardinality(n_batches))
+    n_batches = count // batch_size if drop_remainder else -(-count // batch_size)
+    return (data.map(trim, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .apply(tf.data.experimental.assert_cardinality(n_batches))
             .prefetch(tf.data.AUTOTUNE))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from rnncli.data.spool import Spooled
 from rnncli.network.model import tf
+from rnncli.training.fitloop import grouped_batches
 
 SHUFFLE_ROWS = 20_000
 READ_BATCH = 1024  # texts tokenized per map call
@@ -149,27 +150,12 @@ def ids_batches(ids: IdFiles, part: str, batch_size: int, *, seed: int | None = 
                                             deterministic=True)
     rows = ids.spooled.rows(part)
     steps = rows // batch_size if full_only else -(-rows // batch_size)
-    if not keep_order:
-        def by_length(x, y, n, w):
-            order = tf.argsort(n, stable=True)
-            return tuple(tf.gather(t, order) for t in (x, y, n, w))
-
-        data = data.batch(batch_size * 50).map(by_length).unbatch()
-    data = data.batch(batch_size, drop_remainder=full_only)
-    if seed is not None:
-        data = data.shuffle(50, seed=seed, reshuffle_each_iteration=True)
-
-    def trim(x, y, n, w):
-        x = x[:, : tf.maximum(1, tf.reduce_max(n))]
-        if keep_order:
-            return x
-        return (x, y) if class_weights is None else (x, y, w)
-
+    outputs = "x" if keep_order else "xy" if class_weights is None else "xyw"
+    data = grouped_batches(data, batch_size, rows, sort=not keep_order, seed=seed,
+                           drop_remainder=full_only, outputs=outputs)
     options = tf.data.Options()  # on several machines: the same batches on every worker,
     # each taking its share of each (as for arrays); sharding by file would give the
     # workers different numbers of batches, and synchronous training would wait forever
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)
-    return (data.map(trim, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .apply(tf.data.experimental.assert_cardinality(steps))
-            .prefetch(tf.data.AUTOTUNE).with_options(options)), steps
+    return data.with_options(options), steps

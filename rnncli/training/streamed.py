@@ -26,11 +26,11 @@ from rnncli.core import fsio
 from rnncli.core.config import TrainConfig
 from rnncli.core.errors import UsageError
 from rnncli.data import spool
-from rnncli.data.dataset import read_texts
+from rnncli.data.dataset import read_summary, read_texts, skipped_report
 from rnncli.data.stream import LabelledStream
 from rnncli.training import fitting
 from rnncli.training import resume as resume_run
-from rnncli.training.train_notes import split_warnings
+from rnncli.training.train_notes import classes_note, split_warnings
 
 SAMPLE_ROWS = 100_000  # training texts kept for the warnings and the word vectors
 
@@ -122,41 +122,27 @@ def _tell_read(spooled: spool.Spooled, show_skipped: bool, seconds: float,
     for note in stream.notes:
         reporter.message(note)
     if show_skipped:
-        for line in _skipped_report(stream):
+        for line in skipped_report(stream.skipped_lines, stream.skipped):
             reporter.message(line)
     sizes = {part: spooled.rows(part) for part in ("train", "validation", "test")}
-    used = sum(sizes.values())
-    text = f"{stream.rows_read} rows read, {used} used"
-    if stream.skipped:
-        reasons = ", ".join(f"{n} {r}" for r, n in sorted(stream.skipped.items()))
-        text += f", {sum(stream.skipped.values())} skipped ({reasons})"
-    if spooled.binary:
-        classes = f"positive label {spooled.label_names[1]!r}"
-    else:
-        counts = ", ".join(f"{name!r} {sum(c[name] for c in spooled.class_counts.values())}"
-                           for name in spooled.label_names)
-        classes = f"{len(spooled.label_names)} classes ({counts} rows)"
-    reporter.message(f"{text}; {classes}; train/validation/test = {sizes['train']}/"
-                     f"{sizes['validation']}/{sizes['test']} (read in {seconds:.0f}s)")
+    reporter.message(f"{read_summary(stream.rows_read, sum(sizes.values()), stream.skipped)}; "
+                     f"{classes_note(spooled.label_names, _totals(spooled))}; "
+                     f"train/validation/test = {sizes['train']}/{sizes['validation']}/"
+                     f"{sizes['test']} (read in {seconds:.0f}s)")
     for warning in split_warnings(sizes["validation"], sizes["test"]):
         reporter.warning(warning)
 
 
-def _skipped_report(stream: LabelledStream) -> list[str]:
-    if not stream.skipped_lines:
-        return ["no rows skipped"]
-    return [f"skipped ({reason}): line{'s' if len(lines) > 1 else ''} "
-            f"{', '.join(map(str, lines))}"
-            + (f" (the first {len(lines)} of {stream.skipped[reason]})"
-               if stream.skipped[reason] > len(lines) else "")
-            for reason, lines in sorted(stream.skipped_lines.items())]
+def _totals(spooled: spool.Spooled) -> dict[str, int]:
+    """Rows of each class, in class order."""
+    return {name: sum(c[name] for c in spooled.class_counts.values())
+            for name in spooled.label_names}
 
 
 def _source(spooled: spool.Spooled) -> dict[str, Any]:
     """The manifest's "data" section, as train._source writes it, and ``streamed``."""
     stream = spooled.stream
-    totals = {name: sum(c[name] for c in spooled.class_counts.values())
-              for name in spooled.label_names}
+    totals = _totals(spooled)
     used = sum(totals.values())
     return {
         "file": stream.path.name,

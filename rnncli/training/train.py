@@ -22,7 +22,7 @@ from rnncli.data.spool import should_stream
 from rnncli.modeldir import artifacts
 from rnncli.training import resume as resume_run
 from rnncli.training.fitting import Reporter, fit_and_publish
-from rnncli.training.train_notes import outcome_on_interrupt, split_warnings
+from rnncli.training.train_notes import classes_note, outcome_on_interrupt, split_warnings
 
 
 def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
@@ -82,7 +82,7 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
     train_set, val_set, test_set = split_dataset(
         data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
     reporter.message(
-        f"{data.summary()}; {_classes_note(data)}; "
+        f"{data.summary()}; {classes_note(data.label_names, data.class_counts())}; "
         f"train/validation/test = {len(train_set.texts)}/{len(val_set.texts)}/"
         f"{len(test_set.texts)}")
     for warning in split_warnings(len(val_set.texts), len(test_set.texts)):
@@ -110,13 +110,6 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
                                device=device, mixed_precision=mixed_precision, role=role,
                                reporter=reporter, embeddings=embeddings,
                                unlabelled_texts=extra_texts, progress=progress)
-
-
-def _classes_note(data: Dataset) -> str:
-    if data.binary:
-        return f"positive label {data.positive_label!r}"
-    counts = ", ".join(f"{name!r} {n}" for name, n in data.class_counts().items())
-    return f"{len(data.label_names)} classes ({counts} rows)"
 
 
 def _source(data_path: str | Path, data, train_set: Dataset, val_set: Dataset,

@@ -81,3 +81,11 @@ def stopping_note(history: list[dict[str, Any]], best_epoch: int, epochs: int) -
     if best_epoch < done:
         return f"{kept}, the lowest validation loss of the {done}"
     return None
+
+
+def classes_note(names: tuple[str, ...], counts: dict[str, int]) -> str:
+    """"positive label 'x'", or "3 classes ('a' 10, 'b' 20, 'c' 5 rows)"."""
+    if len(names) == 2:
+        return f"positive label {names[1]!r}"
+    listed = ", ".join(f"{name!r} {counts[name]}" for name in names)
+    return f"{len(names)} classes ({listed} rows)"
