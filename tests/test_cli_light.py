@@ -371,17 +371,20 @@ def _tf_config(cluster, task_type="worker", index=0):
 @pytest.mark.parametrize("config, role", [
     ("", None),
     (_tf_config({"worker": ["a:1"]}), None),  # one process: nothing to distribute
-    (_tf_config({"worker": ["a:1", "b:1"]}, index=0), ("worker", 0, 2, True)),
-    (_tf_config({"worker": ["a:1", "b:1"]}, index=1), ("worker", 1, 2, False)),
-    (_tf_config({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, index=0), ("worker", 0, 3, False)),
-    (_tf_config({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0), ("chief", 0, 2, True)),
+    (_tf_config({"worker": ["a:1", "b:1"]}, index=0), ("worker", 0, 2, True, 0)),
+    (_tf_config({"worker": ["a:1", "b:1"]}, index=1), ("worker", 1, 2, False, 1)),
+    (_tf_config({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, index=0),
+     ("worker", 0, 3, False, 1)),
+    (_tf_config({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, index=1),
+     ("worker", 1, 3, False, 2)),
+    (_tf_config({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0), ("chief", 0, 2, True, 0)),
 ])
 def test_multi_worker_role_from_tf_config(monkeypatch, config, role):
     from rnncli.network.multi_worker import multi_worker_role
 
     monkeypatch.setenv("TF_CONFIG", config)
     got = multi_worker_role()
-    assert (got and (got.task, got.index, got.workers, got.chief)) == role
+    assert (got and (got.task, got.index, got.workers, got.chief, got.rank)) == role
 
 
 @pytest.mark.parametrize("config, words", [

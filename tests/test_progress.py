@@ -72,6 +72,18 @@ def test_the_interval_is_the_module_constant(clock, capsys, monkeypatch):
     assert capsys.readouterr().err == "epoch 1/1  64/100 rows (64%)  13 rows/s  about 3s left\n"
 
 
+def test_an_epoch_resumed_inside_counts_its_pace_from_the_resume(clock, capsys, monkeypatch):
+    """Resumed at step 50 of 100: the rate is of the batches since, the rows done and
+    left are of the whole epoch."""
+    monkeypatch.setattr(output, "PROGRESS_EVERY", 5.0)
+    reporter = output.PlainReporter()
+    reporter.train_begin(3, 100, 1000, 10)
+    reporter.epoch_begin(2, 50)
+    _steps(reporter, clock, (60, 10.0))
+    assert capsys.readouterr().err == ("epoch 2/3  600/1,000 rows (60%)  10 rows/s  about "
+                                       "40s left\n")
+
+
 def test_time_left_reads_in_seconds_minutes_or_hours():
     assert [output._duration(s) for s in (0.4, 32, 59.6, 250, 3599, 7500)] == [
         "0s", "32s", "1m 00s", "4m 10s", "59m 59s", "2h 05m"]
@@ -125,7 +137,7 @@ def test_the_fit_loop_tells_the_plain_reporter_rows_and_steps_without_reading_fi
     calls = []
     reporter = SimpleNamespace(
         wants_batches=False, train_begin=lambda *a: calls.append(("train_begin", *a)),
-        epoch_begin=lambda e: calls.append(("epoch_begin", e)),
+        epoch_begin=lambda e, first: calls.append(("epoch_begin", e, first)),
         step_end=lambda s: calls.append(("step_end", s)),
         batch_end=lambda s, logs: calls.append(("batch_end", s)))
     callback = fitloop.progress_callback(reporter, 3, 4, rows=100, batch_size=32)
@@ -133,8 +145,16 @@ def test_the_fit_loop_tells_the_plain_reporter_rows_and_steps_without_reading_fi
     callback.on_epoch_begin(1)
     callback.on_train_batch_end(0, _Logs(loss=0.5))
     callback.on_train_batch_end(1, _Logs(loss=0.5))
-    assert calls == [("train_begin", 3, 4, 100, 32), ("epoch_begin", 2), ("step_end", 1),
+    assert calls == [("train_begin", 3, 4, 100, 32), ("epoch_begin", 2, 0), ("step_end", 1),
                      ("step_end", 2)]
+    # resumed at step 3 of epoch 2: that epoch counts on from there, the next from 0
+    calls.clear()
+    callback = fitloop.progress_callback(reporter, 3, 4, rows=100, batch_size=32,
+                                         cut={"epoch": 2, "step": 3})
+    callback.on_epoch_begin(1)
+    callback.on_train_batch_end(0, _Logs(loss=0.5))
+    callback.on_epoch_begin(2)
+    assert calls == [("epoch_begin", 2, 3), ("step_end", 4), ("epoch_begin", 3, 0)]
 
 
 @pytest.mark.slow

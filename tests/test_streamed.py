@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import numpy as np
 import pytest
@@ -87,6 +88,45 @@ def test_training_batches_mix_a_sorted_file(tmp_path, sorted_csv):
                           test_split=0.1, seed=3)
     labels, _ = next(iter(stream_data.texts(spooled, "train", batch=32, seed=3)))
     assert 0 < int(np.sum(labels.numpy())) < 32  # both classes in the first batch
+
+
+def test_workers_write_and_train_on_their_own_shards(tmp_path, sorted_csv):
+    """On several machines each worker tokenizes only its own training rows (numbered
+    across the bucket files): the shards are disjoint, together they are the training
+    rows, and every worker gets as many full batches an epoch."""
+    import tensorflow as tf
+
+    from rnncli.network import model as M
+    from rnncli.training import stream_data
+
+    spooled = spool.spool(open_labelled(sorted_csv), tmp_path, val_split=0.1,
+                          test_split=0.1, seed=3)
+    config = TrainConfig(max_tokens=500, seq_len=16)
+    texts = [t for batch in stream_data.text_batches(spooled, "train")
+             for t in batch.numpy().tolist()]
+    vectorizer = M.build_vectorizer(config, sorted({w for t in texts
+                                                   for w in t.decode().lower().split()})[:400])
+    def rows(ids):
+        return sorted(tuple(ids_.numpy().tolist()) + (int(y),)
+                      for y, ids_ in ids.records("train"))
+
+    whole = stream_data.IdFiles(spooled, vectorizer, 16)
+    everything = rows(whole)
+    assert len(everything) == spooled.rows("train") == whole.rows["train"]
+    mine = []  # each written in turn: the id files are written where the texts are
+    for rank in range(3):
+        ids = stream_data.IdFiles(spooled, vectorizer, 16, shard=(rank, 3))
+        mine.append(rows(ids))
+        assert len(mine[-1]) == ids.rows["train"]
+        assert all(ids.rows[part] == spooled.rows(part) for part in ("validation", "test"))
+    assert sorted(sum(mine, [])) == everything  # disjoint, and all of them
+    assert max(map(len, mine)) - min(map(len, mine)) <= 1
+    steps, per_device, local = stream_data.shard_plan(spooled.rows("train"), 16, 3, 3)
+    assert (per_device, local) == (5, 1) and steps == (spooled.rows("train") // 3) // 5
+    one_epoch, got = stream_data.ids_epochs(ids, "train", per_device, seed=3,
+                                            plan=(steps, local))
+    batches = list(one_epoch(tf.constant(1, tf.int64)))
+    assert got == steps == len(batches) and all(len(x) == per_device for x, _ in batches)
 
 
 def test_too_few_rows_of_a_class_is_refused(tmp_path):
@@ -179,8 +219,9 @@ def test_the_lbfgs_solver_is_replaced_and_said(tmp_path, sorted_csv):
 
 
 def test_two_machines_train_a_streamed_file(tmp_path, sorted_csv):
-    """TF_CONFIG with a streamed file: each worker reads the file into parts of its own,
-    both train on their share of the same batches, only the chief writes the model."""
+    """TF_CONFIG with a streamed file: each worker reads the file into parts of its own
+    and trains on its own shard of the training rows, in as many steps; only the chief
+    writes the model."""
     from conftest import two_workers
 
     chief, worker = two_workers(lambda index: [
@@ -188,6 +229,13 @@ def test_two_machines_train_a_streamed_file(tmp_path, sorted_csv):
         "--no-ngrams", "-o", str(tmp_path / f"out{index}")])
     assert "read as a stream" in chief and "read as a stream" in worker
     assert "worker 1 of 2 processes: training finished; the chief writes" in worker
+    shards = [re.search(r"trains on its own shard of (\d+) of (\d+) training rows, (\d+) "
+                        r"steps an epoch of (\d+) rows on each of 2 devices", log)
+              for log in (chief, worker)]
+    assert all(shards), chief[-2000:]
+    (mine, rows, steps, per_device), (theirs, rows_, steps_, _) = (
+        [int(g) for g in m.groups()] for m in shards)
+    assert mine + theirs == rows == rows_ and steps == steps_ == (rows // 2) // per_device
     assert not (tmp_path / "out1").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out0"]  # no parts left
     manifest = json.loads((tmp_path / "out0" / "rnncli.json").read_text())

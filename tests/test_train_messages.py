@@ -52,7 +52,7 @@ def test_ctrl_c_mid_epoch_says_which_epoch_was_cut_and_what_became_of_the_model(
     assert result.exit_code == 130, err[-2000:]
     assert re.search(r"^epoch 1/3 ", err, re.M)  # finished: reported
     assert not re.search(r"^epoch 2/3", err, re.M), err  # cut after 2 batches: not reported
-    assert "kept the state after epoch 1: the same command with --resume" in err
+    assert "kept the state at step 2/6 of epoch 2: the same command with --resume" in err
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(r"Error: interrupted during epoch 2/3 \(step 2/\d+\); "
                         + ("an existing model there was left as it was" if existing

@@ -73,9 +73,9 @@ from rnncli.core.errors import UsageError
                    "weights in float32: faster on GPUs with tensor cores. The saved model "
                    "computes in float32.")
 @click.option("--resume", is_flag=True,
-              help="Continue an interrupted run of this same command from its last finished "
-                   "epoch (weights, optimizer state and epoch restored); refused if the data "
-                   "or settings changed.")
+              help="Continue an interrupted run of this same command where it stopped: at "
+                   "the batch Ctrl-C cut, else the last state kept (every epoch and every 5 "
+                   "minutes); refused if the data or settings changed.")
 @click.option("--stream/--no-stream", default=None,
               help="Stream the file from disk, so memory does not grow with the rows "
                    "(default: when it has more than 100,000 lines); --no-stream reads it "

@@ -22,6 +22,7 @@ class WorkerRole:
     index: int
     workers: int  # processes in the cluster, chief included
     chief: bool  # the one that writes the model directory
+    rank: int = 0  # 0 to workers - 1: the chief first, then the workers in order
 
     def __str__(self) -> str:
         return f"{self.task} {self.index} of {self.workers} processes"
@@ -55,7 +56,8 @@ def multi_worker_role() -> WorkerRole | None:
     if workers < 2:
         return None
     chief = task == "chief" or ("chief" not in members and index == 0)
-    return WorkerRole(task=task, index=index, workers=workers, chief=chief)
+    rank = index + (1 if task == "worker" and "chief" in members else 0)
+    return WorkerRole(task=task, index=index, workers=workers, chief=chief, rank=rank)
 
 
 def multi_worker_strategy():

@@ -207,7 +207,7 @@ class PlainReporter:
         self.quiet = quiet
         self.console = err_console()
         self.epochs, self.steps, self.rows, self.batch_size = 0, 0, 0, 0
-        self.epoch, self._started, self._told = 0, 0.0, 0.0
+        self.epoch, self._started, self._told, self._first = 0, 0.0, 0.0, 0
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -222,8 +222,9 @@ class PlainReporter:
         (the last may be short); 0 if unknown: then no rows per second or time left."""
         self.epochs, self.steps, self.rows, self.batch_size = epochs, steps, rows, batch_size
 
-    def epoch_begin(self, epoch: int) -> None:
-        self.epoch = epoch
+    def epoch_begin(self, epoch: int, first_step: int = 0) -> None:
+        """``first_step``: batches done before (an epoch resumed where it was cut)."""
+        self.epoch, self._first = epoch, first_step
         self._started = self._told = time.perf_counter()
 
     def step_end(self, step: int) -> None:
@@ -232,12 +233,19 @@ class PlainReporter:
         if now - self._told < PROGRESS_EVERY or step >= self.steps or not self.batch_size:
             return
         self._told = now
-        done, rate, left = _pace(step, now - self._started, self.rows, self.batch_size)
+        done, rate, left = self._pace(step, now)
         self.message(f"epoch {self.epoch}/{self.epochs}  {done:,}/{self.rows:,} rows "
                      f"({done / self.rows:.0%})  {rate:,.0f} rows/s  about {_duration(left)} left")
 
     def batch_end(self, step: int, logs: dict[str, float]) -> None:
         pass
+
+    def _pace(self, step: int, now: float) -> tuple[int, float, float]:
+        """(rows done this epoch, rows per second, seconds left in it) after ``step``."""
+        done, rate, _ = _pace(step - self._first, now - self._started, self.rows,
+                              self.batch_size)
+        done = min(step * self.batch_size, self.rows)
+        return done, rate, (self.rows - done) / rate if rate else 0.0
 
     def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
         self.message(f"epoch {epoch}/{self.epochs}  " + _metrics_text(logs) + f"  {seconds:.1f}s")
@@ -265,8 +273,7 @@ class RichReporter(PlainReporter):
     def batch_end(self, step: int, logs: dict[str, float]) -> None:
         pace = ""
         if self.batch_size:
-            _, rate, left = _pace(step, time.perf_counter() - self._started, self.rows,
-                                  self.batch_size)
+            _, rate, left = self._pace(step, time.perf_counter())
             pace = f"{rate:,.0f} rows/s  {_duration(left)} left"
         self._progress.update(self._batch_task, completed=step, metrics=_metrics_text(logs),
                               pace=pace)

@@ -16,6 +16,7 @@ from rnncli.core.config import TrainConfig, output_width
 from rnncli.core.errors import Terminated, UsageError
 from rnncli.core.scoring import as_scores
 from rnncli.network.model import keras, tf
+from rnncli.training import epochs
 from rnncli.training import resume as resume_run
 from rnncli.training.resume import Progress
 
@@ -23,7 +24,7 @@ from rnncli.training.resume import Progress
 def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         replicas: int = 1, progress: Progress | None = None, precision: str = "float32",
         class_weights: np.ndarray | None = None,
-        batches: tuple | None = None) -> tuple[list[dict[str, float]], int]:
+        batches: epochs.Batches | None = None) -> tuple[list[dict[str, float]], int]:
     """Train with early stopping (best weights restored) and learning-rate decay.
 
     On several devices (``replicas``): Keras clips each device's share of the gradient
@@ -32,40 +33,48 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     evenly, as MirroredStrategy needs. Returns (history, best epoch): the 1-based epoch
     whose weights early stopping restored, chosen on the unrounded validation losses.
     ``class_weights``: one weight per class, applied to the rows' losses (training and
-    validation, so early stopping reads the same loss), or None. ``batches``: (training
-    batches, validation batches, steps an epoch, training rows) made elsewhere (a streamed
-    file's, see training/stream_data.py), in place of the arrays.
+    validation, so early stopping reads the same loss), or None. ``batches``: batches
+    made elsewhere (a streamed file's, see training/stream_data.py), in place of the
+    arrays. A run resumed inside an epoch (``progress``) skips the batches done before.
     """
     _compile(core, config, replicas)
-    early = resume_run.resumable_early_stopping(keras, monitor="val_loss",
+    state = progress.state if progress else None
+    cut = resume_run.cut_of(state)
+    early = epochs.resumable_early_stopping(monitor="val_loss",
                                                 patience=config.patience,
                                                 restore_best_weights=True)
-    callbacks = [early, *_lr_decay(config)]
+    plateau = _lr_decay(config)
     full_only = replicas > 1
-    steps, rows = batches[2:] if batches is not None else _steps(config, len(x_train),
-                                                                 full_only)
+    steps, rows = ((batches.steps, batches.rows) if batches is not None
+                   else _steps(config, len(x_train), full_only))
     caught: list[BaseException] = []  # filled by stop_on_signals
     done = progress_callback(reporter, config.epochs, steps, interrupted=caught,
                              rows=min(rows, steps * config.batch_size),
-                             batch_size=config.batch_size)
-    callbacks += [done, keras.callbacks.TerminateOnNaN()]
-    state = progress.state if progress else None
+                             batch_size=config.batch_size, cut=cut)
+    for callback in (early, *plateau):
+        callback.cut_short = lambda: done.cut
+    # `done` first: it tells the others whether an epoch was cut short
+    callbacks = [done, early, *plateau, keras.callbacks.TerminateOnNaN()]
     before = state["history"] if state else []
     if progress is not None:  # after `done`, whose history it saves
         callbacks.append(resume_run.callback(keras, progress, precision,
-                                             lambda: done.history, steps, reporter.message))
+                                             lambda: done.history, steps, reporter.message,
+                                             interrupted=caught, cut=cut))
     if state:
-        resume_run.restore(core, early, progress, precision)
+        resume_run.restore(core, early, plateau, progress, precision)
         if resume_run.finished(state, config.epochs, config.patience):
             core.set_weights(early.resumed[1])  # what early stopping would have restored
             return before, resume_run.best_epoch(state["val_losses"])
-    train_data, val_data = batches[:2] if batches is not None else _batches(
-        config, x_train, y_train, x_val, y_val, replicas=replicas, class_weights=class_weights)
+    one_epoch, val_data = ((batches.one_epoch, batches.validation) if batches is not None
+                           else _batches(config, x_train, y_train, x_val, y_val,
+                                         replicas=replicas, class_weights=class_weights))
+    parts = epochs.segments(one_epoch, len(before), cut["step"] if cut else 0, config.epochs,
+                            steps)
     with stop_on_signals(core, caught):
-        core.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                 initial_epoch=len(before), callbacks=callbacks, verbose=0)
+        epochs.run(core, parts, val_data, callbacks,
+                   per_worker=batches is not None and batches.per_worker)
     if caught:
-        keep_progress(progress, reporter)
+        keep_progress(progress, reporter, steps)
         # what the user is told (cli/main.py): where training was cut
         caught[0].where = done.cut_note(len(before))  # shown by cli/main.py's _interrupted
         raise caught[0]
@@ -95,18 +104,17 @@ def _lr_decay(config: TrainConfig) -> list:
         return []
     # A worse validation loss first cuts the learning rate; only a second one in a
     # row (with the default patience) stops training.
-    return [keras.callbacks.ReduceLROnPlateau(
+    return [epochs.resumable_plateau(
         monitor="val_loss", factor=config.lr_decay, patience=0, min_lr=config.lr / 100)]
 
 
 def _batches(config: TrainConfig, x_train, y_train, x_val, y_val, *, replicas: int,
              class_weights: np.ndarray | None):
-    """(training batches, validation batches); on several ``replicas`` every batch
-    splits evenly between them."""
+    """(a function of the epoch giving its training batches, validation batches); on
+    several ``replicas`` every batch splits evenly between them."""
     full_only = replicas > 1
-    train_data = length_batches(x_train, y_train, config.batch_size, seed=config.seed,
-                                 shuffle=True, drop_remainder=full_only,
-                                 class_weights=class_weights)
+    train_data = length_epochs(x_train, y_train, config.batch_size, seed=config.seed,
+                               drop_remainder=full_only, class_weights=class_weights)
     val_batch = config.batch_size
     if full_only and len(x_val) < val_batch:  # the first batch must split evenly
         val_batch = max(replicas, len(x_val) - len(x_val) % replicas)
@@ -125,18 +133,19 @@ def _outcome(history: list[dict[str, float]],
     return history, resume_run.best_epoch(losses)
 
 
-def keep_progress(progress: Progress | None, reporter) -> None:
+def keep_progress(progress: Progress | None, reporter, steps: int) -> None:
     """After an interruption: say how to continue, or leave no empty state behind."""
     if progress is None:
         return
     backup = progress.backup
     try:
-        finished = len(jsontext.loads((backup / resume_run.STATE).read_text())["history"])
-    except (OSError, ValueError, KeyError):
+        state = jsontext.loads((backup / resume_run.STATE).read_text())
+        where = resume_run.where(state, steps)
+    except (OSError, ValueError, KeyError, TypeError):
         resume_run.finish(backup)
         return
-    reporter.message(f"kept the state after epoch {finished}: the same command with --resume "
-                     "continues from there")
+    reporter.message(f"kept the state {where}: the same command with --resume continues "
+                     "from there")
 
 
 @contextlib.contextmanager
@@ -185,39 +194,58 @@ def scores(core, ids: np.ndarray) -> np.ndarray:
     return as_scores(core.predict(ids, batch_size=batch_size, verbose=0))
 
 
-def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
-                   seed: int = 0, shuffle: bool = False, drop_remainder: bool = False,
-                   class_weights: np.ndarray | None = None):
-    """A tf.data pipeline of batches of similar length, each cut to its longest text.
-
-    Texts are right-padded to seq_len; a batch of short texts would otherwise run every
-    recurrent step over padding. Training rows are shuffled, sorted by length within
-    windows of 50 batches, batched, and the batches shuffled again, so each epoch sees
-    different neighbours. The masks make the result identical to full-length padding.
-    Only TensorFlow ops: no Python generator, in which Ctrl-C could be swallowed.
-    ``class_weights``: each row's loss is weighted by its class's weight (Keras's
-    sample weights), or None.
-    """
+def _rows(ids: np.ndarray, labels: np.ndarray, class_weights: np.ndarray | None):
+    """(ids, label, length, weight) rows of arrays, as a dataset."""
     lengths = np.count_nonzero(ids, axis=1).astype(np.int32)
     weights = (np.ones(len(labels), np.float32) if class_weights is None
                else np.asarray(class_weights, np.float32)[np.asarray(labels, np.int64)])
-    labels = labels.astype(np.float32)
-    if not shuffle:  # one pass in length order: the tightest batches
-        order = np.argsort(lengths, kind="stable")
-        ids, labels, lengths, weights = ids[order], labels[order], lengths[order], weights[order]
-    data = tf.data.Dataset.from_tensor_slices((ids, labels, lengths, weights))
-    if shuffle:
-        data = data.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
-    return grouped_batches(data, batch_size, len(ids), sort=shuffle,
-                           seed=seed if shuffle else None, drop_remainder=drop_remainder,
+    return ids, labels.astype(np.float32), lengths, weights
+
+
+def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
+                   class_weights: np.ndarray | None = None):
+    """A tf.data pipeline of batches in length order, each cut to its longest text (one
+    pass, the tightest batches: for validation and scores).
+
+    Texts are right-padded to seq_len; a batch of short texts would otherwise run every
+    recurrent step over padding. The masks make the result identical to full-length
+    padding. Only TensorFlow ops: no Python generator, in which Ctrl-C could be
+    swallowed. ``class_weights``: each row's loss is weighted by its class's weight
+    (Keras's sample weights), or None.
+    """
+    columns = _rows(ids, labels, class_weights)
+    order = np.argsort(columns[2], kind="stable")
+    data = tf.data.Dataset.from_tensor_slices(tuple(c[order] for c in columns))
+    return grouped_batches(data, batch_size, len(ids), sort=False, seed=None,
                            outputs="xy" if class_weights is None else "xyw")
+
+
+def length_epochs(ids: np.ndarray, labels: np.ndarray, batch_size: int, *, seed: int,
+                  drop_remainder: bool = False, class_weights: np.ndarray | None = None):
+    """Training batches of similar length: a function of the epoch (a tf.int64 scalar,
+    0-based) giving that epoch's batches, the same for the same ``seed`` and epoch
+    (epochs.py). Rows are shuffled, sorted by length within windows of 50 batches,
+    batched, and the batches shuffled again, so each epoch sees different neighbours."""
+    rows = tf.data.Dataset.from_tensor_slices(_rows(ids, labels, class_weights))
+    count = len(ids)
+
+    def one_epoch(epoch):
+        shuffled = rows.shuffle(count, seed=epochs.epoch_seed(seed, epoch, 1),
+                                reshuffle_each_iteration=False)
+        return grouped_batches(shuffled, batch_size, count, sort=True,
+                               seed=epochs.epoch_seed(seed, epoch, 2),
+                               drop_remainder=drop_remainder,
+                               outputs="xy" if class_weights is None else "xyw")
+
+    return one_epoch
 
 
 def grouped_batches(rows, batch_size: int, count: int, *, sort: bool, seed: int | None,
                     drop_remainder: bool = False, outputs: str = "xy"):
     """(ids, label, length, weight) ``rows`` -> batches cut to their longest text, of
     ``outputs``: "xy", "xyw", or "x" (ids only). ``sort``: rows sorted by length within
-    windows of 50 batches; ``seed``: the batches shuffled again. ``count``: the rows."""
+    windows of 50 batches; ``seed`` (a tf.int64 scalar, or None): the batches shuffled
+    again. ``count``: the rows."""
     if sort:
         def by_length(x, y, n, w):
             order = tf.argsort(n, stable=True)
@@ -226,7 +254,7 @@ def grouped_batches(rows, batch_size: int, count: int, *, sort: bool, seed: int 
         rows = rows.batch(batch_size * 50).map(by_length).unbatch()
     data = rows.batch(batch_size, drop_remainder=drop_remainder)
     if seed is not None:
-        data = data.shuffle(50, seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(50, seed=seed, reshuffle_each_iteration=False)
 
     def trim(x, y, n, w):
         x = x[:, : tf.maximum(1, tf.reduce_max(n))]
@@ -240,25 +268,27 @@ def grouped_batches(rows, batch_size: int, count: int, *, sort: bool, seed: int 
 
 def progress_callback(reporter, epochs: int, steps: int,
                       interrupted: list[BaseException] | tuple = (), *, rows: int = 0,
-                      batch_size: int = 0):
+                      batch_size: int = 0, cut: dict | None = None):
     """The callback that reports epochs. ``interrupted``: non-empty once Ctrl-C or
     SIGTERM has asked fit to stop (stop_on_signals); the epoch it cuts short is neither
     reported nor kept in the history. ``rows``: training rows in an epoch, in ``steps``
-    batches of ``batch_size`` (for rows per second and the time left)."""
-    return EpochProgress(reporter, epochs, steps, interrupted, rows=rows, batch_size=batch_size)
+    batches of ``batch_size`` (for rows per second and the time left). ``cut``: where
+    an interrupted run stopped inside an epoch (resume.cut_of), which this run finishes."""
+    return EpochProgress(reporter, epochs, steps, interrupted, rows=rows, batch_size=batch_size,
+                         cut=cut)
 
 
-class EpochProgress(keras.callbacks.Callback):
+class EpochProgress(keras.callbacks.Callback, epochs.Segment):
     """Forwards Keras events to the reporter and keeps a clean per-epoch history (see
     :func:`progress_callback`)."""
 
     def __init__(self, reporter, epochs: int, steps: int,
                  interrupted: list[BaseException] | tuple, *, rows: int = 0,
-                 batch_size: int = 0):
+                 batch_size: int = 0, cut: dict | None = None):
         super().__init__()
         self._reporter, self._epochs, self._steps = reporter, epochs, steps
         self._rows, self._batch_size = rows, batch_size
-        self._interrupted = interrupted
+        self._interrupted, self._cut = interrupted, cut
         self.history: list[dict[str, float]] = []
         self.val_losses: list[float | None] = []  # unrounded, as early stopping saw them
         self._started = 0.0
@@ -266,12 +296,18 @@ class EpochProgress(keras.callbacks.Callback):
         self.cut = False  # the last epoch was cut short by an interrupt
 
     def on_train_begin(self, logs=None):
-        self._reporter.train_begin(self._epochs, self._steps, self._rows, self._batch_size)
+        if not self.continues:
+            self._reporter.train_begin(self._epochs, self._steps, self._rows, self._batch_size)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
-        self.epoch, self.step = epoch + 1, 0
-        self._reporter.epoch_begin(self.epoch)
+        first = self._first_step(epoch + 1)
+        self.epoch, self.step = epoch + 1, first
+        self._reporter.epoch_begin(self.epoch, first)
+
+    def _first_step(self, epoch: int) -> int:
+        """Batches of ``epoch`` (1-based) trained before an interrupt, by the run resumed."""
+        return self._cut["step"] if self._cut and self._cut["epoch"] == epoch else 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -300,13 +336,19 @@ class EpochProgress(keras.callbacks.Callback):
             self.cut = True  # not a finished epoch: Keras ends it early on stop_training
             return
         seconds = time.perf_counter() - self._started
+        logs = dict(logs or {})
+        first = self._first_step(epoch + 1)
+        if first:  # finished after a resume: the figures of the whole epoch
+            logs.update(resume_run.merge_logs(self._cut, logs, self._steps))
+            seconds += self._cut["seconds"]
         clean = {k: round(float(v), 5) if np.isfinite(float(v)) else None
-                 for k, v in (logs or {}).items()
+                 for k, v in logs.items()
                  if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         self.history.append({"epoch": epoch + 1, **clean, "seconds": round(seconds, 2)})
-        loss = float((logs or {}).get("val_loss", np.nan))
+        loss = float(logs.get("val_loss", np.nan))
         self.val_losses.append(loss if np.isfinite(loss) else None)
         self._reporter.epoch_end(epoch + 1, clean, seconds)
 
     def on_train_end(self, logs=None):
-        self._reporter.train_end()
+        if not self.continued:
+            self._reporter.train_end()

@@ -1,16 +1,19 @@
-"""``rnncli train --resume``: continue an interrupted training run from its last finished
-epoch.
+"""``rnncli train --resume``: continue an interrupted training run where it stopped, at an
+epoch's end or inside an epoch.
 
-While the recurrent network trains, the state after every finished epoch is kept in
-``.<out>.resume/`` beside the model directory: the weights with the optimizer's state
-(learning rate included; Keras's ``save_weights``), the best epoch's weights (what early
-stopping would restore), and ``rnncli-resume.json`` with the history. The JSON is written
-last and names the weight files it goes with, so a crash at any moment leaves the state
-of one finished epoch, never a mix. An epoch cut short by Ctrl-C is not saved. A run that
-publishes its model removes the state; ``--resume`` continues from it after checking that
-the data and the settings are those of the interrupted run (``--epochs`` and
-``--patience`` may change: training can be extended). The n-gram model (seconds to a
-minute) is fitted again.
+While the recurrent network trains, its state is kept in ``.<out>.resume/`` beside the
+model directory after every finished epoch, every ``KEEP_SECONDS`` inside a long epoch,
+and at the batch where Ctrl-C or SIGTERM stopped it: the weights with the optimizer's
+state (learning rate included; Keras's ``save_weights``) and the dropout's random state,
+the best epoch's weights (what early stopping would restore), and ``rnncli-resume.json``
+with the history and, inside an epoch, the batches done (``cut``). The JSON is written
+last and names the weight files it goes with, so a crash at any moment leaves one kept
+state, never a mix. An epoch's order is a function of ``--seed`` and the epoch
+(epochs.py), so a run resumed inside an epoch trains on the batches that were left, in
+the same order. A run that publishes its model removes the state; ``--resume``
+continues from it after checking that the data and the settings are those of the
+interrupted run (``--epochs`` and ``--patience`` may change: training can be extended).
+The n-gram model is fitted again.
 
 Light at import; Keras is reached through the callback factory only.
 """
@@ -22,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,11 @@ FREE_SETTINGS = ("epochs", "patience")
 # modification time and the sha256 of its first and last KEY_SAMPLE_BYTES (hashing a
 # GloVe file of several GB on every run would take minutes).
 KEY_SAMPLE_BYTES = 2**20
+# Inside an epoch, the state is kept again once this many seconds have passed since it
+# was last kept (a few MB written: a fraction of a percent of the time).
+KEEP_SECONDS = 300.0
+# The training figures an epoch cut and resumed adds up from its two parts.
+_MERGED = ("loss", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -129,14 +138,22 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> Progress:
 def _check_state(backup: Path, state: Any) -> None:
     if not isinstance(state, dict) or not isinstance(state.get("key"), dict):
         raise ValueError("not a resume state")
-    history = state["history"]
-    if not (isinstance(history, list) and history and all(
+    history, cut, best = state["history"], state.get("cut"), state["best"]
+    if not (isinstance(history, list) and (history or cut) and all(
             isinstance(h, dict) and h.get("epoch") == i + 1 for i, h in enumerate(history))):
         raise ValueError("history is not a list of finished epochs")
-    for name in (state["weights"], state["best"]["weights"]):
+    if cut is not None and not (
+            isinstance(cut, dict) and cut.get("epoch") == len(history) + 1
+            and isinstance(cut.get("step"), int) and cut["step"] > 0
+            and isinstance(cut.get("seconds"), (int, float)) and isinstance(cut.get("logs"), dict)
+            and all(isinstance(cut["logs"].get(k), (int, float)) for k in _MERGED)):
+        raise ValueError("the epoch it was cut in is not described")
+    if (best is None) != (not history):
+        raise ValueError("no best epoch")
+    for name in (state["weights"], *([best["weights"]] if best else [])):
         if not isinstance(name, str) or "/" in name or not (backup / name).is_file():
             raise ValueError(f"a weights file it names is missing ({name!r})")
-    if not isinstance(state["best"]["epoch"], int) or not isinstance(state["precision"], str):
+    if (best and not isinstance(best["epoch"], int)) or not isinstance(state["precision"], str):
         raise ValueError("bad best epoch or precision")
     losses = state["val_losses"]
     if not (isinstance(losses, list) and len(losses) == len(history) and all(
@@ -144,27 +161,96 @@ def _check_state(backup: Path, state: Any) -> None:
         raise ValueError("val_losses does not match the history")
 
 
-def restore(core, early_stopping, progress: Progress, precision: str) -> None:
-    """Load the kept weights and optimizer state into ``core`` (compiled), and give early
-    stopping the best epoch so far (its weights, loss and the epochs since)."""
+def cut_of(state: dict | None) -> dict | None:
+    """Where the interrupted run stopped inside an epoch: {"epoch" (1-based), "step"
+    (its batches done), "seconds", "logs" (its training figures so far)}; None when it
+    stopped at an epoch's end (or there is no state)."""
+    return state.get("cut") if state else None
+
+
+def where(state: dict, steps: int | None = None) -> str:
+    """Where a kept state stands, for people: "after epoch 2", "at step 40/120 of epoch
+    3" (``steps``: an epoch's, if known)."""
+    cut = cut_of(state)
+    if cut:
+        return f"at step {cut['step']}{f'/{steps}' if steps else ''} of epoch {cut['epoch']}"
+    return f"after epoch {len(state['history'])}"
+
+
+def announce(progress: Progress, tell: Callable[[str], None]) -> None:
+    """Say where a resumed run continues from, if it is one."""
+    if progress.state:
+        tell(f"resuming {where(progress.state)} of the interrupted run")
+
+
+def merge_logs(cut: dict, logs: dict, step: int) -> dict[str, float]:
+    """The training figures of an epoch's first ``step`` batches, from those of its
+    batches before the cut (``cut``) and of the rest up to ``step`` (``logs``, Keras's
+    running means), weighted by batches."""
+    done = cut["step"]
+    return {k: (done * cut["logs"][k] + (step - done) * float(logs[k])) / step
+            for k in _MERGED if k in logs}
+
+
+def restore(core, early_stopping, plateau: list, progress: Progress, precision: str) -> None:
+    """Load the kept weights, optimizer state and dropout's random state into ``core``
+    (compiled), and give early stopping the best epoch so far (its weights, loss and the
+    epochs since) and learning-rate decay (``plateau``) the best loss."""
     backup, state = progress.backup, progress.state
     if state["precision"] != precision:
         raise UsageError(f"--resume: the interrupted run computed in {state['precision']}, "
                          f"this one would in {precision} (another device?); resume where "
                          "it ran, or train without --resume")
+    best = state["best"]
     try:
         if not core.optimizer.built:
             core.optimizer.build(core.trainable_variables)
         core.load_weights(backup / state["weights"])
-        with np.load(backup / state["best"]["weights"], allow_pickle=False) as best:
-            best_weights = [best[f"arr_{i}"] for i in range(len(best.files))]
-        if [w.shape for w in best_weights] != [w.shape for w in core.get_weights()]:
-            raise ValueError("the best weights do not fit the network")
+        _load_random_state(core, backup / state["weights"])
+        best_weights = None
+        if best:
+            with np.load(backup / best["weights"], allow_pickle=False) as kept:
+                best_weights = [kept[f"arr_{i}"] for i in range(len(kept.files))]
+            if [w.shape for w in best_weights] != [w.shape for w in core.get_weights()]:
+                raise ValueError("the best weights do not fit the network")
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"{backup}: the kept weights are unreadable ({str(exc)[:200]}); "
                          "train without --resume to start over") from exc
-    early_stopping.resumed = (state["best"]["val_loss"], best_weights,
-                              state["best"]["epoch"] - 1, len(state["history"]))
+    if best:
+        early_stopping.resumed = (best["val_loss"], best_weights, best["epoch"] - 1,
+                                  len(state["history"]))
+    finite = [loss for loss in state["val_losses"] if loss is not None]
+    for callback in plateau:
+        callback.resumed_best = min(finite) if finite else None
+
+
+def _random_state_path(weights: Path) -> Path:
+    return weights.with_name(weights.name.replace(".weights.h5", ".random.npz"))
+
+
+def _save_random_state(model, weights: Path) -> None:
+    """The dropout layers' random state (Keras's seed generators, which ``save_weights``
+    leaves out), beside the weights: a resumed run then draws the same dropout masks."""
+    states = [v.numpy() for v in _seed_states(model)]
+    with open(_random_state_path(weights), "wb") as fh:
+        np.savez(fh, *states)
+
+
+def _load_random_state(model, weights: Path) -> None:
+    """As kept by _save_random_state; a state kept without it (an older rnncli) resumes
+    with fresh dropout masks."""
+    variables, path = _seed_states(model), _random_state_path(weights)
+    if not path.exists():
+        return
+    with np.load(path, allow_pickle=False) as kept:
+        if len(kept.files) != len(variables):
+            raise ValueError("the random state does not fit the network")
+        for i, variable in enumerate(variables):
+            variable.assign(kept[f"arr_{i}"])
+
+
+def _seed_states(model) -> list:
+    return [v for v in model.variables if "seed_generator" in v.path]
 
 
 def finished(state: dict, epochs: int, patience: int) -> bool:
@@ -185,39 +271,64 @@ def best_epoch(val_losses: list[float | None]) -> int:
 
 
 def callback(keras, progress: Progress, precision: str, history: Callable[[], list[dict]],
-             steps: int, note: Callable[[str], None]):
-    """Keeps the state after each finished epoch (all ``steps`` batches run). If it cannot
-    be written (a full disk), training goes on without it, and says so through ``note``."""
+             steps: int, note: Callable[[str], None], *,
+             interrupted: list[BaseException] | tuple = (), cut: dict | None = None):
+    """Keeps the state after each finished epoch (all ``steps`` batches run), every
+    KEEP_SECONDS inside an epoch, and where ``interrupted`` (stop_on_signals's list,
+    non-empty once a signal came) cut an epoch. ``cut``: where the resumed run had
+    stopped. If the state cannot be written (a full disk), training goes on without it,
+    and says so through ``note``."""
     backup, key, state = progress.backup, progress.key, progress.state
     before = state["history"] if state else []
     losses = list(state["val_losses"]) if state else []
-    best = dict(state["best"]) if state else None
+    best = dict(state["best"]) if state and state["best"] else None
 
     class Keep(keras.callbacks.Callback):
         failed = False
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.batches = 0
+            self.epoch, self.started = epoch, time.monotonic()
+            self.kept = self.started
+            resumed = cut is not None and cut["epoch"] == epoch + 1
+            self.batches, self.earlier = (cut["step"], cut) if resumed else (0, None)
 
         def on_train_batch_end(self, batch, logs=None):
             self.batches += 1
+            if (not interrupted and self.batches < steps
+                    and time.monotonic() - self.kept >= KEEP_SECONDS):
+                self._keep_cut(self.epoch, logs)
+                self.kept = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
-            nonlocal best
-            if self.failed or self.batches < steps:
-                return  # an epoch cut short is not a finished one
+            if self.batches < steps:  # an epoch cut short is not a finished one
+                if interrupted:
+                    self._keep_cut(epoch, logs)
+                return
             loss = float((logs or {}).get("val_loss", math.nan))
             losses.append(loss if math.isfinite(loss) else None)
+            self._keep(epoch + 1, best_epoch(losses) == epoch + 1)
+
+        def _keep_cut(self, epoch: int, logs) -> None:
+            """Keep the state inside ``epoch`` (0-based), after self.batches batches."""
+            figures = {k: float(v) for k, v in (logs or {}).items() if k in _MERGED}
+            if self.earlier:  # resumed inside this epoch: the figures since its start
+                figures = merge_logs(self.earlier, figures, self.batches)
+            seconds = time.monotonic() - self.started + (self.earlier or {}).get("seconds", 0)
+            self._keep(epoch + 1, False, {"epoch": epoch + 1, "step": self.batches,
+                                          "seconds": round(seconds, 2), "logs": figures})
+
+        def _keep(self, epoch: int, improved: bool, where: dict | None = None) -> None:
+            nonlocal best
+            if self.failed:
+                return
             short = _short_of_space(self.model, backup)
             if short is not None:
                 return self._give_up(short)
-            so_far = before + history()
-            improved = best_epoch(losses) == epoch + 1
             reason = None
             try:
-                best = _write_state(self.model, backup, epoch + 1, improved or best is None,
-                                    key=key, history=so_far, losses=losses, best=best,
-                                    precision=precision)
+                best = _write_state(self.model, backup, epoch, improved, key=key,
+                                    history=before + history(), losses=losses, best=best,
+                                    precision=precision, cut=where)
             except (OSError, RuntimeError, ValueError) as exc:  # h5py: either, full disk
                 reason = first_line(exc, 120)
             if reason is not None:
@@ -244,43 +355,30 @@ def _short_of_space(model, backup: Path) -> str | None:
 
 def _write_state(model, backup: Path, epoch: int, new_best: bool, *, key: dict[str, Any],
                  history: list[dict], losses: list[float | None], best: dict[str, Any] | None,
-                 precision: str) -> dict[str, Any]:
-    """Keep the state after ``epoch`` (1-based) in ``backup``, its weights saved as the
-    best too if ``new_best``; the files of earlier epochs go once the JSON, written last,
-    names the new ones. Returns the best epoch's record."""
+                 precision: str, cut: dict | None = None) -> dict[str, Any] | None:
+    """Keep the state after ``epoch`` (1-based), or inside it (``cut``), in ``backup``,
+    its weights saved as the best too if ``new_best``; the files of earlier states go
+    once the JSON, written last, names the new ones. Returns the best epoch's record."""
     backup.mkdir(parents=True, exist_ok=True)
-    weights = f"epoch-{epoch}.weights.h5"
+    weights = f"epoch-{epoch}" + (f"-step-{cut['step']}" if cut else "") + ".weights.h5"
     model.save_weights(backup / weights, overwrite=True)
-    if new_best:
+    _save_random_state(model, backup / weights)
+    if new_best or (best is None and cut is None):
         best = {"epoch": epoch, "val_loss": losses[-1], "weights": f"best-{epoch}.npz"}
         with open(backup / best["weights"], "wb") as fh:
             np.savez(fh, *model.get_weights())
     text = json.dumps({"key": key, "history": history, "val_losses": losses,
-                       "weights": weights, "best": best, "precision": precision},
+                       "weights": weights, "best": best, "precision": precision, "cut": cut},
                       allow_nan=False)
     tmp = backup / (STATE + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, backup / STATE)  # the commit point
-    for old in backup.iterdir():  # files of earlier epochs
-        if old.name not in (STATE, weights, best["weights"]):
+    keep = {STATE, weights, _random_state_path(backup / weights).name,
+            *([best["weights"]] if best else [])}
+    for old in backup.iterdir():  # files of earlier states
+        if old.name not in keep:
             old.unlink()
     return best
-
-
-def resumable_early_stopping(keras, **kwargs):
-    """EarlyStopping that, when resumed, starts from the interrupted run's best epoch."""
-
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        resumed = None  # (best val_loss, best weights, best epoch (0-based), epochs done)
-
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if self.resumed is not None:
-                loss, weights, epoch, done = self.resumed
-                self.best, self.best_weights, self.best_epoch = loss, weights, epoch
-                self.wait = done - 1 - epoch
-
-    return ResumableEarlyStopping(**kwargs)
 
 
 def finish(backup: Path) -> None:

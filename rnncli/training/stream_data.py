@@ -17,6 +17,7 @@ import numpy as np
 
 from rnncli.data.spool import Spooled
 from rnncli.network.model import tf
+from rnncli.training.epochs import epoch_seed
 from rnncli.training.fitloop import grouped_batches
 
 SHUFFLE_ROWS = 20_000
@@ -79,28 +80,42 @@ class IdFiles:
     """A spooled file's token ids, made once and kept on disk beside its texts: per text
     file a file of fixed-length records, ``(label code, seq_len ids)`` as uint16 (int32
     for a vocabulary of 65,536 tokens or more), right-padded, in the text file's order.
-    Epochs then read records, with no tokenizing."""
+    Epochs then read records, with no tokenizing. ``shard``: (this worker's rank, workers)
+    on several machines: of the training rows, numbered across the files in order, only
+    those whose number leaves this rank by the workers are kept (tokenized, written,
+    trained on); ``rows`` counts each part's rows kept."""
 
-    def __init__(self, spooled: Spooled, vectorizer, seq_len: int):
-        self.spooled, self.seq_len = spooled, seq_len
+    def __init__(self, spooled: Spooled, vectorizer, seq_len: int,
+                 shard: tuple[int, int] = (0, 1)):
+        self.spooled, self.seq_len, self.shard = spooled, seq_len, shard
         self.dtype = np.uint16 if vectorizer.vocabulary_size() < 2**16 else np.int32
         self.files: dict[str, list[str]] = {}
+        self.rows: dict[str, int] = {}
         for part, entry in spooled.parts.items():
-            self.files[part] = [self._write(f, vectorizer) for f in entry.files]
+            self._seen = self.rows[part] = 0
+            self.files[part] = [self._write(f, vectorizer, part) for f in entry.files]
 
-    def _write(self, path, vectorizer) -> str:
+    def _write(self, path, vectorizer, part: str) -> str:
         target = path.with_suffix(".ids")
+        rank, workers = self.shard if part == "train" else (0, 1)
         with open(target, "wb") as out:
             for codes, batch in texts_of_file(path):
+                if workers > 1:
+                    mine = (np.arange(len(codes)) + self._seen) % workers == rank
+                    self._seen += len(codes)
+                    codes, batch = tf.boolean_mask(codes, mine), tf.boolean_mask(batch, mine)
                 ids = vectorizer(batch).numpy()[:, : self.seq_len]
                 records = np.zeros((len(ids), self.seq_len + 1), self.dtype)
                 records[:, 0] = codes.numpy()
                 records[:, 1:ids.shape[1] + 1] = ids
                 out.write(records.tobytes())
+                self.rows[part] += len(ids)
         return str(target)
 
-    def records(self, part: str, *, seed: int | None = None):
-        """(class index, ids) rows of a part: shuffled (``seed`` given) or in file order."""
+    def records(self, part: str, *, seed: int | None = None, epoch=None):
+        """(class index, ids) rows of a part: in file order, or (``seed`` and ``epoch``,
+        a tf.int64 scalar, given) in that epoch's order: the files shuffled, read a few
+        at a time, then SHUFFLE_ROWS rows shuffled, all by seeds of the epoch."""
         width = self.seq_len + 1
         dtype = tf.uint16 if self.dtype == np.uint16 else tf.int32
         classes = tf.constant(self.spooled.class_of_code, tf.int64)
@@ -113,9 +128,11 @@ class IdFiles:
             rows = read(files)
         else:
             rows = (tf.data.Dataset.from_tensor_slices(files)
-                    .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+                    .shuffle(len(files), seed=epoch_seed(seed, epoch, 3),
+                             reshuffle_each_iteration=False)
                     .interleave(read, cycle_length=min(_CYCLE, len(files)), block_length=16)
-                    .shuffle(SHUFFLE_ROWS, seed=seed + 1, reshuffle_each_iteration=True))
+                    .shuffle(SHUFFLE_ROWS, seed=epoch_seed(seed, epoch, 4),
+                             reshuffle_each_iteration=False))
 
         def decode(record):
             values = tf.cast(tf.io.decode_raw(record, dtype), tf.int64)
@@ -131,14 +148,8 @@ def texts_of_file(path):
             .prefetch(2))
 
 
-def ids_batches(ids: IdFiles, part: str, batch_size: int, *, seed: int | None = None,
-                class_weights: np.ndarray | None = None, keep_order: bool = False,
-                full_only: bool = False):
-    """((ids, labels[, weights]) batches of a part for fit, or ids only (``keep_order``:
-    in file order, for scores); steps). Other than in file order, batches are of texts of
-    similar length, as fitloop.length_batches makes them; ``full_only``: every batch
-    full (several devices split each batch evenly), the rows left over change each
-    epoch."""
+def _row(class_weights: np.ndarray | None):
+    """(class index, ids) -> (ids, label, length, weight)."""
     weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
 
     def row(y, x):
@@ -146,16 +157,60 @@ def ids_batches(ids: IdFiles, part: str, batch_size: int, *, seed: int | None = 
         w = tf.constant(1.0) if weights is None else tf.gather(weights, y)
         return x, tf.cast(y, tf.float32), n, w
 
-    data = ids.records(part, seed=seed).map(row, num_parallel_calls=tf.data.AUTOTUNE,
-                                            deterministic=True)
+    return row
+
+
+def ids_batches(ids: IdFiles, part: str, batch_size: int, *,
+                class_weights: np.ndarray | None = None, keep_order: bool = False):
+    """(ids, labels[, weights]) batches of a part in file order, for validation, or ids
+    only (``keep_order``), for scores; with each, the steps a pass."""
     rows = ids.spooled.rows(part)
-    steps = rows // batch_size if full_only else -(-rows // batch_size)
+    data = ids.records(part).map(_row(class_weights), num_parallel_calls=tf.data.AUTOTUNE,
+                                 deterministic=True)
     outputs = "x" if keep_order else "xy" if class_weights is None else "xyw"
-    data = grouped_batches(data, batch_size, rows, sort=not keep_order, seed=seed,
-                           drop_remainder=full_only, outputs=outputs)
-    options = tf.data.Options()  # on several machines: the same batches on every worker,
-    # each taking its share of each (as for arrays); sharding by file would give the
-    # workers different numbers of batches, and synchronous training would wait forever
+    data = grouped_batches(data, batch_size, rows, sort=False, seed=None, outputs=outputs)
+    return _same_on_every_worker(data), -(-rows // batch_size)
+
+
+def ids_epochs(ids: IdFiles, part: str, batch_size: int, *, seed: int,
+               class_weights: np.ndarray | None = None, full_only: bool = False,
+               plan: tuple[int, int] | None = None):
+    """(a function of the epoch (a tf.int64 scalar, 0-based) giving its training batches
+    of texts of similar length, as fitloop.length_epochs makes them; steps an epoch).
+    ``full_only``: every batch full (several devices split each batch evenly), the rows
+    left over change each epoch. ``plan``: (steps, batches a step) of this worker's own
+    rows on several machines (:func:`shard_plan`), in batches of ``batch_size`` a
+    device."""
+    rows = ids.rows[part]
+    steps = rows // batch_size if full_only else -(-rows // batch_size)
+    outputs = "xy" if class_weights is None else "xyw"
+
+    def one_epoch(epoch):
+        data = ids.records(part, seed=seed, epoch=epoch).map(
+            _row(class_weights), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        data = grouped_batches(data, batch_size, rows, sort=True,
+                               seed=epoch_seed(seed, epoch, 2),
+                               drop_remainder=full_only or plan is not None, outputs=outputs)
+        return data if plan is None else data.take(plan[0] * plan[1])
+
+    return one_epoch, steps if plan is None else plan[0]
+
+
+def shard_plan(rows: int, batch_size: int, workers: int, replicas: int) -> tuple[int, int, int]:
+    """How ``workers`` machines with ``replicas`` devices in all train on ``rows``
+    training rows, each on its own shard (IdFiles): (steps an epoch, the same on every
+    worker so that none waits for another; rows a device takes a step; devices on each
+    worker). The smallest shard has rows // workers rows."""
+    per_device = max(1, batch_size // replicas)
+    local = max(1, replicas // workers)
+    return (rows // workers) // (per_device * local), per_device, local
+
+
+def _same_on_every_worker(data):
+    """On several machines: the same batches on every worker, each taking its share of
+    each (as for arrays); sharding by file would give the workers different numbers of
+    batches, and synchronous evaluation would wait forever."""
+    options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)
-    return data.with_options(options), steps
+    return data.with_options(options)

@@ -110,9 +110,7 @@ def _progress(out: Path, role, resume: bool, config: TrainConfig, spooled: spool
     key = resume_run.run_key(None, config, embeddings, unlabelled, mixed_precision,
                              content=_content_key(spooled, encoding))
     progress = resume_run.prepare(out, key, resume)
-    if progress.state:
-        reporter.message(f"resuming after epoch {len(progress.state['history'])} of "
-                         "the interrupted run")
+    resume_run.announce(progress, reporter.message)
     return progress
 
 
@@ -211,32 +209,56 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
     started = time.perf_counter()
     initial, config, source = fitting._starting_vectors(
         vectorizer, vocab, config, source, embeddings, unlabelled_texts, sample, reporter)
-    ngram = None
-    if config.ngrams:
-        with M.tf.device(device_names[0]):
-            ngram = fit_ngrams_streamed(config, spooled, reporter, class_weights=weights)
-
     tokenized = time.perf_counter()
-    id_files = stream_data.IdFiles(spooled, vectorizer, config.seq_len)
+    id_files = stream_data.IdFiles(spooled, vectorizer, config.seq_len,
+                                   shard=(role.rank, role.workers) if role else (0, 1))
     reporter.message(f"token ids written to disk ({time.perf_counter() - tokenized:.0f}s)")
 
     def ids(part: str, **kwargs):
         return stream_data.ids_batches(id_files, part, config.batch_size, **kwargs)
 
-    (train_data, steps), (val_data, _) = (
-        ids("train", seed=config.seed, class_weights=weights, full_only=replicas > 1),
-        ids("validation", class_weights=weights))
+    batches = _training_batches(id_files, config, weights, replicas, role, reporter,
+                                validation=ids("validation", class_weights=weights)[0])
     fitted = fitting._fit_rnn(config, initial, (None, None), (None, None), device_names,
                               strategy, reporter, replicas=replicas, progress=progress,
-                              precision=precision, class_weights=weights,
-                              batches=(train_data, val_data, steps,
-                                       spooled.rows("train")))
+                              precision=precision, class_weights=weights, batches=batches)
     if role is not None and not role.chief:
         reporter.message(f"{role}: training finished; the chief writes the model")
         return None
+    ngram = None
+    if config.ngrams:  # after the network: the other workers need not wait for it
+        with M.tf.device(device_names[0]):
+            ngram = fit_ngrams_streamed(config, spooled, reporter, class_weights=weights)
     run = fitting.Run(config, vectorizer, weights, precision, device_names[0], replicas,
                       role.workers if role else 1, started, source)
     return fitting.finish(run, fitted, ngram, (train_view, val_view, test_view),
                           (ids("validation", keep_order=True)[0],
                            ids("test", keep_order=True)[0]),
                           out=out, progress=progress, reporter=reporter)
+
+
+def _training_batches(id_files, config: TrainConfig, weights, replicas: int, role, reporter, *,
+                      validation):
+    """The training batches with ``validation``'s (epochs.Batches): on one machine, of all
+    training rows; on several, of this worker's own shard, as many steps on each."""
+    from rnncli.training import stream_data
+    from rnncli.training.epochs import Batches
+
+    if role is None:
+        one_epoch, steps = stream_data.ids_epochs(id_files, "train", config.batch_size,
+                                                  seed=config.seed, class_weights=weights,
+                                                  full_only=replicas > 1)
+        return Batches(one_epoch, validation, steps, id_files.rows["train"])
+    rows = id_files.spooled.rows("train")
+    steps, per_device, local = stream_data.shard_plan(rows, config.batch_size, role.workers,
+                                                      replicas)
+    if steps == 0:
+        raise UsageError(f"{rows} training rows are too few for {role.workers} machines with "
+                         f"a batch of {config.batch_size}; train on one machine")
+    one_epoch, steps = stream_data.ids_epochs(id_files, "train", per_device, seed=config.seed,
+                                              class_weights=weights, plan=(steps, local))
+    reporter.message(f"{role}: trains on its own shard of {id_files.rows['train']:,} of "
+                     f"{rows:,} training rows, {steps} steps an epoch of {per_device} rows "
+                     f"on each of {replicas} devices")
+    return Batches(one_epoch, validation, steps, steps * per_device * replicas,
+                   per_worker=True)

@@ -101,9 +101,7 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
         if role is None:
             key = resume_run.run_key(data, config, embeddings, unlabelled, mixed_precision)
             progress = resume_run.prepare(out, key, resume)
-            if progress.state:
-                reporter.message(f"resuming after epoch {len(progress.state['history'])} of "
-                                 "the interrupted run")
+            resume_run.announce(progress, reporter.message)
         elif role.chief:  # a run on several machines keeps no state: discard an old one
             resume_run.prepare(out, {}, resume=False)
         return fit_and_publish(train_set, val_set, test_set, config, out=out, source=source,

@@ -1,0 +1,150 @@
+"""--resume inside an epoch (issue 27): the state is kept where Ctrl-C cut an epoch and
+every KEEP_SECONDS inside one, and a resumed run ends with the unbroken run's weights.
+Tiny real training (240 reviews, a few units), in this process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import TINY
+
+from rnncli.cli.main import cli
+
+LOUD = [a for a in TINY if a not in ("--quiet", "--epochs", "1")]
+RUN = [*LOUD, "--epochs", "3", "--patience", "5", "--no-ngrams", "--seed", "7",
+       "--batch-size", "16"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _stop_at(monkeypatch, epoch: int, step: int, how: str) -> None:
+    """After batch ``step`` of ``epoch`` (1-based): Ctrl-C as a person sends it
+    ("sigint"), or the process dies at once ("crash", as by SIGKILL: nothing after runs)."""
+    import keras
+
+    class Stop(keras.callbacks.TerminateOnNaN):  # a callback fitloop adds before Keep
+        def on_epoch_begin(self, e, logs=None):
+            self.epoch = e + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
+            if (self.epoch, batch + 1) == (epoch, step):
+                if how == "crash":
+                    raise SystemExit(137)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(keras.callbacks, "TerminateOnNaN", Stop)
+
+
+def _weights(out) -> list[np.ndarray]:
+    from rnncli.network import loading
+
+    _, model = loading.load_model(out)
+    return model.get_layer("core").get_weights()
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory, tiny_csv):
+    """The unbroken runs, read whole and streamed, by their reading option."""
+    runs = {}
+    for read in ("--no-stream", "--stream"):
+        out = runs[read] = tmp_path_factory.mktemp("unbroken") / "m"
+        result = invoke("train", tiny_csv, "-o", out, *RUN, read)
+        assert result.exit_code == 0, result.output[-2000:]
+    return runs
+
+
+@pytest.mark.parametrize("how, read", [("sigint", "--no-stream"), ("crash", "--no-stream"),
+                                       ("sigint", "--stream")])
+def test_a_run_resumed_inside_an_epoch_ends_as_the_unbroken_run(
+        tmp_path, tiny_csv, unbroken, monkeypatch, no_onnx, how, read):
+    """Cut at batch 3 of epoch 2 (by Ctrl-C: the state is kept at that batch; by a
+    crash: the last kept state, every batch here). --resume trains the rest of epoch 2
+    and epoch 3, and the weights equal the unbroken run's, read whole or streamed."""
+    from rnncli.training import resume
+
+    run = [*RUN, read]
+    unbroken = unbroken[read]
+    out = tmp_path / "m"
+    if how == "crash":
+        monkeypatch.setattr(resume, "KEEP_SECONDS", 0.0)
+    _stop_at(monkeypatch, epoch=2, step=3, how=how)
+    cut = invoke("train", tiny_csv, "-o", out, *run)
+    assert cut.exit_code == (130 if how == "sigint" else 137), cut.output[-2000:]
+    state = json.loads((tmp_path / ".m.resume" / "rnncli-resume.json").read_text())
+    # a crash at batch 3 comes before batch 3's state is kept: batch 2's is there
+    assert state["cut"]["epoch"] == 2 and state["cut"]["step"] == (3 if how == "sigint" else 2)
+    assert [h["epoch"] for h in state["history"]] == [1]
+    if how == "sigint":
+        assert re.search(r"kept the state at step 3/\d+ of epoch 2: the same command with "
+                         r"--resume", cut.output), cut.output[-2000:]
+    monkeypatch.undo()
+    resumed = invoke("train", tiny_csv, "-o", out, *run, "--resume")
+    assert resumed.exit_code == 0, resumed.output[-2000:]
+    assert re.search(r"resuming at step \d of epoch 2 of the interrupted run",
+                     resumed.output)
+    assert not re.search(r"^epoch 1/3", resumed.output, re.M)
+    assert re.search(r"^epoch 2/3 .*\n(.*\n)*epoch 3/3 ", resumed.output, re.M)
+    manifest = json.loads((out / "rnncli.json").read_text())
+    history = manifest["training"]["history"]
+    want = json.loads((unbroken / "rnncli.json").read_text())["training"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    for got, expected in zip(history, want):  # figures of whole epochs, as unbroken
+        for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert got[name] == pytest.approx(expected[name], abs=2e-3), (name, got, expected)
+    for got, expected in zip(_weights(out), _weights(unbroken), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert not (tmp_path / ".m.resume").exists()
+
+
+def test_a_cut_in_the_first_epoch_resumes_without_a_best_epoch(tmp_path, tiny_csv,
+                                                               monkeypatch, no_onnx):
+    """Ctrl-C in epoch 1: no epoch has finished, so there is no best epoch yet; the state
+    still resumes, and the kept state file says where."""
+    out = tmp_path / "m"
+    _stop_at(monkeypatch, epoch=1, step=2, how="sigint")
+    cut = invoke("train", tiny_csv, "-o", out, *RUN)
+    assert cut.exit_code == 130 and "kept the state at step 2/" in cut.output
+    state = json.loads((tmp_path / ".m.resume" / "rnncli-resume.json").read_text())
+    assert state["history"] == [] and state["best"] is None and state["cut"]["step"] == 2
+    monkeypatch.undo()
+    resumed = invoke("train", tiny_csv, "-o", out, *RUN, "--resume")
+    assert resumed.exit_code == 0, resumed.output[-2000:]
+    assert "resuming at step 2 of epoch 1 of the interrupted run" in resumed.output
+
+
+def test_the_state_is_kept_every_keep_seconds_and_a_stale_cut_is_replaced(
+        tmp_path, tiny_csv, monkeypatch, no_onnx):
+    """With KEEP_SECONDS at 0 the state follows every batch; an epoch's end replaces the
+    cut, and the files of earlier states are removed."""
+    from rnncli.training import resume
+
+    seen = []
+    real = resume._write_state
+
+    def spy(model, backup, epoch, new_best, **kwargs):
+        seen.append((epoch, (kwargs.get("cut") or {}).get("step")))
+        return real(model, backup, epoch, new_best, **kwargs)
+
+    monkeypatch.setattr(resume, "_write_state", spy)
+    monkeypatch.setattr(resume, "KEEP_SECONDS", 0.0)
+    _stop_at(monkeypatch, epoch=2, step=1, how="crash")
+    result = invoke("train", tiny_csv, "-o", tmp_path / "m", *RUN)
+    assert result.exit_code == 137
+    steps = max(s for e, s in seen if e == 1 and s)  # every batch of epoch 1 but the last
+    assert seen[:steps + 1] == [(1, s) for s in range(1, steps + 1)] + [(1, None)]
+    backup = tmp_path / ".m.resume"
+    state = json.loads((backup / "rnncli-resume.json").read_text())
+    assert state["cut"] is None and state["history"][0]["epoch"] == 1
+    assert sorted(p.name for p in backup.iterdir()) == sorted(
+        ["rnncli-resume.json", state["weights"], state["weights"].replace(".weights.h5",
+                                                                          ".random.npz"),
+         state["best"]["weights"]])
