@@ -149,7 +149,7 @@ def test_the_fit_loop_tells_the_plain_reporter_rows_and_steps_without_reading_fi
                      ("step_end", 2)]
     # resumed at step 3 of epoch 2: that epoch counts on from there, the next from 0
     calls.clear()
-    callback = fitloop.progress_callback(reporter, 3, 4, rows=100, batch_size=32,
+    callback = fitloop.progress_callback(reporter, 3, 5, rows=100, batch_size=32,
                                          cut={"epoch": 2, "step": 3})
     callback.on_epoch_begin(1)
     callback.on_train_batch_end(0, _Logs(loss=0.5))

@@ -82,6 +82,102 @@ def test_stream_matches_load_dataset(path: Path, options: dict):
     assert names == data.label_names and labels.tolist() == data.labels.tolist()
 
 
+@pytest.mark.parametrize(("path", "options"), [
+    case for case in _golden() if not case.values[0].read_bytes().startswith(b"\xff\xfe")])
+def test_a_large_file_in_another_encoding_streams_as_it_reads_whole(path, options, monkeypatch):
+    """Every golden file read as one larger than DECODE_WHOLE_BYTES: a file that is not
+    UTF-8 streams (its encoding detected on a window from its first byte that is not
+    UTF-8, every byte checked) and gives load_dataset's rows, notes and errors."""
+    from rnncli.data import stream as S
+
+    monkeypatch.setattr(S, "DECODE_WHOLE_BYTES", 0)
+    test_stream_matches_load_dataset(path, options)
+    try:
+        assert not open_labelled(path, **{k: v for k, v in options.items()
+                                          if k in STREAM_OPTIONS}).in_memory
+    except DataError:
+        pass
+
+
+def _large(monkeypatch, window: int = 4096) -> None:
+    """Files read as larger than DECODE_WHOLE_BYTES, their encoding detected on a window
+    of ``window`` bytes."""
+    from rnncli.data import stream as S
+
+    monkeypatch.setattr(S, "DECODE_WHOLE_BYTES", 0)
+    monkeypatch.setattr(S, "DETECT_BYTES", window)
+
+
+REVIEWS = ["房间很干净，服务也很好", "位置不错，就是早餐太差了", "性价比很高，推荐",
+           "隔音效果差，晚上很吵"]
+
+
+def _gbk_file(tmp_path: Path, rows: int, *, stray_at: int | None = None,
+              ascii_first: int = 0) -> Path:
+    """A GBK CSV of ``rows`` Chinese reviews (after ``ascii_first`` ASCII ones), with a
+    byte GBK lacks in the review on line ``stray_at``."""
+    lines = [b"review,label\n"]
+    for i in range(rows):
+        text = f"plain review {i}" if i < ascii_first else REVIEWS[i % 4] + str(i)
+        line = f"{text},{i % 2}\n".encode("gbk")
+        if len(lines) + 1 == stray_at:
+            line = line.replace(b",", b"\xff,", 1)
+        lines.append(line)
+    path = tmp_path / "gbk.csv"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def test_a_large_gbk_file_streams_detected_on_a_window(tmp_path, monkeypatch):
+    path = _gbk_file(tmp_path, 3000, ascii_first=1200)
+    whole = load_dataset(path)
+    _large(monkeypatch)
+    stream = open_labelled(path, chunk_bytes=1000)
+    assert not stream.in_memory and stream.codec == "gb18030"
+    assert [text for _, text, _ in stream.rows()] == whole.texts
+    assert stream.notes == whole.notes  # "first at line 1202", found past the window
+    assert "(first at line 1202); read as gb18030" in stream.notes[0]
+    given = open_labelled(path, encoding="gbk", chunk_bytes=999)
+    assert not given.in_memory and [t for _, t, _ in given.rows()] == whole.texts
+
+
+def test_a_byte_past_the_window_that_does_not_fit_names_its_line(tmp_path, monkeypatch):
+    path = _gbk_file(tmp_path, 3000, stray_at=2500)
+    with pytest.raises(DataError) as whole:
+        load_dataset(path)
+    _large(monkeypatch)
+    with pytest.raises(DataError) as streamed:
+        open_labelled(path, chunk_bytes=777)
+    assert streamed.value.message == (
+        f"{path}: line 2500: byte 0xff does not fit gb18030, which the rest of the file looks "
+        "like; fix that byte, or pass --encoding")
+    assert "line 2500: byte 0xff does not fit gb18030" in whole.value.message
+    with pytest.raises(DataError) as given:
+        open_labelled(path, encoding="gbk", chunk_bytes=777)
+    assert given.value.message == (f"{path}: line 2500: byte 0xff is not valid gbk; check "
+                                   "--encoding, or fix the bytes in the file")
+    path = _gbk_file(tmp_path, 3000)
+    path.write_bytes(path.read_bytes()[:-1] + "好".encode("gbk")[:1])  # cut inside a character
+    with pytest.raises(DataError) as cut:
+        open_labelled(path, encoding="gbk")
+    assert cut.value.message.startswith(f"{path}: line 3001: the file ends inside a character")
+
+
+def test_a_stray_byte_in_a_large_utf8_file_is_named_not_guessed(tmp_path, monkeypatch):
+    """UTF-8 Chinese before and after one stray byte: the window around it holds both, so
+    it is a stray byte (as read whole), with its line counted from the file's start."""
+    path = tmp_path / "utf8.csv"
+    rows = [f"{REVIEWS[i % 4]}{i},{i % 2}\n".encode() for i in range(3000)]
+    rows[1999] = rows[1999].replace(b",", b"\xff,")
+    path.write_bytes(b"review,label\n" + b"".join(rows))
+    _large(monkeypatch)
+    with pytest.raises(DataError) as streamed:
+        open_labelled(path)
+    assert streamed.value.message == (
+        f"{path}: line 2001: byte 0xff is not valid UTF-8, though the rest of the file is "
+        "UTF-8; fix that byte, or pass --encoding")
+
+
 TRICKY = ("text,标签\r\n"
           "\"引号里的\r\n两行，还有逗号\",正面\r\n"
           "\r\n"

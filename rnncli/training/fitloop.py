@@ -40,26 +40,13 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     _compile(core, config, replicas)
     state = progress.state if progress else None
     cut = resume_run.cut_of(state)
-    early = epochs.resumable_early_stopping(monitor="val_loss",
-                                                patience=config.patience,
-                                                restore_best_weights=True)
-    plateau = _lr_decay(config)
-    full_only = replicas > 1
     steps, rows = ((batches.steps, batches.rows) if batches is not None
-                   else _steps(config, len(x_train), full_only))
+                   else _steps(config, len(x_train), replicas > 1))
+    resume_run.check_steps(state, steps)
     caught: list[BaseException] = []  # filled by stop_on_signals
-    done = progress_callback(reporter, config.epochs, steps, interrupted=caught,
-                             rows=min(rows, steps * config.batch_size),
-                             batch_size=config.batch_size, cut=cut)
-    for callback in (early, *plateau):
-        callback.cut_short = lambda: done.cut
-    # `done` first: it tells the others whether an epoch was cut short
-    callbacks = [done, early, *plateau, keras.callbacks.TerminateOnNaN()]
+    callbacks, (done, early, plateau) = _callbacks(config, reporter, steps, rows, caught, cut,
+                                                   progress, precision)
     before = state["history"] if state else []
-    if progress is not None:  # after `done`, whose history it saves
-        callbacks.append(resume_run.callback(keras, progress, precision,
-                                             lambda: done.history, steps, reporter.message,
-                                             interrupted=caught, cut=cut))
     if state:
         resume_run.restore(core, early, plateau, progress, precision)
         if resume_run.finished(state, config.epochs, config.patience):
@@ -71,7 +58,7 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     parts = epochs.segments(one_epoch, len(before), cut["step"] if cut else 0, config.epochs,
                             steps)
     with stop_on_signals(core, caught):
-        epochs.run(core, parts, val_data, callbacks,
+        epochs.run(core, parts, val_data, callbacks, stopped=lambda: bool(caught),
                    per_worker=batches is not None and batches.per_worker)
     if caught:
         keep_progress(progress, reporter, steps)
@@ -80,6 +67,26 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         raise caught[0]
     return _outcome(before + done.history,
                     (state["val_losses"] if state else []) + done.val_losses)
+
+
+def _callbacks(config: TrainConfig, reporter, steps: int, rows: int, caught: list,
+               cut: dict | None, progress: Progress | None, precision: str):
+    """(the callbacks of a fit, (its progress, early stopping, learning-rate decay)):
+    progress first, which tells the others whether an epoch was cut short; the state for
+    --resume last, after the progress whose history it saves."""
+    early = epochs.resumable_early_stopping(monitor="val_loss", patience=config.patience,
+                                            restore_best_weights=True)
+    plateau = _lr_decay(config)
+    done = progress_callback(reporter, config.epochs, steps, interrupted=caught,
+                             rows=min(rows, steps * config.batch_size),
+                             batch_size=config.batch_size, cut=cut)
+    for callback in (early, *plateau):
+        callback.cut_short = lambda: done.cut
+    callbacks = [done, early, *plateau, keras.callbacks.TerminateOnNaN()]
+    if progress is not None:
+        callbacks.append(epochs.Keep(progress, precision, lambda: done.history, steps,
+                                     reporter.message, interrupted=caught, cut=cut))
+    return callbacks, (done, early, plateau)
 
 
 def _steps(config: TrainConfig, rows: int, full_only: bool) -> tuple[int, int]:
@@ -222,8 +229,8 @@ def length_batches(ids: np.ndarray, labels: np.ndarray, batch_size: int, *,
 
 def length_epochs(ids: np.ndarray, labels: np.ndarray, batch_size: int, *, seed: int,
                   drop_remainder: bool = False, class_weights: np.ndarray | None = None):
-    """Training batches of similar length: a function of the epoch (a tf.int64 scalar,
-    0-based) giving that epoch's batches, the same for the same ``seed`` and epoch
+    """Training batches of similar length: a function of the epoch (0-based) giving that
+    epoch's batches, the same for the same ``seed`` and epoch
     (epochs.py). Rows are shuffled, sorted by length within windows of 50 batches,
     batched, and the batches shuffled again, so each epoch sees different neighbours."""
     rows = tf.data.Dataset.from_tensor_slices(_rows(ids, labels, class_weights))
@@ -244,8 +251,7 @@ def grouped_batches(rows, batch_size: int, count: int, *, sort: bool, seed: int 
                     drop_remainder: bool = False, outputs: str = "xy"):
     """(ids, label, length, weight) ``rows`` -> batches cut to their longest text, of
     ``outputs``: "xy", "xyw", or "x" (ids only). ``sort``: rows sorted by length within
-    windows of 50 batches; ``seed`` (a tf.int64 scalar, or None): the batches shuffled
-    again. ``count``: the rows."""
+    windows of 50 batches; ``seed`` (or None): the batches shuffled again. ``count``: the rows."""
     if sort:
         def by_length(x, y, n, w):
             order = tf.argsort(n, stable=True)
@@ -294,6 +300,7 @@ class EpochProgress(keras.callbacks.Callback, epochs.Segment):
         self._started = 0.0
         self.epoch, self.step = 0, 0  # the epoch running (1-based), its batches done
         self.cut = False  # the last epoch was cut short by an interrupt
+        self._rest: dict[str, float] = {}  # a resumed epoch's running sums after the cut
 
     def on_train_begin(self, logs=None):
         if not self.continues:
@@ -311,6 +318,8 @@ class EpochProgress(keras.callbacks.Callback, epochs.Segment):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        if self.step == self._steps and self._first_step(self.epoch):
+            self._rest = epochs.metric_totals(self.model)  # before validation resets them
         if self._reporter.wants_batches:
             self._reporter.batch_end(self.step, {k: float(v) for k, v in (logs or {}).items()})
         else:  # the count only: the plain reporter reads no figures
@@ -337,9 +346,9 @@ class EpochProgress(keras.callbacks.Callback, epochs.Segment):
             return
         seconds = time.perf_counter() - self._started
         logs = dict(logs or {})
-        first = self._first_step(epoch + 1)
-        if first:  # finished after a resume: the figures of the whole epoch
-            logs.update(resume_run.merge_logs(self._cut, logs, self._steps))
+        if self._first_step(epoch + 1) and self._rest:  # resumed: of all the epoch's batches
+            logs.update(resume_run.figures(resume_run.merge_totals(self._cut["totals"],
+                                                                   self._rest)))
             seconds += self._cut["seconds"]
         clean = {k: round(float(v), 5) if np.isfinite(float(v)) else None
                  for k, v in logs.items()

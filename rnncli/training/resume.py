@@ -15,7 +15,7 @@ continues from it after checking that the data and the settings are those of the
 interrupted run (``--epochs`` and ``--patience`` may change: training can be extended).
 The n-gram model is fitted again.
 
-Light at import; Keras is reached through the callback factory only.
+Light at import: the Keras callback that keeps the state is epochs.Keep.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 
 from rnncli.core import fsio, jsontext
 from rnncli.core.config import TrainConfig
-from rnncli.core.errors import UsageError, first_line
+from rnncli.core.errors import UsageError
 from rnncli.training import saving
 
 STATE = "rnncli-resume.json"
@@ -48,7 +47,7 @@ KEY_SAMPLE_BYTES = 2**20
 # Inside an epoch, the state is kept again once this many seconds have passed since it
 # was last kept (a few MB written: a fraction of a percent of the time).
 KEEP_SECONDS = 300.0
-# The training figures an epoch cut and resumed adds up from its two parts.
+# The training figures an epoch cut and resumed adds up from its parts' running sums.
 _MERGED = ("loss", "accuracy")
 
 
@@ -142,23 +141,31 @@ def _check_state(backup: Path, state: Any) -> None:
     if not (isinstance(history, list) and (history or cut) and all(
             isinstance(h, dict) and h.get("epoch") == i + 1 for i, h in enumerate(history))):
         raise ValueError("history is not a list of finished epochs")
-    if cut is not None and not (
-            isinstance(cut, dict) and cut.get("epoch") == len(history) + 1
-            and isinstance(cut.get("step"), int) and cut["step"] > 0
-            and isinstance(cut.get("seconds"), (int, float)) and isinstance(cut.get("logs"), dict)
-            and all(isinstance(cut["logs"].get(k), (int, float)) for k in _MERGED)):
+    if cut is not None and not _is_cut(cut, len(history) + 1):
         raise ValueError("the epoch it was cut in is not described")
-    if (best is None) != (not history):
-        raise ValueError("no best epoch")
+    if (best is None) != (not history) or (best is not None and not (
+            isinstance(best, dict) and isinstance(best.get("epoch"), int)
+            and 1 <= best["epoch"] <= len(history)
+            and (best.get("val_loss") is None or isinstance(best["val_loss"], float)))):
+        raise ValueError("no best epoch, or a bad one")
     for name in (state["weights"], *([best["weights"]] if best else [])):
         if not isinstance(name, str) or "/" in name or not (backup / name).is_file():
             raise ValueError(f"a weights file it names is missing ({name!r})")
-    if (best and not isinstance(best["epoch"], int)) or not isinstance(state["precision"], str):
-        raise ValueError("bad best epoch or precision")
+    if not isinstance(state["precision"], str):
+        raise ValueError("bad precision")
     losses = state["val_losses"]
     if not (isinstance(losses, list) and len(losses) == len(history) and all(
             loss is None or isinstance(loss, float) for loss in losses)):
         raise ValueError("val_losses does not match the history")
+
+
+def _is_cut(cut: Any, epoch: int) -> bool:
+    """Whether ``cut`` describes a stop inside ``epoch`` (1-based)."""
+    return (isinstance(cut, dict) and cut.get("epoch") == epoch
+            and all(isinstance(cut.get(k), int) and cut[k] > 0 for k in ("step", "steps"))
+            and cut["step"] < cut["steps"] and isinstance(cut.get("seconds"), (int, float))
+            and isinstance(cut.get("totals"), dict)
+            and all(isinstance(v, (int, float)) for v in cut["totals"].values()))
 
 
 def cut_of(state: dict | None) -> dict | None:
@@ -183,13 +190,38 @@ def announce(progress: Progress, tell: Callable[[str], None]) -> None:
         tell(f"resuming {where(progress.state)} of the interrupted run")
 
 
-def merge_logs(cut: dict, logs: dict, step: int) -> dict[str, float]:
-    """The training figures of an epoch's first ``step`` batches, from those of its
-    batches before the cut (``cut``) and of the rest up to ``step`` (``logs``, Keras's
-    running means), weighted by batches."""
-    done = cut["step"]
-    return {k: (done * cut["logs"][k] + (step - done) * float(logs[k])) / step
-            for k in _MERGED if k in logs}
+def check_steps(state: dict | None, steps: int) -> None:
+    """A run cut inside an epoch resumes only with as many batches an epoch (the same
+    devices): else the batches it skips would not be those it trained on."""
+    cut = cut_of(state)
+    if cut and cut["steps"] != steps:
+        raise UsageError(f"--resume: the interrupted run was cut inside epoch {cut['epoch']}, "
+                         f"of {cut['steps']} batches; this one has {steps} (other devices?); "
+                         "resume on the devices it ran on, or train without --resume")
+
+
+def merge_totals(earlier: dict[str, float] | None, totals: dict[str, float]) -> dict[str, float]:
+    """The running sums of an epoch's training figures ("loss/total", "loss/count", ...)
+    from its batches before a cut (``earlier``) and after (``totals``)."""
+    if not earlier:
+        return dict(totals)
+    return {k: earlier.get(k, 0.0) + v for k, v in totals.items()}
+
+
+def figures(totals: dict[str, float]) -> dict[str, float]:
+    """Loss and accuracy from their running sums, as Keras's means compute them."""
+    return {name: totals[f"{name}/total"] / totals[f"{name}/count"] for name in _MERGED
+            if totals.get(f"{name}/count")}
+
+
+def plateau_best(val_losses: list[float | None], min_delta: float) -> float | None:
+    """The best loss learning-rate decay (ReduceLROnPlateau) holds after these epochs: it
+    moves only on an improvement by more than ``min_delta``."""
+    best = None
+    for loss in val_losses:
+        if loss is not None and (best is None or loss + abs(min_delta) < best):
+            best = loss
+    return best
 
 
 def restore(core, early_stopping, plateau: list, progress: Progress, precision: str) -> None:
@@ -219,9 +251,8 @@ def restore(core, early_stopping, plateau: list, progress: Progress, precision: 
     if best:
         early_stopping.resumed = (best["val_loss"], best_weights, best["epoch"] - 1,
                                   len(state["history"]))
-    finite = [loss for loss in state["val_losses"] if loss is not None]
     for callback in plateau:
-        callback.resumed_best = min(finite) if finite else None
+        callback.resumed_best = plateau_best(state["val_losses"], callback.min_delta)
 
 
 def _random_state_path(weights: Path) -> Path:
@@ -232,8 +263,10 @@ def _save_random_state(model, weights: Path) -> None:
     """The dropout layers' random state (Keras's seed generators, which ``save_weights``
     leaves out), beside the weights: a resumed run then draws the same dropout masks."""
     states = [v.numpy() for v in _seed_states(model)]
-    with open(_random_state_path(weights), "wb") as fh:
+    path = _random_state_path(weights)
+    with open(path.with_name("tmp-" + path.name), "wb") as fh:
         np.savez(fh, *states)
+    os.replace(path.with_name("tmp-" + path.name), path)
 
 
 def _load_random_state(model, weights: Path) -> None:
@@ -270,81 +303,7 @@ def best_epoch(val_losses: list[float | None]) -> int:
     return min(losses)[1] if losses else 0
 
 
-def callback(keras, progress: Progress, precision: str, history: Callable[[], list[dict]],
-             steps: int, note: Callable[[str], None], *,
-             interrupted: list[BaseException] | tuple = (), cut: dict | None = None):
-    """Keeps the state after each finished epoch (all ``steps`` batches run), every
-    KEEP_SECONDS inside an epoch, and where ``interrupted`` (stop_on_signals's list,
-    non-empty once a signal came) cut an epoch. ``cut``: where the resumed run had
-    stopped. If the state cannot be written (a full disk), training goes on without it,
-    and says so through ``note``."""
-    backup, key, state = progress.backup, progress.key, progress.state
-    before = state["history"] if state else []
-    losses = list(state["val_losses"]) if state else []
-    best = dict(state["best"]) if state and state["best"] else None
-
-    class Keep(keras.callbacks.Callback):
-        failed = False
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch, self.started = epoch, time.monotonic()
-            self.kept = self.started
-            resumed = cut is not None and cut["epoch"] == epoch + 1
-            self.batches, self.earlier = (cut["step"], cut) if resumed else (0, None)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.batches += 1
-            if (not interrupted and self.batches < steps
-                    and time.monotonic() - self.kept >= KEEP_SECONDS):
-                self._keep_cut(self.epoch, logs)
-                self.kept = time.monotonic()
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.batches < steps:  # an epoch cut short is not a finished one
-                if interrupted:
-                    self._keep_cut(epoch, logs)
-                return
-            loss = float((logs or {}).get("val_loss", math.nan))
-            losses.append(loss if math.isfinite(loss) else None)
-            self._keep(epoch + 1, best_epoch(losses) == epoch + 1)
-
-        def _keep_cut(self, epoch: int, logs) -> None:
-            """Keep the state inside ``epoch`` (0-based), after self.batches batches."""
-            figures = {k: float(v) for k, v in (logs or {}).items() if k in _MERGED}
-            if self.earlier:  # resumed inside this epoch: the figures since its start
-                figures = merge_logs(self.earlier, figures, self.batches)
-            seconds = time.monotonic() - self.started + (self.earlier or {}).get("seconds", 0)
-            self._keep(epoch + 1, False, {"epoch": epoch + 1, "step": self.batches,
-                                          "seconds": round(seconds, 2), "logs": figures})
-
-        def _keep(self, epoch: int, improved: bool, where: dict | None = None) -> None:
-            nonlocal best
-            if self.failed:
-                return
-            short = _short_of_space(self.model, backup)
-            if short is not None:
-                return self._give_up(short)
-            reason = None
-            try:
-                best = _write_state(self.model, backup, epoch, improved, key=key,
-                                    history=before + history(), losses=losses, best=best,
-                                    precision=precision, cut=where)
-            except (OSError, RuntimeError, ValueError) as exc:  # h5py: either, full disk
-                reason = first_line(exc, 120)
-            if reason is not None:
-                saving.collect_failed_writes()
-                self._give_up(reason)
-
-        def _give_up(self, reason: str) -> None:
-            self.failed = True
-            shutil.rmtree(backup, ignore_errors=True)  # free what it took
-            note(f"note: cannot keep the state for --resume ({reason}); training goes on "
-                 "without it")
-
-    return Keep()
-
-
-def _short_of_space(model, backup: Path) -> str | None:
+def short_of_space(model, backup: Path) -> str | None:
     """Why the state after an epoch will not fit on the disk of ``backup``, or None."""
     need = saving.weight_bytes(model, model.optimizer) * 2.5 + 2**20
     free = fsio.free_bytes(backup)
@@ -353,7 +312,7 @@ def _short_of_space(model, backup: Path) -> str | None:
     return None
 
 
-def _write_state(model, backup: Path, epoch: int, new_best: bool, *, key: dict[str, Any],
+def write_state(model, backup: Path, epoch: int, new_best: bool, *, key: dict[str, Any],
                  history: list[dict], losses: list[float | None], best: dict[str, Any] | None,
                  precision: str, cut: dict | None = None) -> dict[str, Any] | None:
     """Keep the state after ``epoch`` (1-based), or inside it (``cut``), in ``backup``,
@@ -361,7 +320,9 @@ def _write_state(model, backup: Path, epoch: int, new_best: bool, *, key: dict[s
     once the JSON, written last, names the new ones. Returns the best epoch's record."""
     backup.mkdir(parents=True, exist_ok=True)
     weights = f"epoch-{epoch}" + (f"-step-{cut['step']}" if cut else "") + ".weights.h5"
-    model.save_weights(backup / weights, overwrite=True)
+    # under a temporary name first: the name may be the one the committed JSON names
+    model.save_weights(backup / ("tmp-" + weights), overwrite=True)
+    os.replace(backup / ("tmp-" + weights), backup / weights)
     _save_random_state(model, backup / weights)
     if new_best or (best is None and cut is None):
         best = {"epoch": epoch, "val_loss": losses[-1], "weights": f"best-{epoch}.npz"}

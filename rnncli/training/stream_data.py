@@ -113,8 +113,8 @@ class IdFiles:
         return str(target)
 
     def records(self, part: str, *, seed: int | None = None, epoch=None):
-        """(class index, ids) rows of a part: in file order, or (``seed`` and ``epoch``,
-        a tf.int64 scalar, given) in that epoch's order: the files shuffled, read a few
+        """(class index, ids) rows of a part: in file order, or (``seed`` and ``epoch``
+        given) in that epoch's order: the files shuffled, read a few
         at a time, then SHUFFLE_ROWS rows shuffled, all by seeds of the epoch."""
         width = self.seq_len + 1
         dtype = tf.uint16 if self.dtype == np.uint16 else tf.int32
@@ -175,7 +175,7 @@ def ids_batches(ids: IdFiles, part: str, batch_size: int, *,
 def ids_epochs(ids: IdFiles, part: str, batch_size: int, *, seed: int,
                class_weights: np.ndarray | None = None, full_only: bool = False,
                plan: tuple[int, int] | None = None):
-    """(a function of the epoch (a tf.int64 scalar, 0-based) giving its training batches
+    """(a function of the epoch (0-based) giving its training batches
     of texts of similar length, as fitloop.length_epochs makes them; steps an epoch).
     ``full_only``: every batch full (several devices split each batch evenly), the rows
     left over change each epoch. ``plan``: (steps, batches a step) of this worker's own
