@@ -179,3 +179,26 @@ def test_the_state_is_kept_every_keep_seconds_and_a_stale_cut_is_replaced(
         ["rnncli-resume.json", state["weights"], state["weights"].replace(".weights.h5",
                                                                           ".random.npz"),
          state["best"]["weights"]])
+
+
+def test_ctrl_c_in_the_streamed_n_gram_fit_keeps_the_network(tmp_path, tiny_csv, monkeypatch,
+                                                             no_onnx):
+    """The n-gram model of a streamed file is fitted after the network: Ctrl-C there
+    says that the network's state is kept, and --resume publishes it without training."""
+    from rnncli.training import ngrams_stream
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run = [*[a for a in RUN if a != "--no-ngrams"], "--stream", "--epochs", "1"]
+    monkeypatch.setattr(ngrams_stream, "fit_ngrams_streamed", interrupted)
+    cut = invoke("train", tiny_csv, "-o", tmp_path / "m", *run)
+    assert cut.exit_code == 130, cut.output[-2000:]
+    assert "kept the state after epoch 1: the same command with --resume" in cut.output
+    assert cut.output.strip().splitlines()[-1] == (
+        "Error: interrupted while the n-gram model was fitted, after the network; no model "
+        "was written")
+    monkeypatch.undo()
+    resumed = invoke("train", tiny_csv, "-o", tmp_path / "m", *run, "--resume")
+    assert resumed.exit_code == 0, resumed.output[-2000:]
+    assert not re.search(r"^epoch 1/", resumed.output, re.M)  # nothing trained again

@@ -24,7 +24,7 @@ import numpy as np
 
 from rnncli.core import fsio
 from rnncli.core.config import TrainConfig
-from rnncli.core.errors import UsageError
+from rnncli.core.errors import Terminated, UsageError
 from rnncli.data import spool
 from rnncli.data.dataset import read_summary, read_texts, skipped_report
 from rnncli.data.stream import LabelledStream
@@ -192,7 +192,6 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
                      progress: resume_run.Progress | None, role=None) -> dict[str, Any] | None:
     from rnncli.network import model as M
     from rnncli.training import stream_data
-    from rnncli.training.ngrams_stream import fit_ngrams_streamed
 
     names = spooled.label_names
     # several machines: the strategy comes before TensorFlow's first operation
@@ -227,14 +226,31 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
         return None
     ngram = None
     if config.ngrams:  # after the network: the other workers need not wait for it
-        with M.tf.device(device_names[0]):
-            ngram = fit_ngrams_streamed(config, spooled, reporter, class_weights=weights)
+        ngram = _fit_ngrams(config, spooled, reporter, weights, device_names[0], progress,
+                            batches.steps)
     run = fitting.Run(config, vectorizer, weights, precision, device_names[0], replicas,
                       role.workers if role else 1, started, source)
     return fitting.finish(run, fitted, ngram, (train_view, val_view, test_view),
                           (ids("validation", keep_order=True)[0],
                            ids("test", keep_order=True)[0]),
                           out=out, progress=progress, reporter=reporter)
+
+
+def _fit_ngrams(config: TrainConfig, spooled: spool.Spooled, reporter, weights, device: str,
+                progress, steps: int):
+    """The n-gram model over the stream. Interrupted, it says that the network's state is
+    kept (--resume publishes it and fits the n-gram model again)."""
+    from rnncli.network import model as M
+    from rnncli.training.fitloop import keep_progress
+    from rnncli.training.ngrams_stream import fit_ngrams_streamed
+
+    try:
+        with M.tf.device(device):
+            return fit_ngrams_streamed(config, spooled, reporter, class_weights=weights)
+    except (KeyboardInterrupt, Terminated) as exc:
+        keep_progress(progress, reporter, steps)
+        exc.where = "while the n-gram model was fitted, after the network"
+        raise
 
 
 def _training_batches(id_files, config: TrainConfig, weights, replicas: int, role, reporter, *,
