@@ -202,3 +202,34 @@ def test_ctrl_c_in_the_streamed_n_gram_fit_keeps_the_network(tmp_path, tiny_csv,
     resumed = invoke("train", tiny_csv, "-o", tmp_path / "m", *run, "--resume")
     assert resumed.exit_code == 0, resumed.output[-2000:]
     assert not re.search(r"^epoch 1/", resumed.output, re.M)  # nothing trained again
+
+
+@pytest.mark.parametrize("stop", ["early stopping", "signal", None])
+def test_the_fit_after_a_cut_epoch_runs_only_if_the_first_did_not_stop(stop):
+    """Early stopping at the end of the resumed epoch (or a signal between the two fit
+    calls) ends the run there, and the carried callbacks end once, in every case."""
+    from types import SimpleNamespace
+
+    from rnncli.training import epochs as E
+
+    calls = []
+
+    class Carried(E.Segment):
+        def on_train_end(self, logs=None):
+            if not self.continued:
+                calls.append("end")
+
+    class Core:
+        stop_training = False
+
+        def fit(self, data, **kwargs):
+            calls.append(("fit", kwargs["initial_epoch"], kwargs["steps_per_epoch"]))
+            for callback in kwargs["callbacks"]:
+                callback.on_train_end()
+            self.stop_training = stop == "early stopping"
+
+    parts = [SimpleNamespace(data=None, first=1, end=2, steps=4),
+             SimpleNamespace(data=None, first=2, end=3, steps=10)]
+    E.run(Core(), parts, None, [Carried()], stopped=lambda: stop == "signal")
+    ran = [("fit", 1, 4)] + ([("fit", 2, 10)] if stop is None else [])
+    assert calls == ran + ["end"]

@@ -111,8 +111,11 @@ def run(core, parts: list[Part], val_data, callbacks: list, *, per_worker: bool 
     this worker's own (Batches.per_worker)."""
     carried = [c for c in callbacks if isinstance(c, Segment)]
     for i, part in enumerate(parts):
-        if i and stopped():
-            break
+        if i and (core.stop_training or stopped()):
+            for callback in carried:  # the run ends here: what ending it skipped
+                callback.continued = False
+                callback.on_train_end()
+            return
         for callback in carried:
             callback.continues, callback.continued = i > 0, i < len(parts) - 1
         data = part.data
@@ -122,11 +125,6 @@ def run(core, parts: list[Part], val_data, callbacks: list, *, per_worker: bool 
         core.fit(data, validation_data=val_data, epochs=part.end,
                  initial_epoch=part.first, steps_per_epoch=part.steps, callbacks=callbacks,
                  verbose=0)
-        if (core.stop_training or stopped()) and i < len(parts) - 1:
-            for callback in carried:  # the run ends here: what ending it skipped
-                callback.continued = False
-                callback.on_train_end()
-            break
 
 
 def resumable_early_stopping(**kwargs):
