@@ -68,20 +68,22 @@ def segments(one_epoch: Callable, first: int, skip: int, epochs: int, steps: int
     that epoch's ``steps`` batches, the same for the same epoch."""
     parts = []
     if skip:
-        parts.append(Part(_shared(one_epoch(first).skip(skip)), first, first + 1,
+        parts.append(Part(same_on_every_worker(one_epoch(first).skip(skip)), first, first + 1,
                           steps - skip))
         first += 1
     if first < epochs:
         data = functools.reduce(lambda a, b: a.concatenate(b),
                                 (one_epoch(epoch) for epoch in range(first, epochs)))
-        parts.append(Part(_shared(data.prefetch(tf.data.AUTOTUNE)), first, epochs, steps))
+        parts.append(Part(same_on_every_worker(data.prefetch(tf.data.AUTOTUNE)), first,
+                          epochs, steps))
     return parts
 
 
-def _shared(data):
+def same_on_every_worker(data):
     """On several machines: the same batches on every worker, each taking its share of
     each batch (as for arrays). TensorFlow's automatic choice could shard the epochs
-    themselves between the workers."""
+    themselves, or the files, between the workers, and files would give them different
+    numbers of batches, on which synchronous training waits forever."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)

@@ -17,7 +17,7 @@ import numpy as np
 
 from rnncli.data.spool import Spooled
 from rnncli.network.model import tf
-from rnncli.training.epochs import epoch_seed
+from rnncli.training.epochs import epoch_seed, same_on_every_worker
 from rnncli.training.fitloop import grouped_batches
 
 SHUFFLE_ROWS = 20_000
@@ -163,13 +163,13 @@ def _row(class_weights: np.ndarray | None):
 def ids_batches(ids: IdFiles, part: str, batch_size: int, *,
                 class_weights: np.ndarray | None = None, keep_order: bool = False):
     """(ids, labels[, weights]) batches of a part in file order, for validation, or ids
-    only (``keep_order``), for scores; with each, the steps a pass."""
+    only (``keep_order``), for scores."""
     rows = ids.spooled.rows(part)
     data = ids.records(part).map(_row(class_weights), num_parallel_calls=tf.data.AUTOTUNE,
                                  deterministic=True)
     outputs = "x" if keep_order else "xy" if class_weights is None else "xyw"
     data = grouped_batches(data, batch_size, rows, sort=False, seed=None, outputs=outputs)
-    return _same_on_every_worker(data), -(-rows // batch_size)
+    return same_on_every_worker(data)
 
 
 def ids_epochs(ids: IdFiles, part: str, batch_size: int, *, seed: int,
@@ -204,13 +204,3 @@ def shard_plan(rows: int, batch_size: int, workers: int, replicas: int) -> tuple
     per_device = max(1, batch_size // replicas)
     local = max(1, replicas // workers)
     return (rows // workers) // (per_device * local), per_device, local
-
-
-def _same_on_every_worker(data):
-    """On several machines: the same batches on every worker, each taking its share of
-    each (as for arrays); sharding by file would give the workers different numbers of
-    batches, and synchronous evaluation would wait forever."""
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
-    return data.with_options(options)

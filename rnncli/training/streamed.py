@@ -217,7 +217,7 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
         return stream_data.ids_batches(id_files, part, config.batch_size, **kwargs)
 
     batches = _training_batches(id_files, config, weights, replicas, role, reporter,
-                                validation=ids("validation", class_weights=weights)[0])
+                                validation=ids("validation", class_weights=weights))
     fitted = fitting._fit_rnn(config, initial, (None, None), (None, None), device_names,
                               strategy, reporter, replicas=replicas, progress=progress,
                               precision=precision, class_weights=weights, batches=batches)
@@ -231,8 +231,7 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
     run = fitting.Run(config, vectorizer, weights, precision, device_names[0], replicas,
                       role.workers if role else 1, started, source)
     return fitting.finish(run, fitted, ngram, (train_view, val_view, test_view),
-                          (ids("validation", keep_order=True)[0],
-                           ids("test", keep_order=True)[0]),
+                          (ids("validation", keep_order=True), ids("test", keep_order=True)),
                           out=out, progress=progress, reporter=reporter)
 
 
