@@ -4,6 +4,7 @@ interpreter, because the test process may already hold TensorFlow."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -116,7 +117,7 @@ def test_the_groups_list_is_each_commands_own_help():
         assert CliRunner().invoke(cli, [name, "--help"]).exit_code == 0, name
     assert CliRunner().invoke(cli, ["nosuch"]).exit_code == 2
     typo = CliRunner().invoke(cli, ["trian"])  # suggestions, though no command is loaded
-    assert typo.exit_code == 2 and "Did you mean 'train'?" in typo.output
+    assert typo.exit_code == 2 and re.search(r"Did you mean .*'train'", typo.output)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["train"]])

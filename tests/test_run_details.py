@@ -98,20 +98,20 @@ def test_a_word_vector_file_is_known_without_reading_all_of_it(tmp_path, monkeyp
 
     monkeypatch.setattr(resume, "open", lambda *a, **k: Counting(real_open(*a, **k)),
                         raising=False)
-    key = resume._file_key(path)
+    key = resume.file_key(path)
     assert sum(read) <= 2 * resume.KEY_SAMPLE_BYTES
     monkeypatch.undo()
-    assert resume._file_key(path) == key
+    assert resume.file_key(path) == key
     stat = path.stat()
     with open(path, "r+b") as fh:  # the same size and time, other words at the start
         fh.write(b"THE")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert resume._file_key(path) != key
+    assert resume.file_key(path) != key
     with open(path, "r+b") as fh:  # or at the end
         fh.seek(-4, 2)
         fh.write(b"0.5\n")
-    assert resume._file_key(path) != key
-    assert resume._file_key(None) is None
+    assert resume.file_key(path) != key
+    assert resume.file_key(None) is None
 
 
 # --------------------------------------------------------------------------- --debug

@@ -46,6 +46,9 @@ COMMANDS = {
         "Export a TensorFlow SavedModel for TF Serving."),
     "info": ("models",
         "What a model is: network, vocabulary, labels, data and figures."),
+    "pretrain": ("train",
+        "Pretrain an encoder on unlabelled TEXTS, once, for several trainings "
+        "(--encoder)."),
     "predict": ("score",
         "Label TEXTs, or lines from stdin when no TEXT (or '-') is given."),
     "report": ("explain_report",

@@ -20,8 +20,13 @@ from rnncli.core.errors import UsageError
               metavar="FILE",
               help="Start the embedding from GloVe/word2vec vectors (a text file, .gz ok).")
 @click.option("--unlabelled", type=click.Path(exists=True, dir_okay=False), default=None,
-              metavar="FILE", help="Learn word vectors from these unlabelled texts before "
-              "training (.csv/.tsv/.jsonl with a text column, or .txt with one per line).")
+              metavar="FILE", help="Pretrain the recurrent network on these unlabelled texts "
+              "(and the training texts) as forward and backward language models before it "
+              "learns the labels (.csv/.tsv/.jsonl with a text column, or .txt with one per "
+              "line).")
+@click.option("--encoder", type=click.Path(exists=True, file_okay=False), default=None,
+              metavar="DIR", help="Start from an encoder written by 'rnncli pretrain' (its "
+              "tokenizer, vocabulary, embedding and first recurrent layer).")
 @click.option("-o", "--out", default=DEFAULT_MODEL_DIR, envvar="RNNCLI_MODEL",
               show_default=True, show_envvar=True, metavar="DIR",
               help="Model directory to write (replaced atomically when training succeeds).")
@@ -36,7 +41,7 @@ from rnncli.core.errors import UsageError
           "are Chinese or Japanese characters, else 0].", auto=True)
 @click.option("--word-vectors/--no-word-vectors", "word_vectors", default=default("word_vectors"),
               show_default=True, help="Start the embedding from word vectors learned from the "
-              "training texts by PPMI + SVD, not at random (--unlabelled always does).")
+              "training texts (and --unlabelled's) by PPMI + SVD, not at random.")
 @click.option("--ngrams/--no-ngrams", "ngrams", default=default("ngrams"), show_default=True,
               help="Also fit a logistic regression over token n-gram TF-IDF and blend its "
               "probability with the RNN's (the weight is chosen on the validation split).")
@@ -53,6 +58,9 @@ from rnncli.core.errors import UsageError
 @setting("dropout", None, "Dropout on embeddings and "
           "before the head.")
 @setting("epochs", None, "Most epochs to train.")
+@setting("pretrain_epochs", None, "Epochs of language-model pretraining; without "
+          "--unlabelled, on the training texts alone [auto with --unlabelled: enough to "
+          "read about 15 million tokens, 1 to 10; else none].", auto=True)
 @setting("batch_size", None, "Training batch size.")
 @setting("lr", None, "Adam learning rate.")
 @setting("lr_decay", None, "Learning-rate factor applied "
@@ -82,7 +90,8 @@ from rnncli.core.errors import UsageError
                    "whole, as for a small file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
 def train(data, text_col, label_col, encoding, show_skipped, positive_label, embeddings,
-          unlabelled, out, device, mixed_precision, resume, stream, quiet, **settings):
+          unlabelled, encoder, out, device, mixed_precision, resume, stream, quiet,
+          **settings):
     """Train a classifier on DATA (.csv, .tsv or .jsonl, optionally .gz)."""
     from rnncli.core.extras import require
     from rnncli.render import output
@@ -91,15 +100,28 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
     from rnncli.training.train import run
     from rnncli.training.train_notes import SMALL_SPLIT_ROWS, accuracy_error
 
-    if embeddings and (unlabelled or settings["word_vectors"]):
-        raise UsageError("--embeddings gives the word vectors; drop --unlabelled / "
-                         "--word-vectors, or drop --embeddings")
+    if embeddings and settings["word_vectors"]:
+        raise UsageError("--embeddings gives the word vectors; drop --word-vectors, or drop "
+                         "--embeddings")
     config = TrainConfig(**settings)
+    if encoder is not None:
+        clash = [flag for flag, given in (("--unlabelled", unlabelled),
+                                          ("--embeddings", embeddings),
+                                          ("--word-vectors", config.word_vectors),
+                                          ("--pretrain-epochs", config.pretrain_epochs))
+                 if given]
+        if clash:
+            raise UsageError(f"--encoder is pretrained already; drop {', '.join(clash)} (or "
+                             "pretrain a new encoder with 'rnncli pretrain')")
+        from rnncli.training import encoder as encoders
+
+        encoder = encoders.load(encoder)
     reporter = output.train_reporter(quiet)
     manifest = run(data, config, out=out, text_col=text_col, label_col=label_col,
                    positive_label=positive_label, encoding=encoding, embeddings=embeddings,
-                   unlabelled=unlabelled, device=device, mixed_precision=mixed_precision,
-                   resume=resume, show_skipped=show_skipped, stream=stream, reporter=reporter)
+                   unlabelled=unlabelled, encoder=encoder, device=device,
+                   mixed_precision=mixed_precision, resume=resume, show_skipped=show_skipped,
+                   stream=stream, reporter=reporter)
     if manifest is None:  # a worker of a multi-machine run (TF_CONFIG); the chief saves
         return
     val, test = manifest["validation"], manifest["test"]
@@ -108,3 +130,45 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
     reporter.message(f"validation accuracy {val['accuracy']:.4f}, test accuracy "
                      f"{test['accuracy']:.4f} (n={test['n']}{error}); next: rnncli predict "
                      f"-m {out} \"some text\"")
+
+
+@click.command(cls=RnnCliCommand)
+@click.argument("texts", metavar="TEXTS")
+@click.option("--text-col", default=None, metavar="NAME",
+              help="Text column [default: detected: text, review, sentence, ...].")
+@click.option("--encoding", default=None, metavar="NAME",
+              help="Text encoding of TEXTS [default: UTF-8, else detected (named on stderr)].")
+@click.option("-o", "--out", required=True, metavar="DIR",
+              help="Encoder directory to write (replaced atomically when pretraining ends).")
+@setting("cell", click.Choice(CELLS), "Recurrent cell: GRU is lighter and faster, LSTM richer.")
+@setting("units", None, "Units per direction in the recurrent layer.")
+@setting("embed_dim", None, "Embedding size.")
+@setting("bigram_dim", None, "Embedding size for each token's pair with the one before it "
+          "[auto: 32 when most tokens are Chinese or Japanese characters, else 0].", auto=True)
+@setting("max_tokens", None, "Vocabulary size, including padding and [UNK] "
+          "[auto: words seen twice, up to 20,000].", auto=True)
+@setting("seq_len", None, "Tokens read per text [auto: 95th percentile of lengths, "
+          "16 to 800].", auto=True)
+@setting("pretrain_epochs", None, "Epochs over the texts [auto: enough to read about 15 "
+          "million tokens, 1 to 10].", auto=True)
+@setting("batch_size", None, "Batch size.")
+@setting("lr", None, "Adam learning rate.")
+@setting("clipnorm", None, "Gradient clipping norm (0: off).")
+@setting("seed", None, "Random seed.")
+@train_device_option
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of this same "
+              "command where it stopped; refused if the texts or settings changed.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr.")
+def pretrain(texts, text_col, encoding, out, device, resume, quiet, **settings):
+    """Pretrain an encoder on unlabelled TEXTS, once, for several trainings (--encoder)."""
+    from rnncli.core import fsio
+    from rnncli.core.extras import require
+    from rnncli.render import output
+
+    require("train")
+    from rnncli.training import encoder
+
+    reporter = output.train_reporter(quiet)
+    encoder.run(texts, TrainConfig(**settings), out=fsio.resolve_output(out),
+                text_col=text_col, encoding=encoding, device=device, resume=resume,
+                reporter=reporter)

@@ -78,6 +78,7 @@ RANGES = {
     "seq_len": Range(2, whole=True),
     "dropout": Range(0, 1, high_open=True),
     "epochs": Range(1, whole=True),
+    "pretrain_epochs": Range(1, whole=True),
     "batch_size": Range(1, whole=True),
     "lr": Range(0, low_open=True),
     "lr_decay": Range(0, 1, low_open=True),  # 1: never decay
@@ -114,6 +115,9 @@ class TrainConfig:
     val_split: float = 0.1
     test_split: float = 0.1
     seed: int = 42
+    # Epochs of language-model pretraining with --unlabelled (training/pretrain.py); None:
+    # "auto" (enough to see about 15 million tokens, 1 to 10), or no pretraining at all.
+    pretrain_epochs: int | None = None
     class_weight: str = "none"
     classes: int | None = None  # from the labels: 2 (sigmoid head) or more (softmax)
 

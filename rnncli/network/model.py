@@ -243,21 +243,9 @@ def build_ngram_model(size: int, idf: np.ndarray | None = None, outputs: int = 1
 def build_core(config: TrainConfig):
     """Token ids (batch, time) -> positive-class probability (batch, 1), or the class
     probabilities (batch, k) of a model of k > 2 classes (softmax)."""
-    cell = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
     ids = keras.Input(shape=(None,), dtype="int64", name="ids")
-    x = keras.layers.Embedding(config.max_tokens, config.embed_dim, mask_zero=True,
-                               name="embedding")(ids)
-    if config.bigram_dim:
-        x = TokenPairs(config.max_tokens, BIGRAM_BUCKETS, config.bigram_dim,
-                       name="token_pairs")([x, ids])
-    if config.dropout:
-        x = keras.layers.SpatialDropout1D(config.dropout, name="embedding_dropout")(x)
-    for i in range(config.layers):
-        sequences = i < config.layers - 1 or config.pooling != "last"
-        # cuDNN-compatible: default activations, no recurrent_dropout, reset_after=True.
-        x = keras.layers.Bidirectional(
-            cell(config.units, return_sequences=sequences), name=f"bi{config.cell}_{i + 1}"
-        )(x)
+    x = encoder_layers(config, ids, layers=config.layers, dropout=config.dropout,
+                       sequences=config.pooling != "last")
     if config.pooling == "max":
         x = MaskedMaxPooling(name="max_pool")(x)
     elif config.pooling == "mean":
@@ -270,6 +258,27 @@ def build_core(config: TrainConfig):
     prob = keras.layers.Dense(width, activation="sigmoid" if width == 1 else "softmax",
                               dtype="float32", name="head")(x)
     return keras.Model(ids, prob, name="core")
+
+
+def encoder_layers(config: TrainConfig, ids, *, layers: int, dropout: float, sequences: bool):
+    """Token ids -> the recurrent states: the embedding (with the token pairs'), dropout and
+    ``layers`` bidirectional layers, the last giving every step's states if ``sequences``.
+    The classifier (build_core) and the language models of pretraining share these layers'
+    names and shapes (training/pretrain.py)."""
+    cell = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
+    x = keras.layers.Embedding(config.max_tokens, config.embed_dim, mask_zero=True,
+                               name="embedding")(ids)
+    if config.bigram_dim:
+        x = TokenPairs(config.max_tokens, BIGRAM_BUCKETS, config.bigram_dim,
+                       name="token_pairs")([x, ids])
+    if dropout:
+        x = keras.layers.SpatialDropout1D(dropout, name="embedding_dropout")(x)
+    for i in range(layers):
+        # cuDNN-compatible: default activations, no recurrent_dropout, reset_after=True.
+        x = keras.layers.Bidirectional(
+            cell(config.units, return_sequences=i < layers - 1 or sequences),
+            name=f"bi{config.cell}_{i + 1}")(x)
+    return x
 
 
 def build_text_model(config: TrainConfig, vectorizer, core, ngrams=None,

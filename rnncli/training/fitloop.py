@@ -23,8 +23,8 @@ from rnncli.training.resume import Progress
 
 def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         replicas: int = 1, progress: Progress | None = None, precision: str = "float32",
-        class_weights: np.ndarray | None = None,
-        batches: epochs.Batches | None = None) -> tuple[list[dict[str, float]], int]:
+        class_weights: np.ndarray | None = None, batches: epochs.Batches | None = None,
+        compiler=None) -> tuple[list[dict[str, float]], int]:
     """Train with early stopping (best weights restored) and learning-rate decay.
 
     On several devices (``replicas``): Keras clips each device's share of the gradient
@@ -36,8 +36,10 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
     validation, so early stopping reads the same loss), or None. ``batches``: batches
     made elsewhere (a streamed file's, see training/stream_data.py), in place of the
     arrays. A run resumed inside an epoch (``progress``) skips the batches done before.
+    ``compiler``: (model, config, replicas) -> None, in place of the classifier's
+    :func:`compile_classifier`.
     """
-    _compile(core, config, replicas)
+    (compiler or compile_classifier)(core, config, replicas)
     state = progress.state if progress else None
     cut = resume_run.cut_of(state)
     steps, rows = ((batches.steps, batches.rows) if batches is not None
@@ -95,12 +97,13 @@ def _steps(config: TrainConfig, rows: int, full_only: bool) -> tuple[int, int]:
     return steps, rows
 
 
-def _compile(core, config: TrainConfig, replicas: int) -> None:
-    """Adam with the clipping norm divided between the ``replicas``, the loss for the
-    output's width, and accuracy."""
+def compile_classifier(core, config: TrainConfig, replicas: int, optimizer=None) -> None:
+    """Adam (or ``optimizer``) with the clipping norm divided between the ``replicas``,
+    the loss for the output's width, and accuracy."""
     clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
     binary = output_width(config.classes) == 1
-    core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
+    optimizer = optimizer or keras.optimizers.Adam
+    core.compile(optimizer=optimizer(config.lr, clipnorm=clipnorm),
                  loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
                  metrics=["accuracy"])
 

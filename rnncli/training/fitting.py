@@ -54,36 +54,38 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
                     device: str = "auto", mixed_precision: bool | str = False,
                     role=None, reporter: Reporter | None = None,
                     embeddings: str | Path | None = None,
-                    unlabelled_texts: list[str] | None = None,
+                    unlabelled_texts: list[str] | None = None, encoder=None,
                     progress: resume_run.Progress | None = None) -> dict[str, Any] | None:
     """Fit on tokenized data, then save, verify and atomically publish ``out``.
 
     ``role``: this process's place in a multi-machine run (multi_worker.WorkerRole); only the
     chief publishes, the others return None. ``progress``: from :func:`resume.prepare`,
-    or None to keep no state.
+    or None to keep no state. ``encoder``: a pretrained encoder to start from
+    (encoder.load), or None.
     """
     reporter = reporter or Reporter()
     from rnncli.network import model as M
 
     config, source, vocab, weights, precision, (device_names, strategy, replicas) = _settings(
-        config, train_set, source, device, mixed_precision, role, reporter)
+        config, train_set, source, device, mixed_precision, role, reporter, encoder=encoder)
     vectorizer = M.build_vectorizer(config, vocab)
     x_train, x_val, x_test = (M.vectorize(vectorizer, s.texts, config.seq_len)
                               for s in (train_set, val_set, test_set))
     started = time.perf_counter()
-    initial, config, source = _starting_vectors(vectorizer, vocab, config, source, embeddings,
-                                                unlabelled_texts, train_set.texts, reporter)
+    start, config, source = _starting_vectors(vectorizer, vocab, config, source, embeddings,
+                                              unlabelled_texts, train_set.texts, reporter,
+                                              encoder)
     ngram = _fit_ngrams(config, (train_set, val_set, test_set), device_names[0], role,
                         weights, reporter)
     core, history, best_epoch = _fit_rnn(
-        config, initial, (x_train, train_set.labels), (x_val, val_set.labels), device_names,
+        config, start, (x_train, train_set.labels), (x_val, val_set.labels), device_names,
         strategy, reporter, replicas=replicas, progress=progress, precision=precision,
         class_weights=weights)
     if role is not None and not role.chief:
         reporter.message(f"{role}: training finished; the chief writes the model")
         return None
     run = Run(config, vectorizer, weights, precision, device_names[0], replicas,
-              role.workers if role else 1, started, source)
+              role.workers if role else 1, started, start.described(source))
     return finish(run, (core, history, best_epoch), ngram, (train_set, val_set, test_set),
                   (x_val, x_test), out=out, progress=progress, reporter=reporter)
 
@@ -134,21 +136,26 @@ def finish(run: Run, fitted: tuple, ngram, sets: tuple, ids: tuple, *, out: Path
 
 def _settings(config: TrainConfig, train_set: Dataset, source: dict[str, Any], device: str,
               mixed_precision: bool | str, role, reporter: Reporter, batches=None,
-              devices: tuple | None = None):
+              devices: tuple | None = None, encoder=None):
     """(config with the data-derived settings, source with the tokens' character share,
     vocabulary, class weights, precision, (device names, strategy, replicas)); says which
     devices, vocabulary and sequence length training uses. ``batches``: the training
     texts to count, in batches, when ``train_set.texts`` holds only a sample of them;
-    ``devices``: what :func:`_devices` gave, when it had to run first."""
+    ``devices``: what :func:`_devices` gave, when it had to run first; ``encoder``: a
+    pretrained encoder, whose tokenizer, vocabulary and layer sizes are used."""
     from rnncli.network.runtime import precision_policy, set_seed
 
     device_names, strategy, replicas, where = devices or _devices(
         device, role, config, len(train_set.labels), reporter)
     precision = precision_policy(mixed_precision, device_names)
     config = config.replace(classes=len(train_set.label_names))
+    if encoder is not None:
+        config = encoder.configure(config, reporter)
     weights = _class_weights(config, train_set)
     set_seed(config.seed)
     config, vocab, character_share = _derive(config, train_set.texts, reporter, batches)
+    if encoder is not None:
+        vocab = encoder.vocab
     source = {**source, "character_share": round(character_share, 4)}
     where = _precision_note(precision, where, reporter)
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
@@ -156,22 +163,51 @@ def _settings(config: TrainConfig, train_set: Dataset, source: dict[str, Any], d
     return config, source, vocab, weights, precision, (device_names, strategy, replicas)
 
 
+@dataclass
+class Start:
+    """Where the recurrent network starts: embedding rows (or None), the texts to pretrain
+    it on as language models (pretrain.Corpus, or None), and, once pretrained, a record of
+    the pretraining for the manifest."""
+
+    rows: np.ndarray | None = None
+    corpus: Any = None
+    encoder: dict[str, list[np.ndarray]] | None = None  # weights pretrained before
+    record: dict[str, Any] | None = None
+
+    def described(self, source: dict[str, Any]) -> dict[str, Any]:
+        """The manifest's "data" with the pretraining's record, if there was one."""
+        return {**source, "pretraining": self.record} if self.record else source
+
+
 def _starting_vectors(vectorizer, vocab: list[str], config: TrainConfig,
                       source: dict[str, Any], embeddings: str | Path | None,
                       unlabelled_texts: list[str] | None, train_texts: list[str],
-                      reporter: Reporter):
-    """(rows to start the embedding from or None, config with the embedding size of the
-    ``embeddings`` file, source with how many words it has a vector for)."""
+                      reporter: Reporter, encoder=None):
+    """(Start, config with the embedding size of the ``embeddings`` file and the
+    pretraining's epochs, source with how many words the file has a vector for).
+    ``unlabelled_texts`` (or ``pretrain_epochs``) pretrain the network on them and the
+    training texts (pretrain.py); with ``word_vectors``, word vectors are learned from them
+    too; ``encoder``: a pretrained encoder to start from instead."""
     from rnncli.training import vectors
 
-    initial, found = vectors.initial_vectors(vectorizer, vocab, config, embeddings,
-                                             unlabelled_texts, train_texts, reporter)
+    if encoder is not None:
+        return Start(encoder=encoder.weights, record={**encoder.record,
+                                                      "encoder": encoder.path.name}), config, source
+    initial, found = vectors.initial_vectors(
+        vectorizer, vocab, config, embeddings,
+        unlabelled_texts if config.word_vectors else None, train_texts, reporter)
     if embeddings is not None:
         source = {**source, "embeddings": {**source["embeddings"], "found": found}}
         if initial.shape[1] != config.embed_dim:
             reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
             config = config.replace(embed_dim=int(initial.shape[1]))
-    return initial, config, source
+    corpus = None
+    if unlabelled_texts is not None or config.pretrain_epochs:
+        from rnncli.training import pretrain
+
+        corpus, config = pretrain.prepare(vectorizer, unlabelled_texts or [], train_texts,
+                                          config, reporter)
+    return Start(initial, corpus), config, source
 
 
 def _fit_ngrams(config: TrainConfig, sets: tuple[Dataset, Dataset, Dataset], device_name: str,
@@ -256,27 +292,39 @@ def _publish(out: Path, text_model, manifest: dict[str, Any], val_set: Dataset,
     return artifacts.read_manifest(out)
 
 
-def _fit_rnn(config: TrainConfig, initial: np.ndarray | None, train: tuple, val: tuple,
+def _fit_rnn(config: TrainConfig, start: Start, train: tuple, val: tuple,
              device_names: list[str], strategy, reporter: Reporter, *, replicas: int,
              progress: resume_run.Progress | None, precision: str,
              class_weights: np.ndarray | None = None, batches=None):
-    """Build the recurrent network on its devices, start its embedding from ``initial``
-    (if any) and fit it on (ids, labels) pairs (or ``batches``, fitloop.fit's); returns
-    (network, history, best epoch)."""
+    """Build the recurrent network on its devices, pretrain it or start its embedding as
+    ``start`` says, and fit it on (ids, labels) pairs (or ``batches``, fitloop.fit's);
+    returns (network, history, best epoch)."""
     from rnncli.network import model as M
     from rnncli.network.runtime import device_scope, dtype_policy, set_seed
     from rnncli.training import fitloop
 
     with device_scope(device_names, strategy):
+        encoder, compiler = start.encoder, None
+        if start.corpus is not None or encoder is not None:
+            from rnncli.training import pretrain
+
+            compiler = pretrain.compiler(config)
+        if start.corpus is not None and not (progress and progress.state):
+            # (a run resumed after pretraining: its state holds the weights)
+            encoder, start.record = pretrain.run(config, start.corpus, reporter,
+                                                 progress=progress, precision=precision,
+                                                 replicas=replicas, rows=start.rows)
         set_seed(config.seed)
         with dtype_policy(precision):
             core = M.build_core(config)
-        if initial is not None:
-            fitloop.start_embedding(core, initial)
+        if start.rows is not None:
+            fitloop.start_embedding(core, start.rows)
+        if encoder is not None:
+            pretrain.start_from(core, encoder)
         history, best_epoch = fitloop.fit(core, config, *train, *val, reporter,
                                           replicas=replicas, progress=progress,
                                           precision=precision, class_weights=class_weights,
-                                          batches=batches)
+                                          batches=batches, compiler=compiler)
     note = stopping_note(history, best_epoch, config.epochs)
     if note:
         reporter.message(note)

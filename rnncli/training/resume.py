@@ -38,6 +38,8 @@ from rnncli.core.errors import UsageError
 from rnncli.training import saving
 
 STATE = "rnncli-resume.json"
+# The folder, inside a run's, of the pretraining's state (training/pretrain.py).
+PRETRAIN_STAGE = "pretrain"
 # Settings that may change on --resume: they do not change what an epoch does.
 FREE_SETTINGS = ("epochs", "patience")
 # A file named by --embeddings or --unlabelled is known to --resume by its name, size,
@@ -59,6 +61,7 @@ class Progress:
     backup: Path
     key: dict[str, Any]
     state: dict[str, Any] | None = None
+    resuming: bool = False  # --resume was given
 
 
 def resume_dir(out: Path) -> Path:
@@ -66,14 +69,19 @@ def resume_dir(out: Path) -> Path:
 
 
 def run_key(data, config: TrainConfig, embeddings, unlabelled,
-            mixed_precision, content: str | None = None) -> dict[str, Any]:
+            mixed_precision, content: str | None = None,
+            encoder: Path | None = None) -> dict[str, Any]:
     """What must not change between an interrupted run and its --resume; ``content``:
-    the data's key when ``data`` is None (a streamed file's, made from its fingerprint)."""
+    the data's key when ``data`` is None (a streamed file's, made from its fingerprint);
+    ``encoder``: the directory of a pretrained encoder it starts from, or None."""
     settings = {k: v for k, v in config.to_dict().items() if k not in FREE_SETTINGS}
-    return {"data": content or _content_key(data.texts, data.labels, data.label_names),
-            "settings": settings,
-            "word vectors": [_file_key(embeddings), _file_key(unlabelled)],
-            "mixed precision": bool(mixed_precision)}
+    key = {"data": content or _content_key(data.texts, data.labels, data.label_names),
+           "settings": settings,
+           "word vectors": [file_key(embeddings), file_key(unlabelled)],
+           "mixed precision": bool(mixed_precision)}
+    if encoder is not None:
+        key["encoder"] = file_key(Path(encoder) / "encoder.npz")
+    return key
 
 
 def _content_key(texts: list[str], labels, label_names) -> str:
@@ -86,7 +94,7 @@ def _content_key(texts: list[str], labels, label_names) -> str:
     return digest.hexdigest()
 
 
-def _file_key(path: str | Path | None) -> str | None:
+def file_key(path: str | Path | None) -> str | None:
     """A word-vector file's identity for --resume, without reading all of it."""
     if path is None:
         return None
@@ -105,12 +113,34 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> Progress:
     """Where to keep this run's state, and with ``resume`` the interrupted run's state.
 
     ``key``: what must not change between the interrupted run and its resumption.
-    Without ``resume``, progress left by an earlier run is discarded.
+    Without ``resume``, progress left by an earlier run is discarded. A run cut while it
+    pretrained (:func:`stage`) has no state of its own yet.
     """
     backup = resume_dir(out)
     if not resume:
         shutil.rmtree(backup, ignore_errors=True)
         return Progress(backup, key)
+    if not (backup / STATE).exists() and (backup / PRETRAIN_STAGE / STATE).exists():
+        return Progress(backup, key, None, resuming=True)
+    return Progress(backup, key, _load(backup, key, f"{out}: no interrupted training to "
+                                       f"resume (nothing at {backup}); train without --resume"),
+                    resuming=True)
+
+
+def stage(progress: Progress | None, name: str) -> Progress | None:
+    """The state of a stage before the network learns the labels (pretraining), kept in
+    its own folder inside the run's; with ``--resume``, the interrupted stage's, if any."""
+    if progress is None:
+        return None
+    backup = progress.backup / name
+    if progress.resuming and (backup / STATE).exists():
+        return Progress(backup, progress.key, _load(backup, progress.key, ""), resuming=True)
+    return Progress(backup, progress.key)
+
+
+def _load(backup: Path, key: dict[str, Any], missing: str) -> dict[str, Any]:
+    """The state kept in ``backup``, checked against ``key``; ``missing``: the error when
+    there is none."""
     path = backup / STATE
     try:
         state = jsontext.loads(path.read_text(encoding="utf-8"))
@@ -120,8 +150,7 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> Progress:
                                             for h in state["history"]])
         _check_state(backup, state)
     except FileNotFoundError as exc:
-        raise UsageError(f"{out}: no interrupted training to resume (nothing at {backup}); "
-                         "train without --resume") from exc
+        raise UsageError(missing) from exc
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise UsageError(f"{path}: the kept state is unreadable ({exc}); train without "
                          "--resume to start over") from exc
@@ -131,7 +160,7 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> Progress:
         raise UsageError(f"--resume: the {', '.join(changed)} changed since the interrupted "
                          "run; give the same data and options, or train without --resume to "
                          "start over")
-    return Progress(backup, key, state)
+    return state
 
 
 def _check_state(backup: Path, state: Any) -> None:
@@ -336,8 +365,8 @@ def write_state(model, backup: Path, epoch: int, new_best: bool, *, key: dict[st
     os.replace(tmp, backup / STATE)  # the commit point
     keep = {STATE, weights, _random_state_path(backup / weights).name,
             *([best["weights"]] if best else [])}
-    for old in backup.iterdir():  # files of earlier states
-        if old.name not in keep:
+    for old in backup.iterdir():  # files of earlier states (a stage's folder stays)
+        if old.name not in keep and not old.is_dir():
             old.unlink()
     return best
 

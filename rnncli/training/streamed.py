@@ -55,6 +55,7 @@ class SplitView:
 
 def run(stream: LabelledStream, config: TrainConfig, *, out: Path, role=None,
         positive_label: str | None, encoding: str | None, embeddings, unlabelled, device: str,
+        encoder=None,
         mixed_precision: bool | str, resume: bool, show_skipped: bool,
         reporter: fitting.Reporter) -> dict[str, Any] | None:
     """Train on ``stream`` and publish ``out`` (train.run has checked the target); on
@@ -80,11 +81,11 @@ def run(stream: LabelledStream, config: TrainConfig, *, out: Path, role=None,
             source["embeddings"] = {"file": Path(embeddings).name}
         with fsio.lock(out) if role is None or role.chief else contextlib.nullcontext():
             progress = _progress(out, role, resume, config, spooled, encoding, embeddings,
-                                 unlabelled, mixed_precision, reporter)
+                                 unlabelled, mixed_precision, reporter, encoder)
             return _fit_and_publish(spooled, config, out=out, source=source, device=device,
                                     mixed_precision=mixed_precision, reporter=reporter,
                                     embeddings=embeddings, unlabelled_texts=extra_texts,
-                                    progress=progress, role=role)
+                                    progress=progress, role=role, encoder=encoder)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -100,7 +101,7 @@ def _check_room(stream: LabelledStream, out: Path) -> None:
 
 
 def _progress(out: Path, role, resume: bool, config: TrainConfig, spooled: spool.Spooled,
-              encoding, embeddings, unlabelled, mixed_precision, reporter):
+              encoding, embeddings, unlabelled, mixed_precision, reporter, encoder=None):
     """The state for --resume (train._train's rules): none on several machines, where the
     chief discards an old one."""
     if role is not None:
@@ -108,7 +109,8 @@ def _progress(out: Path, role, resume: bool, config: TrainConfig, spooled: spool
             resume_run.prepare(out, {}, resume=False)
         return None
     key = resume_run.run_key(None, config, embeddings, unlabelled, mixed_precision,
-                             content=_content_key(spooled, encoding))
+                             content=_content_key(spooled, encoding),
+                             encoder=encoder and encoder.path)
     progress = resume_run.prepare(out, key, resume)
     resume_run.announce(progress, reporter.message)
     return progress
@@ -189,7 +191,8 @@ def _adam_for_ngrams(config: TrainConfig, reporter) -> TrainConfig:
 def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
                      source: dict[str, Any], device: str, mixed_precision: bool | str,
                      reporter: fitting.Reporter, embeddings, unlabelled_texts,
-                     progress: resume_run.Progress | None, role=None) -> dict[str, Any] | None:
+                     progress: resume_run.Progress | None, role=None,
+                     encoder=None) -> dict[str, Any] | None:
     from rnncli.network import model as M
     from rnncli.training import stream_data
 
@@ -202,12 +205,14 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
     test_view = SplitView(spooled.labels("test"), names, spooled=spooled)
     config, source, vocab, weights, precision, (device_names, strategy, replicas) = (
         fitting._settings(config, train_view, source, device, mixed_precision, role, reporter,
-                          batches=stream_data.text_batches(spooled, "train"), devices=devices))
+                          batches=stream_data.text_batches(spooled, "train"), devices=devices,
+                          encoder=encoder))
     config = _adam_for_ngrams(config, reporter)
     vectorizer = M.build_vectorizer(config, vocab)
     started = time.perf_counter()
-    initial, config, source = fitting._starting_vectors(
-        vectorizer, vocab, config, source, embeddings, unlabelled_texts, sample, reporter)
+    start, config, source = fitting._starting_vectors(
+        vectorizer, vocab, config, source, embeddings, unlabelled_texts, sample, reporter,
+        encoder)
     tokenized = time.perf_counter()
     id_files = stream_data.IdFiles(spooled, vectorizer, config.seq_len,
                                    shard=(role.rank, role.workers) if role else (0, 1))
@@ -218,7 +223,7 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
 
     batches = _training_batches(id_files, config, weights, replicas, role, reporter,
                                 validation=ids("validation", class_weights=weights))
-    fitted = fitting._fit_rnn(config, initial, (None, None), (None, None), device_names,
+    fitted = fitting._fit_rnn(config, start, (None, None), (None, None), device_names,
                               strategy, reporter, replicas=replicas, progress=progress,
                               precision=precision, class_weights=weights, batches=batches)
     if role is not None and not role.chief:
@@ -229,7 +234,7 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
         ngram = _fit_ngrams(config, spooled, reporter, weights, device_names[0], progress,
                             batches.steps)
     run = fitting.Run(config, vectorizer, weights, precision, device_names[0], replicas,
-                      role.workers if role else 1, started, source)
+                      role.workers if role else 1, started, start.described(source))
     return fitting.finish(run, fitted, ngram, (train_view, val_view, test_view),
                           (ids("validation", keep_order=True), ids("test", keep_order=True)),
                           out=out, progress=progress, reporter=reporter)

@@ -29,14 +29,16 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
         text_col: str | None = None, label_col: str | None = None,
         positive_label: str | None = None, encoding: str | None = None,
         embeddings: str | Path | None = None, unlabelled: str | Path | None = None,
-        device: str = "auto", mixed_precision: bool | str = False, resume: bool = False,
+        encoder=None, device: str = "auto", mixed_precision: bool | str = False,
+        resume: bool = False,
         show_skipped: bool = False, stream: bool | None = None,
         reporter: Reporter | None = None) -> dict[str, Any] | None:
     """Train on a labelled file and publish the model directory ``out``; return its manifest
     (None in a worker of a multi-machine run, which publishes nothing: see TF_CONFIG).
 
     ``embeddings``: a GloVe/word2vec text file to start the embedding from.
-    ``unlabelled``: a file of texts (.csv/.tsv/.jsonl) to learn word vectors from first.
+    ``unlabelled``: a file of texts (.csv/.tsv/.jsonl) to pretrain the network on first
+    (pretrain.py). ``encoder``: a pretrained encoder (encoder.load) to start from.
     ``mixed_precision``: see :func:`runtime.precision_policy`.
     ``resume``: continue an interrupted run of the same data and settings (resume.py).
     ``stream``: read the file from disk as training goes (streamed.py), or whole; None:
@@ -60,18 +62,20 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
             from rnncli.training import streamed
             return streamed.run(opened, config, out=out, role=role,
                                 positive_label=positive_label, encoding=encoding,
-                                embeddings=embeddings, unlabelled=unlabelled, device=device,
+                                embeddings=embeddings, unlabelled=unlabelled, encoder=encoder,
+                                device=device,
                                 mixed_precision=mixed_precision, resume=resume,
                                 show_skipped=show_skipped, reporter=reporter)
         return _train(data_path, config, out=out, role=role, writes=writes, text_col=text_col,
                       label_col=label_col, positive_label=positive_label, encoding=encoding,
-                      embeddings=embeddings, unlabelled=unlabelled, device=device,
+                      embeddings=embeddings, unlabelled=unlabelled, encoder=encoder,
+                      device=device,
                       mixed_precision=mixed_precision, resume=resume,
                       show_skipped=show_skipped, reporter=reporter)
 
 
 def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, text_col,
-           label_col, positive_label, encoding, embeddings, unlabelled, device,
+           label_col, positive_label, encoding, embeddings, unlabelled, encoder, device,
            mixed_precision, resume: bool, show_skipped: bool,
            reporter: Reporter) -> dict[str, Any] | None:
     """:func:`run`, once the target is checked."""
@@ -99,7 +103,8 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
     with fsio.lock(out) if writes else contextlib.nullcontext():
         progress = None
         if role is None:
-            key = resume_run.run_key(data, config, embeddings, unlabelled, mixed_precision)
+            key = resume_run.run_key(data, config, embeddings, unlabelled, mixed_precision,
+                                     encoder=encoder and encoder.path)
             progress = resume_run.prepare(out, key, resume)
             resume_run.announce(progress, reporter.message)
         elif role.chief:  # a run on several machines keeps no state: discard an old one
@@ -107,7 +112,8 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
         return fit_and_publish(train_set, val_set, test_set, config, out=out, source=source,
                                device=device, mixed_precision=mixed_precision, role=role,
                                reporter=reporter, embeddings=embeddings,
-                               unlabelled_texts=extra_texts, progress=progress)
+                               unlabelled_texts=extra_texts, encoder=encoder,
+                               progress=progress)
 
 
 def _source(data_path: str | Path, data, train_set: Dataset, val_set: Dataset,

@@ -1,0 +1,298 @@
+"""HEAVY: language-model pretraining of the recurrent network (``--unlabelled``, and
+``rnncli pretrain``), before it learns the labels.
+
+The first bidirectional layer reads every pretraining text as two language models, as
+ELMo and ULMFiT do: its forward half predicts each next token, its backward half each
+token before. Both halves share one output layer over the vocabulary, trained with a
+sampled softmax (``tf.nn.sampled_softmax_loss``, its candidates drawn from a log-uniform
+distribution, which suits a vocabulary sorted by frequency): 512 words a batch instead
+of 20,000, so the output layer costs about what the recurrent layer does. The
+validation loss is the full softmax's, so its exponential is the true perplexity.
+
+The embedding (and the token pairs of a character model) and that first layer then start
+the classifier (:func:`encoder_weights`); it is fine-tuned with discriminative learning
+rates (ULMFiT): the embedding learns at ``RATE_STEP**-2`` and the pretrained recurrent
+layer at ``RATE_STEP**-1`` times the head's rate, so what was learned from the
+unlabelled texts is adjusted, not overwritten, while the new head learns.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnncli.core.config import TrainConfig
+from rnncli.network import model as M
+from rnncli.network.model import keras, tf
+from rnncli.training import epochs as epoch_plan
+from rnncli.training import fitloop
+from rnncli.training import resume as resume_run
+from rnncli.training.resume import Progress
+
+# Candidates of the sampled softmax a batch (Jean et al. 2015 use 500 to 2,000).
+SAMPLED = 512
+# The pretraining's dropout: lighter than the classifier's, since a language model over
+# millions of tokens, seen once or a few times, underfits rather than overfits.
+DROPOUT = 0.1
+# "auto" epochs: enough passes to see about TOKEN_BUDGET tokens, 1 to MAX_AUTO_EPOCHS.
+TOKEN_BUDGET = 15_000_000
+MAX_AUTO_EPOCHS = 10
+# Texts kept apart to measure perplexity: this share, at most VALIDATION_TEXTS.
+VALIDATION_SHARE, VALIDATION_TEXTS = 0.02, 1000
+# ULMFiT's factor between the learning rates of successive layers, from the head down.
+RATE_STEP = 2.6
+
+
+class LanguageModelLoss(keras.layers.Layer):
+    """[recurrent states (batch, time, 2 x units), token ids (batch, time)] -> each row's
+    share of the batch's mean loss per token (batch,), so that Keras's mean over the rows is
+    the mean over the tokens. Forward states at t predict the token at t + 1, backward
+    states at t the token at t - 1; padding is never a target."""
+
+    def __init__(self, vocab_size: int, units: int, sampled: int = SAMPLED, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.units, self.sampled = vocab_size, units, sampled
+        self.supports_masking = True  # the ids say which steps count
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(self.vocab_size, self.units),
+                                      initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.vocab_size,), initializer="zeros")
+
+    def call(self, inputs, training=None):
+        states, ids = inputs
+        states = tf.cast(states, "float32")
+        ids = tf.cast(ids, "int64")
+        units = self.units
+        hidden = tf.concat([tf.reshape(states[:, :-1, :units], (-1, units)),
+                            tf.reshape(states[:, 1:, units:], (-1, units))], 0)
+        targets = tf.concat([tf.reshape(ids[:, 1:], (-1,)), tf.reshape(ids[:, :-1], (-1,))], 0)
+        sources = tf.concat([tf.reshape(ids[:, :-1], (-1,)), tf.reshape(ids[:, 1:], (-1,))], 0)
+        rows = tf.tile(tf.range(tf.shape(ids)[0])[:, None], [1, tf.shape(ids)[1] - 1])
+        rows = tf.concat([tf.reshape(rows, (-1,))] * 2, 0)
+        keep = (targets > 0) & (sources > 0)  # a padded step neither predicts nor is predicted
+        hidden, targets, rows = (tf.boolean_mask(t, keep) for t in (hidden, targets, rows))
+        if training and self.sampled < self.vocab_size:
+            losses = tf.nn.sampled_softmax_loss(
+                tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias),
+                targets[:, None], hidden, self.sampled, self.vocab_size,
+                remove_accidental_hits=True)
+        else:
+            logits = tf.matmul(hidden, self.kernel, transpose_b=True) + self.bias
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+        batch = tf.shape(ids)[0]
+        per_row = tf.math.unsorted_segment_sum(losses, rows, batch)
+        tokens = tf.maximum(tf.cast(tf.size(targets), "float32"), 1.0)
+        return per_row * tf.cast(batch, "float32") / tokens
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0],)
+
+
+def build_language_model(config: TrainConfig):
+    """Token ids (batch, time) -> each row's share of the mean loss per token; its
+    ``embedding``, ``token_pairs`` and first bidirectional layer are the classifier's
+    (the same names and shapes, model.build_core)."""
+    ids = keras.Input(shape=(None,), dtype="int64", name="ids")
+    x = M.encoder_layers(config, ids, layers=1, dropout=DROPOUT, sequences=True)
+    x = keras.layers.Dropout(DROPOUT, name="states_dropout")(x)
+    loss = LanguageModelLoss(config.max_tokens, config.units, name="lm_loss")([x, ids])
+    return keras.Model(ids, loss, name="language_model")
+
+
+def pretrained_layers(config: TrainConfig) -> list[str]:
+    """The layers pretraining gives the classifier, by name."""
+    return ["embedding", *(["token_pairs"] if config.bigram_dim else []), f"bi{config.cell}_1"]
+
+
+def encoder_weights(language_model, config: TrainConfig) -> dict[str, list[np.ndarray]]:
+    """The pretrained layers' weights, by layer name."""
+    return {name: language_model.get_layer(name).get_weights()
+            for name in pretrained_layers(config)}
+
+
+def start_from(core, weights: dict[str, list[np.ndarray]]) -> None:
+    """Copy pretrained layers' weights into the classifier ``core``."""
+    for name, values in weights.items():
+        core.get_layer(name).set_weights(values)
+
+
+def layer_rates(config: TrainConfig) -> dict[str, float]:
+    """Discriminative learning rates: each pretrained layer's factor of ``lr``."""
+    rates = {name: RATE_STEP ** -2 for name in pretrained_layers(config)[:-1]}
+    rates[f"bi{config.cell}_1"] = RATE_STEP ** -1
+    return rates
+
+
+def auto_epochs(tokens: int) -> int:
+    """Passes over a corpus of ``tokens`` tokens that see about TOKEN_BUDGET of them."""
+    return max(1, min(MAX_AUTO_EPOCHS, round(TOKEN_BUDGET / max(tokens, 1))))
+
+
+@dataclass
+class Corpus:
+    """The pretraining texts as token ids: training rows and validation rows."""
+
+    train: np.ndarray
+    validation: np.ndarray
+
+    @property
+    def tokens(self) -> int:
+        return int(np.count_nonzero(self.train))
+
+
+def corpus(vectorizer, texts: list[str], config: TrainConfig) -> Corpus:
+    """Token ids of the pretraining ``texts``, VALIDATION_SHARE of them (at most
+    VALIDATION_TEXTS, at least one) kept apart at random (``config.seed``)."""
+    ids = M.vectorize(vectorizer, texts, config.seq_len)
+    order = np.random.default_rng(config.seed).permutation(len(ids))
+    held = min(VALIDATION_TEXTS, max(1, round(len(ids) * VALIDATION_SHARE)))
+    return Corpus(ids[order[held:]], ids[order[:held]])
+
+
+def prepare(vectorizer, unlabelled_texts: list[str], train_texts: list[str],
+            config: TrainConfig, reporter) -> tuple[Corpus, TrainConfig]:
+    """(the pretraining corpus: the unlabelled and the training texts as token ids,
+    config with ``pretrain_epochs`` resolved)."""
+    started = time.perf_counter()
+    data = corpus(vectorizer, list(unlabelled_texts) + list(train_texts), config)
+    epochs = config.pretrain_epochs or auto_epochs(data.tokens)
+    reporter.message(f"pretraining on {len(unlabelled_texts):,} unlabelled and "
+                     f"{len(train_texts):,} training texts ({data.tokens:,} tokens, "
+                     f"{time.perf_counter() - started:.0f}s to read): {epochs} epoch(s)")
+    return data, config.replace(pretrain_epochs=epochs)
+
+
+def run(config: TrainConfig, data: Corpus, reporter, *, progress: Progress | None = None,
+        precision: str = "float32", replicas: int = 1, rows: np.ndarray | None = None):
+    """Pretrain in the current device scope (resumed from ``progress``, the run's own
+    state: the pretraining keeps its own inside it), its embedding started from ``rows``
+    (or None); (the pretrained layers' weights, a
+    record of the pretraining for the manifest)."""
+    from rnncli.core.errors import Terminated
+    from rnncli.network.runtime import dtype_policy, set_seed
+
+    stage = resume_run.stage(progress, resume_run.PRETRAIN_STAGE)
+    if stage is not None and stage.state:
+        reporter.message(f"resuming the pretraining {resume_run.where(stage.state)}")
+    set_seed(config.seed)
+    with dtype_policy(precision):
+        language_model = build_language_model(config)
+    if rows is not None:
+        fitloop.start_embedding(language_model, rows)
+    try:
+        weights, record = pretrain(config, data, reporter, language_model, progress=stage,
+                                   precision=precision, replicas=replicas)
+    except (KeyboardInterrupt, Terminated) as exc:
+        exc.where = f"while pretraining, {getattr(exc, 'where', '')}".rstrip(", ")
+        raise
+    reporter.message(f"pretrained: validation perplexity {record['validation_perplexity']} "
+                     f"({record['seconds']:.0f}s)")
+    return weights, record
+
+
+def pretrain(config: TrainConfig, data: Corpus, reporter, language_model, *,
+             progress: Progress | None = None, precision: str = "float32",
+             replicas: int = 1) -> tuple[dict[str, list[np.ndarray]], dict[str, Any]]:
+    """Fit ``language_model`` on ``data`` for ``config.pretrain_epochs`` epochs (early
+    stopping on the validation perplexity); (the pretrained layers' weights, a record of
+    the pretraining)."""
+    started = time.perf_counter()
+    lm_config = config.replace(epochs=config.pretrain_epochs, patience=1, lr_decay=1.0)
+    zeros = np.zeros(len(data.train), np.float32)
+    full_only = replicas > 1
+    batches = epoch_plan.Batches(
+        fitloop.length_epochs(data.train, zeros, config.batch_size, seed=config.seed + 1,
+                              drop_remainder=full_only),
+        fitloop.length_batches(data.validation, np.zeros(len(data.validation), np.float32),
+                               config.batch_size),
+        steps=(len(data.train) // config.batch_size if full_only
+               else -(-len(data.train) // config.batch_size)), rows=len(data.train))
+    history, best = fitloop.fit(language_model, lm_config, None, None, None, None,
+                                PerplexityReporter(reporter), replicas=replicas,
+                                progress=progress, precision=precision, batches=batches,
+                                compiler=_compile_language_model)
+    loss = history[best - 1].get("val_loss") if best else None
+    record = {"texts": len(data.train) + len(data.validation), "tokens": data.tokens,
+              "epochs_run": len(history), "best_epoch": best,
+              "validation_perplexity": round(math.exp(loss), 2) if loss is not None else None,
+              "seconds": round(time.perf_counter() - started, 1),
+              "history": [{**h, **_perplexity(h)} for h in history]}
+    return encoder_weights(language_model, config), record
+
+
+def compiler(config: TrainConfig):
+    """The classifier's compile with discriminative learning rates (fitloop.fit's
+    ``compiler``)."""
+    optimizer = functools.partial(LayerRateAdam, rates=layer_rates(config))
+    return functools.partial(fitloop.compile_classifier, optimizer=optimizer)
+
+
+def _compile_language_model(model, config: TrainConfig, replicas: int) -> None:
+    clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
+    model.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
+                  loss=_mean_of_output)
+
+
+def _mean_of_output(y_true, y_pred):
+    """The model's output is already each row's loss."""
+    return y_pred
+
+
+def _perplexity(logs: dict[str, Any]) -> dict[str, float]:
+    loss = logs.get("val_loss")
+    return {"val_perplexity": round(math.exp(loss), 2)} if loss is not None else {}
+
+
+class PerplexityReporter:
+    """Passes training events on, saying "pretraining" and adding the validation
+    perplexity to each epoch's figures."""
+
+    def __init__(self, reporter):
+        self._reporter = reporter
+        self.wants_batches = reporter.wants_batches
+
+    def __getattr__(self, name):
+        return getattr(self._reporter, name)
+
+    def train_begin(self, epochs: int, steps: int, rows: int = 0, batch_size: int = 0) -> None:
+        self._reporter.message(f"pretraining: {epochs} epoch(s) of forward and backward "
+                               "language models")
+        self._reporter.train_begin(epochs, steps, rows, batch_size)
+
+    def epoch_end(self, epoch: int, logs: dict[str, float], seconds: float) -> None:
+        self._reporter.epoch_end(epoch, {**logs, **_perplexity(logs)}, seconds)
+
+
+class LayerRateAdam(keras.optimizers.Adam):
+    """Adam whose learning rate is multiplied, for the variables of the layers named in
+    ``rates``, by their factor (discriminative learning rates; Adam is invariant to the
+    gradient's scale, so the rate itself must change)."""
+
+    def __init__(self, learning_rate, *, rates: dict[str, float], **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self._rates = dict(rates)
+        self._factors: list[float] = []
+
+    def build(self, variables):
+        super().build(variables)
+        self._factors = [self._factor(v.path) for v in variables]
+
+    def _factor(self, path: str) -> float:
+        for part in path.split("/"):
+            if part in self._rates:
+                return self._rates[part]
+        return 1.0
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self._factors[self._get_variable_index(variable)]
+        super().update_step(gradient, variable,
+                            learning_rate if factor == 1.0 else learning_rate * factor)

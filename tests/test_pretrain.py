@@ -1,0 +1,266 @@
+"""Language-model pretraining (issue 28): the forward and backward language models'
+loss, the discriminative learning rates, --unlabelled and --pretrain-epochs, the
+encoder of `rnncli pretrain` reused by --encoder, and Ctrl-C while pretraining. Tiny
+real training (a few hundred reviews, a few units)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import TINY, ZH_SAMPLE, sample_rows, write_csv
+
+from rnncli.cli.main import cli
+
+PRE = [*TINY, "--no-ngrams", "--pretrain-epochs", "2", "--seed", "3"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def unlabelled_csv(tmp_path_factory):
+    """Reviews without labels (rows 240-599 of the sample, not the training rows)."""
+    rows = sample_rows(600)[240:]
+    return write_csv(tmp_path_factory.mktemp("unl") / "unlabelled.csv",
+                     [[text] for text, _ in rows], header=("review",))
+
+
+@pytest.fixture(scope="module")
+def pretrained_model(tmp_path_factory, tiny_csv, unlabelled_csv):
+    out = tmp_path_factory.mktemp("pre") / "m"
+    result = invoke("train", tiny_csv, "-o", out, "--unlabelled", unlabelled_csv,
+                    *[a for a in PRE if a != "--quiet"])
+    assert result.exit_code == 0, result.output[-3000:]
+    return out, result.output
+
+
+def _loss_layer(vocab: int, units: int):
+    from rnncli.training.pretrain import LanguageModelLoss
+
+    layer = LanguageModelLoss(vocab, units, sampled=vocab)
+    layer.build([(None, None, 2 * units), (None, None)])
+    return layer
+
+
+def test_the_loss_is_next_token_forward_and_previous_token_backward():
+    """Eval mode (the full softmax) against the cross-entropies computed by hand: the
+    forward half's states at t predict the token at t + 1, the backward half's the token
+    at t - 1, padding (0) is never a target, and the rows' outputs average to the mean
+    over the tokens."""
+    rng = np.random.default_rng(0)
+    vocab, units = 7, 3
+    layer = _loss_layer(vocab, units)
+    layer.kernel.assign(rng.normal(size=(vocab, units)).astype(np.float32))
+    layer.bias.assign(rng.normal(size=vocab).astype(np.float32))
+    ids = np.array([[2, 3, 4, 5], [6, 2, 0, 0]])
+    states = rng.normal(size=(2, 4, 2 * units)).astype(np.float32)
+    got = np.asarray(layer([states, ids], training=False))
+
+    def xent(h, target):
+        logits = layer.kernel.numpy() @ h + layer.bias.numpy()
+        return np.log(np.exp(logits).sum()) - logits[target]
+
+    per_row = [[], []]
+    for r, row in enumerate(ids):
+        for t in range(4):
+            if t + 1 < 4 and row[t + 1]:
+                per_row[r].append(xent(states[r, t, :units], row[t + 1]))
+            if t >= 1 and row[t - 1] and row[t]:
+                per_row[r].append(xent(states[r, t, units:], row[t - 1]))
+    # row 1: forward 6->2, backward 2->6 (and no target from the padding's states)
+    tokens = sum(len(p) for p in per_row)
+    assert tokens == 6 + 2
+    np.testing.assert_allclose(got.mean(), sum(map(sum, per_row)) / tokens, rtol=1e-5)
+    np.testing.assert_allclose(got, [sum(p) * 2 / tokens for p in per_row], rtol=1e-5)
+
+
+def test_the_language_models_cannot_see_the_token_they_predict():
+    """On tokens drawn at random, no model can beat the vocabulary's perplexity; one that
+    read the token it predicts (the halves swapped) would reach about 1."""
+    from rnncli.core.config import TrainConfig
+    from rnncli.render.output import PlainReporter
+    from rnncli.training import pretrain
+
+    vocab = 12
+    config = TrainConfig(units=8, embed_dim=8, max_tokens=vocab, seq_len=16, batch_size=16,
+                         lr=0.02, dropout=0.0, seed=1, pretrain_epochs=6, classes=2)
+    ids = np.random.default_rng(1).integers(2, vocab, size=(400, 16)).astype(np.int32)
+    data = pretrain.Corpus(ids[:360], ids[360:])
+    _, record = pretrain.run(config, data, PlainReporter(quiet=True))
+    assert record["validation_perplexity"] > 0.8 * (vocab - 2)
+
+
+def test_discriminative_rates_scale_each_layer_s_steps():
+    """LayerRateAdam: a layer at factor 0.1 moves a tenth as far as at 1 (Adam's first
+    step has the size of the learning rate whatever the gradient)."""
+    import keras
+
+    from rnncli.training.pretrain import LayerRateAdam
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="slow")(
+        keras.layers.Dense(3, name="fast")(inputs)))
+    before = [w.copy() for w in model.get_weights()]
+    model.compile(optimizer=LayerRateAdam(0.01, rates={"slow": 0.1}), loss="mse")
+    model.train_on_batch(np.ones((4, 3)), np.full((4, 1), 5.0))
+    moved = [np.abs(a - b).max() for a, b in zip(model.get_weights(), before)]
+    fast_kernel, slow_kernel = moved[0], moved[2]
+    assert fast_kernel == pytest.approx(0.01, rel=0.05)
+    assert slow_kernel == pytest.approx(0.001, rel=0.05)
+
+
+def test_unlabelled_texts_pretrain_the_network_and_the_model_serves_as_any(
+        pretrained_model, tmp_path):
+    """--unlabelled: the pretraining's epochs with their perplexity, its record in the
+    manifest; the model has the usual files (ONNX engine included, checked against
+    Keras when it was written), and predict, evaluate, explain and export work."""
+    out, output = pretrained_model
+    assert re.search(r"pretraining on 360 unlabelled and 192 training texts \([\d,]+ "
+                     r"tokens", output)
+    assert re.search(r"^epoch 2/2 .*val_perplexity \d", output, re.M), output[-2000:]
+    manifest = json.loads((out / "rnncli.json").read_text())
+    record = manifest["data"]["pretraining"]
+    assert record["texts"] == 552 and record["epochs_run"] == 2
+    assert record["validation_perplexity"] == pytest.approx(
+        np.exp(record["history"][record["best_epoch"] - 1]["val_loss"]), rel=1e-3)
+    assert manifest["settings"]["pretrain_epochs"] == 2
+    assert (out / "core.onnx").is_file()
+    for engine in ("onnx", "tf"):
+        result = invoke("predict", "-m", out, "--engine", engine, "-f", "json", "a fine film")
+        assert result.exit_code == 0, result.output
+    assert invoke("explain", "-m", out, "a fine film").exit_code == 0
+    assert invoke("evaluate", "-m", out).exit_code == 0
+    assert invoke("export", "-m", out, "-o", tmp_path / "saved").exit_code == 0
+
+
+def test_pretraining_starts_the_classifier_from_the_language_models(
+        tmp_path, tiny_csv, unlabelled_csv, monkeypatch, no_onnx):
+    """The classifier's embedding and first recurrent layer are the pretrained ones when
+    fine-tuning begins (not a fresh initialisation)."""
+    from rnncli.training import fitloop, pretrain
+
+    seen = {}
+    real_fit = fitloop.fit
+
+    def spy_fit(core, config, *args, **kwargs):
+        if core.name == "core":
+            seen["core"] = {n: [w.copy() for w in core.get_layer(n).get_weights()]
+                            for n in pretrain.pretrained_layers(config)}
+        return real_fit(core, config, *args, **kwargs)
+
+    real_run = pretrain.run
+
+    def spy_run(*args, **kwargs):
+        weights, record = real_run(*args, **kwargs)
+        seen["pretrained"] = weights
+        return weights, record
+
+    monkeypatch.setattr(fitloop, "fit", spy_fit)
+    monkeypatch.setattr(pretrain, "run", spy_run)
+    result = invoke("train", tiny_csv, "-o", tmp_path / "m", "--unlabelled", unlabelled_csv,
+                    *PRE)
+    assert result.exit_code == 0, result.output[-2000:]
+    assert set(seen["core"]) == {"embedding", "bigru_1"}
+    for name, values in seen["core"].items():
+        for got, want in zip(values, seen["pretrained"][name], strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_chinese_characters_pretrain_with_their_token_pairs(tmp_path):
+    """A character model pretrains its token pairs too, and predicts."""
+    rows = sample_rows(300, ZH_SAMPLE)
+    data = write_csv(tmp_path / "zh.csv", rows[:200], header=("label", "review"))
+    unlabelled = write_csv(tmp_path / "zh_unl.csv", [[r[1]] for r in rows[200:]],
+                           header=("review",))
+    out = tmp_path / "m"
+    result = invoke("train", data, "-o", out, "--unlabelled", unlabelled, *PRE)
+    assert result.exit_code == 0, result.output[-2000:]
+    manifest = json.loads((out / "rnncli.json").read_text())
+    assert manifest["settings"]["bigram_dim"] > 0
+    assert manifest["data"]["pretraining"]["epochs_run"] == 2
+    from rnncli.core.config import TrainConfig
+    from rnncli.training import pretrain
+
+    assert "token_pairs" in pretrain.pretrained_layers(
+        TrainConfig.from_dict(manifest["settings"]))
+    assert invoke("predict", "-m", out, "这家酒店很好").exit_code == 0
+
+
+def test_an_encoder_is_pretrained_once_and_reused(tmp_path, tiny_csv, unlabelled_csv):
+    """rnncli pretrain writes an encoder; train --encoder takes its settings, vocabulary
+    and weights (with a learning rate of almost 0, the fine-tuned embedding is still the
+    encoder's); refusals: another pretraining beside it, a directory that is no encoder."""
+    enc = tmp_path / "enc"
+    result = invoke("pretrain", unlabelled_csv, "-o", enc, "--units", "4", "--embed-dim", "8",
+                    "--seq-len", "32", "--max-tokens", "2000", "--pretrain-epochs", "1",
+                    "--batch-size", "32")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "saved encoder to" in result.output
+    header = json.loads((enc / "encoder.json").read_text())
+    assert header["settings"]["units"] == 4 and len(header["vocabulary"]) == 1998
+    out = tmp_path / "m"
+    result = invoke("train", tiny_csv, "-o", out, "--encoder", enc, "--units", "6",
+                    "--lr", "1e-12", "--epochs", "1", "--no-ngrams", "--seq-len", "32")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "the encoder sets units 4" in result.output
+    from rnncli.network import loading
+
+    _, model = loading.load_model(out)
+    with np.load(enc / "encoder.npz") as kept:
+        np.testing.assert_allclose(model.get_layer("core").get_layer("embedding")
+                                   .get_weights()[0], kept["embedding/0"], atol=1e-6)
+    manifest = json.loads((out / "rnncli.json").read_text())
+    assert manifest["data"]["pretraining"]["encoder"] == "enc"
+    assert manifest["settings"]["units"] == 4
+    clash = invoke("train", tiny_csv, "-o", out, "--encoder", enc, "--unlabelled",
+                   unlabelled_csv)
+    assert clash.exit_code == 2 and "--encoder is pretrained already" in clash.output
+    (tmp_path / "empty").mkdir()
+    missing = invoke("train", tiny_csv, "-o", out, "--encoder", tmp_path / "empty")
+    assert missing.exit_code == 2 and "not an rnncli encoder" in missing.output
+    (enc / "encoder.json").write_text("{")
+    broken = invoke("train", tiny_csv, "-o", out, "--encoder", enc)
+    assert broken.exit_code == 2 and "the encoder is unreadable" in broken.output
+
+
+def test_ctrl_c_while_pretraining_keeps_its_progress(tmp_path, tiny_csv, unlabelled_csv,
+                                                     monkeypatch, no_onnx):
+    """Ctrl-C at batch 3 of the pretraining's epoch 2: the state is kept in the run's,
+    --resume finishes the pretraining from there, then trains; its record holds both
+    epochs."""
+    import keras
+
+    class Stop(keras.callbacks.TerminateOnNaN):  # a callback fitloop adds before Keep
+        def on_epoch_begin(self, e, logs=None):
+            self.epoch = e + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
+            if self.model.name == "language_model" and (self.epoch, batch + 1) == (2, 3):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(keras.callbacks, "TerminateOnNaN", Stop)
+    out = tmp_path / "m"
+    run = ["train", tiny_csv, "-o", out, "--unlabelled", unlabelled_csv,
+           *[a for a in PRE if a != "--quiet"]]
+    cut = invoke(*run)
+    assert cut.exit_code == 130, cut.output[-2000:]
+    assert "interrupted while pretraining, during epoch 2/2 (step 3/" in cut.output
+    state = json.loads((tmp_path / ".m.resume" / "pretrain" / "rnncli-resume.json")
+                       .read_text())
+    assert state["cut"]["epoch"] == 2 and state["cut"]["step"] == 3
+    monkeypatch.undo()
+    resumed = invoke(*run, "--resume")
+    assert resumed.exit_code == 0, resumed.output[-2000:]
+    assert "resuming the pretraining at step 3 of epoch 2" in resumed.output
+    assert not re.search(r"^epoch 1/2 .*val_perplexity", resumed.output, re.M)
+    record = json.loads((out / "rnncli.json").read_text())["data"]["pretraining"]
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    assert not (tmp_path / ".m.resume").exists()
