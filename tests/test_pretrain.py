@@ -1,5 +1,5 @@
 """Language-model pretraining (issue 28): the forward and backward language models'
-loss, the discriminative learning rates, --unlabelled and --pretrain-epochs, the
+loss, --unlabelled and --pretrain-epochs, the
 encoder of `rnncli pretrain` reused by --encoder, and Ctrl-C while pretraining. Tiny
 real training (a few hundred reviews, a few units)."""
 
@@ -95,25 +95,6 @@ def test_the_language_models_cannot_see_the_token_they_predict():
     data = pretrain.Corpus(ids[:360], ids[360:])
     _, record = pretrain.run(config, data, PlainReporter(quiet=True))
     assert record["validation_perplexity"] > 0.8 * (vocab - 2)
-
-
-def test_discriminative_rates_scale_each_layer_s_steps():
-    """LayerRateAdam: a layer at factor 0.1 moves a tenth as far as at 1 (Adam's first
-    step has the size of the learning rate whatever the gradient)."""
-    import keras
-
-    from rnncli.training.pretrain import LayerRateAdam
-
-    inputs = keras.Input((3,))
-    model = keras.Model(inputs, keras.layers.Dense(1, name="slow")(
-        keras.layers.Dense(3, name="fast")(inputs)))
-    before = [w.copy() for w in model.get_weights()]
-    model.compile(optimizer=LayerRateAdam(0.01, rates={"slow": 0.1}), loss="mse")
-    model.train_on_batch(np.ones((4, 3)), np.full((4, 1), 5.0))
-    moved = [np.abs(a - b).max() for a, b in zip(model.get_weights(), before)]
-    fast_kernel, slow_kernel = moved[0], moved[2]
-    assert fast_kernel == pytest.approx(0.01, rel=0.05)
-    assert slow_kernel == pytest.approx(0.001, rel=0.05)
 
 
 def test_unlabelled_texts_pretrain_the_network_and_the_model_serves_as_any(
@@ -264,3 +245,35 @@ def test_ctrl_c_while_pretraining_keeps_its_progress(tmp_path, tiny_csv, unlabel
     record = json.loads((out / "rnncli.json").read_text())["data"]["pretraining"]
     assert [h["epoch"] for h in record["history"]] == [1, 2]
     assert not (tmp_path / ".m.resume").exists()
+
+
+def test_when_a_run_pretrains():
+    """--pretrain-epochs: None ("auto") pretrains with unlabelled texts only; 0 never
+    (then --unlabelled only feeds --word-vectors); N always (the training texts alone
+    when there are no others)."""
+    from rnncli.core.config import TrainConfig
+
+    assert TrainConfig().pretrains(True) and not TrainConfig().pretrains(False)
+    assert not TrainConfig(pretrain_epochs=0).pretrains(True)
+    assert TrainConfig(pretrain_epochs=3).pretrains(False)
+
+
+def test_a_streamed_file_pretrains_on_its_sample(tmp_path, tiny_csv, unlabelled_csv):
+    """--stream with --unlabelled: pretrained on the unlabelled texts and the training
+    texts' sample, then trained from the stream."""
+    out = tmp_path / "m"
+    result = invoke("train", tiny_csv, "-o", out, "--stream", "--unlabelled", unlabelled_csv,
+                    *[a for a in PRE if a not in ("--quiet",)])
+    assert result.exit_code == 0, result.output[-2000:]
+    assert re.search(r"pretraining on 360 unlabelled and \d+ training texts", result.output)
+    manifest = json.loads((out / "rnncli.json").read_text())
+    assert manifest["data"]["pretraining"]["epochs_run"] == 2
+
+
+def test_several_machines_do_not_pretrain(tmp_path, tiny_csv, unlabelled_csv, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["localhost:1", "localhost:2"]},
+        "task": {"type": "worker", "index": 0}}))
+    result = invoke("train", tiny_csv, "-o", tmp_path / "m", "--unlabelled", unlabelled_csv)
+    assert result.exit_code == 2 and "pretraining does not run on several machines" in \
+        result.output, result.output

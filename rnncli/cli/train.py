@@ -58,9 +58,10 @@ from rnncli.core.errors import UsageError
 @setting("dropout", None, "Dropout on embeddings and "
           "before the head.")
 @setting("epochs", None, "Most epochs to train.")
-@setting("pretrain_epochs", None, "Epochs of language-model pretraining; without "
-          "--unlabelled, on the training texts alone [auto with --unlabelled: enough to "
-          "read about 15 million tokens, 1 to 10; else none].", auto=True)
+@setting("pretrain_epochs", None, "Epochs of language-model pretraining (0: none, so "
+          "--unlabelled only feeds --word-vectors); without --unlabelled, on the training "
+          "texts alone [auto with --unlabelled: enough to read about 15 million tokens, 1 "
+          "to 10; else none].", auto=True)
 @setting("batch_size", None, "Training batch size.")
 @setting("lr", None, "Adam learning rate.")
 @setting("lr_decay", None, "Learning-rate factor applied "
@@ -108,7 +109,8 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
         clash = [flag for flag, given in (("--unlabelled", unlabelled),
                                           ("--embeddings", embeddings),
                                           ("--word-vectors", config.word_vectors),
-                                          ("--pretrain-epochs", config.pretrain_epochs))
+                                          ("--pretrain-epochs",
+                                           config.pretrain_epochs is not None))
                  if given]
         if clash:
             raise UsageError(f"--encoder is pretrained already; drop {', '.join(clash)} (or "
@@ -149,11 +151,9 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
           "[auto: words seen twice, up to 20,000].", auto=True)
 @setting("seq_len", None, "Tokens read per text [auto: 95th percentile of lengths, "
           "16 to 800].", auto=True)
-@setting("pretrain_epochs", None, "Epochs over the texts [auto: enough to read about 15 "
-          "million tokens, 1 to 10].", auto=True)
+@setting("pretrain_epochs", click.IntRange(1), "Epochs over the texts [auto: enough to "
+          "read about 15 million tokens, 1 to 10].", auto=True)
 @setting("batch_size", None, "Batch size.")
-@setting("lr", None, "Adam learning rate.")
-@setting("clipnorm", None, "Gradient clipping norm (0: off).")
 @setting("seed", None, "Random seed.")
 @train_device_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of this same "

@@ -78,7 +78,7 @@ RANGES = {
     "seq_len": Range(2, whole=True),
     "dropout": Range(0, 1, high_open=True),
     "epochs": Range(1, whole=True),
-    "pretrain_epochs": Range(1, whole=True),
+    "pretrain_epochs": Range(0, whole=True),
     "batch_size": Range(1, whole=True),
     "lr": Range(0, low_open=True),
     "lr_decay": Range(0, 1, low_open=True),  # 1: never decay
@@ -115,8 +115,8 @@ class TrainConfig:
     val_split: float = 0.1
     test_split: float = 0.1
     seed: int = 42
-    # Epochs of language-model pretraining with --unlabelled (training/pretrain.py); None:
-    # "auto" (enough to see about 15 million tokens, 1 to 10), or no pretraining at all.
+    # Epochs of language-model pretraining (training/pretrain.py): 0 none; None "auto":
+    # with unlabelled texts enough to read about 15 million tokens (1 to 10), else none.
     pretrain_epochs: int | None = None
     class_weight: str = "none"
     classes: int | None = None  # from the labels: 2 (sigmoid head) or more (softmax)
@@ -149,6 +149,10 @@ class TrainConfig:
             problems.append("val_split + test_split must leave at least 20% of rows to train on")
         if problems:
             raise UsageError("invalid settings: " + "; ".join(problems))
+
+    def pretrains(self, unlabelled: bool) -> bool:
+        """Whether the network is pretrained, ``unlabelled`` texts given or not."""
+        return bool(self.pretrain_epochs) or (self.pretrain_epochs is None and unlabelled)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

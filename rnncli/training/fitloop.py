@@ -97,13 +97,12 @@ def _steps(config: TrainConfig, rows: int, full_only: bool) -> tuple[int, int]:
     return steps, rows
 
 
-def compile_classifier(core, config: TrainConfig, replicas: int, optimizer=None) -> None:
-    """Adam (or ``optimizer``) with the clipping norm divided between the ``replicas``,
-    the loss for the output's width, and accuracy."""
+def compile_classifier(core, config: TrainConfig, replicas: int) -> None:
+    """Adam with the clipping norm divided between the ``replicas``, the loss for the
+    output's width, and accuracy."""
     clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
     binary = output_width(config.classes) == 1
-    optimizer = optimizer or keras.optimizers.Adam
-    core.compile(optimizer=optimizer(config.lr, clipnorm=clipnorm),
+    core.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
                  loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
                  metrics=["accuracy"])
 

@@ -202,7 +202,7 @@ def _starting_vectors(vectorizer, vocab: list[str], config: TrainConfig,
             reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
             config = config.replace(embed_dim=int(initial.shape[1]))
     corpus = None
-    if unlabelled_texts is not None or config.pretrain_epochs:
+    if config.pretrains(unlabelled_texts is not None):
         from rnncli.training import pretrain
 
         corpus, config = pretrain.prepare(vectorizer, unlabelled_texts or [], train_texts,
@@ -301,14 +301,10 @@ def _fit_rnn(config: TrainConfig, start: Start, train: tuple, val: tuple,
     returns (network, history, best epoch)."""
     from rnncli.network import model as M
     from rnncli.network.runtime import device_scope, dtype_policy, set_seed
-    from rnncli.training import fitloop
+    from rnncli.training import fitloop, pretrain
 
     with device_scope(device_names, strategy):
-        encoder, compiler = start.encoder, None
-        if start.corpus is not None or encoder is not None:
-            from rnncli.training import pretrain
-
-            compiler = pretrain.compiler(config)
+        encoder = start.encoder
         if start.corpus is not None and not (progress and progress.state):
             # (a run resumed after pretraining: its state holds the weights)
             encoder, start.record = pretrain.run(config, start.corpus, reporter,
@@ -324,7 +320,7 @@ def _fit_rnn(config: TrainConfig, start: Start, train: tuple, val: tuple,
         history, best_epoch = fitloop.fit(core, config, *train, *val, reporter,
                                           replicas=replicas, progress=progress,
                                           precision=precision, class_weights=class_weights,
-                                          batches=batches, compiler=compiler)
+                                          batches=batches)
     note = stopping_note(history, best_epoch, config.epochs)
     if note:
         reporter.message(note)

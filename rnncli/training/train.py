@@ -53,6 +53,9 @@ def run(data_path: str | Path, config: TrainConfig, *, out: str | Path,
     if resume and role is not None:
         raise UsageError("--resume is not available when training on several machines "
                          "(TF_CONFIG); start the run again without it")
+    if role is not None and config.pretrains(unlabelled is not None):
+        raise UsageError("pretraining does not run on several machines (TF_CONFIG); "
+                         "pretrain once with 'rnncli pretrain', then train with --encoder")
     if writes:
         artifacts.check_target(out)  # again under the lock, just before the swap
     with outcome_on_interrupt(out) if writes else contextlib.nullcontext():
