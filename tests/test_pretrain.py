@@ -119,6 +119,9 @@ def test_unlabelled_texts_pretrain_the_network_and_the_model_serves_as_any(
     assert invoke("explain", "-m", out, "a fine film").exit_code == 0
     assert invoke("evaluate", "-m", out).exit_code == 0
     assert invoke("export", "-m", out, "-o", tmp_path / "saved").exit_code == 0
+    info = invoke("info", "-m", out, "-f", "table")
+    assert re.search(r"pretraining +552 texts, [\d,]+ tokens, 2 epoch\(s\), validation",
+                     info.output), info.output
 
 
 def test_pretraining_starts_the_classifier_from_the_language_models(

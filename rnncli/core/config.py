@@ -165,10 +165,12 @@ class TrainConfig:
         one trained before ``tokenizer`` existed split at spaces ("words") and had no
         token-pair embedding; one trained before ``ngram_order`` existed (format 3 and
         older) had token 1-2-grams fitted by Adam; one trained before ``classes`` existed
-        (format 4 and older) was binary, with no class weights.
+        (format 4 and older) was binary, with no class weights; one trained before
+        ``pretrain_epochs`` existed (format 6 and older) was not pretrained.
         """
         data = {"ngrams": False, "tokenizer": "words", "bigram_dim": 0, "ngram_order": 2,
-                "ngram_solver": "adam", "classes": 2, "class_weight": "none", **data}
+                "ngram_solver": "adam", "classes": 2, "class_weight": "none",
+                "pretrain_epochs": 0, **data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -30,6 +30,8 @@ from rnncli.core.config import AUTO_BIGRAM_SHARE, TrainConfig
 from rnncli.core.errors import ModelError, RnnCliError, UsageError
 from rnncli.data.columns import normalize_label
 
+# 7: settings.pretrain_epochs and data.pretraining (language-model pretraining; the
+#    files are as before);
 # 6: calibration (a temperature fitted on validation, in the manifest and the Keras
 #    model's Temperature layer);
 # 5: more than two classes (settings.classes, labels.classes, threshold null, the heads
@@ -38,8 +40,8 @@ from rnncli.data.columns import normalize_label
 #    or the exact fit with C chosen on validation), its refit on training + validation
 #    rows (manifest.blend: ngram_solver, ngram_c or ngram_epochs, ngram_refit);
 # 3: settings.tokenizer ("cjk-chars": Chinese and Japanese characters are tokens);
-# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 5 still load.
-FORMAT_VERSION = 6
+# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 6 still load.
+FORMAT_VERSION = 7
 MANIFEST = "rnncli.json"
 MODEL_FILE = "model.keras"
 TEST_FILE = "test.jsonl.gz"

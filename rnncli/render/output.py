@@ -316,5 +316,8 @@ def train_reporter(quiet: bool) -> PlainReporter:
 def _metrics_text(logs: dict[str, float | None]) -> str:
     """Epoch figures; a value that is not finite arrives as None (see training/fitloop.py)."""
     names = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"),
-             ("val_accuracy", "val_acc"), ("val_perplexity", "val_perplexity"))
-    return "  ".join(f"{short} {fmt_value(logs[key])}" for key, short in names if key in logs)
+             ("val_accuracy", "val_acc"))
+    text = "  ".join(f"{short} {fmt_value(logs[key])}" for key, short in names if key in logs)
+    if logs.get("val_perplexity") is not None:  # a language model's (training/pretrain.py)
+        text += f"  val_perplexity {logs['val_perplexity']:.1f}"
+    return text

@@ -145,6 +145,8 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                      f"{training.get('seconds')} s on {training.get('device')}"
                      + _training_extras(training)),
     ]
+    if data.get("pretraining"):
+        rows.insert(-1, ("pretraining", _pretraining_row(data["pretraining"])))
     for part in ("validation", "test"):
         f = manifest.get(part) or {}
         f1 = (f"F1 {_fmt(f.get('f1'))}" if "labels" not in manifest
@@ -198,6 +200,14 @@ def _labels_row(manifest: dict[str, Any]) -> str:
                 + "; each text gets the most probable class")
     return (f"negative {name(labels['negative'])}, positive {name(labels['positive'])}, "
             f"threshold {manifest['threshold']}")
+
+
+def _pretraining_row(record: dict[str, Any]) -> str:
+    """The language-model pretraining the network started from (training/pretrain.py)."""
+    where = f"encoder {record['encoder']}, " if record.get("encoder") else ""
+    return (f"{where}{record.get('texts', 0):,} texts, {record.get('tokens', 0):,} tokens, "
+            f"{record.get('epochs_run')} epoch(s), validation perplexity "
+            f"{record.get('validation_perplexity')}, {record.get('seconds')} s")
 
 
 def _training_extras(training: dict[str, Any]) -> str:
