@@ -154,15 +154,16 @@ def test_predict_from_a_pipe_and_a_table_of_double_width_text(zh_model):
 
 @slow
 def test_unlabelled_texts_teach_character_vectors(tmp_path, no_fit, no_onnx):
-    """--unlabelled (and --word-vectors, the same learning from the training texts alone)
-    learns vectors for the model's tokens: here Chinese characters."""
+    """--word-vectors with --unlabelled (and --pretrain-epochs 0: no pretraining) learns
+    vectors for the model's tokens from both: here Chinese characters."""
     rows = sample_rows(400, ZH_SAMPLE)
     data = write_csv(tmp_path / "zh.csv", [[review, label] for label, review in rows[:200]])
     unlabelled = tmp_path / "more.txt"
     unlabelled.write_text("\n".join(review for _, review in rows[200:]) + "\n", encoding="utf-8")
     out = tmp_path / "m"
     result = invoke("train", data, "-o", out, "--unlabelled", unlabelled, "--no-ngrams",
-                    "--epochs", "1", "--units", "4", "--embed-dim", "8")
+                    "--epochs", "1", "--units", "4", "--embed-dim", "8", "--word-vectors",
+                    "--pretrain-epochs", "0")
     assert result.exit_code == 0, result.output
     # 200 unlabelled texts and the 160 training rows, read as the model's tokens
     assert "learned word vectors from 360 texts" in result.output

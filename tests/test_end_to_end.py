@@ -752,9 +752,14 @@ def test_word_vectors_from_a_file_and_from_unlabelled_texts(tmp_path, tiny_csv, 
     np.testing.assert_allclose(table[vocab.index("good")], [-1, 0, 1, 0.5], atol=1e-5)
     unlabelled = write_csv(tmp_path / "unlabelled.csv", [[r[0]] for r in sample_rows(300)],
                            header=("review",))
-    out = train_model(tmp_path / "ppmi", tiny_csv, "--unlabelled", unlabelled, "--no-ngrams")
-    manifest = json.loads((out / "rnncli.json").read_text())
+    result = invoke("train", tiny_csv, "-o", tmp_path / "ppmi",
+                    *[a for a in TINY if a != "--quiet"], "--unlabelled", unlabelled,
+                    "--no-ngrams", "--word-vectors", "--pretrain-epochs", "0")
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "learned word vectors from 492 texts" in result.output
+    manifest = json.loads((tmp_path / "ppmi" / "rnncli.json").read_text())
     assert manifest["data"]["unlabelled"] == {"file": "unlabelled.csv", "texts": 300}
+    assert "pretraining" not in manifest["data"] and manifest["settings"]["pretrain_epochs"] == 0
     bad = tmp_path / "bad.txt"
     bad.write_text("the 0.1 0.2\nfilm 1\n")
     result = invoke("train", tiny_csv, "-o", tmp_path / "bad", *TINY, "--embeddings", bad)

@@ -41,22 +41,23 @@ def pretrained_model(tmp_path_factory, tiny_csv, unlabelled_csv):
     return out, result.output
 
 
-def _loss_layer(vocab: int, units: int):
+def _loss_layer(vocab: int, units: int, gap: int = 1):
     from rnncli.training.pretrain import LanguageModelLoss
 
-    layer = LanguageModelLoss(vocab, units, sampled=vocab)
+    layer = LanguageModelLoss(vocab, units, sampled=vocab, gap=gap)
     layer.build([(None, None, 2 * units), (None, None)])
     return layer
 
 
-def test_the_loss_is_next_token_forward_and_previous_token_backward():
+@pytest.mark.parametrize("gap", [1, 2])
+def test_the_loss_is_next_token_forward_and_previous_token_backward(gap):
     """Eval mode (the full softmax) against the cross-entropies computed by hand: the
     forward half's states at t predict the token at t + 1, the backward half's the token
-    at t - 1, padding (0) is never a target, and the rows' outputs average to the mean
-    over the tokens."""
+    at t - ``gap`` (2 with token pairs, whose input at t holds token t - 1), padding (0)
+    is never a target, and the rows' outputs average to the mean over the tokens."""
     rng = np.random.default_rng(0)
     vocab, units = 7, 3
-    layer = _loss_layer(vocab, units)
+    layer = _loss_layer(vocab, units, gap)
     layer.kernel.assign(rng.normal(size=(vocab, units)).astype(np.float32))
     layer.bias.assign(rng.normal(size=vocab).astype(np.float32))
     ids = np.array([[2, 3, 4, 5], [6, 2, 0, 0]])
@@ -72,27 +73,29 @@ def test_the_loss_is_next_token_forward_and_previous_token_backward():
         for t in range(4):
             if t + 1 < 4 and row[t + 1]:
                 per_row[r].append(xent(states[r, t, :units], row[t + 1]))
-            if t >= 1 and row[t - 1] and row[t]:
-                per_row[r].append(xent(states[r, t, units:], row[t - 1]))
-    # row 1: forward 6->2, backward 2->6 (and no target from the padding's states)
+            if t >= gap and row[t - gap] and row[t]:
+                per_row[r].append(xent(states[r, t, units:], row[t - gap]))
+    # row 1: forward 6->2, backward 2->6 with gap 1 (and no target from the padding's)
     tokens = sum(len(p) for p in per_row)
-    assert tokens == 6 + 2
+    assert tokens == {1: 6 + 2, 2: 5 + 1}[gap]
     np.testing.assert_allclose(got.mean(), sum(map(sum, per_row)) / tokens, rtol=1e-5)
     np.testing.assert_allclose(got, [sum(p) * 2 / tokens for p in per_row], rtol=1e-5)
 
 
-def test_the_language_models_cannot_see_the_token_they_predict():
+@pytest.mark.parametrize("pairs", [0, 4])
+def test_the_language_models_cannot_see_the_token_they_predict(pairs):
     """On tokens drawn at random, no model can beat the vocabulary's perplexity; one that
-    read the token it predicts (the halves swapped) would reach about 1."""
+    read the token it predicts (the halves swapped, or the backward half reading the
+    pair that holds its target) would reach about 1."""
     from rnncli.core.config import TrainConfig
     from rnncli.render.output import PlainReporter
     from rnncli.training import pretrain
 
     vocab = 12
     config = TrainConfig(units=8, embed_dim=8, max_tokens=vocab, seq_len=16, batch_size=16,
-                         lr=0.02, dropout=0.0, seed=1, pretrain_epochs=6, classes=2)
+                         dropout=0.0, seed=1, pretrain_epochs=6, classes=2, bigram_dim=pairs)
     ids = np.random.default_rng(1).integers(2, vocab, size=(400, 16)).astype(np.int32)
-    data = pretrain.Corpus(ids[:360], ids[360:])
+    data = pretrain.Corpus(ids[:360], ids[360:], 400)
     _, record = pretrain.run(config, data, PlainReporter(quiet=True))
     assert record["validation_perplexity"] > 0.8 * (vocab - 2)
 
@@ -103,7 +106,7 @@ def test_unlabelled_texts_pretrain_the_network_and_the_model_serves_as_any(
     manifest; the model has the usual files (ONNX engine included, checked against
     Keras when it was written), and predict, evaluate, explain and export work."""
     out, output = pretrained_model
-    assert re.search(r"pretraining on 360 unlabelled and 192 training texts \([\d,]+ "
+    assert re.search(r"pretraining on 360 unlabelled texts and 192 training texts \([\d,]+ "
                      r"tokens", output)
     assert re.search(r"^epoch 2/2 .*val_perplexity \d", output, re.M), output[-2000:]
     manifest = json.loads((out / "rnncli.json").read_text())
@@ -203,15 +206,32 @@ def test_an_encoder_is_pretrained_once_and_reused(tmp_path, tiny_csv, unlabelled
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["data"]["pretraining"]["encoder"] == "enc"
     assert manifest["settings"]["units"] == 4
+    small = write_csv(tmp_path / "small.csv", [["a good film", "positive"],
+                                               ["a bad film", "negative"]] * 30)
+    result = invoke("train", small, "-o", tmp_path / "small", "--encoder", enc, "--epochs",
+                    "1", "--no-ngrams")  # far fewer tokens than the encoder's vocabulary
+    assert result.exit_code == 0, result.output[-2000:]
     clash = invoke("train", tiny_csv, "-o", out, "--encoder", enc, "--unlabelled",
                    unlabelled_csv)
     assert clash.exit_code == 2 and "--encoder is pretrained already" in clash.output
     (tmp_path / "empty").mkdir()
     missing = invoke("train", tiny_csv, "-o", out, "--encoder", tmp_path / "empty")
     assert missing.exit_code == 2 and "not an rnncli encoder" in missing.output
+    header["settings"]["units"] = 5  # the weights are of 4 units
+    (enc / "encoder.json").write_text(json.dumps(header))
+    other = invoke("train", tiny_csv, "-o", out, "--encoder", enc)
+    assert other.exit_code == 2 and "not those its settings build" in other.output
+    (enc / "encoder.npz").write_bytes(b"PK\x03\x04 not a zip")
+    (enc / "encoder.json").write_text(json.dumps({**header, "settings": {
+        **header["settings"], "units": 4}}))
+    corrupt = invoke("train", tiny_csv, "-o", out, "--encoder", enc)
+    assert corrupt.exit_code == 2 and "the encoder is unreadable" in corrupt.output
     (enc / "encoder.json").write_text("{")
     broken = invoke("train", tiny_csv, "-o", out, "--encoder", enc)
     assert broken.exit_code == 2 and "the encoder is unreadable" in broken.output
+    unused = invoke("train", tiny_csv, "-o", out, "--unlabelled", unlabelled_csv,
+                    "--pretrain-epochs", "0")
+    assert unused.exit_code == 2 and "add --word-vectors" in unused.output
 
 
 def test_ctrl_c_while_pretraining_keeps_its_progress(tmp_path, tiny_csv, unlabelled_csv,
@@ -268,7 +288,7 @@ def test_a_streamed_file_pretrains_on_its_sample(tmp_path, tiny_csv, unlabelled_
     result = invoke("train", tiny_csv, "-o", out, "--stream", "--unlabelled", unlabelled_csv,
                     *[a for a in PRE if a not in ("--quiet",)])
     assert result.exit_code == 0, result.output[-2000:]
-    assert re.search(r"pretraining on 360 unlabelled and \d+ training texts", result.output)
+    assert re.search(r"pretraining on 360 unlabelled texts and \d+ training texts", result.output)
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["data"]["pretraining"]["epochs_run"] == 2
 
@@ -280,3 +300,31 @@ def test_several_machines_do_not_pretrain(tmp_path, tiny_csv, unlabelled_csv, mo
     result = invoke("train", tiny_csv, "-o", tmp_path / "m", "--unlabelled", unlabelled_csv)
     assert result.exit_code == 2 and "pretraining does not run on several machines" in \
         result.output, result.output
+
+
+def test_a_run_cut_after_pretraining_resumes_without_pretraining_again(
+        tmp_path, tiny_csv, unlabelled_csv, monkeypatch, no_onnx):
+    """Ctrl-C in the classifier's first epoch: --resume does not pretrain again, and the
+    manifest still records the pretraining."""
+    import keras
+
+    class Stop(keras.callbacks.TerminateOnNaN):
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
+            if self.model.name == "core" and batch + 1 == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(keras.callbacks, "TerminateOnNaN", Stop)
+    out = tmp_path / "m"
+    run = ["train", tiny_csv, "-o", out, "--unlabelled", unlabelled_csv,
+           *[a for a in PRE if a != "--quiet"], "--epochs", "2"]
+    cut = invoke(*run)
+    assert cut.exit_code == 130, cut.output[-2000:]
+    monkeypatch.undo()
+    resumed = invoke(*run, "--resume")
+    assert resumed.exit_code == 0, resumed.output[-2000:]
+    assert "pretrained before the interruption" in resumed.output
+    assert "val_perplexity" not in resumed.output
+    manifest = json.loads((out / "rnncli.json").read_text())
+    assert manifest["data"]["pretraining"]["epochs_run"] == 2
+    assert manifest["settings"]["pretrain_epochs"] == 2

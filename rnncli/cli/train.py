@@ -105,6 +105,9 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
         raise UsageError("--embeddings gives the word vectors; drop --word-vectors, or drop "
                          "--embeddings")
     config = TrainConfig(**settings)
+    if unlabelled and config.pretrain_epochs == 0 and not config.word_vectors:
+        raise UsageError("--unlabelled with --pretrain-epochs 0 is not used: add "
+                         "--word-vectors to learn word vectors from it, or drop --unlabelled")
     if encoder is not None:
         clash = [flag for flag, given in (("--unlabelled", unlabelled),
                                           ("--embeddings", embeddings),

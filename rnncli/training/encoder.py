@@ -12,8 +12,8 @@ Light at import: TensorFlow is imported only when an encoder is trained.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,30 +91,59 @@ def load(path: str | Path) -> Encoder:
         if header.get("format") != ENCODER_FORMAT:
             raise ValueError(f"format {header.get('format')!r}, this rnncli reads "
                              f"{ENCODER_FORMAT}")
-        settings, vocab = header["settings"], header["vocabulary"]
-        config = TrainConfig().replace(**{k: settings[k] for k in SHAPING})
+        settings, vocab, record = header["settings"], header["vocabulary"], header["pretraining"]
+        config = _checked_settings(settings)
         if not (isinstance(vocab, list) and len(vocab) + 2 == config.max_tokens
-                and all(isinstance(t, str) for t in vocab)):
-            raise ValueError("the vocabulary does not match max_tokens")
+                and all(isinstance(t, str) and t for t in vocab) and len(set(vocab)) == len(vocab)
+                and isinstance(record, dict)):
+            raise ValueError("the vocabulary does not match max_tokens, or the record is bad")
         with np.load(path / ENCODER_WEIGHTS, allow_pickle=False) as kept:
             weights = {name: [kept[f"{name}/{i}"] for i in range(count)]
                        for name, count in header["layers"].items()}
-    except UsageError as exc:
-        raise UsageError(f"{path}: the encoder's settings are invalid ({exc})") from exc
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        _check_shapes(config, weights)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UsageError,
+            zipfile.BadZipFile) as exc:
         raise UsageError(f"{path}: the encoder is unreadable ({str(exc)[:200]}); write it "
                          "again with 'rnncli pretrain'") from exc
-    return Encoder(path, settings, vocab, weights, header.get("pretraining") or {})
+    return Encoder(path.resolve(), settings, vocab, weights, record)
+
+
+def _checked_settings(settings: dict[str, Any]) -> TrainConfig:
+    """The encoder's settings as a config (TrainConfig checks each); every shaping one
+    must be set."""
+    config = TrainConfig().replace(**{k: settings[k] for k in (*SHAPING, "pretrain_epochs")})
+    if any(getattr(config, k) is None for k in SHAPING):
+        raise ValueError("a setting is missing")
+    return config
+
+
+def _check_shapes(config: TrainConfig, weights: dict[str, list[np.ndarray]]) -> None:
+    """The weights are those of the layers the settings build (pretrain.pretrained_layers)."""
+    gates = {"gru": 3, "lstm": 4}[config.cell]
+    inputs = config.embed_dim + config.bigram_dim
+    per_direction = [(inputs, gates * config.units), (config.units, gates * config.units),
+                     (2, gates * config.units) if config.cell == "gru" else
+                     (gates * config.units,)]
+    want = {"embedding": [(config.max_tokens, config.embed_dim)],
+            f"bi{config.cell}_1": per_direction * 2}
+    if config.bigram_dim:
+        from rnncli.network.model import BIGRAM_BUCKETS  # (TensorFlow: training follows)
+
+        want["token_pairs"] = [(BIGRAM_BUCKETS, config.bigram_dim)]
+    got = {name: [tuple(w.shape) for w in values] for name, values in weights.items()}
+    if got != want:
+        raise ValueError(f"its weights {got} are not those its settings build")
 
 
 def run(texts_path: str | Path, config: TrainConfig, *, out: Path, text_col: str | None,
-        encoding: str | None, device: str, resume: bool, reporter) -> dict[str, Any]:
+        encoding: str | None, device: str, resume: bool, reporter) -> None:
     """``rnncli pretrain``: read the texts, derive the vocabulary, pretrain and save the
-    encoder at ``out``; the encoder's header."""
+    encoder at ``out``."""
     from rnncli.data.dataset import read_texts
     from rnncli.training import fitting, pretrain
     from rnncli.training import resume as resume_run
 
+    _check_target(out)  # again just before the swap
     texts, notes = read_texts(texts_path, text_col=text_col, encoding=encoding)
     for note in notes:
         reporter.message(note)
@@ -125,7 +154,8 @@ def run(texts_path: str | Path, config: TrainConfig, *, out: Path, text_col: str
                                                                len(texts), reporter)
     with fsio.lock(out):
         key = resume_run.run_key(None, config, None, texts_path, False,
-                                 content=f"pretrain {resume_run.file_key(texts_path)}")
+                                 content=f"pretrain {resume_run.file_key(texts_path)}, "
+                                         f"column {text_col}, encoding {encoding}")
         progress = resume_run.prepare(out, key, resume)
         config, vocab, _ = fitting._derive(config.replace(classes=2), texts, reporter)
         reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length "
@@ -141,6 +171,3 @@ def run(texts_path: str | Path, config: TrainConfig, *, out: Path, text_col: str
         save(out, config, vocab, weights, {**record, "file": Path(texts_path).name})
         resume_run.finish(progress.backup)
     reporter.message(f"saved encoder to {out}; next: rnncli train DATA --encoder {out}")
-    with contextlib.suppress(OSError, ValueError):
-        return jsontext.loads((out / ENCODER_JSON).read_text(encoding="utf-8"))
-    return {}

@@ -74,7 +74,7 @@ def fit_and_publish(train_set: Dataset, val_set: Dataset, test_set: Dataset,
     started = time.perf_counter()
     start, config, source = _starting_vectors(vectorizer, vocab, config, source, embeddings,
                                               unlabelled_texts, train_set.texts, reporter,
-                                              encoder)
+                                              encoder, progress)
     ngram = _fit_ngrams(config, (train_set, val_set, test_set), device_names[0], role,
                         weights, reporter)
     core, history, best_epoch = _fit_rnn(
@@ -154,8 +154,9 @@ def _settings(config: TrainConfig, train_set: Dataset, source: dict[str, Any], d
     weights = _class_weights(config, train_set)
     set_seed(config.seed)
     config, vocab, character_share = _derive(config, train_set.texts, reporter, batches)
-    if encoder is not None:
+    if encoder is not None:  # its vocabulary, however many tokens the training texts have
         vocab = encoder.vocab
+        config = config.replace(max_tokens=len(vocab) + 2)
     source = {**source, "character_share": round(character_share, 4)}
     where = _precision_note(precision, where, reporter)
     reporter.message(f"vocabulary {config.max_tokens} tokens, sequence length {config.seq_len}, "
@@ -182,12 +183,14 @@ class Start:
 def _starting_vectors(vectorizer, vocab: list[str], config: TrainConfig,
                       source: dict[str, Any], embeddings: str | Path | None,
                       unlabelled_texts: list[str] | None, train_texts: list[str],
-                      reporter: Reporter, encoder=None):
+                      reporter: Reporter, encoder=None,
+                      progress: resume_run.Progress | None = None):
     """(Start, config with the embedding size of the ``embeddings`` file and the
     pretraining's epochs, source with how many words the file has a vector for).
     ``unlabelled_texts`` (or ``pretrain_epochs``) pretrain the network on them and the
     training texts (pretrain.py); with ``word_vectors``, word vectors are learned from them
-    too; ``encoder``: a pretrained encoder to start from instead."""
+    too; ``encoder``: a pretrained encoder to start from instead; ``progress``: the run's
+    state, which holds the pretrained network once it was kept after pretraining."""
     from rnncli.training import vectors
 
     if encoder is not None:
@@ -201,12 +204,18 @@ def _starting_vectors(vectorizer, vocab: list[str], config: TrainConfig,
         if initial.shape[1] != config.embed_dim:
             reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
             config = config.replace(embed_dim=int(initial.shape[1]))
-    corpus = None
-    if config.pretrains(unlabelled_texts is not None):
-        from rnncli.training import pretrain
+    if not config.pretrains(unlabelled_texts is not None):
+        return Start(initial), config.replace(pretrain_epochs=0), source
+    kept = resume_run.stage_record(progress, resume_run.PRETRAIN_STAGE)
+    if kept:  # resumed after pretraining: the run's state holds the network
+        reporter.message(f"pretrained before the interruption (validation perplexity "
+                         f"{kept['record'].get('validation_perplexity')})")
+        return (Start(initial, record=kept["record"]),
+                config.replace(pretrain_epochs=kept["pretrain_epochs"]), source)
+    from rnncli.training import pretrain
 
-        corpus, config = pretrain.prepare(vectorizer, unlabelled_texts or [], train_texts,
-                                          config, reporter)
+    corpus, config = pretrain.prepare(vectorizer, unlabelled_texts or [], train_texts, config,
+                                      reporter)
     return Start(initial, corpus), config, source
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnncli.core.config import TrainConfig
+from rnncli.core.errors import Terminated, UsageError
 from rnncli.network import model as M
 from rnncli.network.model import keras, tf
 from rnncli.training import epochs as epoch_plan
@@ -57,11 +58,15 @@ class LanguageModelLoss(keras.layers.Layer):
     """[recurrent states (batch, time, 2 x units), token ids (batch, time)] -> each row's
     share of the batch's mean loss per token (batch,), so that Keras's mean over the rows is
     the mean over the tokens. Forward states at t predict the token at t + 1, backward
-    states at t the token at t - 1; padding is never a target."""
+    states at t the token at t - 1; padding is never a target. ``gap`` 2 (a model with
+    token pairs, whose input at t holds the pair of tokens t - 1 and t): the backward
+    states at t predict the token at t - 2, which they have not read. Computed in float32,
+    whatever the precision of the layers before."""
 
-    def __init__(self, vocab_size: int, units: int, sampled: int = SAMPLED, **kwargs):
-        super().__init__(**kwargs)
-        self.vocab_size, self.units, self.sampled = vocab_size, units, sampled
+    def __init__(self, vocab_size: int, units: int, sampled: int = SAMPLED, gap: int = 1,
+                 **kwargs):
+        super().__init__(**{"dtype": "float32", **kwargs})
+        self.vocab_size, self.units, self.sampled, self.gap = vocab_size, units, sampled, gap
         self.supports_masking = True  # the ids say which steps count
 
     def compute_mask(self, inputs, mask=None):
@@ -76,13 +81,18 @@ class LanguageModelLoss(keras.layers.Layer):
         states, ids = inputs
         states = tf.cast(states, "float32")
         ids = tf.cast(ids, "int64")
-        units = self.units
-        hidden = tf.concat([tf.reshape(states[:, :-1, :units], (-1, units)),
-                            tf.reshape(states[:, 1:, units:], (-1, units))], 0)
-        targets = tf.concat([tf.reshape(ids[:, 1:], (-1,)), tf.reshape(ids[:, :-1], (-1,))], 0)
-        sources = tf.concat([tf.reshape(ids[:, :-1], (-1,)), tf.reshape(ids[:, 1:], (-1,))], 0)
-        rows = tf.tile(tf.range(tf.shape(ids)[0])[:, None], [1, tf.shape(ids)[1] - 1])
-        rows = tf.concat([tf.reshape(rows, (-1,))] * 2, 0)
+        units, gap = self.units, self.gap
+
+        def flat(t):
+            return tf.reshape(t, (-1, units) if len(t.shape) == 3 else (-1,))
+
+        hidden = tf.concat([flat(states[:, :-1, :units]), flat(states[:, gap:, units:])], 0)
+        targets = tf.concat([flat(ids[:, 1:]), flat(ids[:, :-gap])], 0)
+        sources = tf.concat([flat(ids[:, :-1]), flat(ids[:, gap:])], 0)
+        row = tf.range(tf.shape(ids)[0])[:, None]
+        length = tf.shape(ids)[1]
+        rows = tf.concat([flat(tf.tile(row, [1, length - 1])),
+                          flat(tf.tile(row, [1, tf.maximum(length - gap, 0)]))], 0)
         keep = (targets > 0) & (sources > 0)  # a padded step neither predicts nor is predicted
         hidden, targets, rows = (tf.boolean_mask(t, keep) for t in (hidden, targets, rows))
         if training and self.sampled < self.vocab_size:
@@ -109,7 +119,8 @@ def build_language_model(config: TrainConfig):
     ids = keras.Input(shape=(None,), dtype="int64", name="ids")
     x = M.encoder_layers(config, ids, layers=1, dropout=DROPOUT, sequences=True)
     x = keras.layers.Dropout(DROPOUT, name="states_dropout")(x)
-    loss = LanguageModelLoss(config.max_tokens, config.units, name="lm_loss")([x, ids])
+    loss = LanguageModelLoss(config.max_tokens, config.units, gap=2 if config.bigram_dim else 1,
+                             name="lm_loss")([x, ids])
     return keras.Model(ids, loss, name="language_model")
 
 
@@ -141,6 +152,7 @@ class Corpus:
 
     train: np.ndarray
     validation: np.ndarray
+    texts: int  # before they were cut into pieces
 
     @property
     def tokens(self) -> int:
@@ -154,13 +166,13 @@ def corpus(vectorizer, texts: list[str], config: TrainConfig) -> Corpus:
     ids = M.vectorize(vectorizer, texts, config.seq_len)
     order = np.random.default_rng(config.seed).permutation(len(ids))
     held = min(VALIDATION_TEXTS, max(1, round(len(ids) * VALIDATION_SHARE)))
-    return Corpus(segments(ids[order[held:]]), segments(ids[order[:held]]))
+    return Corpus(segments(ids[order[held:]]), segments(ids[order[:held]]), len(ids))
 
 
-def segments(ids: np.ndarray, length: int | None = None) -> np.ndarray:
-    """Right-padded rows of token ids -> rows of ``length`` (SEGMENT) tokens, each text's
-    pieces in turn, the empty ones dropped."""
-    length = length or SEGMENT
+def segments(ids: np.ndarray) -> np.ndarray:
+    """Right-padded rows of token ids -> rows of SEGMENT tokens, each text's pieces in
+    turn, the empty ones dropped."""
+    length = SEGMENT
     width = -(-ids.shape[1] // length) * length
     pieces = np.pad(ids, ((0, 0), (0, width - ids.shape[1]))).reshape(-1, length)
     return pieces[pieces[:, 0] > 0]
@@ -173,8 +185,9 @@ def prepare(vectorizer, unlabelled_texts: list[str], train_texts: list[str],
     started = time.perf_counter()
     data = corpus(vectorizer, list(unlabelled_texts) + list(train_texts), config)
     epochs = config.pretrain_epochs or auto_epochs(data.tokens)
-    reporter.message(f"pretraining on {len(unlabelled_texts):,} unlabelled and "
-                     f"{len(train_texts):,} training texts ({data.tokens:,} tokens, "
+    which = " and ".join(f"{n:,} {kind} texts" for n, kind in (
+        (len(unlabelled_texts), "unlabelled"), (len(train_texts), "training")) if n)
+    reporter.message(f"pretraining on {which} ({data.tokens:,} tokens, "
                      f"{time.perf_counter() - started:.0f}s to read): {epochs} epoch(s)")
     return data, config.replace(pretrain_epochs=epochs)
 
@@ -185,7 +198,6 @@ def run(config: TrainConfig, data: Corpus, reporter, *, progress: Progress | Non
     state: the pretraining keeps its own inside it), its embedding started from ``rows``
     (or None); (the pretrained layers' weights, a
     record of the pretraining for the manifest)."""
-    from rnncli.core.errors import Terminated
     from rnncli.network.runtime import dtype_policy, set_seed
 
     stage = resume_run.stage(progress, resume_run.PRETRAIN_STAGE)
@@ -204,6 +216,8 @@ def run(config: TrainConfig, data: Corpus, reporter, *, progress: Progress | Non
         raise
     reporter.message(f"pretrained: validation perplexity {record['validation_perplexity']} "
                      f"({record['seconds']:.0f}s)")
+    resume_run.keep_stage_record(stage, {"pretrain_epochs": config.pretrain_epochs,
+                                         "record": record})
     return weights, record
 
 
@@ -225,14 +239,20 @@ def pretrain(config: TrainConfig, data: Corpus, reporter, language_model, *,
                                config.batch_size),
         steps=(len(data.train) // config.batch_size if full_only
                else -(-len(data.train) // config.batch_size)), rows=len(data.train))
-    history, best = fitloop.fit(language_model, lm_config, None, None, None, None,
-                                PerplexityReporter(reporter), replicas=replicas,
-                                progress=progress, precision=precision, batches=batches,
-                                compiler=_compile_language_model)
+    try:
+        history, best = fitloop.fit(language_model, lm_config, None, None, None, None,
+                                    PerplexityReporter(reporter), replicas=replicas,
+                                    progress=progress, precision=precision, batches=batches,
+                                    compiler=_compile_language_model)
+    except UsageError as exc:
+        if "diverged" not in str(exc):
+            raise
+        raise UsageError("pretraining diverged (the language models' loss is not finite); "
+                         "train without --unlabelled / --pretrain-epochs, and report it") from exc
     loss = history[best - 1].get("val_loss") if best else None
-    record = {"texts": len(data.train) + len(data.validation), "tokens": data.tokens,
+    record = {"texts": data.texts, "tokens": data.tokens,
               "epochs_run": len(history), "best_epoch": best,
-              "validation_perplexity": round(math.exp(loss), 2) if loss is not None else None,
+              "validation_perplexity": _exp(loss),
               "seconds": round(time.perf_counter() - started, 1),
               "history": [{**h, **_perplexity(h)} for h in history]}
     return encoder_weights(language_model, config), record
@@ -251,7 +271,12 @@ def _mean_of_output(y_true, y_pred):
 
 def _perplexity(logs: dict[str, Any]) -> dict[str, float]:
     loss = logs.get("val_loss")
-    return {"val_perplexity": round(math.exp(loss), 2)} if loss is not None else {}
+    return {"val_perplexity": _exp(loss)} if loss is not None else {}
+
+
+def _exp(loss: float | None) -> float | None:
+    """A perplexity from a mean loss (capped: a huge loss would overflow)."""
+    return None if loss is None else round(math.exp(min(loss, 700.0)), 2)
 
 
 class PerplexityReporter:

@@ -40,6 +40,7 @@ from rnncli.training import saving
 STATE = "rnncli-resume.json"
 # The folder, inside a run's, of the pretraining's state (training/pretrain.py).
 PRETRAIN_STAGE = "pretrain"
+STAGE_RECORD = "record.json"  # what a finished stage recorded, for the manifest
 # Settings that may change on --resume: they do not change what an epoch does.
 FREE_SETTINGS = ("epochs", "patience")
 # A file named by --embeddings or --unlabelled is known to --resume by its name, size,
@@ -121,6 +122,7 @@ def prepare(out: Path, key: dict[str, Any], resume: bool) -> Progress:
         shutil.rmtree(backup, ignore_errors=True)
         return Progress(backup, key)
     if not (backup / STATE).exists() and (backup / PRETRAIN_STAGE / STATE).exists():
+        _load(backup / PRETRAIN_STAGE, key, "")  # refused now if the data or settings changed
         return Progress(backup, key, None, resuming=True)
     return Progress(backup, key, _load(backup, key, f"{out}: no interrupted training to "
                                        f"resume (nothing at {backup}); train without --resume"),
@@ -136,6 +138,25 @@ def stage(progress: Progress | None, name: str) -> Progress | None:
     if progress.resuming and (backup / STATE).exists():
         return Progress(backup, progress.key, _load(backup, progress.key, ""), resuming=True)
     return Progress(backup, progress.key)
+
+
+def stage_record(progress: Progress | None, name: str) -> dict[str, Any] | None:
+    """What a finished stage recorded (:func:`keep_stage_record`), for a run resumed
+    after it; None if it left no record."""
+    if progress is None or not progress.state:
+        return None
+    try:
+        record = jsontext.loads((progress.backup / name / STAGE_RECORD).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def keep_stage_record(progress: Progress | None, record: dict[str, Any]) -> None:
+    """Keep what a finished stage (``progress``: its own) recorded beside its state."""
+    if progress is not None:
+        progress.backup.mkdir(parents=True, exist_ok=True)
+        (progress.backup / STAGE_RECORD).write_text(json.dumps(record), encoding="utf-8")
 
 
 def _load(backup: Path, key: dict[str, Any], missing: str) -> dict[str, Any]:

@@ -212,7 +212,7 @@ def _fit_and_publish(spooled: spool.Spooled, config: TrainConfig, *, out: Path,
     started = time.perf_counter()
     start, config, source = fitting._starting_vectors(
         vectorizer, vocab, config, source, embeddings, unlabelled_texts, sample, reporter,
-        encoder)
+        encoder, progress)
     tokenized = time.perf_counter()
     id_files = stream_data.IdFiles(spooled, vectorizer, config.seq_len,
                                    shard=(role.rank, role.workers) if role else (0, 1))
