@@ -41,6 +41,23 @@ def pretrained_model(tmp_path_factory, tiny_csv, unlabelled_csv):
     return out, result.output
 
 
+def _ctrl_c_at(monkeypatch, model: str, *, epoch: int, step: int) -> None:
+    """Ctrl-C after batch ``step`` of ``epoch`` (1-based) of the model named ``model``
+    ("language_model" while pretraining, "core" while learning the labels)."""
+    import keras
+
+    class Stop(keras.callbacks.TerminateOnNaN):  # a callback fitloop adds before Keep
+        def on_epoch_begin(self, e, logs=None):
+            self.epoch = e + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
+            if self.model.name == model and (self.epoch, batch + 1) == (epoch, step):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(keras.callbacks, "TerminateOnNaN", Stop)
+
+
 def _loss_layer(vocab: int, units: int, gap: int = 1):
     from rnncli.training.pretrain import LanguageModelLoss
 
@@ -239,18 +256,7 @@ def test_ctrl_c_while_pretraining_keeps_its_progress(tmp_path, tiny_csv, unlabel
     """Ctrl-C at batch 3 of the pretraining's epoch 2: the state is kept in the run's,
     --resume finishes the pretraining from there, then trains; its record holds both
     epochs."""
-    import keras
-
-    class Stop(keras.callbacks.TerminateOnNaN):  # a callback fitloop adds before Keep
-        def on_epoch_begin(self, e, logs=None):
-            self.epoch = e + 1
-
-        def on_train_batch_end(self, batch, logs=None):
-            super().on_train_batch_end(batch, logs)
-            if self.model.name == "language_model" and (self.epoch, batch + 1) == (2, 3):
-                os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(keras.callbacks, "TerminateOnNaN", Stop)
+    _ctrl_c_at(monkeypatch, "language_model", epoch=2, step=3)
     out = tmp_path / "m"
     run = ["train", tiny_csv, "-o", out, "--unlabelled", unlabelled_csv,
            *[a for a in PRE if a != "--quiet"]]
@@ -306,15 +312,7 @@ def test_a_run_cut_after_pretraining_resumes_without_pretraining_again(
         tmp_path, tiny_csv, unlabelled_csv, monkeypatch, no_onnx):
     """Ctrl-C in the classifier's first epoch: --resume does not pretrain again, and the
     manifest still records the pretraining."""
-    import keras
-
-    class Stop(keras.callbacks.TerminateOnNaN):
-        def on_train_batch_end(self, batch, logs=None):
-            super().on_train_batch_end(batch, logs)
-            if self.model.name == "core" and batch + 1 == 2:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(keras.callbacks, "TerminateOnNaN", Stop)
+    _ctrl_c_at(monkeypatch, "core", epoch=1, step=2)
     out = tmp_path / "m"
     run = ["train", tiny_csv, "-o", out, "--unlabelled", unlabelled_csv,
            *[a for a in PRE if a != "--quiet"], "--epochs", "2"]
