@@ -7,7 +7,7 @@ token before. Both halves share one output layer over the vocabulary, trained wi
 sampled softmax (``tf.nn.sampled_softmax_loss``, its candidates drawn from a log-uniform
 distribution, which suits a vocabulary sorted by frequency): 512 words a batch instead
 of 20,000, so the output layer costs about what the recurrent layer does. The
-validation loss is the full softmax's, so its exponential is the true perplexity.
+validation loss is the full softmax's (per token within a batch, batches averaged alike).
 
 The embedding (and the token pairs of a character model) and that first layer then start
 the classifier (:func:`encoder_weights`), which learns the labels as it would from a
