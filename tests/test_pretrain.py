@@ -326,3 +326,22 @@ def test_a_run_cut_after_pretraining_resumes_without_pretraining_again(
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["data"]["pretraining"]["epochs_run"] == 2
     assert manifest["settings"]["pretrain_epochs"] == 2
+
+
+def test_pretrain_refuses_before_it_works(tmp_path, unlabelled_csv, monkeypatch):
+    """rnncli pretrain: a target that is not an encoder is refused before the texts are
+    read (not after an hour of pretraining); one text is too few."""
+    from rnncli.data import dataset
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with monkeypatch.context() as patched:
+        patched.setattr(dataset, "read_texts", lambda *a, **k: pytest.fail("texts read"))
+        result = invoke("pretrain", unlabelled_csv, "-o", taken)
+    assert result.exit_code == 2 and "is not an rnncli encoder" in result.output
+    assert (taken / "notes.txt").read_text() == "mine"
+    one = tmp_path / "one.txt"
+    one.write_text("a single review\n")
+    result = invoke("pretrain", one, "-o", tmp_path / "enc")
+    assert result.exit_code == 2 and "pretraining needs at least two" in result.output
