@@ -42,6 +42,10 @@ class Encoder:
     weights: dict[str, list[np.ndarray]]
     record: dict[str, Any]
 
+    @property
+    def weights_file(self) -> Path:
+        return self.path / ENCODER_WEIGHTS
+
     def configure(self, config: TrainConfig, reporter) -> TrainConfig:
         """``config`` with the settings this encoder fixes (saying which it changed)."""
         changed = {k: self.settings[k] for k in SHAPING
@@ -143,7 +147,7 @@ def run(texts_path: str | Path, config: TrainConfig, *, out: Path, text_col: str
     from rnncli.training import fitting, pretrain
     from rnncli.training import resume as resume_run
 
-    _check_target(out)  # again just before the swap
+    _check_target(out)  # now, not after the pretraining (save checks it again)
     texts, notes = read_texts(texts_path, text_col=text_col, encoding=encoding)
     for note in notes:
         reporter.message(note)

@@ -74,14 +74,14 @@ def run_key(data, config: TrainConfig, embeddings, unlabelled,
             encoder: Path | None = None) -> dict[str, Any]:
     """What must not change between an interrupted run and its --resume; ``content``:
     the data's key when ``data`` is None (a streamed file's, made from its fingerprint);
-    ``encoder``: the directory of a pretrained encoder it starts from, or None."""
+    ``encoder``: the weights file of a pretrained encoder it starts from, or None."""
     settings = {k: v for k, v in config.to_dict().items() if k not in FREE_SETTINGS}
     key = {"data": content or _content_key(data.texts, data.labels, data.label_names),
            "settings": settings,
            "word vectors": [file_key(embeddings), file_key(unlabelled)],
            "mixed precision": bool(mixed_precision)}
     if encoder is not None:
-        key["encoder"] = file_key(Path(encoder) / "encoder.npz")
+        key["encoder"] = file_key(encoder)
     return key
 
 

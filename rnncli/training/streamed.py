@@ -110,7 +110,7 @@ def _progress(out: Path, role, resume: bool, config: TrainConfig, spooled: spool
         return None
     key = resume_run.run_key(None, config, embeddings, unlabelled, mixed_precision,
                              content=_content_key(spooled, encoding),
-                             encoder=encoder and encoder.path)
+                             encoder=encoder and encoder.weights_file)
     progress = resume_run.prepare(out, key, resume)
     resume_run.announce(progress, reporter.message)
     return progress

@@ -107,7 +107,7 @@ def _train(data_path, config: TrainConfig, *, out: Path, role, writes: bool, tex
         progress = None
         if role is None:
             key = resume_run.run_key(data, config, embeddings, unlabelled, mixed_precision,
-                                     encoder=encoder and encoder.path)
+                                     encoder=encoder and encoder.weights_file)
             progress = resume_run.prepare(out, key, resume)
             resume_run.announce(progress, reporter.message)
         elif role.chief:  # a run on several machines keeps no state: discard an old one
