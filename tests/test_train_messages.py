@@ -168,3 +168,26 @@ def test_the_validation_of_a_cut_epoch_is_skipped(step, skipped):
     callback.on_test_begin()
     assert callback.model.stop_evaluating is skipped
     assert type(callback).on_test_batch_end is fitloop.keras.callbacks.Callback.on_test_batch_end
+
+
+def test_a_batch_whose_gradients_are_not_finite_is_skipped():
+    """An infinite gradient (clipping cannot tame one) leaves the weights as they were,
+    instead of writing NaN into them and failing the run; a finite one is applied."""
+    import numpy as np
+
+    from rnncli.core.config import TrainConfig
+    from rnncli.network import model as M
+    from rnncli.training import fitloop
+
+    config = TrainConfig(units=2, embed_dim=2, max_tokens=10, seq_len=4, classes=2)
+    core = M.build_core(config)
+    fitloop.compile_classifier(core, config, replicas=1)
+    variables = core.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    grads = [np.ones(v.shape, np.float32) for v in variables]
+    grads[0][0] = np.inf
+    core.optimizer.apply(grads, variables)
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, variables))
+    core.optimizer.apply([np.ones(v.shape, np.float32) for v in variables], variables)
+    assert all(np.isfinite(v.numpy()).all() and not np.array_equal(b, v.numpy())
+               for b, v in zip(before, variables))

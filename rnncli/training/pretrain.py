@@ -261,9 +261,7 @@ def pretrain(config: TrainConfig, data: Corpus, reporter, language_model, *,
 
 
 def _compile_language_model(model, config: TrainConfig, replicas: int) -> None:
-    clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
-    model.compile(optimizer=keras.optimizers.Adam(config.lr, clipnorm=clipnorm),
-                  loss=_mean_of_output)
+    model.compile(optimizer=fitloop.adam(model, config, replicas), loss=_mean_of_output)
 
 
 def _mean_of_output(y_true, y_pred):
