@@ -60,7 +60,7 @@ def _network(path: str, seed: int):
     from rnncli.training import fitloop
     from rnncli.training.train import Reporter
 
-    config = TrainConfig(seed=seed).with_units()  # no pretraining: 64
+    config = TrainConfig(seed=seed)
     data = load_dataset(path)
     train, val, test = split_dataset(data, val_split=config.val_split,
                                      test_split=config.test_split, seed=seed)

@@ -41,7 +41,7 @@ def main() -> None:
     from rnncli.training.blend import accuracy, choose_blend
     from rnncli.training.train import Reporter
 
-    config = TrainConfig(seed=args.seed).with_units()  # no pretraining: 64
+    config = TrainConfig(seed=args.seed)
     data = load_dataset(args.data)
     train, val, test = split_dataset(data, val_split=config.val_split,
                                      test_split=config.test_split, seed=args.seed)

@@ -67,7 +67,7 @@ def test_train_options_default_to_the_settings_objects_defaults():
     assert len(settings) >= 20, settings  # every tunable setting is an option
     assert {name: options[name] for name in settings} == {name: getattr(config, name)
                                                           for name in settings}
-    assert default("units") is None and default("max_tokens") is None
+    assert default("units") == 64 and default("max_tokens") is None
 
 
 def test_manifests_from_before_the_ngram_model_read_as_without_it():

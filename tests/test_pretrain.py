@@ -287,36 +287,6 @@ def test_when_a_run_pretrains():
     assert TrainConfig(pretrain_epochs=3).pretrains(False)
 
 
-def test_auto_units_grow_with_the_pretraining_corpus():
-    """"auto" units: 64, or 128 when the network pretrains on 10 million tokens or more;
-    units that were set stay as they are."""
-    from rnncli.core.config import TrainConfig
-
-    assert TrainConfig().with_units().units == 64
-    assert TrainConfig().with_units(9_999_999).units == 64
-    assert TrainConfig().with_units(10_000_000).units == 128
-    assert TrainConfig(units=8).with_units(10**9).units == 8
-
-
-def _small_auto_units(monkeypatch) -> None:
-    """"auto" units of 6 for any pretraining corpus, 5 without one (tiny, and told apart)."""
-    from rnncli.core import config
-
-    for name, value in (("AUTO_UNITS", 5), ("PRETRAINED_UNITS", 6),
-                        ("PRETRAINED_UNITS_TOKENS", 1)):
-        monkeypatch.setattr(config, name, value)
-
-
-def test_a_run_without_pretraining_takes_the_plain_auto_units(tmp_path, tiny_csv,
-                                                              monkeypatch, no_onnx):
-    _small_auto_units(monkeypatch)
-    out = tmp_path / "m"
-    tiny = TINY[:TINY.index("--units")] + TINY[TINY.index("--units") + 2:]
-    result = invoke("train", tiny_csv, "-o", out, *tiny, "--no-ngrams")
-    assert result.exit_code == 0, result.output[-2000:]
-    assert json.loads((out / "rnncli.json").read_text())["settings"]["units"] == 5
-
-
 def test_a_streamed_file_pretrains_on_its_sample(tmp_path, tiny_csv, unlabelled_csv):
     """--stream with --unlabelled: pretrained on the unlabelled texts and the training
     texts' sample, then trained from the stream."""
@@ -343,22 +313,19 @@ def test_a_run_cut_after_pretraining_resumes_without_pretraining_again(
     """Ctrl-C in the classifier's first epoch: --resume does not pretrain again, and the
     manifest still records the pretraining."""
     _ctrl_c_at(monkeypatch, "core", epoch=1, step=2)
-    _small_auto_units(monkeypatch)  # the units the pretraining chose hold after --resume
     out = tmp_path / "m"
-    pre = PRE[:PRE.index("--units")] + PRE[PRE.index("--units") + 2:]
     run = ["train", tiny_csv, "-o", out, "--unlabelled", unlabelled_csv,
-           *[a for a in pre if a != "--quiet"], "--epochs", "2"]
+           *[a for a in PRE if a != "--quiet"], "--epochs", "2"]
     cut = invoke(*run)
     assert cut.exit_code == 130, cut.output[-2000:]
     monkeypatch.undo()
-    _small_auto_units(monkeypatch)
     resumed = invoke(*run, "--resume")
     assert resumed.exit_code == 0, resumed.output[-2000:]
     assert "pretrained before the interruption" in resumed.output
     assert "val_perplexity" not in resumed.output
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["data"]["pretraining"]["epochs_run"] == 2
-    assert manifest["settings"]["pretrain_epochs"] == 2 and manifest["settings"]["units"] == 6
+    assert manifest["settings"]["pretrain_epochs"] == 2
 
 
 def test_pretrain_refuses_before_it_works(tmp_path, unlabelled_csv, monkeypatch):

@@ -31,8 +31,7 @@ from rnncli.core.errors import UsageError
               show_default=True, show_envvar=True, metavar="DIR",
               help="Model directory to write (replaced atomically when training succeeds).")
 @setting("cell", click.Choice(CELLS), "Recurrent cell: GRU is lighter and faster, LSTM richer.")
-@setting("units", None, "Units per direction in each recurrent layer [auto: 128 when "
-         "pretraining reads 10 million tokens or more, else 64].", auto=True)
+@setting("units", None, "Units per direction in each recurrent layer.")
 @setting("layers", None, "Stacked bidirectional layers.")
 @setting("pooling", click.Choice(POOLINGS), "Recurrent states -> one vector: mask-aware max "
           "or mean over time, additive attention, or the last states.")
@@ -147,8 +146,7 @@ def train(data, text_col, label_col, encoding, show_skipped, positive_label, emb
 @click.option("-o", "--out", required=True, metavar="DIR",
               help="Encoder directory to write (replaced atomically when pretraining ends).")
 @setting("cell", click.Choice(CELLS), "Recurrent cell: GRU is lighter and faster, LSTM richer.")
-@setting("units", None, "Units per direction in the recurrent layer [auto: 128 when "
-         "the texts hold 10 million tokens or more, else 64].", auto=True)
+@setting("units", None, "Units per direction in the recurrent layer.")
 @setting("embed_dim", None, "Embedding size.")
 @setting("bigram_dim", None, "Embedding size for each token's pair with the one before it "
           "[auto: 32 when most tokens are Chinese or Japanese characters, else 0].", auto=True)

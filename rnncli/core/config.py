@@ -33,12 +33,6 @@ TOKENIZERS = ("cjk-chars", "words")
 # Above this share of Chinese or Japanese characters among the training tokens, a model is
 # one of characters: token pairs are embedded and its n-grams are longer (network/model.py).
 AUTO_BIGRAM_SHARE = 0.5
-# "auto" units per direction (TrainConfig.with_units): AUTO_UNITS, or PRETRAINED_UNITS when
-# the network pretrains on a corpus of PRETRAINED_UNITS_TOKENS tokens or more (a large one
-# has more to teach a wider layer). On IMDB, fine-tuned from an encoder of its 50,000
-# unlabelled reviews (11 million tokens), the network alone scored 0.9196 with 128 units
-# against 0.9080 with 64 (seed 1; docs/pretraining.md).
-AUTO_UNITS, PRETRAINED_UNITS, PRETRAINED_UNITS_TOKENS = 64, 128, 10_000_000
 # `rnncli predict --format` choices; here so that `--help` need not import Rich.
 PREDICT_FORMATS = ("auto", "table", "json", "jsonl", "csv", "label")
 # `--engine` choices for predict and evaluate (see predict.choose_engine).
@@ -99,7 +93,7 @@ RANGES = {
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     cell: str = "gru"
-    units: int | None = None  # None "auto" (with_units)
+    units: int = 64
     layers: int = 1
     pooling: str = "max"
     embed_dim: int = 128
@@ -155,14 +149,6 @@ class TrainConfig:
             problems.append("val_split + test_split must leave at least 20% of rows to train on")
         if problems:
             raise UsageError("invalid settings: " + "; ".join(problems))
-
-    def with_units(self, pretraining_tokens: int = 0) -> TrainConfig:
-        """With "auto" ``units`` resolved: PRETRAINED_UNITS when the network is pretrained
-        on at least PRETRAINED_UNITS_TOKENS tokens, else AUTO_UNITS."""
-        if self.units is not None:
-            return self
-        return self.replace(units=PRETRAINED_UNITS if pretraining_tokens >= PRETRAINED_UNITS_TOKENS
-                            else AUTO_UNITS)
 
     def pretrains(self, unlabelled: bool) -> bool:
         """Whether the network is pretrained, ``unlabelled`` texts given or not."""

@@ -205,14 +205,13 @@ def _starting_vectors(vectorizer, vocab: list[str], config: TrainConfig,
             reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
             config = config.replace(embed_dim=int(initial.shape[1]))
     if not config.pretrains(unlabelled_texts is not None):
-        return Start(initial), config.replace(pretrain_epochs=0).with_units(), source
+        return Start(initial), config.replace(pretrain_epochs=0), source
     kept = resume_run.stage_record(progress, resume_run.PRETRAIN_STAGE)
     if kept:  # resumed after pretraining: the run's state holds the network
         reporter.message(f"pretrained before the interruption (validation perplexity "
                          f"{kept['record'].get('validation_perplexity')})")
         return (Start(initial, record=kept["record"]),
-                config.replace(pretrain_epochs=kept["pretrain_epochs"]).with_units(
-                    kept["record"]["tokens"]), source)
+                config.replace(pretrain_epochs=kept["pretrain_epochs"]), source)
     from rnncli.training import pretrain
 
     corpus, config = pretrain.prepare(vectorizer, unlabelled_texts or [], train_texts, config,

@@ -181,17 +181,15 @@ def segments(ids: np.ndarray) -> np.ndarray:
 def prepare(vectorizer, unlabelled_texts: list[str], train_texts: list[str],
             config: TrainConfig, reporter) -> tuple[Corpus, TrainConfig]:
     """(the pretraining corpus: the unlabelled and the training texts as token ids,
-    config with ``pretrain_epochs`` and "auto" ``units`` resolved)."""
+    config with ``pretrain_epochs`` resolved)."""
     started = time.perf_counter()
     data = corpus(vectorizer, list(unlabelled_texts) + list(train_texts), config)
     epochs = config.pretrain_epochs or auto_epochs(data.tokens)
-    config = config.replace(pretrain_epochs=epochs).with_units(data.tokens)
     which = " and ".join(f"{n:,} {kind} texts" for n, kind in (
         (len(unlabelled_texts), "unlabelled"), (len(train_texts), "training")) if n)
     reporter.message(f"pretraining on {which} ({data.tokens:,} tokens, "
-                     f"{time.perf_counter() - started:.0f}s to read): {epochs} epoch(s), "
-                     f"{config.units} units")
-    return data, config
+                     f"{time.perf_counter() - started:.0f}s to read): {epochs} epoch(s)")
+    return data, config.replace(pretrain_epochs=epochs)
 
 
 def run(config: TrainConfig, data: Corpus, reporter, *, progress: Progress | None = None,
