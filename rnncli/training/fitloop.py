@@ -111,8 +111,9 @@ def adam(model, config: TrainConfig, replicas: int):
     ``replicas``, that skips a batch whose gradients are not finite.
 
     Clipping cannot tame a gradient that is not finite: applied, it writes NaN into the
-    weights and the run fails. That happened once, at batch 203 of fine-tuning a 128-unit
-    network pretrained on IMDB (seed 1); with the step skipped, the same run went on.
+    weights and the run fails. That happened once, at batch 203 of fine-tuning a network
+    of 128 units (--units 128) pretrained on IMDB (seed 1); with the step skipped, the
+    same run went on.
     Keras's loss scaling skips such steps, so Adam is wrapped in it at a scale of 1
     (halved at each skip: powers of two scale exactly). A float16 model is left to Keras,
     which wraps it with its own scale."""
