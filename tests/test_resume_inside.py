@@ -127,6 +127,26 @@ def test_a_cut_in_the_first_epoch_resumes_without_a_best_epoch(tmp_path, tiny_cs
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_state_with_another_optimizer_is_refused_not_half_loaded(tmp_path, tiny_csv,
+                                                                    monkeypatch, no_onnx):
+    """A state kept with plain Adam (an rnncli from before the skipping of non-finite
+    steps): Keras would load the weights, skip the optimizer's state with a hidden
+    warning and train on with fresh moments and the first learning rate."""
+    import keras
+
+    from rnncli.training import fitloop
+
+    _stop_at(monkeypatch, epoch=1, step=2, how="sigint")
+    monkeypatch.setattr(fitloop, "adam", lambda model, config, replicas: keras.optimizers.Adam(
+        config.lr, clipnorm=config.clipnorm))
+    assert invoke("train", tiny_csv, "-o", tmp_path / "m", *RUN).exit_code == 130
+    monkeypatch.undo()
+    resumed = invoke("train", tiny_csv, "-o", tmp_path / "m", *RUN, "--resume")
+    assert resumed.exit_code == 2, resumed.output[-2000:]
+    assert "the kept weights are unreadable (its optimizer state is another's" in \
+        resumed.output
+
+
 def test_a_cut_state_resumes_only_with_as_many_batches_an_epoch(tmp_path, tiny_csv,
                                                                  monkeypatch, no_onnx):
     """Other devices (here: another number of batches an epoch) would skip other rows."""

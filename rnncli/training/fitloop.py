@@ -108,21 +108,30 @@ def compile_classifier(core, config: TrainConfig, replicas: int) -> None:
 
 def adam(model, config: TrainConfig, replicas: int):
     """Adam at the config's rate, with the clipping norm divided between the
-    ``replicas``, that skips a batch whose gradients are not finite.
+    ``replicas``; on one device it skips a batch whose gradients are not finite.
 
     Clipping cannot tame a gradient that is not finite: applied, it writes NaN into the
     weights and the run fails. That happened once, at batch 203 of fine-tuning a network
     of 128 units (--units 128) pretrained on IMDB (seed 1); with the step skipped, the
-    same run went on.
-    Keras's loss scaling skips such steps, so Adam is wrapped in it at a scale of 1
-    (halved at each skip: powers of two scale exactly). A float16 model is left to Keras,
-    which wraps it with its own scale."""
+    same run went on. Keras's loss scaling skips such steps, so Adam is wrapped in it at
+    a scale of 1 (:class:`SkipNonFinite`). Not on several devices, where Keras checks
+    only the first replica's gradients before they are summed (one replica would skip
+    and another not: a run across machines could hang), nor for a float16 model, which
+    Keras wraps with its own scaling."""
     clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
     inner = keras.optimizers.Adam(config.lr, clipnorm=clipnorm)
-    if model.dtype_policy.name == "mixed_float16":
+    if replicas > 1 or model.dtype_policy.name == "mixed_float16":
         return inner
-    return keras.optimizers.LossScaleOptimizer(inner, initial_scale=1.0,
-                                               dynamic_growth_steps=2**31 - 1)
+    return SkipNonFinite(inner, initial_scale=1.0, dynamic_growth_steps=2**31 - 1)
+
+
+class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
+    """Keras's loss scaling held at its initial scale: a step whose gradients are not
+    finite is skipped, and the scale is never halved (halved at each skip, it would reach
+    0 after some 150 of them, and then every step would be skipped without a word)."""
+
+    def _stateful_handle_non_finite_grads(self):
+        self.step_counter.assign(0)
 
 
 def _lr_decay(config: TrainConfig) -> list:

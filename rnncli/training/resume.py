@@ -10,10 +10,9 @@ with the history and, inside an epoch, the batches done (``cut``). The JSON is w
 last and names the weight files it goes with, so a crash at any moment leaves one kept
 state, never a mix. An epoch's order is a function of ``--seed`` and the epoch
 (epochs.py), so a run resumed inside an epoch trains on the batches that were left, in
-the same order. A run that publishes its model removes the state; ``--resume``
-continues from it after checking that the data and the settings are those of the
-interrupted run (``--epochs`` and ``--patience`` may change: training can be extended).
-The n-gram model is fitted again.
+the same order. A run that publishes its model removes the state; ``--resume`` checks
+that the data and settings are the interrupted run's (``--epochs`` and ``--patience``
+may change: training can be extended). The n-gram model is fitted again.
 
 Light at import: the Keras callback that keeps the state is epochs.Keep.
 """
@@ -25,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +141,7 @@ def stage(progress: Progress | None, name: str) -> Progress | None:
 
 
 def stage_record(progress: Progress | None, name: str) -> dict[str, Any] | None:
-    """What a finished stage recorded (:func:`keep_stage_record`), for a run resumed
-    after it; None if it left no record."""
+    """What a finished stage recorded (keep_stage_record) for a run resumed after it, or None."""
     if progress is None or not progress.state:
         return None
     try:
@@ -287,7 +286,11 @@ def restore(core, early_stopping, plateau: list, progress: Progress, precision: 
     try:
         if not core.optimizer.built:
             core.optimizer.build(core.trainable_variables)
-        core.load_weights(backup / state["weights"])
+        with warnings.catch_warnings(record=True) as said:  # Keras only warns of it
+            warnings.simplefilter("always")
+            core.load_weights(backup / state["weights"])
+        if any("Skipping variable loading for optimizer" in str(w.message) for w in said):
+            raise ValueError("its optimizer state is another's (kept by another rnncli?)")
         _load_random_state(core, backup / state["weights"])
         best_weights = None
         if best:

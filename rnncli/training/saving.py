@@ -180,7 +180,9 @@ def _verify_onnx(staged: Path, texts: list[str], expected: np.ndarray,
 
 
 def weight_bytes(*objects) -> int:
-    """Bytes of the variables of Keras models / optimizers (what a save writes, roughly)."""
+    """Bytes of the variables of Keras models / optimizers (what a save writes, roughly:
+    a wrapped optimizer's, fitloop.SkipNonFinite's, are written twice)."""
+    objects = [*objects, *(getattr(o, "inner_optimizer", None) for o in objects)]
     return sum(math.prod(v.shape) * _ITEMSIZE.get(str(v.dtype), 4)
                for o in objects if o is not None for v in o.variables)
 
