@@ -186,9 +186,11 @@ def test_a_batch_whose_gradients_are_not_finite_is_skipped():
     before = [v.numpy().copy() for v in variables]
     grads = [np.ones(v.shape, np.float32) for v in variables]
     grads[0][0] = np.inf
+    assert fitloop.skipped_note(core) is None
     for _ in range(200):  # the scale stays 1: skips never add up to skipping everything
         core.optimizer.apply(grads, variables)
     assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, variables))
+    assert fitloop.skipped_note(core).startswith("note: 200 batch(es) skipped")
     core.optimizer.apply([np.ones(v.shape, np.float32) for v in variables], variables)
     assert all(np.isfinite(v.numpy()).all() and not np.array_equal(b, v.numpy())
                for b, v in zip(before, variables))

@@ -67,6 +67,8 @@ def fit(core, config: TrainConfig, x_train, y_train, x_val, y_val, reporter, *,
         # what the user is told (cli/main.py): where training was cut
         caught[0].where = done.cut_note(len(before))  # shown by cli/main.py's _interrupted
         raise caught[0]
+    if note := skipped_note(core):
+        reporter.message(note)
     return _outcome(before + done.history,
                     (state["val_losses"] if state else []) + done.val_losses)
 
@@ -107,17 +109,11 @@ def compile_classifier(core, config: TrainConfig, replicas: int) -> None:
 
 
 def adam(model, config: TrainConfig, replicas: int):
-    """Adam at the config's rate, with the clipping norm divided between the
-    ``replicas``; on one device it skips a batch whose gradients are not finite.
-
-    Clipping cannot tame a gradient that is not finite: applied, it writes NaN into the
-    weights and the run fails. That happened once, at batch 203 of fine-tuning a network
-    of 128 units (--units 128) pretrained on IMDB (seed 1); with the step skipped, the
-    same run went on. Keras's loss scaling skips such steps, so Adam is wrapped in it at
-    a scale of 1 (:class:`SkipNonFinite`). Not on several devices, where Keras checks
-    only the first replica's gradients before they are summed (one replica would skip
-    and another not: a run across machines could hang), nor for a float16 model, which
-    Keras wraps with its own scaling."""
+    """Adam, the clipping norm divided between the ``replicas``; on one device it skips a
+    batch whose gradients are not finite (SkipNonFinite), which clipping cannot tame: a
+    128-unit network pretrained on IMDB met one (seed 1). Not on several devices (Keras
+    checks only the first replica's gradients, before the sum: one replica could skip and
+    another not), nor for float16, which Keras wraps with its own loss scaling."""
     clipnorm = (config.clipnorm / replicas) if config.clipnorm else None
     inner = keras.optimizers.Adam(config.lr, clipnorm=clipnorm)
     if replicas > 1 or model.dtype_policy.name == "mixed_float16":
@@ -127,11 +123,23 @@ def adam(model, config: TrainConfig, replicas: int):
 
 class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
     """Keras's loss scaling held at its initial scale: a step whose gradients are not
-    finite is skipped, and the scale is never halved (halved at each skip, it would reach
-    0 after some 150 of them, and then every step would be skipped without a word)."""
+    finite is skipped and counted (``skipped``, kept with the state for --resume), and the
+    scale is never halved (halved at each skip, it would reach 0 after some 150 of them,
+    and then every step would be skipped)."""
+
+    def build(self, var_list):
+        self.skipped = self.add_variable(shape=(), dtype="int", initializer="zeros",
+                                         aggregation="none", name="skipped")
+        super().build(var_list)
 
     def _stateful_handle_non_finite_grads(self):
-        self.step_counter.assign(0)
+        self.skipped.assign_add(1)
+
+
+def skipped_note(model) -> str | None:
+    """What the user is told of the batches ``model``'s optimizer skipped, if any."""
+    count = int(getattr(model.optimizer, "skipped", 0))
+    return f"note: {count} batch(es) skipped: their gradients were not finite" if count else None
 
 
 def _lr_decay(config: TrainConfig) -> list:
