@@ -43,8 +43,11 @@ def pretrained_model(tmp_path_factory, tiny_csv, unlabelled_csv):
 
 def _ctrl_c_at(monkeypatch, model: str, *, epoch: int, step: int) -> None:
     """Ctrl-C after batch ``step`` of ``epoch`` (1-based) of the model named ``model``
-    ("language_model" while pretraining, "core" while learning the labels)."""
+    ("language_model" while pretraining, "core" while learning the labels, trained by
+    its "adversarial" trainer once pretrained)."""
     import keras
+
+    names = ("core", "adversarial") if model == "core" else (model,)
 
     class Stop(keras.callbacks.TerminateOnNaN):  # a callback fitloop adds before Keep
         def on_epoch_begin(self, e, logs=None):
@@ -52,7 +55,7 @@ def _ctrl_c_at(monkeypatch, model: str, *, epoch: int, step: int) -> None:
 
         def on_train_batch_end(self, batch, logs=None):
             super().on_train_batch_end(batch, logs)
-            if self.model.name == model and (self.epoch, batch + 1) == (epoch, step):
+            if self.model.name in names and (self.epoch, batch + 1) == (epoch, step):
                 os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(keras.callbacks, "TerminateOnNaN", Stop)
@@ -132,6 +135,7 @@ def test_unlabelled_texts_pretrain_the_network_and_the_model_serves_as_any(
     assert record["validation_perplexity"] == pytest.approx(
         np.exp(record["history"][record["best_epoch"] - 1]["val_loss"]), rel=1e-3)
     assert manifest["settings"]["pretrain_epochs"] == 2
+    assert manifest["settings"]["adversarial"] == 0.3  # "auto" for a pretrained network
     assert (out / "core.onnx").is_file()
     for engine in ("onnx", "tf"):
         result = invoke("predict", "-m", out, "--engine", engine, "-f", "json", "a fine film")
@@ -153,11 +157,12 @@ def test_pretraining_starts_the_classifier_from_the_language_models(
     seen = {}
     real_fit = fitloop.fit
 
-    def spy_fit(core, config, *args, **kwargs):
+    def spy_fit(model, config, *args, **kwargs):
+        core = model.core if model.name == "adversarial" else model  # its trainer's
         if core.name == "core":
             seen["core"] = {n: [w.copy() for w in core.get_layer(n).get_weights()]
                             for n in pretrain.pretrained_layers(config)}
-        return real_fit(core, config, *args, **kwargs)
+        return real_fit(model, config, *args, **kwargs)
 
     real_run = pretrain.run
 
@@ -223,6 +228,7 @@ def test_an_encoder_is_pretrained_once_and_reused(tmp_path, tiny_csv, unlabelled
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["data"]["pretraining"]["encoder"] == "enc"
     assert manifest["settings"]["units"] == 4
+    assert manifest["settings"]["adversarial"] == 0.3  # pretrained: "auto" is on
     small = write_csv(tmp_path / "small.csv", [["a good film", "positive"],
                                                ["a bad film", "negative"]] * 30)
     result = invoke("train", small, "-o", tmp_path / "small", "--encoder", enc, "--epochs",

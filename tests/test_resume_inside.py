@@ -55,18 +55,18 @@ def _weights(out) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def unbroken(tmp_path_factory, tiny_csv):
     """The unbroken runs, read whole and streamed, by their reading option; "--seed 0":
-    read whole with --seed 0 (TensorFlow treats a seed of 0 apart)."""
+    read whole with --seed 0 (TensorFlow treats a seed of 0 apart); "--adversarial 0.3":
+    read whole, trained adversarially (its trainer's state is what is kept)."""
     runs = {}
-    for name, extra in (("--no-stream", ["--no-stream"]), ("--stream", ["--stream"]),
-                        ("--seed 0", ["--seed", "0"])):
+    for name in ("--no-stream", "--stream", "--seed 0", "--adversarial 0.3"):
         out = runs[name] = tmp_path_factory.mktemp("unbroken") / "m"
-        result = invoke("train", tiny_csv, "-o", out, *RUN, *extra)
+        result = invoke("train", tiny_csv, "-o", out, *RUN, *name.split())
         assert result.exit_code == 0, result.output[-2000:]
     return runs
 
 
 @pytest.mark.parametrize("how, read", [("sigint", "--no-stream"), ("crash", "--no-stream"),
-                                       ("sigint", "--stream")])
+                                       ("sigint", "--stream"), ("sigint", "--adversarial 0.3")])
 def test_a_run_resumed_inside_an_epoch_ends_as_the_unbroken_run(
         tmp_path, tiny_csv, unbroken, monkeypatch, no_onnx, how, read):
     """Cut at batch 3 of epoch 2 (by Ctrl-C: the state is kept at that batch; by a
@@ -74,7 +74,7 @@ def test_a_run_resumed_inside_an_epoch_ends_as_the_unbroken_run(
     and epoch 3, and the weights equal the unbroken run's, read whole or streamed."""
     from rnncli.training import resume
 
-    run = [*RUN, read]
+    run = [*RUN, *read.split()]
     unbroken = unbroken[read]
     out = tmp_path / "m"
     if how == "crash":

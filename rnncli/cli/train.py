@@ -67,6 +67,10 @@ from rnncli.core.errors import UsageError
 @setting("lr_decay", None, "Learning-rate factor applied "
           "when the validation loss gets worse (1: never).")
 @setting("clipnorm", None, "Gradient clipping norm (0: off).")
+@setting("adversarial", None, "Adversarial training: also learn from each batch with its "
+          "embedded words pushed this many word-vector lengths (per text) the way that "
+          "raises the loss most; about twice the time an epoch (0: off) [auto: 0.3 when the "
+          "network is pretrained, else 0].", auto=True)
 @setting("patience", None, "Early stopping: epochs without a better "
           "validation loss (best weights are restored).")
 @setting("val_split", None,

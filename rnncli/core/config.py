@@ -83,6 +83,7 @@ RANGES = {
     "lr": Range(0, low_open=True),
     "lr_decay": Range(0, 1, low_open=True),  # 1: never decay
     "clipnorm": Range(0),  # 0: no clipping
+    "adversarial": Range(0),  # 0: none
     "patience": Range(0, whole=True),
     "val_split": Range(0, 0.5, low_open=True, high_open=True),
     "test_split": Range(0, 0.5, low_open=True, high_open=True),
@@ -111,6 +112,9 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: float = 0.3
     clipnorm: float = 1.0
+    # Adversarial training's perturbation, in word-vector lengths (training/adversarial.py);
+    # 0: none; None "auto": on for a pretrained network.
+    adversarial: float | None = None
     patience: int = 2
     val_split: float = 0.1
     test_split: float = 0.1
@@ -166,11 +170,12 @@ class TrainConfig:
         token-pair embedding; one trained before ``ngram_order`` existed (format 3 and
         older) had token 1-2-grams fitted by Adam; one trained before ``classes`` existed
         (format 4 and older) was binary, with no class weights; one trained before
-        ``pretrain_epochs`` existed (format 6 and older) was not pretrained.
+        ``pretrain_epochs`` existed (format 6 and older) was not pretrained; one trained
+        before ``adversarial`` existed (format 7 and older) was not trained adversarially.
         """
         data = {"ngrams": False, "tokenizer": "words", "bigram_dim": 0, "ngram_order": 2,
                 "ngram_solver": "adam", "classes": 2, "class_weight": "none",
-                "pretrain_epochs": 0, **data}
+                "pretrain_epochs": 0, "adversarial": 0.0, **data}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -30,6 +30,7 @@ from rnncli.core.config import AUTO_BIGRAM_SHARE, TrainConfig
 from rnncli.core.errors import ModelError, RnnCliError, UsageError
 from rnncli.data.columns import normalize_label
 
+# 8: settings.adversarial (adversarial training; the files are as before);
 # 7: settings.pretrain_epochs and data.pretraining (language-model pretraining; the
 #    files are as before);
 # 6: calibration (a temperature fitted on validation, in the manifest and the Keras
@@ -40,8 +41,8 @@ from rnncli.data.columns import normalize_label
 #    or the exact fit with C chosen on validation), its refit on training + validation
 #    rows (manifest.blend: ngram_solver, ngram_c or ngram_epochs, ngram_refit);
 # 3: settings.tokenizer ("cjk-chars": Chinese and Japanese characters are tokens);
-# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 6 still load.
-FORMAT_VERSION = 7
+# 2: the n-gram model and blend (settings.ngrams, manifest.blend); 1 to 7 still load.
+FORMAT_VERSION = 8
 MANIFEST = "rnncli.json"
 MODEL_FILE = "model.keras"
 TEST_FILE = "test.jsonl.gz"

@@ -79,6 +79,25 @@ class TokenPairs(keras.layers.Layer):
                 "buckets": self.buckets, "dim": self.dim}
 
 
+class Perturb(keras.layers.Layer):
+    """[embedded tokens, noise] -> their sum, with the tokens' mask (keras.layers.Add drops
+    a mask that only one input has). Only in the graph adversarial training runs
+    (model.build_core), never saved."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        return inputs[0] + ops.cast(inputs[1], inputs[0].dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return None if mask is None else mask[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
 @keras.saving.register_keras_serializable(package="rnncli")
 class MaskedMaxPooling(keras.layers.Layer):
     """Max over the time steps the mask keeps: (batch, time, features) -> (batch, features)."""

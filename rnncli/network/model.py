@@ -32,6 +32,7 @@ from rnncli.network.layers import (  # noqa: E402
     Blend,
     MaskedMaxPooling,
     NgramLogistic,
+    Perturb,
     Temperature,
     TokenPairs,
     Truncate,
@@ -240,45 +241,97 @@ def build_ngram_model(size: int, idf: np.ndarray | None = None, outputs: int = 1
     return model
 
 
-def build_core(config: TrainConfig):
+def build_core(config: TrainConfig, *, perturbable: bool = False):
     """Token ids (batch, time) -> positive-class probability (batch, 1), or the class
-    probabilities (batch, k) of a model of k > 2 classes (softmax)."""
+    probabilities (batch, k) of a model of k > 2 classes (softmax).
+
+    ``perturbable``: (the core, a model (ids, noise) -> (probabilities, embedded tokens)
+    that shares every layer of the core and adds ``noise`` to the embedded tokens before
+    the dropout: what adversarial training perturbs, training/adversarial.py)."""
     ids = keras.Input(shape=(None,), dtype="int64", name="ids")
-    x = encoder_layers(config, ids, layers=config.layers, dropout=config.dropout,
-                       sequences=config.pooling != "last")
-    if config.pooling == "max":
-        x = MaskedMaxPooling(name="max_pool")(x)
-    elif config.pooling == "mean":
-        x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
-    elif config.pooling == "attention":
-        x = AttentionPooling(config.units, name="attention_pool")(x)
-    if config.dropout:
-        x = keras.layers.Dropout(config.dropout, name="dropout")(x)
-    width = output_width(config.classes)
-    prob = keras.layers.Dense(width, activation="sigmoid" if width == 1 else "softmax",
-                              dtype="float32", name="head")(x)
-    return keras.Model(ids, prob, name="core")
+    encoder = Encoder(config, layers=config.layers, dropout=config.dropout,
+                      sequences=config.pooling != "last")
+    states, _ = encoder(ids)
+    head = _Head(config)
+    core = keras.Model(ids, head(states), name="core")
+    if not perturbable:
+        return core
+    noise = keras.Input(shape=(None, encoder.width), name="noise")
+    states, embedded = encoder(ids, noise)
+    return core, keras.Model([ids, noise], [head(states), embedded], name="perturbed")
+
+
+class _Head:
+    """The pooling, dropout and output layers of the classifier, each made at its first use
+    (as the Encoder's) and shared by later calls."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self._made: list[keras.layers.Layer] = []
+
+    def __call__(self, x):
+        config, width = self.config, output_width(self.config.classes)
+        makers = [lambda: {"max": lambda: MaskedMaxPooling(name="max_pool"),
+                           "mean": lambda: keras.layers.GlobalAveragePooling1D(name="mean_pool"),
+                           "attention": lambda: AttentionPooling(config.units,
+                                                                 name="attention_pool"),
+                           }.get(config.pooling, lambda: None)(),
+                  lambda: keras.layers.Dropout(config.dropout, name="dropout")
+                  if config.dropout else None,
+                  lambda: keras.layers.Dense(width, activation="sigmoid" if width == 1
+                                             else "softmax", dtype="float32", name="head")]
+        for i, make in enumerate(makers):
+            if len(self._made) <= i:
+                self._made.append(make())
+            if self._made[i] is not None:
+                x = self._made[i](x)
+        return x
 
 
 def encoder_layers(config: TrainConfig, ids, *, layers: int, dropout: float, sequences: bool):
+    """Token ids -> the recurrent states of a new :class:`Encoder`."""
+    return Encoder(config, layers=layers, dropout=dropout, sequences=sequences)(ids)[0]
+
+
+class Encoder:
     """Token ids -> the recurrent states: the embedding (with the token pairs'), dropout and
     ``layers`` bidirectional layers, the last giving every step's states if ``sequences``.
-    The classifier (build_core) and the language models of pretraining share these layers'
-    names and shapes (training/pretrain.py)."""
-    cell = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
-    x = keras.layers.Embedding(config.max_tokens, config.embed_dim, mask_zero=True,
-                               name="embedding")(ids)
-    if config.bigram_dim:
-        x = TokenPairs(config.max_tokens, BIGRAM_BUCKETS, config.bigram_dim,
-                       name="token_pairs")([x, ids])
-    if dropout:
-        x = keras.layers.SpatialDropout1D(dropout, name="embedding_dropout")(x)
-    for i in range(layers):
-        # cuDNN-compatible: default activations, no recurrent_dropout, reset_after=True.
-        x = keras.layers.Bidirectional(
-            cell(config.units, return_sequences=i < layers - 1 or sequences),
-            name=f"bi{config.cell}_{i + 1}")(x)
-    return x
+    Each layer is made at its first use (in the order, and so with the initial weights, of
+    a given seed that earlier releases gave), and each later call applies the same layers
+    to new inputs (shared weights). The classifier (build_core) and the language models of
+    pretraining share these layers' names and shapes (training/pretrain.py)."""
+
+    def __init__(self, config: TrainConfig, *, layers: int, dropout: float, sequences: bool):
+        self.config, self.depth, self.rate, self.sequences = config, layers, dropout, sequences
+        self.width = config.embed_dim + (config.bigram_dim or 0)  # of the embedded tokens
+        self._made: dict[str, keras.layers.Layer] = {}
+
+    def _layer(self, name: str, make):
+        if name not in self._made:
+            self._made[name] = make()
+        return self._made[name]
+
+    def __call__(self, ids, noise=None):
+        """(the recurrent states, the embedded tokens before ``noise`` was added)."""
+        config = self.config
+        x = self._layer("embedding", lambda: keras.layers.Embedding(
+            config.max_tokens, config.embed_dim, mask_zero=True, name="embedding"))(ids)
+        if config.bigram_dim:
+            x = self._layer("token_pairs", lambda: TokenPairs(
+                config.max_tokens, BIGRAM_BUCKETS, config.bigram_dim, name="token_pairs"))([x, ids])
+        embedded = x
+        if noise is not None:
+            x = Perturb(name="perturb")([x, noise])
+        if self.rate:
+            x = self._layer("embedding_dropout", lambda: keras.layers.SpatialDropout1D(
+                self.rate, name="embedding_dropout"))(x)
+        cell = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[config.cell]
+        for i in range(self.depth):
+            # cuDNN-compatible: default activations, no recurrent_dropout, reset_after=True.
+            x = self._layer(f"recurrent_{i}", lambda i=i: keras.layers.Bidirectional(
+                cell(config.units, return_sequences=i < self.depth - 1 or self.sequences),
+                name=f"bi{config.cell}_{i + 1}"))(x)
+        return x, embedded
 
 
 def build_text_model(config: TrainConfig, vectorizer, core, ngrams=None,

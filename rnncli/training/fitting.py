@@ -185,17 +185,19 @@ def _starting_vectors(vectorizer, vocab: list[str], config: TrainConfig,
                       unlabelled_texts: list[str] | None, train_texts: list[str],
                       reporter: Reporter, encoder=None,
                       progress: resume_run.Progress | None = None):
-    """(Start, config with the embedding size of the ``embeddings`` file and the
-    pretraining's epochs, source with how many words the file has a vector for).
+    """(Start, config with the embedding size of the ``embeddings`` file, the
+    pretraining's epochs and ``adversarial`` resolved, source with how many words the file
+    has a vector for).
     ``unlabelled_texts`` (or ``pretrain_epochs``) pretrain the network on them and the
     training texts (pretrain.py); with ``word_vectors``, word vectors are learned from them
     too; ``encoder``: a pretrained encoder to start from instead; ``progress``: the run's
     state, which holds the pretrained network once it was kept after pretraining."""
-    from rnncli.training import vectors
+    from rnncli.training import adversarial, vectors
 
     if encoder is not None:
-        return Start(encoder=encoder.weights, record={**encoder.record,
-                                                      "encoder": encoder.path.name}), config, source
+        return (Start(encoder=encoder.weights, record={**encoder.record,
+                                                       "encoder": encoder.path.name}),
+                adversarial.resolve(config, pretrained=True), source)
     initial, found = vectors.initial_vectors(
         vectorizer, vocab, config, embeddings,
         unlabelled_texts if config.word_vectors else None, train_texts, reporter)
@@ -205,18 +207,21 @@ def _starting_vectors(vectorizer, vocab: list[str], config: TrainConfig,
             reporter.message(f"embedding size {initial.shape[1]}, from {Path(embeddings).name}")
             config = config.replace(embed_dim=int(initial.shape[1]))
     if not config.pretrains(unlabelled_texts is not None):
-        return Start(initial), config.replace(pretrain_epochs=0), source
+        return (Start(initial), adversarial.resolve(config.replace(pretrain_epochs=0),
+                                                    pretrained=False),
+                source)
     kept = resume_run.stage_record(progress, resume_run.PRETRAIN_STAGE)
     if kept:  # resumed after pretraining: the run's state holds the network
         reporter.message(f"pretrained before the interruption (validation perplexity "
                          f"{kept['record'].get('validation_perplexity')})")
         return (Start(initial, record=kept["record"]),
-                config.replace(pretrain_epochs=kept["pretrain_epochs"]), source)
+                adversarial.resolve(config.replace(pretrain_epochs=kept["pretrain_epochs"]),
+                                    pretrained=True), source)
     from rnncli.training import pretrain
 
     corpus, config = pretrain.prepare(vectorizer, unlabelled_texts or [], train_texts, config,
                                       reporter)
-    return Start(initial, corpus), config, source
+    return Start(initial, corpus), adversarial.resolve(config, pretrained=True), source
 
 
 def _fit_ngrams(config: TrainConfig, sets: tuple[Dataset, Dataset, Dataset], device_name: str,
@@ -308,9 +313,8 @@ def _fit_rnn(config: TrainConfig, start: Start, train: tuple, val: tuple,
     """Build the recurrent network on its devices, pretrain it or start its embedding as
     ``start`` says, and fit it on (ids, labels) pairs (or ``batches``, fitloop.fit's);
     returns (network, history, best epoch)."""
-    from rnncli.network import model as M
     from rnncli.network.runtime import device_scope, dtype_policy, set_seed
-    from rnncli.training import fitloop, pretrain
+    from rnncli.training import adversarial, fitloop, pretrain
 
     with device_scope(device_names, strategy):
         encoder = start.encoder
@@ -321,12 +325,12 @@ def _fit_rnn(config: TrainConfig, start: Start, train: tuple, val: tuple,
                                                  replicas=replicas, rows=start.rows)
         set_seed(config.seed)
         with dtype_policy(precision):
-            core = M.build_core(config)
+            core, trained = adversarial.networks(config)
         if start.rows is not None:
             fitloop.start_embedding(core, start.rows)
         if encoder is not None:
             pretrain.start_from(core, encoder)
-        history, best_epoch = fitloop.fit(core, config, *train, *val, reporter,
+        history, best_epoch = fitloop.fit(trained, config, *train, *val, reporter,
                                           replicas=replicas, progress=progress,
                                           precision=precision, class_weights=class_weights,
                                           batches=batches)
