@@ -257,15 +257,16 @@ def test_binary_records_have_the_same_fields_as_multi_class_ones(gru_model):
 
 def test_the_training_options_work_with_three_classes(tmp_path):
     """A stacked LSTM with attention pooling, word vectors, balanced class weights (the
-    weighted Adam n-gram fit too), mixed precision and two devices (the CPU split in two
-    stands in for two GPUs: sample weights and full batches under MirroredStrategy), in
-    one fresh process, as the device split needs."""
+    weighted Adam n-gram fit too), adversarial training, mixed precision and two devices
+    (the CPU split in two stands in for two GPUs: sample weights and full batches under
+    MirroredStrategy), in one fresh process, as the device split needs."""
     out = tmp_path / "m"
     env = {**os.environ, "RNNCLI_CPU_DEVICES": "2"}
     data = write_csv(tmp_path / "three.csv", three_class_rows(231))
     args = ["rnncli", "train", str(data), *TINY, "--epochs", "2", "--device", "cpu:0,1",
             "--cell", "lstm", "--layers", "2", "--pooling", "attention", "--word-vectors",
-            "--class-weight", "balanced", "--mixed-precision", "-o", str(out)]
+            "--class-weight", "balanced", "--adversarial", "0.3", "--mixed-precision",
+            "-o", str(out)]
     result = subprocess.run(args, env=env, capture_output=True, timeout=600)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     manifest = artifacts.read_manifest(out)
@@ -273,6 +274,7 @@ def test_the_training_options_work_with_three_classes(tmp_path):
     assert manifest["training"]["precision"] == "mixed_bfloat16"
     assert manifest["settings"]["classes"] == 3 and manifest["settings"]["cell"] == "lstm"
     assert manifest["settings"]["class_weight"] == "balanced"
+    assert manifest["settings"]["adversarial"] == 0.3
     assert {"core.onnx", "serving.npz"} <= set(manifest["files"])  # engines agreed
     records = jsonl(invoke("predict", "-m", out, "-f", "jsonl", "great movie").stdout)
     assert list(records[0]["scores"]) == CLASSES
