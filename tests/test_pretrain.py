@@ -146,6 +146,7 @@ def test_unlabelled_texts_pretrain_the_network_and_the_model_serves_as_any(
     info = invoke("info", "-m", out, "-f", "table")
     assert re.search(r"pretraining +552 texts, [\d,]+ tokens, 2 epoch\(s\), validation",
                      info.output), info.output
+    assert re.search(r"^ *training .*\(adversarial 0\.3\)", info.output, re.M), info.output
 
 
 def test_pretraining_starts_the_classifier_from_the_language_models(

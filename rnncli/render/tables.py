@@ -143,7 +143,7 @@ def render_info(manifest: dict[str, Any], fmt: str) -> None:
                      f"epoch{'s' if training.get('epochs_run') != 1 else ''} "
                      f"(best {training.get('best_epoch')}), "
                      f"{training.get('seconds')} s on {training.get('device')}"
-                     + _training_extras(training)),
+                     + _training_extras(training, s)),
     ]
     if data.get("pretraining"):
         rows.insert(-1, ("pretraining", _pretraining_row(data["pretraining"])))
@@ -210,8 +210,10 @@ def _pretraining_row(record: dict[str, Any]) -> str:
             f"{record.get('validation_perplexity')}, {record.get('seconds')} s")
 
 
-def _training_extras(training: dict[str, Any]) -> str:
+def _training_extras(training: dict[str, Any], settings: dict[str, Any]) -> str:
     extras = []
+    if settings.get("adversarial"):
+        extras.append(f"adversarial {settings['adversarial']:g}")
     if training.get("workers", 1) > 1:
         extras.append(f"{training['workers']} processes")
     if training.get("replicas", 1) > 1:
