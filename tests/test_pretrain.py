@@ -129,6 +129,8 @@ def test_unlabelled_texts_pretrain_the_network_and_the_model_serves_as_any(
     assert re.search(r"pretraining on 360 unlabelled texts and 192 training texts \([\d,]+ "
                      r"tokens", output)
     assert re.search(r"^epoch 2/2 .*val_perplexity \d", output, re.M), output[-2000:]
+    assert "adversarial training: each batch also with its words pushed 0.3 word-vector " \
+        "lengths (--adversarial 0: off)" in output
     manifest = json.loads((out / "rnncli.json").read_text())
     record = manifest["data"]["pretraining"]
     assert record["texts"] == 552 and record["epochs_run"] == 2
