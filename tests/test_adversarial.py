@@ -51,28 +51,56 @@ def test_the_perturbation_is_epsilon_word_vectors_long_and_raises_the_loss():
     assert not perturbation(tf.zeros((2, 6, 4)), embedded, IDS, 0.5).numpy().any()
 
 
-def _one_step(model) -> None:
+def _one_step(model, optimizer=None) -> None:
     """One plain gradient step on the batch (no clipping: a step twice as large is)."""
     from rnncli.network.model import keras
 
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
+    model.compile(optimizer=optimizer or keras.optimizers.SGD(0.1), loss="binary_crossentropy")
     model.fit(IDS, LABELS, batch_size=2, epochs=1, verbose=0, shuffle=False)
 
 
-def test_a_step_learns_from_the_clean_and_the_perturbed_batch():
-    """epsilon 0: the perturbed batch is the clean one, so the step is twice the plain
-    step; epsilon > 0 moves the weights elsewhere."""
-    from rnncli.training.adversarial import Adversarial
-
-    _, core, _ = _networks()
+def _steps(model_step):
+    """(the weights' start, what one step moved them by)."""
+    _, core, perturbed = _networks()
     start = core.get_weights()
-    _one_step(core)
-    plain = [w - w0 for w, w0 in zip(core.get_weights(), start)]
-    for epsilon, same in ((0.0, True), (2.0, False)):
-        _, core, perturbed = _networks()
-        _one_step(Adversarial(core, perturbed, epsilon))
-        step = [w - w0 for w, w0 in zip(core.get_weights(), start)]
-        assert all(np.allclose(s, 2 * p, atol=1e-6) for s, p in zip(step, plain)) is same
+    model_step(core, perturbed)
+    return start, [w - w0 for w, w0 in zip(core.get_weights(), start)]
+
+
+def test_a_step_learns_from_the_clean_and_the_perturbed_batch():
+    """The step is the gradient of the clean loss plus the loss at the perturbation the
+    clean pass's gradient gives (computed here by hand); epsilon 0 makes it twice the
+    plain step, under a loss scale too (mixed precision's)."""
+    from rnncli.network.model import keras, tf
+    from rnncli.training.adversarial import Adversarial, perturbation
+
+    _, plain = _steps(lambda core, _: _one_step(core))
+    for scale in (None, 1024.0):
+        optimizer = (None if scale is None else keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(0.1), initial_scale=scale, dynamic_growth_steps=10**9))
+        _, step = _steps(lambda core, perturbed, optimizer=optimizer: _one_step(
+            Adversarial(core, perturbed, 0.0), optimizer))
+        assert all(np.allclose(s, 2 * p, atol=1e-6) for s, p in zip(step, plain))
+
+    def by_hand(core, perturbed):
+        ids, zeros = tf.constant(IDS), tf.zeros((2, 6, 4))
+        loss = keras.losses.BinaryCrossentropy()
+        with tf.GradientTape() as tape:
+            tape.watch(zeros)
+            probs, embedded = perturbed([ids, zeros], training=True)
+            clean = loss(LABELS, probs)
+        noise = perturbation(tape.gradient(clean, zeros), embedded, ids, 2.0)
+        with tf.GradientTape() as tape:
+            total = loss(LABELS, perturbed([ids, zeros], training=True)[0]) + loss(
+                LABELS, perturbed([ids, noise], training=True)[0])
+        weights = core.trainable_weights
+        for w, g in zip(weights, tape.gradient(total, weights)):
+            w.assign_sub(0.1 * tf.convert_to_tensor(g))
+
+    _, want = _steps(by_hand)
+    _, got = _steps(lambda core, perturbed: _one_step(Adversarial(core, perturbed, 2.0)))
+    assert all(np.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+    assert not all(np.allclose(g, 2 * p, atol=1e-6) for g, p in zip(got, plain))
 
 
 @pytest.mark.slow

@@ -129,8 +129,8 @@ def test_unlabelled_texts_pretrain_the_network_and_the_model_serves_as_any(
     assert re.search(r"pretraining on 360 unlabelled texts and 192 training texts \([\d,]+ "
                      r"tokens", output)
     assert re.search(r"^epoch 2/2 .*val_perplexity \d", output, re.M), output[-2000:]
-    assert "adversarial training: each batch also with its words pushed 0.3 word-vector " \
-        "lengths (--adversarial 0: off)" in output
+    assert "adversarial training: each batch is also learnt with its words pushed along the " \
+        "loss's gradient (0.3 word-vector lengths a text; --adversarial 0: off)" in output
     manifest = json.loads((out / "rnncli.json").read_text())
     record = manifest["data"]["pretraining"]
     assert record["texts"] == 552 and record["epochs_run"] == 2
@@ -306,6 +306,7 @@ def test_a_streamed_file_pretrains_on_its_sample(tmp_path, tiny_csv, unlabelled_
     assert re.search(r"pretraining on 360 unlabelled texts and \d+ training texts", result.output)
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["data"]["pretraining"]["epochs_run"] == 2
+    assert manifest["settings"]["adversarial"] == 0.3  # "auto" for a streamed file too
 
 
 def test_several_machines_do_not_pretrain(tmp_path, tiny_csv, unlabelled_csv, monkeypatch):
@@ -335,6 +336,7 @@ def test_a_run_cut_after_pretraining_resumes_without_pretraining_again(
     manifest = json.loads((out / "rnncli.json").read_text())
     assert manifest["data"]["pretraining"]["epochs_run"] == 2
     assert manifest["settings"]["pretrain_epochs"] == 2
+    assert manifest["settings"]["adversarial"] == 0.3  # "auto", resolved on --resume too
 
 
 def test_pretrain_refuses_before_it_works(tmp_path, unlabelled_csv, monkeypatch):

@@ -14,6 +14,11 @@ for every model; here the perturbation is measured against each text's own word 
 instead, which needs no change of the pretrained embedding (their 5.0 against vectors of
 length about 16 is about 0.3 of a word vector).
 
+Each pass draws its own dropout masks, so the push is the clean pass's steepest way up,
+not exactly the perturbed pass's; the paper's code adds the push after the embedding's
+dropout and keeps its mask (not measured here). The reported training loss is the clean
+pass's, comparable with the validation loss.
+
 The trainer wraps the classifier (``core``) and a second graph over the same layers that
 takes the noise (model.build_core's ``perturbable``): training, validation and the state
 kept for --resume go through the trainer, and the core is what is saved.
@@ -69,7 +74,7 @@ class Adversarial(keras.Model):
         """Two passes, each with its own backward pass: the clean batch (its gradient
         with respect to the embedded tokens gives the perturbation), then the perturbed
         batch; the weights move by the sum of both passes' gradients. (One tape over both
-        would also record the first backward pass: about 1.5 times slower on CPUs.)"""
+        would also record the first backward pass: about 1.8 times slower on CPUs.)"""
         ids, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         weights = self.trainable_weights
         width = self.perturbed.inputs[1].shape[-1]

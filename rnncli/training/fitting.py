@@ -331,8 +331,9 @@ def _fit_rnn(config: TrainConfig, start: Start, train: tuple, val: tuple,
         if encoder is not None:
             pretrain.start_from(core, encoder)
         if trained is not core:
-            reporter.message(f"adversarial training: each batch also with its words pushed "
-                             f"{config.adversarial:g} word-vector lengths (--adversarial 0: off)")
+            reporter.message(f"adversarial training: each batch is also learnt with its words "
+                             f"pushed along the loss's gradient ({config.adversarial:g} "
+                             "word-vector lengths a text; --adversarial 0: off)")
         history, best_epoch = fitloop.fit(trained, config, *train, *val, reporter,
                                           replicas=replicas, progress=progress,
                                           precision=precision, class_weights=class_weights,
