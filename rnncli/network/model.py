@@ -261,55 +261,50 @@ def build_core(config: TrainConfig, *, perturbable: bool = False):
     return core, keras.Model([ids, noise], [head(states), embedded], name="perturbed")
 
 
-class _Head:
-    """The pooling, dropout and output layers of the classifier, each made at its first use
-    (as the Encoder's) and shared by later calls."""
+class _Shared:
+    """Layers made once, each at its first use (so in the order, and with the initial
+    weights of a given seed, that earlier releases gave), and applied again by later
+    calls to new inputs (shared weights)."""
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self._made: list[keras.layers.Layer] = []
-
-    def __call__(self, x):
-        config, width = self.config, output_width(self.config.classes)
-        makers = [lambda: {"max": lambda: MaskedMaxPooling(name="max_pool"),
-                           "mean": lambda: keras.layers.GlobalAveragePooling1D(name="mean_pool"),
-                           "attention": lambda: AttentionPooling(config.units,
-                                                                 name="attention_pool"),
-                           }.get(config.pooling, lambda: None)(),
-                  lambda: keras.layers.Dropout(config.dropout, name="dropout")
-                  if config.dropout else None,
-                  lambda: keras.layers.Dense(width, activation="sigmoid" if width == 1
-                                             else "softmax", dtype="float32", name="head")]
-        for i, make in enumerate(makers):
-            if len(self._made) <= i:
-                self._made.append(make())
-            if self._made[i] is not None:
-                x = self._made[i](x)
-        return x
-
-
-def encoder_layers(config: TrainConfig, ids, *, layers: int, dropout: float, sequences: bool):
-    """Token ids -> the recurrent states of a new :class:`Encoder`."""
-    return Encoder(config, layers=layers, dropout=dropout, sequences=sequences)(ids)[0]
-
-
-class Encoder:
-    """Token ids -> the recurrent states: the embedding (with the token pairs'), dropout and
-    ``layers`` bidirectional layers, the last giving every step's states if ``sequences``.
-    Each layer is made at its first use (in the order, and so with the initial weights, of
-    a given seed that earlier releases gave), and each later call applies the same layers
-    to new inputs (shared weights). The classifier (build_core) and the language models of
-    pretraining share these layers' names and shapes (training/pretrain.py)."""
-
-    def __init__(self, config: TrainConfig, *, layers: int, dropout: float, sequences: bool):
-        self.config, self.depth, self.rate, self.sequences = config, layers, dropout, sequences
-        self.width = config.embed_dim + (config.bigram_dim or 0)  # of the embedded tokens
         self._made: dict[str, keras.layers.Layer] = {}
 
     def _layer(self, name: str, make):
         if name not in self._made:
             self._made[name] = make()
         return self._made[name]
+
+
+class _Head(_Shared):
+    """The pooling, dropout and output layers of the classifier."""
+
+    def __call__(self, x):
+        config, width = self.config, output_width(self.config.classes)
+        pooling = {"max": lambda: MaskedMaxPooling(name="max_pool"),
+                   "mean": lambda: keras.layers.GlobalAveragePooling1D(name="mean_pool"),
+                   "attention": lambda: AttentionPooling(config.units, name="attention_pool"),
+                   }.get(config.pooling)  # "last": the recurrent layer's last states
+        if pooling is not None:
+            x = self._layer("pooling", pooling)(x)
+        if config.dropout:
+            x = self._layer("dropout", lambda: keras.layers.Dropout(config.dropout,
+                                                                    name="dropout"))(x)
+        return self._layer("head", lambda: keras.layers.Dense(
+            width, activation="sigmoid" if width == 1 else "softmax", dtype="float32",
+            name="head"))(x)
+
+
+class Encoder(_Shared):
+    """Token ids -> the recurrent states: the embedding (with the token pairs'), dropout and
+    ``layers`` bidirectional layers, the last giving every step's states if ``sequences``.
+    The classifier (build_core) and the language models of pretraining share these layers'
+    names and shapes (training/pretrain.py)."""
+
+    def __init__(self, config: TrainConfig, *, layers: int, dropout: float, sequences: bool):
+        super().__init__(config)
+        self.depth, self.rate, self.sequences = layers, dropout, sequences
+        self.width = config.embed_dim + (config.bigram_dim or 0)  # of the embedded tokens
 
     def __call__(self, ids, noise=None):
         """(the recurrent states, the embedded tokens before ``noise`` was added)."""

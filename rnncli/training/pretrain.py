@@ -117,7 +117,7 @@ def build_language_model(config: TrainConfig):
     ``embedding``, ``token_pairs`` and first bidirectional layer are the classifier's
     (the same names and shapes, model.build_core)."""
     ids = keras.Input(shape=(None,), dtype="int64", name="ids")
-    x = M.encoder_layers(config, ids, layers=1, dropout=DROPOUT, sequences=True)
+    x, _ = M.Encoder(config, layers=1, dropout=DROPOUT, sequences=True)(ids)
     x = keras.layers.Dropout(DROPOUT, name="states_dropout")(x)
     loss = LanguageModelLoss(config.max_tokens, config.units, gap=2 if config.bigram_dim else 1,
                              name="lm_loss")([x, ids])
